@@ -1,0 +1,225 @@
+//! proto <-> domain mapping, and the admission checks that belong at the edge: the catalog
+//! (known source, known and permitted tags) and the size limits.
+
+use crate::catalog::Catalog;
+use crate::config::LimitsConfig;
+use crate::engine::ProfileView;
+use crate::model::{Decision, EpochMillis, Outcome, RawRecord, RecordKey, Rejection, SourceId, TagCode};
+use crate::pb;
+use std::collections::BTreeMap;
+
+/// Admits one record or says why not. Empty values are dropped ("not recorded").
+pub fn admit_record(
+    record: pb::Record,
+    catalog: &Catalog,
+    limits: &LimitsConfig,
+) -> Result<RawRecord, Rejection> {
+    if record.source.trim().is_empty() {
+        return Err(Rejection::MissingSource);
+    }
+    let source = SourceId::parse(&record.source).ok_or_else(|| Rejection::MalformedSource(truncate(&record.source)))?;
+    if catalog.source(&source).is_none() {
+        return Err(Rejection::UnknownSource(source.to_string()));
+    }
+    if record.record_id.is_empty() {
+        return Err(Rejection::MissingRecordId);
+    }
+    if record.record_id.len() > limits.record_id_bytes_max {
+        return Err(Rejection::RecordIdTooLong {
+            max: limits.record_id_bytes_max,
+        });
+    }
+    if record.record_id.chars().any(char::is_control) {
+        return Err(Rejection::BadRecordId);
+    }
+    let observed_at = if record.observed_at.trim().is_empty() {
+        None
+    } else {
+        let parsed = chrono::DateTime::parse_from_rfc3339(record.observed_at.trim())
+            .map_err(|_| Rejection::BadObservedAt(truncate(&record.observed_at)))?;
+        Some(parsed.timestamp_millis())
+    };
+    if record.tags.len() > limits.tags_per_record_max {
+        return Err(Rejection::TooManyTags {
+            n: record.tags.len(),
+            max: limits.tags_per_record_max,
+        });
+    }
+    let mut tags = BTreeMap::new();
+    for (tag, value) in record.tags {
+        let tag = TagCode::new(tag);
+        catalog.check_tag(&source, &tag)?;
+        if value.len() > limits.value_bytes_max {
+            return Err(Rejection::ValueTooLong {
+                tag: tag.to_string(),
+                max: limits.value_bytes_max,
+            });
+        }
+        if !value.trim().is_empty() {
+            tags.insert(tag, value);
+        }
+    }
+    if tags.is_empty() {
+        return Err(Rejection::NoTags);
+    }
+    Ok(RawRecord {
+        key: RecordKey {
+            source,
+            record_id: record.record_id,
+        },
+        observed_at,
+        tags,
+    })
+}
+
+/// Source codes and timestamps are not personal data, but a client's mistake may put
+/// anything there: echo a short prefix only.
+fn truncate(text: &str) -> String {
+    text.chars().take(16).collect()
+}
+
+pub fn outcome_to_pb(record_index: u32, key: Option<&RecordKey>, outcome: Outcome) -> pb::RecordOutcome {
+    let (source, record_id) = key
+        .map(|key| (key.source.to_string(), key.record_id.clone()))
+        .unwrap_or_default();
+    match outcome {
+        Outcome::Resolved { decision, person_id } => pb::RecordOutcome {
+            record_index,
+            source,
+            record_id,
+            decision: decision_to_pb(decision) as i32,
+            person_id: person_id.to_string(),
+            reason: String::new(),
+            reason_code: String::new(),
+        },
+        Outcome::Rejected(rejection) => pb::RecordOutcome {
+            record_index,
+            source,
+            record_id,
+            decision: pb::Decision::Rejected as i32,
+            person_id: String::new(),
+            reason: rejection.to_string(),
+            reason_code: rejection.code().to_string(),
+        },
+    }
+}
+
+fn decision_to_pb(decision: Decision) -> pb::Decision {
+    match decision {
+        Decision::Created => pb::Decision::Created,
+        Decision::Matched => pb::Decision::Matched,
+        Decision::Merged => pb::Decision::Merged,
+        Decision::Review => pb::Decision::Review,
+        Decision::Unchanged => pb::Decision::Unchanged,
+    }
+}
+
+pub fn profile_to_pb(view: ProfileView) -> pb::Profile {
+    let n_records = u32::try_from(view.records.len()).unwrap_or(u32::MAX);
+    pb::Profile {
+        person_id: view.person_id.to_string(),
+        tags: view
+            .tags
+            .into_iter()
+            .map(|(tag, entry)| pb::TagValue {
+                tag: tag.to_string(),
+                value: entry.value,
+                source: entry.source.to_string(),
+                record_id: entry.record_id,
+                observed_at: format_millis(entry.observed_at),
+            })
+            .collect(),
+        n_records,
+        version: view.version,
+        records: view
+            .records
+            .into_iter()
+            .map(|key| pb::RecordRef {
+                source: key.source.to_string(),
+                record_id: key.record_id,
+            })
+            .collect(),
+    }
+}
+
+pub fn format_millis(millis: EpochMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// Checks a tag mask against the catalog, naming the first unknown tag.
+pub fn tag_mask(catalog: &Catalog, mask: Vec<String>) -> Result<Vec<TagCode>, tonic::Status> {
+    mask.into_iter()
+        .map(|tag| match catalog.tag(&tag) {
+            Some(_) => Ok(TagCode::new(tag)),
+            None => Err(tonic::Status::invalid_argument(format!("tag_mask names tag {tag}, which is not in the catalog"))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record(source: &str, record_id: &str, tags: &[(&str, &str)]) -> pb::Record {
+        pb::Record {
+            source: source.into(),
+            record_id: record_id.into(),
+            observed_at: String::new(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[track_caller]
+    fn check(record: pb::Record, expected_code: &str) {
+        let catalog = Catalog::shipped();
+        let limits = LimitsConfig::default();
+        let code = match admit_record(record, &catalog, &limits) {
+            Ok(_) => "admitted",
+            Err(rejection) => rejection.code(),
+        };
+        assert_eq!(code, expected_code);
+    }
+
+    #[test]
+    fn admission() {
+        check(record("D07", "1", &[("name", "张伟")]), "admitted");
+        check(record("", "1", &[("name", "张伟")]), "missing_source");
+        check(record("X", "1", &[("name", "张伟")]), "malformed_source");
+        check(record("D99", "1", &[("name", "张伟")]), "unknown_source");
+        check(record("D07", "", &[("name", "张伟")]), "missing_record_id");
+        check(record("D07", "a\u{0}b", &[("name", "张伟")]), "bad_record_id");
+        check(record("D07", &"x".repeat(129), &[("name", "张伟")]), "record_id_too_long");
+        check(record("D07", "1", &[("nickname", "伟")]), "unknown_tag");
+        check(record("D07", "1", &[("name", ""), ("phone", " ")]), "no_tags");
+        check(record("D07", "1", &[("name", &"长".repeat(1000))]), "value_too_long");
+        let mut bad_time = record("D07", "1", &[("name", "张伟")]);
+        bad_time.observed_at = "yesterday".into();
+        check(bad_time, "bad_observed_at");
+        let too_many: Vec<(String, String)> = (0..300).map(|i| (format!("t{i}"), "v".to_string())).collect();
+        let too_many: Vec<(&str, &str)> = too_many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        check(record("D07", "1", &too_many), "too_many_tags");
+    }
+
+    #[test]
+    fn rejection_messages_name_the_tag_not_the_value() {
+        let catalog = Catalog::shipped();
+        let rejection = admit_record(record("D07", "1", &[("secret_tag", "13800001234")]), &catalog, &LimitsConfig::default())
+            .expect_err("unknown tag");
+        let message = rejection.to_string();
+        assert!(message.contains("secret_tag"), "{message}");
+        assert!(!message.contains("13800001234"), "{message}");
+    }
+
+    proptest! {
+        #[test]
+        fn admission_never_panics(source in "\\PC{0,5}", record_id in "\\PC{0,10}", tag in "\\PC{0,10}", value in "\\PC{0,10}", time in "\\PC{0,30}") {
+            let catalog = Catalog::shipped();
+            let mut pb_record = record(&source, &record_id, &[(&tag, &value)]);
+            pb_record.observed_at = time;
+            let _ = admit_record(pb_record, &catalog, &LimitsConfig::default());
+        }
+    }
+}

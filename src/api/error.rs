@@ -1,0 +1,19 @@
+//! The one place engine errors become gRPC statuses. Logs the internal cause once and gives
+//! the client a stable code and a message without personal values.
+
+use crate::engine::EngineError;
+use tonic::{Code, Status};
+
+pub fn to_status(error: EngineError) -> Status {
+    match error {
+        EngineError::InvalidArgument(message) => Status::invalid_argument(message),
+        EngineError::ShuttingDown => Status::unavailable("the service is shutting down; retry against a running server"),
+        EngineError::WritePathFailed => {
+            Status::unavailable("the write path has failed and stopped acknowledging; the service needs a restart")
+        }
+        internal @ (EngineError::Store(_) | EngineError::Wal(_) | EngineError::Index(_) | EngineError::DataDir { .. }) => {
+            tracing::error!(error = %internal, "internal error");
+            Status::new(Code::Internal, "internal error; see the server log")
+        }
+    }
+}

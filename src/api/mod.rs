@@ -1,0 +1,313 @@
+//! The gRPC edge: tonic services, proto <-> domain mapping and admission. Holds no business
+//! rules; everything it decides is "is this call well-formed and within the limits".
+
+pub mod convert;
+pub mod error;
+
+use crate::engine::Engine;
+use crate::model::{Outcome, PersonId, RecordKey};
+use crate::pb;
+use error::to_status;
+use futures::stream::{FuturesOrdered, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Batches of one stream that may be queued at the writer at once; answers keep their order.
+const STREAM_BATCHES_IN_FLIGHT_MAX: usize = 8;
+/// Rows per export chunk.
+const EXPORT_CHUNK_ROWS: usize = 10_000;
+
+fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs blocking store reads off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work).await.expect("read task panicked")
+}
+
+#[derive(Clone)]
+pub struct IngestApi {
+    engine: Arc<Engine>,
+    stream_permits: Arc<Semaphore>,
+}
+
+impl IngestApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        let permits = engine.config().server.concurrent_streams_max;
+        IngestApi {
+            engine,
+            stream_permits: Arc::new(Semaphore::new(permits)),
+        }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+/// Admits, ingests and answers one batch.
+async fn ingest_batch(engine: Arc<Engine>, batch: pb::RecordBatch) -> Result<pb::BatchOutcome, Status> {
+    let limits = &engine.config().limits;
+    if batch.records.len() > limits.batch_records_max {
+        return Err(Status::invalid_argument(format!(
+            "batch {} has {} records, more than the limit of {}",
+            batch.batch_id,
+            batch.records.len(),
+            limits.batch_records_max
+        )));
+    }
+    let received_at = now_millis();
+    let mut admitted = Vec::new();
+    let mut slots = Vec::with_capacity(batch.records.len());
+    for record in batch.records {
+        let key_hint = (record.source.clone(), record.record_id.clone());
+        match convert::admit_record(record, engine.catalog(), limits) {
+            Ok(raw) => {
+                slots.push(Ok(raw.key.clone()));
+                admitted.push(raw);
+            }
+            Err(rejection) => slots.push(Err((key_hint, rejection))),
+        }
+    }
+    let n_admitted = admitted.len();
+    let (sequence, mut placed) = if admitted.is_empty() {
+        (0, Vec::new().into_iter())
+    } else {
+        let applied = engine.ingest(received_at, admitted).await.map_err(to_status)?;
+        (applied.sequence, applied.placed.into_iter())
+    };
+    let mut outcomes = Vec::with_capacity(slots.len());
+    let mut n_rejected = 0usize;
+    for (record_idx, slot) in slots.into_iter().enumerate() {
+        let record_index = u32::try_from(record_idx).expect("batch size is bounded");
+        let outcome = match slot {
+            Ok(key) => {
+                let placed = placed.next().expect("one placement per admitted record");
+                let outcome = Outcome::Resolved {
+                    decision: placed.decision,
+                    person_id: placed.person_id,
+                };
+                convert::outcome_to_pb(record_index, Some(&key), outcome)
+            }
+            Err(((source, record_id), rejection)) => {
+                n_rejected += 1;
+                let mut outcome = convert::outcome_to_pb(record_index, None, Outcome::Rejected(rejection));
+                outcome.source = source.chars().take(16).collect();
+                outcome.record_id = record_id.chars().take(engine.config().limits.record_id_bytes_max).collect();
+                outcome
+            }
+        };
+        outcomes.push(outcome);
+    }
+    tracing::debug!(batch_id = batch.batch_id, sequence, n_admitted, n_rejected, "batch ingested");
+    Ok(pb::BatchOutcome {
+        batch_id: batch.batch_id,
+        durable: true,
+        outcomes,
+        sequence,
+    })
+}
+
+#[tonic::async_trait]
+impl pb::ingest_service_server::IngestService for IngestApi {
+    type StreamRecordsStream = BoxStream<pb::BatchOutcome>;
+
+    async fn stream_records(
+        &self,
+        request: Request<Streaming<pb::RecordBatch>>,
+    ) -> Result<Response<Self::StreamRecordsStream>, Status> {
+        let permit = Arc::clone(&self.stream_permits).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "too many concurrent ingest streams (limit {}); retry later",
+                self.engine.config().server.concurrent_streams_max
+            ))
+        })?;
+        let mut inbound = request.into_inner();
+        let engine = Arc::clone(&self.engine);
+        let idle_timeout = Duration::from_millis(engine.config().server.stream_idle_timeout_ms);
+        let (sender, receiver) = mpsc::channel(STREAM_BATCHES_IN_FLIGHT_MAX);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut in_flight = FuturesOrdered::new();
+            let mut inbound_done = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                        let failed = matches!(answer, Err(_));
+                        if sender.send(answer).await.is_err() || failed {
+                            return;
+                        }
+                    }
+                    message = tokio::time::timeout(idle_timeout, inbound.message()),
+                        if !inbound_done && in_flight.len() < STREAM_BATCHES_IN_FLIGHT_MAX => {
+                        match message {
+                            Ok(Ok(Some(batch))) => in_flight.push_back(ingest_batch(Arc::clone(&engine), batch)),
+                            Ok(Ok(None)) => inbound_done = true,
+                            Ok(Err(status)) => {
+                                // A message the server could not decode (too large, malformed)
+                                // or a broken connection: answer with the status and stop.
+                                tracing::debug!(code = ?status.code(), "ingest stream failed on the inbound side");
+                                let _ = sender.send(Err(status)).await;
+                                return;
+                            }
+                            Err(_) => {
+                                let status = Status::deadline_exceeded(format!(
+                                    "ingest stream sent nothing for {} s and was closed",
+                                    idle_timeout.as_secs()
+                                ));
+                                let _ = sender.send(Err(status)).await;
+                                return;
+                            }
+                        }
+                    }
+                    else => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+#[derive(Clone)]
+pub struct ProfileApi {
+    engine: Arc<Engine>,
+}
+
+impl ProfileApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        ProfileApi { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::profile_service_server::ProfileService for ProfileApi {
+    async fn get_profile(&self, request: Request<pb::GetProfileRequest>) -> Result<Response<pb::Profile>, Status> {
+        let request = request.into_inner();
+        if request.person_id.is_empty() {
+            return Err(Status::invalid_argument("person_id is empty"));
+        }
+        let mask = convert::tag_mask(self.engine.catalog(), request.tag_mask)?;
+        let engine = Arc::clone(&self.engine);
+        let person_id = PersonId::new(request.person_id);
+        let lookup_id = person_id.clone();
+        let view = blocking(move || engine.get_profile(&lookup_id, &mask)).await.map_err(to_status)?;
+        match view {
+            Some(view) => Ok(Response::new(convert::profile_to_pb(view))),
+            None => Err(Status::not_found(format!("person {person_id} not found"))),
+        }
+    }
+
+    async fn get_profile_by_id_number(
+        &self,
+        request: Request<pb::GetProfileByIdNumberRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        let request = request.into_inner();
+        let mask = convert::tag_mask(self.engine.catalog(), request.tag_mask)?;
+        let engine = Arc::clone(&self.engine);
+        let view = blocking(move || engine.get_profile_by_id_number(&request.id_number, &mask))
+            .await
+            .map_err(to_status)?;
+        match view {
+            Some(view) => Ok(Response::new(convert::profile_to_pb(view))),
+            None => Err(Status::not_found("no person holds this ID number")),
+        }
+    }
+
+    type ExportMappingStream = BoxStream<pb::MappingChunk>;
+
+    async fn export_mapping(
+        &self,
+        _request: Request<pb::ExportMappingRequest>,
+    ) -> Result<Response<Self::ExportMappingStream>, Status> {
+        let engine = Arc::clone(&self.engine);
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut after: Option<RecordKey> = None;
+            loop {
+                let page_engine = Arc::clone(&engine);
+                let page_after = after.clone();
+                let page = blocking(move || page_engine.mapping_page(page_after.as_ref(), EXPORT_CHUNK_ROWS)).await;
+                let page = match page {
+                    Ok(page) => page,
+                    Err(error) => {
+                        let _ = sender.send(Err(to_status(error))).await;
+                        return;
+                    }
+                };
+                let done = page.len() < EXPORT_CHUNK_ROWS;
+                after = page.last().map(|(key, _)| key.clone());
+                let rows = page
+                    .into_iter()
+                    .map(|(key, person_id)| pb::MappingRow {
+                        source: key.source.to_string(),
+                        record_id: key.record_id,
+                        person_id: person_id.to_string(),
+                    })
+                    .collect();
+                if sender.send(Ok(pb::MappingChunk { rows })).await.is_err() || done {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+#[derive(Clone)]
+pub struct AdminApi {
+    engine: Arc<Engine>,
+}
+
+impl AdminApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        AdminApi { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_service_server::AdminService for AdminApi {
+    async fn get_catalog(&self, _request: Request<pb::GetCatalogRequest>) -> Result<Response<pb::Catalog>, Status> {
+        let catalog = self.engine.catalog();
+        Ok(Response::new(pb::Catalog {
+            sources: catalog
+                .sources()
+                .map(|source| pb::SourceInfo {
+                    code: source.code.clone(),
+                    name: source.name.clone(),
+                    authority_rank: source.authority_rank,
+                })
+                .collect(),
+            tags: catalog
+                .tags()
+                .iter()
+                .map(|tag| pb::TagInfo {
+                    code: tag.code.clone(),
+                    label: tag.label.clone(),
+                    value_type: format!("{:?}", tag.value_type),
+                    sensitivity: format!("{:?}", tag.sensitivity),
+                    identity_role: format!("{:?}", tag.identity_role),
+                    survivorship: format!("{:?}", tag.survivorship),
+                    owner_source: tag.owner_source.clone(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_stats(&self, _request: Request<pb::GetStatsRequest>) -> Result<Response<pb::Stats>, Status> {
+        let engine = Arc::clone(&self.engine);
+        let stats = blocking(move || engine.stats()).await.map_err(to_status)?;
+        Ok(Response::new(pb::Stats {
+            n_records: stats.store.n_records,
+            n_persons: stats.store.n_persons,
+            applied_sequence: stats.store.applied_sequence,
+            change_sequence: stats.store.change_sequence,
+            index_watermark: stats.index_watermark,
+            index_persons: stats.index_persons,
+            store_bytes: stats.store.size_on_disk,
+        }))
+    }
+}

@@ -1,0 +1,64 @@
+//! Character-level normalization shared by every standardizer: full-width to half-width,
+//! control characters removed, white space collapsed. Pure functions.
+
+/// Maps full-width ASCII variants (U+FF01..U+FF5E) and the ideographic space to ASCII.
+pub fn to_half_width(raw: &str) -> String {
+    raw.chars()
+        .map(|c| match c {
+            '\u{3000}' => ' ',
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).expect("maps into ASCII"),
+            other => other,
+        })
+        .collect()
+}
+
+/// Half-width, no control or zero-width characters, inner white space collapsed to one space,
+/// trimmed. Idempotent.
+pub fn clean_text(raw: &str) -> String {
+    let half = to_half_width(raw);
+    let mut out = String::with_capacity(half.len());
+    let mut pending_space = false;
+    for c in half.chars() {
+        if c.is_whitespace() {
+            pending_space = !out.is_empty();
+        } else if c.is_control() || matches!(c, '\u{200B}'..='\u{200D}' | '\u{FEFF}') {
+            continue;
+        } else {
+            if pending_space {
+                out.push(' ');
+                pending_space = false;
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[track_caller]
+    fn check(raw: &str, expected: &str) {
+        assert_eq!(clean_text(raw), expected);
+    }
+
+    #[test]
+    fn cleaning() {
+        check("  张伟  ", "张伟");
+        check("ＡＢＣ１２３", "ABC123");
+        check("文三路\u{3000}1号", "文三路 1号");
+        check("a\t\n b", "a b");
+        check("a\u{0007}b\u{200B}", "ab");
+        check("", "");
+    }
+
+    proptest! {
+        #[test]
+        fn idempotent(raw in "\\PC{0,60}") {
+            let once = clean_text(&raw);
+            prop_assert_eq!(clean_text(&once), once);
+        }
+    }
+}

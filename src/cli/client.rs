@@ -1,0 +1,391 @@
+//! Client subcommands: each talks gRPC to a running server, except `generate`, which writes a
+//! synthetic population locally.
+
+use super::ServerArgs;
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use popmaster::catalog::Catalog;
+use popmaster::interchange::{parse_line, InterchangeRecord};
+use popmaster::pb;
+use popmaster::pb::admin_service_client::AdminServiceClient;
+use popmaster::pb::ingest_service_client::IngestServiceClient;
+use popmaster::pb::profile_service_client::ProfileServiceClient;
+use popmaster::synth::{Generator, SynthConfig};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+/// Batches a load keeps in flight on its stream.
+const LOAD_BATCHES_IN_FLIGHT: usize = 8;
+/// The largest message the client accepts (a full profile is far smaller).
+const CLIENT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+async fn connect(server: &ServerArgs) -> anyhow::Result<Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(server.server.clone())
+        .with_context(|| format!("{} is not a server address like http://127.0.0.1:50051", server.server))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach a popmaster server at {}", server.server))
+}
+
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    /// JSONL file, one record a line; `-` reads standard input.
+    file: PathBuf,
+    /// Records per batch.
+    #[arg(long, default_value_t = 1_000)]
+    batch_size: usize,
+    /// Print every rejected record with its line number (otherwise the first 20).
+    #[arg(long)]
+    verbose: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// What a load saw, for the summary.
+#[derive(Default)]
+struct LoadSummary {
+    n_lines_malformed: u64,
+    by_decision: BTreeMap<&'static str, u64>,
+    rejected_by_reason: BTreeMap<String, u64>,
+}
+
+fn decision_name(decision: i32) -> &'static str {
+    match pb::Decision::try_from(decision).unwrap_or(pb::Decision::Unspecified) {
+        pb::Decision::Created => "created",
+        pb::Decision::Matched => "matched",
+        pb::Decision::Merged => "merged",
+        pb::Decision::Review => "review",
+        pb::Decision::Rejected => "rejected",
+        pb::Decision::Unchanged => "unchanged",
+        pb::Decision::Unspecified => "unspecified",
+    }
+}
+
+pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let channel = connect(&args.server).await?;
+    let mut client = IngestServiceClient::new(channel).max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+    let (reader, total_bytes): (Box<dyn BufRead + Send>, Option<u64>) = if args.file.as_os_str() == "-" {
+        (Box::new(BufReader::new(std::io::stdin())), None)
+    } else {
+        let file = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+        let len = file.metadata().ok().map(|meta| meta.len());
+        (Box::new(BufReader::new(file)), len)
+    };
+    let progress = match total_bytes {
+        Some(len) => ProgressBar::new(len),
+        None => ProgressBar::no_length(),
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+
+    let (sender, receiver) = tokio::sync::mpsc::channel::<pb::RecordBatch>(LOAD_BATCHES_IN_FLIGHT);
+    let mut responses = client
+        .stream_records(ReceiverStream::new(receiver))
+        .await
+        .context("the server refused the ingest stream")?
+        .into_inner();
+
+    // Read and send on a blocking thread; it reports malformed lines and each batch's lines.
+    let batch_size = args.batch_size;
+    let reader_progress = progress.clone();
+    let (lines_sender, mut lines_receiver) = tokio::sync::mpsc::unbounded_channel::<(u64, Vec<u64>)>();
+    let reader_task = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+        let mut n_malformed = 0u64;
+        let mut batch = Vec::with_capacity(batch_size);
+        let mut batch_lines = Vec::with_capacity(batch_size);
+        let mut batch_id = 0u64;
+        let flush = |batch: &mut Vec<pb::Record>, batch_lines: &mut Vec<u64>, batch_id: &mut u64| -> bool {
+            *batch_id += 1;
+            let _ = lines_sender.send((*batch_id, std::mem::take(batch_lines)));
+            sender
+                .blocking_send(pb::RecordBatch {
+                    batch_id: *batch_id,
+                    records: std::mem::take(batch),
+                })
+                .is_ok()
+        };
+        for (line_idx, line) in reader.lines().enumerate() {
+            let line_number = line_idx as u64 + 1;
+            let line = line.with_context(|| format!("cannot read line {line_number}"))?;
+            reader_progress.inc(line.len() as u64 + 1);
+            match parse_line(&line, line_number) {
+                Ok(Some(record)) => {
+                    batch.push(to_pb(record));
+                    batch_lines.push(line_number);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    n_malformed += 1;
+                    reader_progress.suspend(|| eprintln!("skipped {error}"));
+                }
+            }
+            if batch.len() == batch_size && !flush(&mut batch, &mut batch_lines, &mut batch_id) {
+                return Ok(n_malformed);
+            }
+        }
+        if !batch.is_empty() {
+            flush(&mut batch, &mut batch_lines, &mut batch_id);
+        }
+        Ok(n_malformed)
+    });
+
+    let mut summary = LoadSummary::default();
+    let mut lines_of_batch: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut n_rejections_printed = 0;
+    while let Some(answer) = responses.message().await.context("the ingest stream failed")? {
+        while let Ok((batch_id, lines)) = lines_receiver.try_recv() {
+            lines_of_batch.insert(batch_id, lines);
+        }
+        let lines = lines_of_batch.remove(&answer.batch_id).unwrap_or_default();
+        for outcome in answer.outcomes {
+            let name = decision_name(outcome.decision);
+            *summary.by_decision.entry(name).or_default() += 1;
+            if outcome.decision == pb::Decision::Rejected as i32 {
+                *summary.rejected_by_reason.entry(outcome.reason_code.clone()).or_default() += 1;
+                if args.verbose || n_rejections_printed < 20 {
+                    n_rejections_printed += 1;
+                    let line = lines.get(outcome.record_index as usize).copied().unwrap_or(0);
+                    progress.suspend(|| eprintln!("rejected line {line}: {}", outcome.reason));
+                }
+            }
+        }
+        progress.set_message(format!("{} records answered", summary.by_decision.values().sum::<u64>()));
+    }
+    summary.n_lines_malformed = reader_task.await.expect("reader task panicked")?;
+    progress.finish_and_clear();
+    print_summary(&summary);
+    Ok(())
+}
+
+fn print_summary(summary: &LoadSummary) {
+    let n_answered: u64 = summary.by_decision.values().sum();
+    println!("records answered: {n_answered}");
+    for (decision, count) in &summary.by_decision {
+        println!("  {decision:<10} {count}");
+    }
+    for (reason, count) in &summary.rejected_by_reason {
+        println!("  rejected because {reason}: {count}");
+    }
+    println!("malformed lines skipped: {}", summary.n_lines_malformed);
+}
+
+fn to_pb(record: InterchangeRecord) -> pb::Record {
+    let source = record.source.clone();
+    let record_id = record.record_id.clone();
+    let observed_at = record.observed_at.clone().unwrap_or_default();
+    pb::Record {
+        source,
+        record_id,
+        observed_at,
+        tags: record.present_tags().into_iter().collect(),
+    }
+}
+
+#[derive(clap::Args)]
+pub struct GetArgs {
+    /// The person id.
+    #[arg(required_unless_present = "id_number", conflicts_with = "id_number")]
+    person_id: Option<String>,
+    /// Look the person up by resident ID number (any form: 15 or 18 digits, full-width, x).
+    #[arg(long)]
+    id_number: Option<String>,
+    /// Only these tags (comma-separated codes).
+    #[arg(long, value_delimiter = ',')]
+    tags: Vec<String>,
+    /// Print the profile as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+pub async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let channel = connect(&args.server).await?;
+    let mut profiles = ProfileServiceClient::new(channel.clone()).max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+    let profile = match (&args.person_id, &args.id_number) {
+        (Some(person_id), _) => profiles
+            .get_profile(pb::GetProfileRequest {
+                person_id: person_id.clone(),
+                tag_mask: args.tags.clone(),
+            })
+            .await
+            .map_err(status_error)?,
+        (None, Some(id_number)) => profiles
+            .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
+                id_number: id_number.clone(),
+                tag_mask: args.tags.clone(),
+            })
+            .await
+            .map_err(status_error)?,
+        (None, None) => bail!("give a person id or --id-number"),
+    }
+    .into_inner();
+    if args.json {
+        let tags: BTreeMap<&str, serde_json::Value> = profile
+            .tags
+            .iter()
+            .map(|tag| {
+                let value = serde_json::json!({
+                    "value": tag.value, "source": tag.source,
+                    "record_id": tag.record_id, "observed_at": tag.observed_at,
+                });
+                (tag.tag.as_str(), value)
+            })
+            .collect();
+        let records: Vec<String> = profile.records.iter().map(|r| format!("{}/{}", r.source, r.record_id)).collect();
+        let json = serde_json::json!({
+            "person_id": profile.person_id, "version": profile.version,
+            "n_records": profile.n_records, "records": records, "tags": tags,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    let catalog = AdminServiceClient::new(channel)
+        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+        .get_catalog(pb::GetCatalogRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let labels: HashMap<&str, &str> = catalog.tags.iter().map(|tag| (tag.code.as_str(), tag.label.as_str())).collect();
+    println!("person {}  (version {}, {} records)", profile.person_id, profile.version, profile.n_records);
+    for tag in &profile.tags {
+        let label = labels.get(tag.tag.as_str()).copied().unwrap_or("");
+        println!(
+            "  {:<32} {:<12} {:<40} {}/{} {}",
+            tag.tag, label, tag.value, tag.source, tag.record_id, tag.observed_at
+        );
+    }
+    Ok(())
+}
+
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("server answered {:?}: {}", status.code(), status.message())
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// Output CSV file (`source,record_id,person_id`); `-` writes standard output.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let channel = connect(&args.server).await?;
+    let mut chunks = ProfileServiceClient::new(channel)
+        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+        .export_mapping(pb::ExportMappingRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let sink: Box<dyn Write> = if args.out.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?)
+    };
+    let mut writer = csv::Writer::from_writer(BufWriter::new(sink));
+    writer.write_record(["source", "record_id", "person_id"])?;
+    let mut n_rows = 0u64;
+    while let Some(chunk) = chunks.message().await.map_err(status_error)? {
+        for row in chunk.rows {
+            writer.write_record([&row.source, &row.record_id, &row.person_id])?;
+            n_rows += 1;
+        }
+    }
+    writer.flush()?;
+    eprintln!("exported {n_rows} records");
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+pub async fn stats(args: StatsArgs) -> anyhow::Result<()> {
+    let channel = connect(&args.server).await?;
+    let stats = AdminServiceClient::new(channel)
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("records            {}", stats.n_records);
+    println!("persons            {}", stats.n_persons);
+    println!("applied sequence   {}", stats.applied_sequence);
+    println!("change sequence    {}", stats.change_sequence);
+    println!("index watermark    {}", stats.index_watermark);
+    println!("index persons      {}", stats.index_persons);
+    println!("store bytes        {}", stats.store_bytes);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// Number of persons.
+    #[arg(long, default_value_t = 1_000)]
+    persons: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Mean records per person.
+    #[arg(long, default_value_t = 3.0)]
+    records_per_person: f64,
+    /// JSONL output; `-` writes standard output.
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the ground truth as CSV (`source,record_id,true_person`).
+    #[arg(long)]
+    truth: Option<PathBuf>,
+}
+
+pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let config = SynthConfig {
+        seed: args.seed,
+        n_persons: args.persons,
+        records_per_person_mean: args.records_per_person,
+        ..SynthConfig::default()
+    };
+    let catalog = Catalog::shipped();
+    let sink: Box<dyn Write> = if args.out.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?)
+    };
+    let mut out = BufWriter::new(sink);
+    let mut truth = match &args.truth {
+        Some(path) => {
+            let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let mut writer = csv::Writer::from_writer(BufWriter::new(file));
+            writer.write_record(["source", "record_id", "true_person"])?;
+            Some(writer)
+        }
+        None => None,
+    };
+    let mut n_records = 0u64;
+    for synth in Generator::new(config, &catalog) {
+        if let Some(truth) = &mut truth {
+            truth.write_record([&synth.record.source, &synth.record.record_id, &synth.true_person.to_string()])?;
+        }
+        serde_json::to_writer(&mut out, &synth.record)?;
+        out.write_all(b"\n")?;
+        n_records += 1;
+    }
+    out.flush()?;
+    if let Some(mut truth) = truth {
+        truth.flush()?;
+    }
+    eprintln!("generated {n_records} records about {} persons", args.persons);
+    Ok(())
+}

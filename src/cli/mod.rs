@@ -1,0 +1,138 @@
+//! The command line: `popmaster serve` runs the service; every other subcommand is a gRPC
+//! client of a running server (`--server`, environment `POPMASTER_SERVER`).
+
+mod client;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use popmaster::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+#[derive(Parser)]
+#[command(name = "popmaster", version, about = "Population master-data entity-resolution service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ServerArgs {
+    /// Address of a running popmaster server.
+    #[arg(long, env = "POPMASTER_SERVER", default_value = DEFAULT_SERVER, global = true)]
+    pub server: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve(ServeArgs),
+    /// Stream a JSONL file of records (the interchange format) into the server.
+    Load(client::LoadArgs),
+    /// Print a person's profile, by person id or by resident ID number.
+    Get(client::GetArgs),
+    /// Write the record -> person mapping of every stored record as CSV.
+    Export(client::ExportArgs),
+    /// Print record, person and index counts.
+    Stats(client::StatsArgs),
+    /// Write a synthetic population in the interchange format (seeded, deterministic).
+    Generate(client::GenerateArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML settings file; flags and environment override it.
+    #[arg(long, env = "POPMASTER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (sled store, write-ahead log, index).
+    #[arg(long, env = "POPMASTER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on, HOST:PORT.
+    #[arg(long, env = "POPMASTER_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Directory with sources.csv and tags.csv replacing the shipped catalog.
+    #[arg(long, env = "POPMASTER_CATALOG_DIR")]
+    catalog_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "POPMASTER_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Load(args) => client::load(args).await,
+            Command::Get(args) => client::get(args).await,
+            Command::Export(args) => client::export(args).await,
+            Command::Stats(args) => client::stats(args).await,
+            Command::Generate(args) => client::generate(args),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POPMASTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let mut config = match &args.config {
+        Some(path) => Config::from_toml_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(catalog_dir) = args.catalog_dir {
+        config.catalog_dir = Some(catalog_dir);
+    }
+    config.validate()?;
+    let catalog = match &config.catalog_dir {
+        Some(dir) => popmaster::catalog::Catalog::load_dir(dir)?,
+        None => popmaster::catalog::Catalog::shipped(),
+    };
+    tracing::info!(
+        n_sources = catalog.sources().count(),
+        n_tags = catalog.tags().len(),
+        "catalog loaded"
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    popmaster::serve(config, catalog, listener, popmaster::server::termination_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! Settings: read once at start from an optional TOML file, then environment and flags
+//! (applied by `cli`), validated into `Config`, and passed explicitly. No globals.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// A directory holding `sources.csv` and `tags.csv`; empty uses the shipped catalog.
+    pub catalog_dir: Option<PathBuf>,
+    pub limits: LimitsConfig,
+    pub storage: StorageConfig,
+    pub wal: WalConfig,
+    pub index: IndexConfig,
+    pub server: ServerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("popmaster-data"),
+            listen: "127.0.0.1:50051".parse().expect("valid literal address"),
+            catalog_dir: None,
+            limits: LimitsConfig::default(),
+            storage: StorageConfig::default(),
+            wal: WalConfig::default(),
+            index: IndexConfig::default(),
+            server: ServerConfig::default(),
+        }
+    }
+}
+
+/// What one record, batch and message may hold. Every bound here is enforced at the edge.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub batch_records_max: usize,
+    pub tags_per_record_max: usize,
+    pub value_bytes_max: usize,
+    pub record_id_bytes_max: usize,
+    pub message_bytes_max: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            batch_records_max: 10_000,
+            tags_per_record_max: 256,
+            value_bytes_max: 2_048,
+            record_id_bytes_max: 128,
+            message_bytes_max: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            cache_capacity_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes_max: u64,
+    /// Batches waiting for the writer; senders wait when it is full (backpressure).
+    pub queue_batches_max: usize,
+    /// Records one group commit (one fdatasync) may cover.
+    pub group_records_max: usize,
+    /// Checkpoint (store fsync, WAL trim) after this many milliseconds with new writes.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            segment_bytes_max: 64 * 1024 * 1024,
+            queue_batches_max: 64,
+            group_records_max: 20_000,
+            checkpoint_interval_ms: 30_000,
+        }
+    }
+}
+
+impl WalConfig {
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_millis(self.checkpoint_interval_ms)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    pub writer_memory_bytes: usize,
+    /// How often the index catches up with the change feed.
+    pub refresh_interval_ms: u64,
+    pub changes_per_round_max: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            writer_memory_bytes: 64 * 1024 * 1024,
+            refresh_interval_ms: 1_000,
+            changes_per_round_max: 50_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// On SIGINT/SIGTERM, how long in-flight calls may take before the server stops anyway.
+    pub shutdown_grace_ms: u64,
+    pub concurrent_streams_max: usize,
+    /// A stream that sends nothing for this long is closed.
+    pub stream_idle_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            shutdown_grace_ms: 10_000,
+            concurrent_streams_max: 256,
+            stream_idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid setting {setting}: {message}")]
+    Invalid { setting: &'static str, message: String },
+}
+
+impl Config {
+    pub fn from_toml_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|error| error.to_string())
+    }
+
+    /// Checks what serde cannot: bounds that must be positive and fit together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("limits.batch_records_max", self.limits.batch_records_max),
+            ("limits.tags_per_record_max", self.limits.tags_per_record_max),
+            ("limits.value_bytes_max", self.limits.value_bytes_max),
+            ("limits.record_id_bytes_max", self.limits.record_id_bytes_max),
+            ("wal.queue_batches_max", self.wal.queue_batches_max),
+            ("wal.group_records_max", self.wal.group_records_max),
+            ("server.concurrent_streams_max", self.server.concurrent_streams_max),
+        ];
+        for (setting, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        // A record's values are stored one key each; keep each far below sled's blob path.
+        if self.limits.value_bytes_max > 16 * 1024 {
+            return Err(ConfigError::Invalid {
+                setting: "limits.value_bytes_max",
+                message: "must be at most 16384 (larger values would reach sled's unsynced blob files)".into(),
+            });
+        }
+        if self.limits.batch_records_max > 1 << 20 {
+            return Err(ConfigError::Invalid {
+                setting: "limits.batch_records_max",
+                message: "must be at most 1048576".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_equals_defaults() {
+        assert_eq!(Config::from_toml("").expect("parses"), Config::default());
+        Config::default().validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn partial_file_overrides_only_what_it_names() {
+        let config = Config::from_toml("listen = \"0.0.0.0:6000\"\n[limits]\nbatch_records_max = 5\n").expect("parses");
+        assert_eq!(config.listen.port(), 6000);
+        assert_eq!(config.limits.batch_records_max, 5);
+        assert_eq!(config.limits.value_bytes_max, LimitsConfig::default().value_bytes_max);
+    }
+
+    #[test]
+    fn unknown_and_invalid_settings_are_named() {
+        let error = Config::from_toml("[limits]\nbatch_size = 5\n").expect_err("unknown field");
+        assert!(error.contains("batch_size"), "{error}");
+        let mut config = Config::default();
+        config.limits.batch_records_max = 0;
+        let error = config.validate().expect_err("zero");
+        assert!(error.to_string().contains("limits.batch_records_max"), "{error}");
+    }
+}

@@ -1,0 +1,193 @@
+//! Keeps the derived candidate index caught up with the store's change feed. The index is
+//! never written from the write path directly: it only replays the feed, so a rebuilt or
+//! lagging index converges to the same state. A missing, damaged or incompatible index is
+//! recreated and replayed from the start of the feed.
+
+use super::EngineError;
+use crate::config::IndexConfig;
+use crate::model::{PersonId, TagCode};
+use crate::store::{ChangeKind, Store};
+use popmaster_index::{Candidate, CandidateIndex, CandidateQuery, IndexOp, PersonDoc};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+#[derive(Default)]
+struct Signal {
+    woken: bool,
+    stopping: bool,
+}
+
+struct Shared {
+    index: CandidateIndex,
+    store: Arc<Store>,
+    changes_per_round_max: usize,
+    signal: Mutex<Signal>,
+    condvar: Condvar,
+    /// Serializes catch-up rounds between the background thread and callers waiting on it.
+    catch_up_lock: Mutex<()>,
+}
+
+pub(super) struct Indexer {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Lets the writer tell the indexer that the feed has grown.
+#[derive(Clone)]
+pub(super) struct Wakeup(Arc<Shared>);
+
+impl Wakeup {
+    pub(super) fn wake(&self) {
+        self.0.signal.lock().expect("lock poisoned").woken = true;
+        self.0.condvar.notify_one();
+    }
+}
+
+impl Indexer {
+    pub(super) fn start(dir: &Path, config: &IndexConfig, store: Arc<Store>) -> Result<Indexer, EngineError> {
+        let index_config = popmaster_index::IndexConfig {
+            writer_memory_bytes: config.writer_memory_bytes,
+            ..popmaster_index::IndexConfig::default()
+        };
+        let index = match CandidateIndex::open(dir, &index_config) {
+            Ok(index) => index,
+            Err(error) if error.needs_rebuild() => {
+                tracing::warn!(%error, "candidate index is unusable; recreating it and replaying the change feed");
+                CandidateIndex::recreate(dir, &index_config)?
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let shared = Arc::new(Shared {
+            index,
+            store,
+            changes_per_round_max: config.changes_per_round_max,
+            signal: Mutex::new(Signal::default()),
+            condvar: Condvar::new(),
+            catch_up_lock: Mutex::new(()),
+        });
+        let interval = Duration::from_millis(config.refresh_interval_ms);
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("popmaster-indexer".into())
+            .spawn(move || run(&thread_shared, interval))
+            .map_err(|source| EngineError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        Ok(Indexer {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    pub(super) fn wakeup(&self) -> Wakeup {
+        Wakeup(Arc::clone(&self.shared))
+    }
+
+    pub(super) fn watermark(&self) -> u64 {
+        self.shared.index.watermark()
+    }
+
+    pub(super) fn num_persons(&self) -> u64 {
+        self.shared.index.num_persons()
+    }
+
+    pub(super) fn candidates(&self, query: &CandidateQuery, k: usize) -> Result<Vec<Candidate>, EngineError> {
+        Ok(self.shared.index.candidates(query, k)?)
+    }
+
+    /// Runs a catch-up round now and waits for it.
+    pub(super) async fn catch_up_now(&self) -> Result<(), EngineError> {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || catch_up(&shared))
+            .await
+            .expect("index catch-up task panicked")
+    }
+
+    /// Catches up one last time, commits, and stops the thread.
+    pub(super) async fn shutdown(&self) {
+        {
+            let mut signal = self.shared.signal.lock().expect("lock poisoned");
+            signal.stopping = true;
+        }
+        self.shared.condvar.notify_one();
+        let thread = self.thread.lock().expect("lock poisoned").take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+fn run(shared: &Shared, interval: Duration) {
+    loop {
+        let stopping = {
+            let signal = shared.signal.lock().expect("lock poisoned");
+            let (mut signal, _) = shared
+                .condvar
+                .wait_timeout_while(signal, interval, |signal| !signal.woken && !signal.stopping)
+                .expect("lock poisoned");
+            signal.woken = false;
+            signal.stopping
+        };
+        if let Err(error) = catch_up(shared) {
+            tracing::error!(%error, "candidate index catch-up failed; will retry");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Applies every change after the index's watermark, in rounds, committing each round with
+/// its last feed sequence.
+fn catch_up(shared: &Shared) -> Result<(), EngineError> {
+    let _round = shared.catch_up_lock.lock().expect("lock poisoned");
+    loop {
+        let from = shared.index.watermark() + 1;
+        let changes = shared.store.changes_from(from, shared.changes_per_round_max)?;
+        let Some((last_sequence, _)) = changes.last() else {
+            return Ok(());
+        };
+        let last_sequence = *last_sequence;
+        // Only the newest event of each person in the round matters.
+        let mut latest: BTreeMap<PersonId, ChangeKind> = BTreeMap::new();
+        for (_, event) in changes {
+            latest.insert(event.person_id, event.kind);
+        }
+        let txn = shared.store.begin();
+        let mut ops = Vec::with_capacity(latest.len());
+        for (person_id, kind) in latest {
+            let header = match kind {
+                ChangeKind::Deleted => None,
+                ChangeKind::Upserted => txn.person(&person_id)?,
+            };
+            // A person deleted after this event is removed now; its delete event follows.
+            let Some(header) = header else {
+                ops.push(IndexOp::Delete {
+                    person_id: person_id.to_string(),
+                });
+                continue;
+            };
+            let profile = txn.profile(&person_id)?;
+            let values = |tags: &[&str]| -> Vec<String> {
+                tags.iter()
+                    .filter_map(|tag| profile.get(&TagCode::new(*tag)).map(|entry| entry.value.clone()))
+                    .collect()
+            };
+            ops.push(IndexOp::Upsert(PersonDoc {
+                person_id: person_id.to_string(),
+                version: header.version,
+                names: values(&["name"]),
+                id_numbers: values(&["id_number"]),
+                birth_dates: values(&["birth_date"]),
+                phones: values(&["phone"]),
+                addresses: values(&["address", "hukou_address"]),
+            }));
+        }
+        shared.index.apply(ops)?;
+        shared.index.commit(last_sequence)?;
+    }
+}

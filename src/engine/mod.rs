@@ -1,0 +1,403 @@
+//! The engine: the write path and the read path as one facade. Orders the write-ahead log,
+//! cleanse, resolve, store and index, and acknowledges only what is durable. Speaks model
+//! types, never proto.
+//!
+//! Write path: `ingest` queues a batch for the single writer thread, which group-commits
+//! queued batches to the WAL (one fdatasync), applies each to the store in one transaction,
+//! and answers. The indexer thread follows the store's change feed into the tantivy index.
+
+mod apply;
+mod indexer;
+
+pub use apply::Placed;
+
+use crate::catalog::Catalog;
+use crate::cleanse::id_number::normalize_id_number;
+use crate::config::Config;
+use crate::model::{EpochMillis, PersonId, RawRecord, RecordKey, TagCode};
+use crate::store::{ProfileEntry, Store, StoreError, StoreStats};
+use crate::wal::{Wal, WalEntry, WalError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Index(#[from] popmaster_index::IndexError),
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    #[error("the write path has failed and stopped acknowledging; restart the service")]
+    WritePathFailed,
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+/// A batch the writer applied: its sequence and one placement per admitted record.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub sequence: u64,
+    pub placed: Vec<Placed>,
+}
+
+/// A profile as read, already narrowed to the requested tags.
+#[derive(Debug, Clone)]
+pub struct ProfileView {
+    pub person_id: PersonId,
+    pub version: u64,
+    pub tags: Vec<(TagCode, ProfileEntry)>,
+    pub records: Vec<RecordKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineStats {
+    pub store: StoreStats,
+    pub index_watermark: u64,
+    pub index_persons: u64,
+}
+
+enum WriterMessage {
+    Write {
+        received_at: EpochMillis,
+        records: Vec<RawRecord>,
+        reply: oneshot::Sender<Result<Applied, EngineError>>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub struct Engine {
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    config: Config,
+    writer_queue: mpsc::Sender<WriterMessage>,
+    write_path_failed: Arc<AtomicBool>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    indexer: indexer::Indexer,
+}
+
+impl Engine {
+    /// Opens the data directory: the store, the WAL (replaying what the store has not yet
+    /// applied), and the index (catching up with the change feed), then starts the writer.
+    pub fn open(config: &Config, catalog: Catalog) -> Result<Engine, EngineError> {
+        let data_dir = &config.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|source| EngineError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let store = Arc::new(Store::open_sled(
+            &data_dir.join("store"),
+            config.storage.cache_capacity_bytes,
+        )?);
+        let catalog = Arc::new(catalog);
+        let applied_sequence = store.applied_sequence()?;
+        let recovered = Wal::open(&data_dir.join("wal"), config.wal.segment_bytes_max, applied_sequence)?;
+        if recovered.torn_tail_bytes > 0 {
+            tracing::warn!(
+                torn_tail_bytes = recovered.torn_tail_bytes,
+                "cut an unacknowledged torn write off the end of the write-ahead log"
+            );
+        }
+        let n_replayed = recovered.pending.len();
+        for entry in &recovered.pending {
+            apply::apply_entry(&store, &catalog, entry)?;
+        }
+        if n_replayed > 0 {
+            tracing::info!(n_replayed, applied_sequence = store.applied_sequence()?, "replayed the write-ahead log");
+        }
+        let indexer = indexer::Indexer::start(&data_dir.join("index"), &config.index, Arc::clone(&store))?;
+        let (writer_queue, receiver) = mpsc::channel(config.wal.queue_batches_max);
+        let write_path_failed = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            store: Arc::clone(&store),
+            catalog: Arc::clone(&catalog),
+            wal: recovered.wal,
+            receiver,
+            group_records_max: config.wal.group_records_max,
+            checkpoint_interval: config.wal.checkpoint_interval(),
+            failed: Arc::clone(&write_path_failed),
+            indexer_wakeup: indexer.wakeup(),
+        };
+        let writer_thread = std::thread::Builder::new()
+            .name("popmaster-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|source| EngineError::DataDir {
+                path: data_dir.display().to_string(),
+                source,
+            })?;
+        Ok(Engine {
+            store,
+            catalog,
+            config: config.clone(),
+            writer_queue,
+            write_path_failed,
+            writer_thread: Mutex::new(Some(writer_thread)),
+            indexer,
+        })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Logs, applies and answers one batch of admitted records. Returns once the batch is
+    /// durable (fdatasync'ed in the WAL) and applied to the store.
+    pub async fn ingest(&self, received_at: EpochMillis, records: Vec<RawRecord>) -> Result<Applied, EngineError> {
+        if self.write_path_failed.load(Ordering::Acquire) {
+            return Err(EngineError::WritePathFailed);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.writer_queue
+            .send(WriterMessage::Write {
+                received_at,
+                records,
+                reply,
+            })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        answer.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// Finishes queued batches, checkpoints the store, commits the index and stops the
+    /// background threads. Later ingests fail with `ShuttingDown`.
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.writer_queue.send(WriterMessage::Shutdown(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+        let writer_thread = self.writer_thread.lock().expect("lock poisoned").take();
+        if let Some(thread) = writer_thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        self.indexer.shutdown().await;
+    }
+
+    pub fn get_profile(&self, person_id: &PersonId, tag_mask: &[TagCode]) -> Result<Option<ProfileView>, EngineError> {
+        let txn = self.store.begin();
+        let Some(header) = txn.person(person_id)? else {
+            return Ok(None);
+        };
+        let tags = txn
+            .profile(person_id)?
+            .into_iter()
+            .filter(|(tag, _)| tag_mask.is_empty() || tag_mask.contains(tag))
+            .collect();
+        Ok(Some(ProfileView {
+            person_id: person_id.clone(),
+            version: header.version,
+            tags,
+            records: txn.members(person_id)?,
+        }))
+    }
+
+    /// The profile of the person holding this resident ID number, given in any form a
+    /// department might send it.
+    pub fn get_profile_by_id_number(
+        &self,
+        raw_id_number: &str,
+        tag_mask: &[TagCode],
+    ) -> Result<Option<ProfileView>, EngineError> {
+        let id_number = normalize_id_number(raw_id_number).map_err(|problem| {
+            EngineError::InvalidArgument(format!("id_number is not a valid resident ID number: {problem}"))
+        })?;
+        match self.store.begin().person_for_id_number(&id_number)? {
+            Some(person_id) => self.get_profile(&person_id, tag_mask),
+            None => Ok(None),
+        }
+    }
+
+    /// One page of the record -> person mapping, in key order after `after`.
+    pub fn mapping_page(&self, after: Option<&RecordKey>, limit: usize) -> Result<Vec<(RecordKey, PersonId)>, EngineError> {
+        Ok(self.store.mapping_page(after, limit)?)
+    }
+
+    pub fn stats(&self) -> Result<EngineStats, EngineError> {
+        Ok(EngineStats {
+            store: self.store.stats()?,
+            index_watermark: self.indexer.watermark(),
+            index_persons: self.indexer.num_persons(),
+        })
+    }
+
+    /// Top-k persons from the fuzzy index (re-read from the store by the caller).
+    pub fn candidates(
+        &self,
+        query: &popmaster_index::CandidateQuery,
+        k: usize,
+    ) -> Result<Vec<popmaster_index::Candidate>, EngineError> {
+        self.indexer.candidates(query, k)
+    }
+
+    /// Waits until the index has caught up with every change made so far.
+    pub async fn index_caught_up(&self) -> Result<(), EngineError> {
+        self.indexer.catch_up_now().await
+    }
+}
+
+struct Writer {
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    wal: Wal,
+    receiver: mpsc::Receiver<WriterMessage>,
+    group_records_max: usize,
+    checkpoint_interval: std::time::Duration,
+    failed: Arc<AtomicBool>,
+    indexer_wakeup: indexer::Wakeup,
+}
+
+type PendingReply = oneshot::Sender<Result<Applied, EngineError>>;
+
+impl Writer {
+    fn run(mut self) {
+        let mut last_checkpoint = Instant::now();
+        let mut dirty = false;
+        loop {
+            let message = match self.receiver.blocking_recv() {
+                Some(message) => message,
+                None => break,
+            };
+            let mut group: Vec<(WalEntry, PendingReply)> = Vec::new();
+            let mut shutdown: Option<oneshot::Sender<()>> = None;
+            let mut n_records = 0;
+            let mut next = Some(message);
+            while let Some(message) = next.take() {
+                match message {
+                    WriterMessage::Write {
+                        received_at,
+                        records,
+                        reply,
+                    } => {
+                        n_records += records.len();
+                        let sequence = self.wal.next_sequence() + group.len() as u64;
+                        group.push((
+                            WalEntry {
+                                sequence,
+                                received_at,
+                                records,
+                            },
+                            reply,
+                        ));
+                    }
+                    WriterMessage::Shutdown(done) => {
+                        shutdown = Some(done);
+                        break;
+                    }
+                }
+                if n_records < self.group_records_max {
+                    next = self.receiver.try_recv().ok();
+                }
+            }
+            if !group.is_empty() {
+                dirty = true;
+                if !self.commit_group(group) {
+                    break;
+                }
+                self.indexer_wakeup.wake();
+            }
+            if let Some(done) = shutdown {
+                self.receiver.close();
+                self.checkpoint();
+                let _ = done.send(());
+                return;
+            }
+            if dirty && last_checkpoint.elapsed() >= self.checkpoint_interval {
+                if !self.checkpoint() {
+                    break;
+                }
+                last_checkpoint = Instant::now();
+                dirty = false;
+            }
+        }
+        // The queue closed or the write path failed: answer whatever is still queued.
+        self.receiver.close();
+        while let Ok(message) = self.receiver.try_recv() {
+            match message {
+                WriterMessage::Write { reply, .. } => {
+                    let _ = reply.send(Err(EngineError::WritePathFailed));
+                }
+                WriterMessage::Shutdown(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// Logs the group with one fdatasync, then applies and answers each batch. Returns false
+    /// when the write path must stop (fail-stop: an fsync error is never retried).
+    fn commit_group(&mut self, group: Vec<(WalEntry, PendingReply)>) -> bool {
+        let started = Instant::now();
+        let (entries, replies): (Vec<WalEntry>, Vec<PendingReply>) = group.into_iter().unzip();
+        if let Err(error) = self.wal.append(&entries) {
+            tracing::error!(%error, "write-ahead log append failed; the write path stops acknowledging");
+            self.failed.store(true, Ordering::Release);
+            for reply in replies {
+                let _ = reply.send(Err(EngineError::WritePathFailed));
+            }
+            return false;
+        }
+        let logged = started.elapsed();
+        let mut replies = replies.into_iter();
+        for entry in &entries {
+            let reply = replies.next().expect("one reply per entry");
+            match apply::apply_entry(&self.store, &self.catalog, entry) {
+                Ok(placed) => {
+                    let _ = reply.send(Ok(Applied {
+                        sequence: entry.sequence,
+                        placed,
+                    }));
+                }
+                Err(error) => {
+                    // The batch is in the log and will be replayed at the next start.
+                    tracing::error!(%error, sequence = entry.sequence, "store apply failed; the write path stops");
+                    self.failed.store(true, Ordering::Release);
+                    let _ = reply.send(Err(EngineError::WritePathFailed));
+                    for reply in replies {
+                        let _ = reply.send(Err(EngineError::WritePathFailed));
+                    }
+                    return false;
+                }
+            }
+        }
+        tracing::debug!(
+            n_batches = entries.len(),
+            log_ms = logged.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "group committed"
+        );
+        true
+    }
+
+    /// Makes the store durable up to its applied sequence, then drops the WAL segments it
+    /// covers.
+    fn checkpoint(&mut self) -> bool {
+        let result = self.store.checkpoint().map_err(EngineError::from).and_then(|()| {
+            let applied = self.store.applied_sequence()?;
+            Ok(self.wal.trim(applied)?)
+        });
+        match result {
+            Ok(n_trimmed) => {
+                tracing::debug!(n_trimmed, "checkpoint");
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, "checkpoint failed; the write path stops acknowledging");
+                self.failed.store(true, Ordering::Release);
+                false
+            }
+        }
+    }
+}

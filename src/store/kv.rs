@@ -1,0 +1,167 @@
+//! The narrow key-value boundary every storage backend implements: ordered keys, atomic
+//! batched writes, prefix scans, and a durable checkpoint. sled is the one backend today;
+//! a distributed transactional store can replace it without touching anything above `store`.
+
+use super::StoreError;
+use std::path::{Path, PathBuf};
+
+/// One atomic group of writes. `None` deletes the key.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    pub(crate) writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl WriteBatch {
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.push((key, Some(value)));
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.writes.push((key, None));
+    }
+
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+pub type KvPair = (Vec<u8>, Vec<u8>);
+
+pub trait KvStore: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Ascending pairs whose key starts with `prefix`, starting at `start` (inclusive) when
+    /// given, at most `limit`.
+    fn scan(&self, prefix: &[u8], start: Option<&[u8]>, limit: usize) -> Result<Vec<KvPair>, StoreError>;
+    /// Applies every write or none, also across a crash.
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Makes every applied batch durable against power loss before returning.
+    fn checkpoint(&self) -> Result<(), StoreError>;
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
+}
+
+/// sled 0.34.7, one tree. One tree because `apply_batch` is atomic within a tree only.
+pub struct SledKv {
+    db: sled::Db,
+    tree: sled::Tree,
+    dir: PathBuf,
+}
+
+impl SledKv {
+    pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<SledKv, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_capacity_bytes)
+            .open()?;
+        let tree = db.open_tree("popmaster")?;
+        Ok(SledKv {
+            db,
+            tree,
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl KvStore for SledKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(key)?.map(|value| value.to_vec()))
+    }
+
+    fn scan(&self, prefix: &[u8], start: Option<&[u8]>, limit: usize) -> Result<Vec<KvPair>, StoreError> {
+        let mut out = Vec::new();
+        let iter = match start {
+            Some(start) => self.tree.range(start.to_vec()..),
+            None => self.tree.range(prefix.to_vec()..),
+        };
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut sled_batch = sled::Batch::default();
+        for (key, value) in batch.writes {
+            match value {
+                Some(value) => sled_batch.insert(key, value),
+                None => sled_batch.remove(key),
+            }
+        }
+        self.tree.apply_batch(sled_batch)?;
+        Ok(())
+    }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        // sled's flush writes its buffers and calls sync_file_range, which survives a process
+        // kill but not power loss; fsync every file and directory it owns to close the gap.
+        self.db.flush()?;
+        fsync_tree(&self.dir)?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// fsyncs every regular file below `dir`, then every directory, deepest first.
+pub fn fsync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            fsync_tree(&entry.path())?;
+        } else if file_type.is_file() {
+            std::fs::File::open(entry.path())?.sync_all()?;
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// An in-memory backend with the same semantics, for tests of the layers above.
+#[derive(Default)]
+pub struct MemKv {
+    map: std::sync::RwLock<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl KvStore for MemKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.map.read().expect("lock poisoned").get(key).cloned())
+    }
+
+    fn scan(&self, prefix: &[u8], start: Option<&[u8]>, limit: usize) -> Result<Vec<KvPair>, StoreError> {
+        let map = self.map.read().expect("lock poisoned");
+        Ok(map
+            .range(start.unwrap_or(prefix).to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .take(limit)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect())
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut map = self.map.write().expect("lock poisoned");
+        for (key, value) in batch.writes {
+            match value {
+                Some(value) => map.insert(key, value),
+                None => map.remove(&key),
+            };
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}

@@ -1,0 +1,204 @@
+//! The test server and small helpers shared by the integration tests.
+
+use popmaster::catalog::Catalog;
+use popmaster::cleanse::id_number::check_digit;
+use popmaster::config::Config;
+use popmaster::pb;
+use popmaster::pb::admin_service_client::AdminServiceClient;
+use popmaster::pb::ingest_service_client::IngestServiceClient;
+use popmaster::pb::profile_service_client::ProfileServiceClient;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// The server in this process: temp data dir, 127.0.0.1:0, `popmaster::serve`.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    _data_dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), popmaster::server::ServeError>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(Config::default()).await
+    }
+
+    pub async fn start_with(mut config: Config) -> TestServer {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        config.data_dir = data_dir.path().join("data");
+        config.index.refresh_interval_ms = 50;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(popmaster::serve(config, Catalog::shipped(), listener, async {
+            let _ = stop.await;
+        }));
+        let server = TestServer {
+            addr,
+            _data_dir: data_dir,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        };
+        wait_until_serving(&server.url()).await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        connect(&self.url()).await.expect("connect to test server")
+    }
+
+    pub async fn ingest_client(&self) -> IngestServiceClient<Channel> {
+        IngestServiceClient::new(self.channel().await)
+    }
+
+    pub async fn profile_client(&self) -> ProfileServiceClient<Channel> {
+        ProfileServiceClient::new(self.channel().await).max_decoding_message_size(64 << 20)
+    }
+
+    pub async fn admin_client(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel().await)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ends cleanly");
+        }
+    }
+}
+
+pub async fn connect(url: &str) -> Result<Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("valid url")
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+}
+
+/// Polls grpc.health.v1 until the ingest service reports SERVING.
+pub async fn wait_until_serving(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(channel) = connect(url).await {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: "popmaster.v1.IngestService".into(),
+            };
+            if let Ok(response) = health.check(request).await {
+                if response.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+                    return;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "server at {url} did not start serving in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn record(source: &str, record_id: &str, tags: &[(&str, &str)]) -> pb::Record {
+    pb::Record {
+        source: source.into(),
+        record_id: record_id.into(),
+        observed_at: String::new(),
+        tags: tags.iter().map(|(tag, value)| (tag.to_string(), value.to_string())).collect(),
+    }
+}
+
+/// A valid synthetic resident ID number: region 330106, the given birth date, sequence `n`.
+pub fn id_number(birth_yyyymmdd: &str, n: u32) -> String {
+    let first17 = format!("330106{birth_yyyymmdd}{:03}", n % 1000);
+    let bytes: &[u8; 17] = first17.as_bytes().try_into().expect("17 digits");
+    format!("{first17}{}", char::from(check_digit(bytes)))
+}
+
+/// Sends one batch on a fresh stream and returns its answer.
+pub async fn ingest(client: &mut IngestServiceClient<Channel>, records: Vec<pb::Record>) -> Result<pb::BatchOutcome, tonic::Status> {
+    let batch = pb::RecordBatch { batch_id: 1, records };
+    let mut answers = client.stream_records(tokio_stream::iter(vec![batch])).await?.into_inner();
+    let answer = answers.message().await?.expect("one answer per batch");
+    Ok(answer)
+}
+
+pub fn decisions(outcome: &pb::BatchOutcome) -> Vec<pb::Decision> {
+    outcome
+        .outcomes
+        .iter()
+        .map(|o| pb::Decision::try_from(o.decision).expect("known decision"))
+        .collect()
+}
+
+/// The whole record -> person mapping.
+pub async fn export(client: &mut ProfileServiceClient<Channel>) -> Vec<pb::MappingRow> {
+    let mut chunks = client
+        .export_mapping(pb::ExportMappingRequest {})
+        .await
+        .expect("export starts")
+        .into_inner();
+    let mut rows = Vec::new();
+    while let Some(chunk) = chunks.message().await.expect("export chunk") {
+        rows.extend(chunk.rows);
+    }
+    rows
+}
+
+pub fn profile_values(profile: &pb::Profile) -> HashMap<String, String> {
+    profile.tags.iter().map(|tag| (tag.tag.clone(), tag.value.clone())).collect()
+}
+
+/// The `popmaster` binary as a child process, for tests that kill or signal it.
+pub struct ServerProcess {
+    pub child: Child,
+    pub url: String,
+    pub log_path: PathBuf,
+}
+
+impl ServerProcess {
+    pub async fn spawn(data_dir: &Path, log_path: &Path) -> ServerProcess {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe");
+            probe.local_addr().expect("probe addr").port()
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_popmaster"))
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("POPMASTER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn popmaster serve");
+        let url = format!("http://127.0.0.1:{port}");
+        wait_until_serving(&url).await;
+        ServerProcess {
+            child,
+            url,
+            log_path: log_path.to_path_buf(),
+        }
+    }
+
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}

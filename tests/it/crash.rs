@@ -1,0 +1,189 @@
+//! kill -9 during streaming ingest: several concurrent streams, the server SIGKILLed at
+//! random points at least ten times and restarted, clients resending what was not
+//! acknowledged. Every acknowledged record must be stored exactly once, at its latest version.
+
+use crate::common::*;
+use popmaster::pb;
+use popmaster::pb::ingest_service_client::IngestServiceClient;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const N_STREAMS: usize = 4;
+const N_KILLS: usize = 12;
+const BATCHES_PER_STREAM: usize = 150;
+const RECORDS_PER_BATCH: usize = 40;
+
+/// One stream's workload: batches in order; about 10% of records update an earlier record of
+/// the same stream with new content.
+fn workload(stream_idx: usize, rng: &mut StdRng) -> Vec<pb::RecordBatch> {
+    let source = ["D01", "D03", "D05", "D07"][stream_idx];
+    let mut n_keys = 0u32;
+    (0..BATCHES_PER_STREAM)
+        .map(|batch_idx| {
+            let records = (0..RECORDS_PER_BATCH)
+                .map(|record_idx| {
+                    let is_update = n_keys > 0 && rng.gen_bool(0.1);
+                    let key_idx = if is_update {
+                        rng.gen_range(0..n_keys)
+                    } else {
+                        n_keys += 1;
+                        n_keys - 1
+                    };
+                    // Each key has its own ID number, so its person holds it alone and the
+                    // profile shows exactly the latest version of the record.
+                    let birth = format!("19{:02}01{:02}", 40 + stream_idx, 1 + key_idx / 1000);
+                    let id = id_number(&birth, key_idx % 1000);
+                    let version_tag = format!("v{batch_idx}-{record_idx}");
+                    record(
+                        source,
+                        &format!("k{key_idx}"),
+                        &[("id_number", &id), ("name", "测试"), ("address", &version_tag)],
+                    )
+                })
+                .collect();
+            pb::RecordBatch {
+                batch_id: batch_idx as u64,
+                records,
+            }
+        })
+        .collect()
+}
+
+/// Sends batches from `acked` onward on one stream until done or the stream fails; advances
+/// `acked` for every answered batch.
+async fn run_stream(url: String, batches: Arc<Vec<pb::RecordBatch>>, acked: Arc<AtomicUsize>) {
+    let Ok(channel) = connect(&url).await else {
+        return;
+    };
+    let mut client = IngestServiceClient::new(channel);
+    let from = acked.load(Ordering::SeqCst);
+    if from == batches.len() {
+        return;
+    }
+    let outgoing: Vec<pb::RecordBatch> = batches[from..].to_vec();
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        for batch in outgoing {
+            if sender.send(batch).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let Ok(response) = client.stream_records(tokio_stream::wrappers::ReceiverStream::new(receiver)).await else {
+        return;
+    };
+    let mut answers = response.into_inner();
+    while let Ok(Some(answer)) = answers.message().await {
+        let expected = acked.load(Ordering::SeqCst);
+        assert_eq!(answer.batch_id as usize, expected, "answers arrive in order");
+        assert!(answer.durable);
+        assert!(answer.outcomes.iter().all(|o| o.decision != pb::Decision::Rejected as i32));
+        acked.store(expected + 1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_kill_9() {
+    let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED);
+    eprintln!("crash test seed {seed} (rerun with CRASH_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let workloads: Vec<Arc<Vec<pb::RecordBatch>>> =
+        (0..N_STREAMS).map(|stream_idx| Arc::new(workload(stream_idx, &mut rng))).collect();
+    let cursors: Vec<Arc<AtomicUsize>> = (0..N_STREAMS).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let log_path = dir.path().join("server.log");
+
+    let mut n_kills = 0;
+    let mut n_kills_mid_ingest = 0;
+    loop {
+        let server = ServerProcess::spawn(&data_dir, &log_path).await;
+        let clients: Vec<_> = (0..N_STREAMS)
+            .map(|stream_idx| {
+                tokio::spawn(run_stream(
+                    server.url.clone(),
+                    Arc::clone(&workloads[stream_idx]),
+                    Arc::clone(&cursors[stream_idx]),
+                ))
+            })
+            .collect();
+        if n_kills < N_KILLS {
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(50..700))).await;
+            let before: Vec<usize> = cursors.iter().map(|cursor| cursor.load(Ordering::SeqCst)).collect();
+            server.kill_9();
+            n_kills += 1;
+            for client in clients {
+                client.await.expect("client task");
+            }
+            let unfinished = cursors.iter().zip(&workloads).any(|(c, w)| c.load(Ordering::SeqCst) < w.len());
+            if unfinished {
+                n_kills_mid_ingest += 1;
+            }
+            eprintln!("kill {n_kills}: acknowledged batches per stream {before:?}");
+            continue;
+        }
+        for client in clients {
+            client.await.expect("client task");
+        }
+        let all_done = cursors
+            .iter()
+            .zip(&workloads)
+            .all(|(cursor, batches)| cursor.load(Ordering::SeqCst) == batches.len());
+        if !all_done {
+            server.kill_9();
+            continue;
+        }
+        verify(&server.url, &workloads).await;
+        assert!(!server.log().contains("panicked"), "no panic in the server log");
+        server.kill_9();
+        break;
+    }
+    assert!(n_kills >= 10);
+    assert!(n_kills_mid_ingest >= 10, "only {n_kills_mid_ingest} kills landed while records were streaming");
+    let log = std::fs::read_to_string(&log_path).expect("server log");
+    eprintln!("restarts that replayed the write-ahead log: {}", log.matches("replayed the write-ahead log").count());
+}
+
+async fn verify(url: &str, workloads: &[Arc<Vec<pb::RecordBatch>>]) {
+    // The model: the latest version of every record the clients sent (all were acknowledged).
+    let mut model: BTreeMap<(String, String), pb::Record> = BTreeMap::new();
+    for batches in workloads {
+        for batch in batches.iter() {
+            for record in &batch.records {
+                model.insert((record.source.clone(), record.record_id.clone()), record.clone());
+            }
+        }
+    }
+    let channel = connect(url).await.expect("connect");
+    let mut profiles = popmaster::pb::profile_service_client::ProfileServiceClient::new(channel.clone());
+    let rows = export(&mut profiles).await;
+    assert_eq!(rows.len(), model.len(), "every acknowledged record stored exactly once");
+    let stored: BTreeMap<(String, String), String> =
+        rows.into_iter().map(|row| ((row.source, row.record_id), row.person_id)).collect();
+    assert_eq!(stored.len(), model.len(), "no record twice");
+    let stats = popmaster::pb::admin_service_client::AdminServiceClient::new(channel)
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!(stats.n_records as usize, model.len());
+    assert_eq!(stats.n_persons as usize, model.len(), "one person per ID number");
+    for (key, record) in &model {
+        let person_id = stored.get(key).expect("acknowledged record is stored");
+        let profile = profiles
+            .get_profile(pb::GetProfileRequest {
+                person_id: person_id.clone(),
+                tag_mask: vec!["address".into()],
+            })
+            .await
+            .expect("profile")
+            .into_inner();
+        let values = profile_values(&profile);
+        assert_eq!(values.get("address"), record.tags.get("address"), "latest version of {key:?}");
+    }
+}

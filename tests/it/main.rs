@@ -1,0 +1,8 @@
+//! Integration tests: they start the real server (in-process on an ephemeral port, or as a
+//! child process for crash and shutdown tests) and talk gRPC to it.
+
+mod common;
+mod crash;
+mod ingest;
+mod profiles;
+mod shutdown;
