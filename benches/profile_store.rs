@@ -58,8 +58,10 @@ fn bench_profiles(criterion: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let catalog = Catalog::shipped();
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config::default();
-    config.data_dir = dir.path().join("data");
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
     let engine = Engine::open(&config, catalog.clone()).expect("engine opens");
 
     let mut person_ids: Vec<PersonId> = Vec::new();
@@ -84,7 +86,10 @@ fn bench_profiles(criterion: &mut Criterion) {
     group.bench_function("get_full_profile_2100_tags", |bencher| {
         bencher.iter(|| {
             next = (next + 1) % person_ids.len();
-            let view = engine.get_profile(&person_ids[next], &[]).expect("read").expect("exists");
+            let view = engine
+                .get_profile(&person_ids[next], &[])
+                .expect("read")
+                .expect("exists");
             assert!(view.tags.len() > 2_000);
             view
         })
@@ -93,7 +98,10 @@ fn bench_profiles(criterion: &mut Criterion) {
     group.bench_function("get_profile_3_tag_mask", |bencher| {
         bencher.iter(|| {
             next = (next + 1) % person_ids.len();
-            engine.get_profile(&person_ids[next], &mask).expect("read").expect("exists")
+            engine
+                .get_profile(&person_ids[next], &mask)
+                .expect("read")
+                .expect("exists")
         })
     });
     let mut variant = 1u32;

@@ -89,10 +89,7 @@ pub struct TagDef {
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("cannot read catalog file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("catalog file {file}, line {line}: {message}")]
     Invalid {
         file: &'static str,
@@ -145,7 +142,10 @@ impl Catalog {
                 )));
             }
             if by_code.insert(id, source.clone()).is_some() {
-                return Err(CatalogError::Inconsistent(format!("source {} is listed twice", source.code)));
+                return Err(CatalogError::Inconsistent(format!(
+                    "source {} is listed twice",
+                    source.code
+                )));
             }
         }
         let mut tag_index = HashMap::new();
@@ -225,9 +225,9 @@ impl Catalog {
     /// Whether `source` may send `tag`: canonical tags are open to all, department tags to
     /// their owner only.
     pub fn check_tag(&self, source: &SourceId, tag: &TagCode) -> Result<&TagDef, crate::model::Rejection> {
-        let def = self.tag(tag.as_str()).ok_or_else(|| crate::model::Rejection::UnknownTag {
-            tag: tag.to_string(),
-        })?;
+        let def = self
+            .tag(tag.as_str())
+            .ok_or_else(|| crate::model::Rejection::UnknownTag { tag: tag.to_string() })?;
         if !def.owner_source.is_empty() && def.owner_source != source.as_str() {
             return Err(crate::model::Rejection::ForeignTag {
                 tag: tag.to_string(),
@@ -240,7 +240,9 @@ impl Catalog {
 }
 
 fn read_csv<T: serde::de::DeserializeOwned>(file: &'static str, text: &str) -> Result<Vec<T>, CatalogError> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let mut rows = Vec::new();
     for row in reader.deserialize() {
         let row = row.map_err(|error| CatalogError::Invalid {
@@ -273,7 +275,16 @@ mod tests {
         assert_eq!(catalog.sources().count(), 63);
         let n_tags = catalog.tags().len();
         assert!((2_050..=2_150).contains(&n_tags), "about 2,100 tags, found {n_tags}");
-        for canonical in ["name", "id_number", "birth_date", "gender", "phone", "address", "hukou_address", "ethnicity"] {
+        for canonical in [
+            "name",
+            "id_number",
+            "birth_date",
+            "gender",
+            "phone",
+            "address",
+            "hukou_address",
+            "ethnicity",
+        ] {
             let tag = catalog.tag(canonical).expect("canonical tag present");
             assert!(tag.owner_source.is_empty(), "{canonical} is canonical");
         }

@@ -52,11 +52,30 @@ pub fn parse_line(text: &str, line: u64) -> Result<Option<InterchangeRecord>, Pa
     if text.trim().is_empty() {
         return Ok(None);
     }
-    serde_json::from_str(text).map(Some).map_err(|error| ParseLineError::Malformed {
-        line,
-        // serde_json's message names the field or position, never echoes the value.
-        message: error.to_string(),
-    })
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|error| ParseLineError::Malformed {
+            line,
+            message: redact_quoted(&error.to_string()),
+        })
+}
+
+/// serde_json quotes offending values ("invalid type: string \"张伟\""); a value may be
+/// personal data, so it is dropped. Field names, in backticks, stay.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut inside = false;
+    for c in message.chars() {
+        if c == '"' {
+            if !inside {
+                out.push_str("\"…\"");
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl InterchangeRecord {
@@ -92,9 +111,13 @@ mod tests {
     fn malformed_lines_name_their_line() {
         let error = parse_line("{\"source\": \"D07\"", 42).expect_err("truncated");
         assert!(error.to_string().starts_with("line 42:"), "{error}");
-        let error = parse_line(r#"{"source":"D07","record_id":"1","tags":{},"extra":1}"#, 7).expect_err("unknown field");
+        let error =
+            parse_line(r#"{"source":"D07","record_id":"1","tags":{},"extra":1}"#, 7).expect_err("unknown field");
         assert!(error.to_string().contains("extra"), "{error}");
         assert!(parse_line("   ", 3).expect("blank is fine").is_none());
+        let error =
+            parse_line(r#"{"source":"D07","record_id":"1","tags":"13800001234"}"#, 9).expect_err("tags not a map");
+        assert!(!error.to_string().contains("13800001234"), "{error}");
     }
 
     proptest! {

@@ -189,10 +189,7 @@ impl Rejection {
 /// The outcome of one record of a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    Resolved {
-        decision: Decision,
-        person_id: PersonId,
-    },
+    Resolved { decision: Decision, person_id: PersonId },
     Rejected(Rejection),
 }
 

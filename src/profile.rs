@@ -23,7 +23,9 @@ pub fn survive(records: &[RecordView<'_>], catalog: &Catalog) -> BTreeMap<TagCod
             if value.standardized.is_empty() {
                 continue;
             }
-            let rule = catalog.tag(tag.as_str()).map_or(Survivorship::MostRecent, |def| def.survivorship);
+            let rule = catalog
+                .tag(tag.as_str())
+                .map_or(Survivorship::MostRecent, |def| def.survivorship);
             let better = match winners.get(tag) {
                 None => true,
                 Some((current, _)) => rank(record, rule, catalog) < rank(current, rule, catalog),
@@ -98,13 +100,29 @@ mod tests {
             tags(&[("name", "张伟"), ("phone", "13800000001")]),
             tags(&[("name", "张玮"), ("phone", "13800000002"), ("gender", "")]),
         );
-        let older_authoritative = RecordView { key: &k1, observed_at: 1_000, tags: &t1 };
-        let newer_other = RecordView { key: &k2, observed_at: 2_000, tags: &t2 };
+        let older_authoritative = RecordView {
+            key: &k1,
+            observed_at: 1_000,
+            tags: &t1,
+        };
+        let newer_other = RecordView {
+            key: &k2,
+            observed_at: 2_000,
+            tags: &t2,
+        };
         for records in [
             vec![older_authoritative, newer_other],
             vec![
-                RecordView { key: &k2, observed_at: 2_000, tags: &t2 },
-                RecordView { key: &k1, observed_at: 1_000, tags: &t1 },
+                RecordView {
+                    key: &k2,
+                    observed_at: 2_000,
+                    tags: &t2,
+                },
+                RecordView {
+                    key: &k1,
+                    observed_at: 1_000,
+                    tags: &t1,
+                },
             ],
         ] {
             let profile = survive(&records, &catalog);

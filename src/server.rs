@@ -76,9 +76,11 @@ pub async fn serve(
         .add_service(ingest)
         .add_service(profiles)
         .add_service(admin);
-    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-        let _ = stopped.await;
-    }));
+    let mut server = tokio::spawn(
+        router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stopped.await;
+        }),
+    );
     tracing::info!(listen = ?local_addr, data_dir = %config.data_dir.display(), "popmaster serving");
 
     tokio::select! {
@@ -93,14 +95,19 @@ pub async fn serve(
         () = shutdown => {}
     }
     tracing::info!("shutting down: no new calls accepted");
-    health_reporter.set_not_serving::<pb::ingest_service_server::IngestServiceServer<IngestApi>>().await;
+    health_reporter
+        .set_not_serving::<pb::ingest_service_server::IngestServiceServer<IngestApi>>()
+        .await;
     let _ = stop_accepting.send(());
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     match tokio::time::timeout(grace, &mut server).await {
         Ok(result) => result.expect("server task panicked")?,
         Err(_) => {
             // Open streams can hold the transport's graceful shutdown forever; stop waiting.
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "calls still open after the grace period; closing them");
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "calls still open after the grace period; closing them"
+            );
             server.abort();
         }
     }

@@ -22,7 +22,8 @@ pub struct SynthConfig {
     pub n_persons: usize,
     /// Mean records per person (each person appears in 1.. sources); default 3.0.
     pub records_per_person_mean: f64,
-    /// Probability a record carries no ID number at all (department never recorded one); default 0.15.
+    /// Probability a record carries no ID number at all (department never recorded one);
+    /// default 0.15.
     pub missing_id_rate: f64,
     /// Probability of each kind of corruption per value; default 0.1.
     pub error_rate: f64,
@@ -103,8 +104,8 @@ const ETHNICITIES: &[(&str, &str, u32)] = &[
     ("土家族", "15", 10), ("畲族", "22", 15),
 ];
 const UYGHUR: usize = 4;
-const TEXT_PHRASES: &str = "正常 已办结 在册 退休 个体经营 无 待审核 已注销 在职 已核实 暂缓 已迁出 有效 \
-                            首次申领 城镇职工 灵活就业 已备案 本地户籍 外来务工 低保对象";
+const TEXT_PHRASES: &str = "正常 已办结 在册 退休 个体经营 无 待审核 已注销 在职 已核实 \
+                            暂缓 已迁出 有效 首次申领 城镇职工 灵活就业 已备案 本地户籍 外来务工 低保对象";
 
 /// The canonical identity tags, in the order records fill them.
 #[rustfmt::skip]
@@ -120,12 +121,13 @@ const BIRTH_FIRST: (i32, u32, u32) = (1930, 1, 1);
 const BIRTH_LAST: (i32, u32, u32) = (2023, 12, 31);
 const OBSERVED_FIRST: (i32, u32, u32) = (2015, 1, 1);
 const OBSERVED_LAST: (i32, u32, u32) = (2025, 12, 31);
-/// Persons born on or after this day are under 16 for most of the window and have no phone.
+/// Persons born on or after this day are under 16 in the observation window: no phone.
 const CHILD_BORN_FROM: (i32, u32, u32) = (2009, 1, 1);
 /// ID sequence numbers (000..999) are split in quarters of 125 pairs (one odd number for a
 /// man, one even for a woman) so that derived persons never reuse a number: ordinary persons,
 /// twins of an ordinary person, namesakes of one, and strangers in department tags.
 const SEQUENCE_PAIRS_PER_KIND: u64 = 125;
+const KIND_ORDINARY: u64 = 0;
 const KIND_TWIN: u64 = 1;
 const KIND_NAMESAKE: u64 = 2;
 const KIND_STRANGER: u64 = 3;
@@ -160,6 +162,7 @@ struct Tables {
     common_names: [Vec<&'static str>; 2],
     uyghur_names: [Vec<&'static str>; 2],
     streets: Vec<&'static str>,
+    text_phrases: Vec<&'static str>,
     simplified_to_traditional: BTreeMap<char, char>,
 }
 
@@ -167,13 +170,7 @@ struct SourceEntry {
     code: String,
     /// Fill probability of each of `Generator::canonical_tags`.
     canonical_fill: Vec<f64>,
-    department_tags: Vec<DepartmentTag>,
-}
-
-struct DepartmentTag {
-    code: String,
-    value_type: ValueType,
-    identity_role: IdentityRole,
+    department_tags: Vec<(String, ValueType, IdentityRole)>,
 }
 
 #[derive(Clone)]
@@ -204,8 +201,7 @@ struct Person {
     /// A second entry is where the person moved at `moves_at`.
     addresses: Vec<Address>,
     hukou: Address,
-    /// Seconds since the start of the observation window; records from then on see the
-    /// mover's new phone and address.
+    /// Seconds into the observation window from which records see a mover's new values.
     moves_at: i64,
     /// The seconds in which the person's records are observed: from a month after birth.
     window: (i64, i64),
@@ -243,28 +239,19 @@ impl Generator {
         for (source_idx, source) in catalog.sources().enumerate() {
             let is_public_security = source.code == PUBLIC_SECURITY;
             let requires = |tag: &str| source.required_tags.iter().any(|required| required == tag);
-            let canonical_fill = generator
-                .canonical_tags
-                .iter()
-                .map(|&(tag, _)| match tag {
+            let canonical_fill = (generator.canonical_tags.iter().enumerate())
+                .map(|(tag_idx, &(tag, _))| match tag {
                     _ if requires(tag) => 1.0,
                     _ if is_public_security && PUBLIC_SECURITY_ALWAYS.contains(&tag) => 1.0,
                     // Whether a record carries its ID number is decided by missing_id_rate.
                     "id_number" => 1.0,
-                    "name" => 0.95,
                     // Each department fills the other identity tags to its own habit.
-                    _ => [0.3, 0.55, 0.8][(mix(source_idx as u64 ^ mix(tag.len() as u64)) % 3) as usize],
+                    _ => [0.3, 0.55, 0.8][(mix(source_idx as u64 * 16 + tag_idx as u64) % 3) as usize],
                 })
                 .collect();
-            let department_tags = catalog
-                .tags()
-                .iter()
+            let department_tags = (catalog.tags().iter())
                 .filter(|tag| tag.owner_source == source.code)
-                .map(|tag| DepartmentTag {
-                    code: tag.code.clone(),
-                    value_type: tag.value_type,
-                    identity_role: tag.identity_role,
-                })
+                .map(|tag| (tag.code.clone(), tag.value_type, tag.identity_role))
                 .collect();
             let weight = if is_public_security { 8 } else { 1 };
             generator.source_weights.push((source_idx, weight));
@@ -273,8 +260,9 @@ impl Generator {
             } else if !requires("id_number") {
                 generator.source_weights_without_id.push((source_idx, weight));
             }
+            let code = source.code.clone();
             generator.sources.push(SourceEntry {
-                code: source.code.clone(),
+                code,
                 canonical_fill,
                 department_tags,
             });
@@ -290,17 +278,14 @@ impl Generator {
         let base = self.ordinary_person(&mut rng, first);
         let has_room_for_two = self.config.n_persons as u64 - first >= 2;
         let roll: f64 = rng.gen();
-        let second = if has_room_for_two && roll < TWIN_RATE {
-            Some(self.twin_of(&mut rng, &base))
-        } else if has_room_for_two && roll < TWIN_RATE + NAMESAKE_RATE {
-            Some(self.namesake_of(&mut rng, &base))
-        } else {
-            None
+        let second = match () {
+            _ if has_room_for_two && roll < TWIN_RATE => Some(self.twin_of(&mut rng, &base)),
+            _ if has_room_for_two && roll < TWIN_RATE + NAMESAKE_RATE => Some(self.namesake_of(&mut rng, &base)),
+            _ => None,
         };
         self.next_person += 1 + u64::from(second.is_some());
-        self.queue_records(&mut rng, &base);
-        if let Some(second) = second {
-            self.queue_records(&mut rng, &second);
+        for person in std::iter::once(base).chain(second) {
+            self.queue_records(&mut rng, &person);
         }
     }
 
@@ -320,8 +305,8 @@ impl Generator {
             let family = pick_weighted(rng, &self.tables.surnames);
             (family.to_string(), self.given_name(rng, false, male))
         };
-        let born_day = i64::from(birth.num_days_from_ce() - day_number(OBSERVED_FIRST));
-        let window_start = ((born_day + 30) * SECONDS_PER_DAY).max(0);
+        let born = i64::from(birth.num_days_from_ce() - day_number(OBSERVED_FIRST));
+        let window_start = ((born + 30) * SECONDS_PER_DAY).max(0);
         let window_end = i64::from(day_number(OBSERVED_LAST) + 1 - day_number(OBSERVED_FIRST)) * SECONDS_PER_DAY;
         let mover = rng.gen_bool(MOVER_RATE);
         let mut phones = Vec::new();
@@ -341,6 +326,7 @@ impl Generator {
             6..=8 => self.random_address(rng, Some(region)),
             _ => self.random_address(rng, None),
         };
+        let moves_at = rng.gen_range(window_start..window_end);
         let mut person = Person {
             index,
             family,
@@ -355,11 +341,11 @@ impl Generator {
             phones,
             addresses,
             hukou,
-            moves_at: rng.gen_range(window_start..window_end),
+            moves_at,
             window: (window_start, window_end),
-            other_id: format!("E{:08}", rng.gen_range(0..100_000_000u32)),
+            other_id: random_other_id(rng),
         };
-        person.id_number = id_number(&person, 0);
+        person.assign_id_number(KIND_ORDINARY);
         person
     }
 
@@ -373,23 +359,23 @@ impl Generator {
             twin.given = self.given_name(rng, twin.uyghur_name, twin.male);
         }
         twin.phones = another_phone(rng, &sibling.phones);
-        twin.other_id = format!("E{:08}", rng.gen_range(0..100_000_000u32));
-        twin.id_number = id_number(&twin, KIND_TWIN);
+        twin.other_id = random_other_id(rng);
+        twin.assign_id_number(KIND_TWIN);
         twin
     }
 
     /// A different person with the same name, gender and birth date, born and living elsewhere.
     fn namesake_of(&self, rng: &mut StdRng, original: &Person) -> Person {
-        let mut namesake = original.clone();
-        namesake.index += 1;
+        let mut other = original.clone();
+        other.index += 1;
         // The region is a function of the original's so that namesake ID numbers stay unique.
-        namesake.region = (original.region + 1) % REGIONS.len();
-        namesake.phones = another_phone(rng, &original.phones);
-        namesake.addresses = vec![self.random_address(rng, Some(namesake.region))];
-        namesake.hukou = self.random_address(rng, Some(namesake.region));
-        namesake.other_id = format!("E{:08}", rng.gen_range(0..100_000_000u32));
-        namesake.id_number = id_number(&namesake, KIND_NAMESAKE);
-        namesake
+        other.region = (original.region + 1) % REGIONS.len();
+        other.phones = another_phone(rng, &original.phones);
+        other.addresses = vec![self.random_address(rng, Some(other.region))];
+        other.hukou = self.random_address(rng, Some(other.region));
+        other.other_id = random_other_id(rng);
+        other.assign_id_number(KIND_NAMESAKE);
+        other
     }
 
     /// A Uyghur given name, or one or two Han given-name characters.
@@ -397,16 +383,17 @@ impl Generator {
         if uyghur {
             return pick_from(rng, &self.tables.uyghur_names[usize::from(male)]).to_string();
         }
+        let given_chars = &self.tables.given_chars[usize::from(male)];
         let n_chars = if rng.gen_bool(0.35) { 1 } else { 2 };
-        (0..n_chars).map(|_| *pick_from(rng, &self.tables.given_chars[usize::from(male)])).collect()
+        (0..n_chars).map(|_| pick_from(rng, given_chars)).collect()
     }
 
     /// An address in `region`, or in any region.
     fn random_address(&self, rng: &mut StdRng, region: Option<usize>) -> Address {
         Address {
             region: region.unwrap_or_else(|| pick(rng, REGIONS.len())),
-            street: *pick_from(rng, &self.tables.streets),
-            number: rng.gen_range(1..=999),
+            street: pick_from(rng, &self.tables.streets),
+            number: rng.gen_range(1..=999u32),
             unit: rng.gen_bool(0.7).then(|| {
                 let room = rng.gen_range(1..=33) * 100 + rng.gen_range(1..=6);
                 (rng.gen_range(1..=30), rng.gen_range(1..=6), room)
@@ -416,7 +403,10 @@ impl Generator {
 
     fn queue_records(&mut self, rng: &mut StdRng, person: &Person) {
         let n_records = 1 + poisson(rng, self.config.records_per_person_mean - 1.0);
-        let mut times: Vec<i64> = (0..n_records).map(|_| rng.gen_range(person.window.0..person.window.1)).collect();
+        let (window_start, window_end) = person.window;
+        let mut times: Vec<i64> = (0..n_records)
+            .map(|_| rng.gen_range(window_start..window_end))
+            .collect();
         times.sort_unstable();
         for (record_idx, observed) in times.into_iter().enumerate() {
             let carries_id = self.source_weights_without_id.is_empty() || !rng.gen_bool(self.config.missing_id_rate);
@@ -434,45 +424,54 @@ impl Generator {
         }
     }
 
-    fn record(&mut self, rng: &mut StdRng, person: &Person, source_idx: usize, observed: i64, carries_id: bool) -> InterchangeRecord {
+    fn record(
+        &mut self,
+        rng: &mut StdRng,
+        person: &Person,
+        source_idx: usize,
+        observed: i64,
+        carries_id: bool,
+    ) -> InterchangeRecord {
         let source = &self.sources[source_idx];
         let later = observed >= person.moves_at;
         let mut tags = BTreeMap::new();
         for (&(tag, role), &fill) in self.canonical_tags.iter().zip(&source.canonical_fill) {
             let filled = rng.gen_bool(fill) && (role != IdentityRole::IdNumber || carries_id);
-            let value = if filled { self.identity_value(rng, person, role, later) } else { None };
-            // ETL exports leave a missing value out, send null, or send an empty string.
-            let value = match value {
-                Some(value) => Some(Some(value)),
-                None => [None, None, None, Some(None), Some(Some(TagText::Text(String::new())))][pick(rng, 5)].clone(),
+            let value = if filled {
+                self.identity_value(rng, person, role, later)
+            } else {
+                None
             };
-            if let Some(value) = value {
-                tags.insert(tag.to_string(), value);
-            }
+            let value = match value {
+                Some(value) => Some(value),
+                // ETL exports leave a missing value out, send null, or send an empty string.
+                None if rng.gen_bool(0.6) => continue,
+                None => rng.gen_bool(0.5).then(|| TagText::from("")),
+            };
+            tags.insert(tag.to_string(), value);
         }
-        let mut candidates: Vec<&DepartmentTag> = source
-            .department_tags
-            .iter()
-            .filter(|tag| carries_id || tag.identity_role != IdentityRole::IdNumber)
+        let mut candidates: Vec<&(String, ValueType, IdentityRole)> = (source.department_tags.iter())
+            .filter(|(_, _, role)| carries_id || *role != IdentityRole::IdNumber)
             .collect();
-        let n_department = candidates.len().min(rng.gen_range(3..=8));
-        for taken in 0..n_department {
+        let n_department = rng.gen_range(3..=8u32) as usize;
+        for taken in 0..candidates.len().min(n_department) {
             let chosen = taken + pick(rng, candidates.len() - taken);
             candidates.swap(taken, chosen);
-            let tag = candidates[taken];
+            let (code, value_type, role) = candidates[taken];
             // A value the person does not have (a child's phone) goes out as null.
-            let value = match tag.identity_role {
-                IdentityRole::None => Some(self.department_value(rng, tag.value_type)),
-                role => self.identity_value(rng, person, role, later),
+            let value = match role {
+                IdentityRole::None => Some(self.department_value(rng, *value_type)),
+                role => self.identity_value(rng, person, *role, later),
             };
-            tags.insert(tag.code.clone(), value);
+            tags.insert(code.clone(), value);
         }
         let record_id = format!("{:x}-{}", self.config.seed, self.next_record);
         self.next_record += 1;
+        let observed_at = Some(render_observed_at(observed));
         InterchangeRecord {
             source: source.code.clone(),
             record_id,
-            observed_at: Some(render_observed_at(observed)),
+            observed_at,
             tags,
         }
     }
@@ -503,7 +502,8 @@ impl Generator {
     }
 
     /// A plausible value for a department tag that does not describe the person's identity:
-    /// a guardian's name, a permit's date, an amount.
+    /// a guardian's name, a permit's date, an amount. ETL exports send numbers and booleans
+    /// unquoted about as often as quoted.
     fn department_value(&self, rng: &mut StdRng, value_type: ValueType) -> TagText {
         let error_rate = self.config.error_rate;
         let text = match value_type {
@@ -512,10 +512,8 @@ impl Generator {
                 format!("{family}{}", self.given_name(rng, false, male))
             }
             ValueType::IdNumber => {
-                let stranger_index = rng.gen_range(0..self.slots.n_slots);
-                let mut stranger = self.ordinary_person(rng, stranger_index);
-                stranger.male = rng.gen_bool(0.5);
-                id_number(&stranger, KIND_STRANGER)
+                let (birth, region, pair) = self.slots.slot(rng.gen_range(0..self.slots.n_slots));
+                id_number(region, birth, sequence(KIND_STRANGER, pair, rng.gen_bool(0.5)))
             }
             ValueType::Date => {
                 let date = date_of(day_number((2000, 1, 1)) + rng.gen_range(0..9_400));
@@ -533,36 +531,29 @@ impl Generator {
                 let address = self.random_address(rng, None);
                 render_address(rng, &address, error_rate)
             }
-            // ETL exports send numbers and booleans unquoted about as often as quoted.
-            ValueType::Integer => {
-                let number = rng.gen_range(0..2_000u32);
-                return if rng.gen_bool(0.5) { TagText::Number(number.into()) } else { TagText::Text(number.to_string()) };
-            }
+            ValueType::Integer if rng.gen_bool(0.5) => return TagText::Number(rng.gen_range(0..2_000u32).into()),
+            ValueType::Integer => rng.gen_range(0..2_000u32).to_string(),
             ValueType::Decimal => {
-                let cents = rng.gen_range(0..10_000_000u32);
-                if rng.gen_bool(0.5) {
-                    let number = serde_json::Number::from_f64(f64::from(cents) / 100.0).expect("finite");
-                    return TagText::Number(number);
+                let amount = f64::from(rng.gen_range(0..10_000_000u32)) / 100.0;
+                match serde_json::Number::from_f64(amount) {
+                    Some(number) if rng.gen_bool(0.5) => return TagText::Number(number),
+                    _ => format!("{amount:.2}"),
                 }
-                format!("{}.{:02}", cents / 100, cents % 100)
             }
             ValueType::Boolean => {
                 let flag = rng.gen_bool(0.5);
-                return match rng.gen_range(0..3u32) {
-                    0 => TagText::Bool(flag),
-                    1 => TagText::Text(flag.to_string()),
-                    _ => TagText::Text(if flag { "是" } else { "否" }.to_string()),
-                };
+                match rng.gen_range(0..3u32) {
+                    0 => return TagText::Bool(flag),
+                    1 => flag.to_string(),
+                    _ => if flag { "是" } else { "否" }.to_string(),
+                }
             }
-            ValueType::Code => {
-                let letter = char::from(b'A' + rng.gen_range(0..26u8));
-                format!("{letter}{:02}", rng.gen_range(0..100u32))
-            }
+            ValueType::Code => format!("{}{:02}", random_letter(rng), rng.gen_range(0..100u32)),
             ValueType::Identifier => {
-                let letters: String = (0..2).map(|_| char::from(b'A' + rng.gen_range(0..26u8))).collect();
-                format!("{letters}{:010}", rng.gen_range(0..10_000_000_000u64))
+                let (first, second) = (random_letter(rng), random_letter(rng));
+                format!("{first}{second}{:010}", rng.gen_range(0..10_000_000_000u64))
             }
-            ValueType::Text => pick_from(rng, &TEXT_PHRASES.split_whitespace().collect::<Vec<_>>()).to_string(),
+            ValueType::Text => pick_from(rng, &self.tables.text_phrases).to_string(),
         };
         TagText::Text(text)
     }
@@ -572,22 +563,21 @@ impl Generator {
     fn render_name(&self, rng: &mut StdRng, person: &Person) -> String {
         let error_rate = self.config.error_rate;
         let mut name = if person.uyghur_name {
-            let dot = if rng.gen_bool(error_rate) { *pick_from(rng, &[".", "•", "・", "．", " "]) } else { "·" };
+            let messy_dots = [".", "•", "・", "．", " "];
+            let messy = rng.gen_bool(error_rate);
+            let dot = if messy { pick_from(rng, &messy_dots) } else { "·" };
             format!("{}{dot}{}", person.given, person.family)
         } else {
             let gap = if rng.gen_bool(error_rate) { " " } else { "" };
             format!("{}{gap}{}", person.family, person.given)
         };
         if rng.gen_bool(error_rate) {
-            let traditional = &self.tables.simplified_to_traditional;
-            name = name.chars().map(|c| *traditional.get(&c).unwrap_or(&c)).collect();
+            let traditional = |c| *self.tables.simplified_to_traditional.get(&c).unwrap_or(&c);
+            name = name.chars().map(traditional).collect();
         }
         if rng.gen_bool(error_rate) {
-            name = match rng.gen_range(0..3u32) {
-                0 => format!(" {name}"),
-                1 => format!("{name} "),
-                _ => format!("{name}\u{3000}"),
-            };
+            let (before, after) = pick_from(rng, &[(" ", ""), ("", " "), ("", "\u{3000}")]);
+            name = format!("{before}{name}{after}");
         }
         name
     }
@@ -607,16 +597,19 @@ impl Iterator for Generator {
 impl Tables {
     fn new() -> Self {
         let words = |lists: [&'static str; 2]| lists.map(|list| list.split_whitespace().collect());
+        let surnames = SURNAMES_BY_WEIGHT
+            .iter()
+            .flat_map(|&(weight, names)| names.split_whitespace().map(move |name| (name, weight)));
         Tables {
-            surnames: SURNAMES_BY_WEIGHT
-                .iter()
-                .flat_map(|&(weight, names)| names.split_whitespace().map(move |name| (name, weight)))
+            surnames: surnames.collect(),
+            ethnicities: (ETHNICITIES.iter().enumerate())
+                .map(|(idx, &(_, _, weight))| (idx, weight))
                 .collect(),
-            ethnicities: ETHNICITIES.iter().enumerate().map(|(idx, &(_, _, weight))| (idx, weight)).collect(),
             given_chars: GIVEN_CHARS.map(|chars| chars.chars().collect()),
             common_names: words(COMMON_NAMES),
             uyghur_names: words(UYGHUR_NAMES),
             streets: STREETS.split_whitespace().collect(),
+            text_phrases: TEXT_PHRASES.split_whitespace().collect(),
             simplified_to_traditional: SIMPLIFIED_CHARS.chars().zip(TRADITIONAL_CHARS.chars()).collect(),
         }
     }
@@ -636,16 +629,17 @@ impl SlotPermutation {
     fn new(seed: u64) -> Self {
         let n_days = (day_number(BIRTH_LAST) - day_number(BIRTH_FIRST) + 1) as u64;
         let n_slots = n_days * REGIONS.len() as u64 * SEQUENCE_PAIRS_PER_KIND;
-        let bits = 64 - (n_slots - 1).leading_zeros();
+        let half_bits = (64 - (n_slots - 1).leading_zeros()).div_ceil(2);
+        let round_keys = [1u64, 2, 3, 4].map(|round| mix(seed ^ mix(round)));
         SlotPermutation {
             n_days,
             n_slots,
-            half_bits: bits.div_ceil(2),
-            round_keys: [1u64, 2, 3, 4].map(|round| mix(seed ^ mix(round))),
+            half_bits,
+            round_keys,
         }
     }
 
-    /// Birth date, region and sequence pair of the person. Beyond `n_slots` persons (about
+    /// Birth date, region and sequence pair of a person. Beyond `n_slots` persons (about
     /// 86 million) indices wrap and ID numbers repeat.
     fn slot(&self, person_index: u64) -> (NaiveDate, usize, u64) {
         let mask = (1u64 << self.half_bits) - 1;
@@ -661,18 +655,29 @@ impl SlotPermutation {
             }
         }
         let day = i32::try_from(slot % self.n_days).expect("fewer days than i32::MAX");
-        let rest = slot / self.n_days;
-        let n_regions = REGIONS.len() as u64;
-        (date_of(day_number(BIRTH_FIRST) + day), (rest % n_regions) as usize, rest / n_regions)
+        let (rest, n_regions) = (slot / self.n_days, REGIONS.len() as u64);
+        let birth = date_of(day_number(BIRTH_FIRST) + day);
+        (birth, (rest % n_regions) as usize, rest / n_regions)
     }
 }
 
-/// The person's 18-digit ID number; `kind` picks the quarter of sequence numbers (see
-/// `SEQUENCE_PAIRS_PER_KIND`). The sequence is odd for men.
-fn id_number(person: &Person, kind: u64) -> String {
-    let sequence = 2 * (kind * SEQUENCE_PAIRS_PER_KIND + person.sequence_pair) + u64::from(person.male);
-    let first17 = format!("{}{}{sequence:03}", REGIONS[person.region].0, render_compact_date(person.birth));
-    let digits: &[u8; 17] = first17.as_bytes().try_into().expect("6 + 8 + 3 ASCII digits");
+impl Person {
+    fn assign_id_number(&mut self, kind: u64) {
+        let sequence = sequence(kind, self.sequence_pair, self.male);
+        self.id_number = id_number(self.region, self.birth, sequence);
+    }
+}
+
+/// The three-digit sequence of an ID number: `kind` picks the quarter (see
+/// `SEQUENCE_PAIRS_PER_KIND`), and the number is odd for men.
+fn sequence(kind: u64, sequence_pair: u64, male: bool) -> u64 {
+    2 * (kind * SEQUENCE_PAIRS_PER_KIND + sequence_pair) + u64::from(male)
+}
+
+fn id_number(region: usize, birth: NaiveDate, sequence: u64) -> String {
+    let (region_code, birth) = (REGIONS[region].0, render_compact_date(birth));
+    let first17 = format!("{region_code}{birth}{sequence:03}");
+    let digits: &[u8; 17] = first17.as_bytes().try_into().expect("6 + 8 + 3 digits");
     format!("{first17}{}", char::from(check_digit(digits)))
 }
 
@@ -682,9 +687,10 @@ fn render_id_number(rng: &mut StdRng, person: &Person, error_rate: f64) -> Strin
     let mut digits = person.id_number.clone().into_bytes();
     let wrong_digits = rng.gen_bool(error_rate);
     if wrong_digits {
-        let transposable: Vec<usize> = (0..16).filter(|&pos| digits[pos] != digits[pos + 1]).collect();
+        let differs = |&pos: &usize| digits[pos] != digits[pos + 1];
+        let transposable: Vec<usize> = (0..16).filter(differs).collect();
         if rng.gen_bool(0.5) && !transposable.is_empty() {
-            let pos = *pick_from(rng, &transposable);
+            let pos = pick_from(rng, &transposable);
             digits.swap(pos, pos + 1);
         } else {
             let pos = pick(rng, 17);
@@ -700,12 +706,14 @@ fn render_id_number(rng: &mut StdRng, person: &Person, error_rate: f64) -> Strin
         text = text.to_lowercase();
     }
     if rng.gen_bool(error_rate) {
-        let birth_end = text.len() - 4;
-        text = match rng.gen_range(0..3u32) {
-            0 => format!("{} {} {}", &text[..6], &text[6..birth_end], &text[birth_end..]),
-            1 => format!(" {text} "),
-            _ => format!("{text} "),
-        };
+        let (region, rest) = text.split_at(6);
+        let (birth, sequence) = rest.split_at(rest.len() - 4);
+        let forms = [
+            format!("{region} {birth} {sequence}"),
+            format!(" {text} "),
+            format!("{text} "),
+        ];
+        text = forms[pick(rng, forms.len())].clone();
     }
     if rng.gen_bool(error_rate) {
         text = to_full_width(&text);
@@ -717,15 +725,13 @@ fn render_id_number(rng: &mut StdRng, person: &Person, error_rate: f64) -> Strin
 /// 1990年1月2日 or with a midnight time.
 fn render_date(rng: &mut StdRng, date: NaiveDate, error_rate: f64) -> String {
     let (year, month, day) = (date.year(), date.month(), date.day());
-    if !rng.gen_bool(error_rate) {
-        return render_iso_date(date);
-    }
-    match rng.gen_range(0..5u32) {
-        0 => render_compact_date(date),
-        1 => format!("{year}/{month}/{day}"),
-        2 => format!("{year}.{month}.{day}"),
-        3 => format!("{year}年{month}月{day}日"),
-        _ => format!("{year}-{month:02}-{day:02} 00:00:00"),
+    match rng.gen_bool(error_rate).then(|| rng.gen_range(0..5u32)) {
+        None => render_iso_date(date),
+        Some(0) => render_compact_date(date),
+        Some(1) => format!("{year}/{month}/{day}"),
+        Some(2) => format!("{year}.{month}.{day}"),
+        Some(3) => format!("{year}年{month}月{day}日"),
+        Some(_) => format!("{} 00:00:00", render_iso_date(date)),
     }
 }
 
@@ -739,25 +745,32 @@ fn render_compact_date(date: NaiveDate) -> String {
 
 /// 男/女 mostly, else M/F, 1/2 (quoted or not) or 男性/女性.
 fn render_gender(rng: &mut StdRng, male: bool, error_rate: f64) -> TagText {
-    let code = if male { 1 } else { 2 };
-    let text = match rng.gen_bool(error_rate).then(|| rng.gen_range(0..4u32)) {
-        None => if male { "男" } else { "女" },
-        Some(0) => if male { "M" } else { "F" },
-        Some(1) => return TagText::Text(code.to_string()),
-        Some(2) => return TagText::Number(code.into()),
-        Some(_) => if male { "男性" } else { "女性" },
-    };
-    TagText::Text(text.to_string())
+    let forms = [["女", "F", "2", "女性"], ["男", "M", "1", "男性"]][usize::from(male)];
+    match rng.gen_bool(error_rate).then(|| rng.gen_range(1..=4u32)) {
+        Some(4) => TagText::Number((2 - u8::from(male)).into()),
+        form => TagText::from(forms[form.unwrap_or(0) as usize]),
+    }
 }
 
 /// A mobile number: 1, a second digit 3..9, then nine digits.
 fn random_phone(rng: &mut StdRng) -> String {
-    format!("1{}{:09}", rng.gen_range(3..=9u32), rng.gen_range(0..1_000_000_000u32))
+    let (second_digit, rest) = (rng.gen_range(3..=9u32), rng.gen_range(0..1_000_000_000u32));
+    format!("1{second_digit}{rest:09}")
 }
 
-/// Gives a twin or a namesake a phone of their own when the other person has one.
+/// A twin's or namesake's own phone, when the other person has one.
 fn another_phone(rng: &mut StdRng, other_phones: &[String]) -> Vec<String> {
-    other_phones.iter().take(1).map(|_| random_phone(rng)).collect()
+    let has_phone = !other_phones.is_empty();
+    Vec::from_iter(has_phone.then(|| random_phone(rng)))
+}
+
+/// A passport-style secondary ID.
+fn random_other_id(rng: &mut StdRng) -> String {
+    format!("E{:08}", rng.gen_range(0..100_000_000u32))
+}
+
+fn random_letter(rng: &mut StdRng) -> char {
+    char::from(b'A' + rng.gen_range(0..26u8))
 }
 
 /// A mobile number as sent: +86 138-0000-1234, 0086 13800001234, 138 0000 1234, full width.
@@ -771,11 +784,7 @@ fn render_phone(rng: &mut StdRng, phone: &str, error_rate: f64) -> String {
         Some(3) => format!("+86{phone}"),
         Some(_) => format!("{head}-{middle}-{tail}"),
     };
-    if rng.gen_bool(error_rate) {
-        to_full_width(&text)
-    } else {
-        text
-    }
+    maybe_full_width(rng, text, error_rate)
 }
 
 /// 浙江省杭州市西湖区文三路123号5幢2单元301室, or abbreviated to 杭州西湖区文三路123号…,
@@ -788,13 +797,12 @@ fn render_address(rng: &mut StdRng, address: &Address, error_rate: f64) -> Strin
         format!("浙江省{city}{district}")
     };
     let gap = if rng.gen_bool(error_rate) { " " } else { "" };
-    let unit = address.unit.map(|(building, unit, room)| format!("{building}幢{unit}单元{room}室"));
-    let text = format!("{head}{gap}{}{}号{}", address.street, address.number, unit.unwrap_or_default());
-    if rng.gen_bool(error_rate) {
-        to_full_width(&text)
-    } else {
-        text
-    }
+    let Address {
+        street, number, unit, ..
+    } = address;
+    let unit = unit.map(|(building, unit, room)| format!("{building}幢{unit}单元{room}室"));
+    let text = format!("{head}{gap}{street}{number}号{}", unit.unwrap_or_default());
+    maybe_full_width(rng, text, error_rate)
 }
 
 /// 汉族 mostly; sometimes without 族 or as the GB 3304 code.
@@ -811,27 +819,38 @@ fn render_ethnicity(rng: &mut StdRng, ethnicity: usize, error_rate: f64) -> Stri
 fn render_observed_at(observed: i64) -> String {
     let day = i32::try_from(observed / SECONDS_PER_DAY).expect("within the window");
     let second_of_day = observed % SECONDS_PER_DAY;
-    let (hour, minute, second) = (second_of_day / 3600, second_of_day / 60 % 60, second_of_day % 60);
+    let (hour, minute) = (second_of_day / 3600, second_of_day / 60 % 60);
+    let second = second_of_day % 60;
     let date = render_iso_date(date_of(day_number(OBSERVED_FIRST) + day));
     format!("{date}T{hour:02}:{minute:02}:{second:02}+08:00")
 }
 
+fn maybe_full_width(rng: &mut StdRng, text: String, error_rate: f64) -> String {
+    if rng.gen_bool(error_rate) {
+        to_full_width(&text)
+    } else {
+        text
+    }
+}
+
 fn to_full_width(text: &str) -> String {
+    let full_width = |c: char| char::from_u32(c as u32 + 0xFEE0).expect("printable ASCII has full-width forms");
     text.chars()
         .map(|c| match c {
             ' ' => '\u{3000}',
-            '!'..='~' => char::from_u32(c as u32 + 0xFEE0).expect("printable ASCII has full-width forms"),
+            '!'..='~' => full_width(c),
             other => other,
         })
         .collect()
 }
 
 fn day_number((year, month, day): (i32, u32, u32)) -> i32 {
-    NaiveDate::from_ymd_opt(year, month, day).expect("constant dates are real").num_days_from_ce()
+    let date = NaiveDate::from_ymd_opt(year, month, day).expect("constant dates are real");
+    date.num_days_from_ce()
 }
 
 fn date_of(day_number: i32) -> NaiveDate {
-    NaiveDate::from_num_days_from_ce_opt(day_number).expect("generated days are within chrono's range")
+    NaiveDate::from_num_days_from_ce_opt(day_number).expect("days within chrono's range")
 }
 
 /// An index below `len`, drawn as u32 so every platform consumes the same random stream.
@@ -839,8 +858,8 @@ fn pick(rng: &mut StdRng, len: usize) -> usize {
     rng.gen_range(0..u32::try_from(len).expect("tables are small")) as usize
 }
 
-fn pick_from<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
-    &items[pick(rng, items.len())]
+fn pick_from<T: Copy>(rng: &mut StdRng, items: &[T]) -> T {
+    items[pick(rng, items.len())]
 }
 
 fn pick_weighted<T: Copy>(rng: &mut StdRng, weighted: &[(T, u32)]) -> T {
@@ -855,7 +874,7 @@ fn pick_weighted<T: Copy>(rng: &mut StdRng, weighted: &[(T, u32)]) -> T {
     unreachable!("roll is below the total weight")
 }
 
-/// Knuth's method; fine for the small means used here.
+/// Knuth's method; fine for the small means used here (means above 50 count as 50).
 fn poisson(rng: &mut StdRng, mean: f64) -> usize {
     let limit = (-mean.min(50.0)).exp();
     let mut product: f64 = rng.gen();
@@ -882,16 +901,24 @@ mod tests {
     use crate::model::{SourceId, TagCode};
     use std::collections::{BTreeSet, HashMap, HashSet};
 
+    /// `n_records` records; there are more than enough persons, and the stream is cut.
     fn generate(seed: u64, n_records: usize, missing_id_rate: f64, error_rate: f64) -> Vec<SynthRecord> {
+        let (n_persons, defaults) = (n_records, SynthConfig::default());
         let config = SynthConfig {
             seed,
-            // Generous: the records are cut at n_records.
-            n_persons: n_records,
+            n_persons,
             missing_id_rate,
             error_rate,
-            ..SynthConfig::default()
+            ..defaults
         };
-        Generator::new(config, &Catalog::shipped()).take(n_records).collect()
+        Vec::from_iter(Generator::new(config, &Catalog::shipped()).take(n_records))
+    }
+
+    fn config_with(n_persons: usize) -> SynthConfig {
+        SynthConfig {
+            n_persons,
+            ..SynthConfig::default()
+        }
     }
 
     fn text_of(record: &SynthRecord, tag: &str) -> Option<String> {
@@ -903,86 +930,78 @@ mod tests {
         normalize_id_number(&text_of(record, "id_number")?).ok()
     }
 
-    /// Share of records whose ID number normalizes, and share of those whose number belongs to
-    /// exactly one true person.
-    fn id_number_shares(records: &[SynthRecord]) -> (f64, f64) {
-        let ids: Vec<Option<String>> = records.iter().map(normalized_id).collect();
-        let mut persons_by_id: HashMap<&str, BTreeSet<u64>> = HashMap::new();
-        for (record, id) in records.iter().zip(&ids) {
-            if let Some(id) = id {
-                persons_by_id.entry(id).or_default().insert(record.true_person);
-            }
-        }
-        let n_usable = ids.iter().flatten().count();
-        let n_unique = ids.iter().flatten().filter(|id| persons_by_id[id.as_str()].len() == 1).count();
-        (n_usable as f64 / records.len() as f64, n_unique as f64 / n_usable as f64)
-    }
-
     #[track_caller]
-    fn check_id_numbers(missing_id_rate: f64, error_rate: f64) {
-        let (usable, unique) = id_number_shares(&generate(21, 20_000, missing_id_rate, error_rate));
+    fn check_id_numbers(missing_id_rate: f64, error_rate: f64, unique_min: f64) {
+        let records = generate(21, 10_000, missing_id_rate, error_rate);
+        let person_id = |record: &SynthRecord| Some((record.true_person, normalized_id(record)?));
+        let ids: Vec<(u64, String)> = records.iter().filter_map(person_id).collect();
+        let mut persons_by_id: HashMap<&str, BTreeSet<u64>> = HashMap::new();
+        for (person, id) in &ids {
+            persons_by_id.entry(id).or_default().insert(*person);
+        }
         // Wrong digits are the one corruption that makes a number unusable; the messy forms
         // (legacy, full width, spaces, lower-case x) all normalize.
         let expected = (1.0 - missing_id_rate) * (1.0 - error_rate);
-        assert!((usable - expected).abs() < 0.02, "usable share {usable}, expected {expected}");
-        assert!(unique > 0.97, "share of numbers naming one person {unique}");
+        let usable = ids.len() as f64 / records.len() as f64;
+        assert!((usable - expected).abs() < 0.02, "usable {usable}, expected {expected}");
+        let one_person = |(_, id): &&(u64, String)| persons_by_id[id.as_str()].len() == 1;
+        let unique = ids.iter().filter(one_person).count() as f64 / ids.len() as f64;
+        assert!(unique >= unique_min, "share naming one person {unique}");
     }
 
     #[test]
     fn usable_id_numbers_follow_the_rates_and_name_their_person() {
-        check_id_numbers(0.15, 0.1);
-        check_id_numbers(0.0, 0.0);
-        check_id_numbers(0.3, 0.05);
-        check_id_numbers(0.05, 0.3);
+        check_id_numbers(0.15, 0.1, 0.97);
+        check_id_numbers(0.0, 0.0, 1.0);
+        check_id_numbers(0.3, 0.05, 0.97);
+        check_id_numbers(0.05, 0.3, 0.97);
     }
 
     #[test]
-    fn clean_id_numbers_are_valid_and_one_per_person() {
+    fn clean_id_numbers_embed_birth_date_and_gender_and_stay_with_their_person() {
         let mut ids_by_person: HashMap<u64, BTreeSet<String>> = HashMap::new();
-        let mut persons_by_id: HashMap<String, BTreeSet<u64>> = HashMap::new();
         for record in generate(5, 20_000, 0.0, 0.0) {
             let id = normalized_id(&record).expect("uncorrupted numbers validate");
-            assert_eq!(text_of(&record, "id_number").as_ref(), Some(&id), "sent in the 18-digit form");
+            assert_eq!(text_of(&record, "id_number"), Some(id.clone()), "18 digits");
             if let Some(birth_date) = text_of(&record, "birth_date") {
-                assert_eq!(birth_date.replace('-', ""), id[6..14], "birth date embedded");
+                assert_eq!(birth_date.replace('-', ""), id[6..14], "birth date");
             }
             if let Some(gender) = text_of(&record, "gender") {
                 let odd = (id.as_bytes()[16] - b'0') % 2 == 1;
-                assert_eq!(gender == "男", odd, "odd sequence for men: {id} {gender}");
+                assert_eq!(gender == "男", odd, "odd for men: {id} {gender}");
             }
-            ids_by_person.entry(record.true_person).or_default().insert(id.clone());
-            persons_by_id.entry(id).or_default().insert(record.true_person);
+            ids_by_person.entry(record.true_person).or_default().insert(id);
         }
-        assert!(ids_by_person.values().all(|ids| ids.len() == 1), "one number per person");
-        assert!(persons_by_id.values().all(|persons| persons.len() == 1), "one person per number");
+        assert!(ids_by_person.values().all(|ids| ids.len() == 1), "one number each");
     }
 
     #[test]
     fn records_pass_the_catalog_check_and_keys_are_unique() {
         let catalog = Catalog::shipped();
         let mut keys = HashSet::new();
-        for record in generate(11, 20_000, 0.15, 0.1) {
-            let record = record.record;
+        for SynthRecord { record, .. } in generate(11, 20_000, 0.15, 0.1) {
             let source = SourceId::parse(&record.source).expect("well-formed source");
-            assert!(catalog.source(&source).is_some(), "{source} is in the catalog");
-            for tag in record.tags.keys() {
-                catalog.check_tag(&source, &TagCode::new(tag.as_str())).expect("tag allowed for its source");
+            assert!(catalog.source(&source).is_some(), "{source} in the catalog");
+            for tag in record.tags.keys().map(|tag| TagCode::new(tag.as_str())) {
+                catalog.check_tag(&source, &tag).expect("tag allowed for its source");
             }
             let prefix = format!("{}.", record.source.to_ascii_lowercase());
-            let n_department = record.tags.keys().filter(|tag| tag.starts_with(&prefix)).count();
-            assert!((3..=8).contains(&n_department), "{n_department} department tags");
-            let observed_at = record.observed_at.as_deref().expect("observed_at is set");
-            let year = chrono::DateTime::parse_from_rfc3339(observed_at).expect("RFC 3339").year();
-            assert!(observed_at.ends_with("+08:00") && (2015..=2025).contains(&year), "{observed_at}");
-            assert!(keys.insert((record.source, record.record_id)), "record keys are unique");
+            let department_tags = record.tags.keys().filter(|tag| tag.starts_with(&prefix));
+            assert!((3..=8).contains(&department_tags.count()), "3 to 8 department tags");
+            let observed_at = record.observed_at.expect("observed_at is set");
+            let time = chrono::DateTime::parse_from_rfc3339(&observed_at).expect("RFC 3339");
+            let in_window = (2015..=2025).contains(&time.year());
+            assert!(in_window && observed_at.ends_with("+08:00"), "{observed_at}");
+            assert!(keys.insert((record.source, record.record_id)), "unique keys");
         }
     }
+
+    type MessyCase = (&'static str, fn(&str) -> bool);
 
     #[test]
     fn messy_forms_departments_send_are_present() {
         let records = generate(9, 20_000, 0.15, 0.1);
-        let values = |tag: &'static str| records.iter().filter_map(move |record| text_of(record, tag));
-        let cases: [(&str, fn(&str) -> bool); 16] = [
+        let cases: [MessyCase; 16] = [
             ("id_number", |id| id.ends_with('x')),
             ("id_number", |id| id.contains('３')),
             ("id_number", |id| id.len() == 15),
@@ -1001,14 +1020,15 @@ mod tests {
             ("ethnicity", |ethnicity| ethnicity == "汉"),
         ];
         for (case_idx, (tag, is_messy)) in cases.into_iter().enumerate() {
-            assert!(values(tag).any(|value| is_messy(&value)), "case {case_idx}: no messy {tag}");
+            let mut values = records.iter().filter_map(|record| text_of(record, tag));
+            assert!(values.any(|value| is_messy(&value)), "case {case_idx}: {tag}");
         }
-        let absent = records.iter().flat_map(|record| record.record.tags.values());
-        assert!(absent.clone().any(Option::is_none), "null values");
-        assert!(absent.flatten().any(|value| *value == TagText::Text(String::new())), "empty values");
+        let values = Vec::from_iter(records.iter().flat_map(|record| record.record.tags.values()));
+        assert!(values.contains(&&None), "null values");
+        assert!(values.contains(&&Some(TagText::from(""))), "empty values");
     }
 
-    /// What a clean record says about its person: ID number, name, hukou, phone, address.
+    /// What clean records say about their person.
     #[derive(Default)]
     struct Observed {
         id: String,
@@ -1024,44 +1044,50 @@ mod tests {
         for record in generate(3, 20_000, 0.0, 0.0) {
             let observed = persons.entry(record.true_person).or_default();
             observed.id = normalized_id(&record).expect("clean");
-            observed.name = text_of(&record, "name").unwrap_or(std::mem::take(&mut observed.name));
-            observed.hukou = text_of(&record, "hukou_address").unwrap_or(std::mem::take(&mut observed.hukou));
+            let (name, hukou) = (text_of(&record, "name"), text_of(&record, "hukou_address"));
+            observed.name = name.unwrap_or(std::mem::take(&mut observed.name));
+            observed.hukou = hukou.unwrap_or(std::mem::take(&mut observed.hukou));
             observed.phones.extend(text_of(&record, "phone"));
             observed.addresses.extend(text_of(&record, "address"));
         }
-        let persons: Vec<Observed> = persons.into_values().collect();
-        let pairs = persons.iter().enumerate().flat_map(|(idx, a)| persons[idx + 1..].iter().map(move |b| (a, b)));
-        let (mut n_twins, mut n_namesakes) = (0, 0);
-        for (a, b) in pairs.filter(|(a, b)| a.id[6..14] == b.id[6..14]) {
-            let same_family = a.name.chars().next() == b.name.chars().next();
-            n_twins += usize::from(same_family && a.name != b.name && !a.hukou.is_empty() && a.hukou == b.hukou);
-            n_namesakes += usize::from(a.name == b.name && a.id[..6] != b.id[..6]);
+        let persons = Vec::from_iter(persons.into_values());
+        let mut born_on: HashMap<&str, Vec<&Observed>> = HashMap::new();
+        for person in &persons {
+            born_on.entry(&person.id[6..14]).or_default().push(person);
         }
-        assert!(n_twins > 0 && n_namesakes > 0, "twins {n_twins}, namesakes {n_namesakes}");
-        let children: Vec<&Observed> = persons.iter().filter(|person| &person.id[6..10] >= "2010").collect();
-        assert!(!children.is_empty() && children.iter().all(|child| child.phones.is_empty()), "no phone under 16");
+        let (mut n_twins, mut n_namesakes) = (0, 0);
+        for same_birth in born_on.values() {
+            for (idx, a) in same_birth.iter().enumerate() {
+                for b in &same_birth[idx + 1..] {
+                    let same_family = a.name.chars().next() == b.name.chars().next();
+                    let same_home = !a.hukou.is_empty() && a.hukou == b.hukou;
+                    n_twins += usize::from(same_family && same_home && a.name != b.name);
+                    n_namesakes += usize::from(a.name == b.name && a.id[..6] != b.id[..6]);
+                }
+            }
+        }
+        assert!(
+            n_twins > 0 && n_namesakes > 0,
+            "{n_twins} twins, {n_namesakes} namesakes"
+        );
+        let mut children = persons.iter().filter(|person| &person.id[6..10] >= "2010");
+        assert!(children.clone().count() > 0 && children.all(|child| child.phones.is_empty()));
         // Records come in observed_at order, so a mover's values change once, never back.
-        let n_changes = |values: &[String]| values.windows(2).filter(|pair| pair[0] != pair[1]).count();
-        assert!(persons.iter().all(|person| n_changes(&person.phones) <= 1 && n_changes(&person.addresses) <= 1));
-        assert!(persons.iter().any(|person| n_changes(&person.phones) == 1));
-        assert!(persons.iter().any(|person| n_changes(&person.addresses) == 1));
+        let n_changes = |values: &[String]| values.windows(2).filter(|v| v[0] != v[1]).count();
+        for values in [|p: &Observed| p.phones.clone(), |p: &Observed| p.addresses.clone()] {
+            let changes = Vec::from_iter(persons.iter().map(|person| n_changes(&values(person))));
+            assert!(changes.contains(&1) && changes.iter().all(|&n| n <= 1), "{changes:?}");
+        }
     }
 
     #[test]
     fn streams_lazily_and_ends_after_the_last_person() {
-        let config = SynthConfig {
-            n_persons: 50_000_000,
-            ..SynthConfig::default()
-        };
-        let mut generator = Generator::new(config, &Catalog::shipped());
+        let mut generator = Generator::new(config_with(50_000_000), &Catalog::shipped());
         assert_eq!(generator.by_ref().take(1_000).count(), 1_000);
-        assert!(generator.pending.len() < 100, "only the current persons' records are held");
-        let config = SynthConfig {
-            n_persons: 101,
-            ..SynthConfig::default()
-        };
-        let persons: BTreeSet<u64> = Generator::new(config, &Catalog::shipped()).map(|record| record.true_person).collect();
-        assert_eq!(persons, (0..101).collect());
+        assert!(generator.pending.len() < 100, "holds only the current persons");
+        let generator = Generator::new(config_with(101), &Catalog::shipped());
+        let persons = BTreeSet::from_iter(generator.map(|record| record.true_person));
+        assert_eq!(persons, BTreeSet::from_iter(0..101));
     }
 
     #[test]
@@ -1073,13 +1099,14 @@ mod tests {
 
     #[test]
     fn tables_are_consistent() {
-        assert_eq!(SIMPLIFIED_CHARS.chars().count(), TRADITIONAL_CHARS.chars().count());
-        let tables = Tables::new();
-        assert!(tables.surnames.len() >= 60 && tables.surnames.iter().any(|(name, _)| *name == "欧阳"));
-        let codes: BTreeSet<&str> = REGIONS.iter().map(|(code, _, _)| *code).collect();
+        let n_chars = [SIMPLIFIED_CHARS, TRADITIONAL_CHARS].map(|chars| chars.chars().count());
+        assert_eq!(n_chars[0], n_chars[1]);
+        let surnames = Tables::new().surnames;
+        assert!(surnames.len() >= 60 && surnames.iter().any(|(name, _)| *name == "欧阳"));
+        let codes = BTreeSet::from_iter(REGIONS.iter().map(|(code, _, _)| *code));
         assert_eq!(codes.len(), REGIONS.len());
         for (code, city, district) in REGIONS {
-            assert!(code.len() == 6 && code.starts_with("33") && city.ends_with('市'), "{code}");
+            assert!(code.len() == 6 && code.starts_with("33") && city.ends_with('市'));
             assert!(district.ends_with('区') || district.ends_with('市'), "{district}");
         }
         assert_eq!(ETHNICITIES[UYGHUR].0, "维吾尔族");

@@ -126,7 +126,10 @@ impl Wal {
         }
         let mut buffer = Vec::new();
         for entry in entries {
-            assert_eq!(entry.sequence, self.next_sequence, "WAL sequences are dense and ordered");
+            assert_eq!(
+                entry.sequence, self.next_sequence,
+                "WAL sequences are dense and ordered"
+            );
             self.next_sequence += 1;
             let payload = postcard::to_stdvec(entry).expect("in-memory serialization of plain data cannot fail");
             let len = u32::try_from(payload.len()).expect("batches are bounded far below 4 GiB");
@@ -165,7 +168,9 @@ impl Wal {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn create_segment(dir: &Path, first_sequence: u64) -> Result<(File, PathBuf), WalError> {

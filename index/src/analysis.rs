@@ -222,21 +222,9 @@ mod tests {
         assert_eq!(t.unigrams, set(&["张", "伟", "明"]));
         assert_eq!(t.bigrams, set(&["张伟", "伟明"]));
         // 明 also has the rare reading "meng"; heteronyms are kept on purpose.
-        assert!(
-            t.pinyin_full.contains("zhangweiming"),
-            "{:?}",
-            t.pinyin_full
-        );
-        assert!(
-            t.pinyin_bigrams.contains("zhang wei"),
-            "{:?}",
-            t.pinyin_bigrams
-        );
-        assert!(
-            t.pinyin_bigrams.contains("wei ming"),
-            "{:?}",
-            t.pinyin_bigrams
-        );
+        assert!(t.pinyin_full.contains("zhangweiming"), "{:?}", t.pinyin_full);
+        assert!(t.pinyin_bigrams.contains("zhang wei"), "{:?}", t.pinyin_bigrams);
+        assert!(t.pinyin_bigrams.contains("wei ming"), "{:?}", t.pinyin_bigrams);
     }
 
     #[test]
@@ -291,11 +279,7 @@ mod tests {
     fn empty_and_punctuation_only_inputs_give_nothing() {
         for input in ["", "   ", "·-·", "\u{3000}"] {
             assert!(NameTerms::of(input).is_empty(), "{input:?}");
-            assert_eq!(
-                AddressTerms::of(input),
-                AddressTerms::default(),
-                "{input:?}"
-            );
+            assert_eq!(AddressTerms::of(input), AddressTerms::default(), "{input:?}");
         }
     }
 

@@ -17,8 +17,7 @@ use tantivy::collector::TopDocs;
 use tantivy::columnar::Column;
 use tantivy::indexer::UserOperation;
 use tantivy::{
-    DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, TantivyDocument,
-    TantivyError, Term,
+    DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, TantivyDocument, TantivyError, Term,
 };
 use tracing::{debug, info};
 
@@ -68,8 +67,7 @@ impl CandidateIndex {
         config.validate()?;
         match layout::inspect(dir)? {
             DirState::Absent => {
-                std::fs::create_dir_all(dir)
-                    .map_err(IndexError::io("creating the index directory"))?;
+                std::fs::create_dir_all(dir).map_err(IndexError::io("creating the index directory"))?;
                 Self::create_in(dir, config)
             }
             DirState::Empty => Self::create_in(dir, config),
@@ -88,8 +86,7 @@ impl CandidateIndex {
 
     fn create_in(dir: &Path, config: &IndexConfig) -> Result<Self, IndexError> {
         let (schema, fields) = schema::build();
-        let index =
-            Index::create_in_dir(dir, schema).map_err(IndexError::tantivy("creating the index"))?;
+        let index = Index::create_in_dir(dir, schema).map_err(IndexError::tantivy("creating the index"))?;
         let mut writer = new_writer(&index, config)?;
         let mut prepared = writer
             .prepare_commit()
@@ -106,13 +103,11 @@ impl CandidateIndex {
 
     fn open_existing(dir: &Path, config: &IndexConfig) -> Result<Self, IndexError> {
         layout::check_marker(dir)?;
-        let index = Index::open_in_dir(dir)
-            .map_err(|e| IndexError::corrupt_because("tantivy cannot open the index", e))?;
+        let index =
+            Index::open_in_dir(dir).map_err(|e| IndexError::corrupt_because("tantivy cannot open the index", e))?;
         let (schema, fields) = schema::build();
         if index.schema() != schema {
-            return Err(IndexError::corrupt(
-                "index schema does not match its format version",
-            ));
+            return Err(IndexError::corrupt("index schema does not match its format version"));
         }
         let metas = index
             .load_metas()
@@ -205,9 +200,7 @@ impl CandidateIndex {
             .prepare_commit()
             .map_err(IndexError::tantivy("preparing a commit"))?;
         prepared.set_payload(&layout::encode_payload(watermark));
-        prepared
-            .commit()
-            .map_err(IndexError::tantivy("committing"))?;
+        prepared.commit().map_err(IndexError::tantivy("committing"))?;
         self.watermark.store(watermark, AtomicOrdering::Release);
         self.reader
             .reload()
@@ -219,9 +212,7 @@ impl CandidateIndex {
     /// Discards everything applied since the last commit.
     pub fn rollback(&self) -> Result<(), IndexError> {
         let mut writer = self.lock_writer()?;
-        writer
-            .rollback()
-            .map_err(IndexError::tantivy("rolling back"))?;
+        writer.rollback().map_err(IndexError::tantivy("rolling back"))?;
         debug!("rolled back uncommitted index operations");
         Ok(())
     }
@@ -241,11 +232,7 @@ impl CandidateIndex {
     ///
     /// The score is the sum of constant weights of the distinct matched terms (see the
     /// `query` module), identical for an incrementally maintained and a rebuilt index.
-    pub fn candidates(
-        &self,
-        query: &CandidateQuery,
-        k: usize,
-    ) -> Result<Vec<Candidate>, IndexError> {
+    pub fn candidates(&self, query: &CandidateQuery, k: usize) -> Result<Vec<Candidate>, IndexError> {
         let Some(tantivy_query) = query::build(&self.fields, query) else {
             return Ok(Vec::new());
         };
@@ -262,8 +249,7 @@ impl CandidateIndex {
             .search(&tantivy_query, &collector)
             .map_err(IndexError::tantivy("searching candidates"))?;
 
-        let mut version_columns: Vec<Option<Column<u64>>> =
-            vec![None; searcher.segment_readers().len()];
+        let mut version_columns: Vec<Option<Column<u64>>> = vec![None; searcher.segment_readers().len()];
         let mut candidates = Vec::with_capacity(hits.len());
         for ((score, person_id), address) in hits {
             let person_id = person_id.ok_or(IndexError::corrupt("a document has no person id"))?;
@@ -274,9 +260,7 @@ impl CandidateIndex {
                         .segment_reader(address.segment_ord)
                         .fast_fields()
                         .u64(schema::VERSION)
-                        .map_err(|e| {
-                            IndexError::corrupt_because("the version column is unreadable", e)
-                        })?,
+                        .map_err(|e| IndexError::corrupt_because("the version column is unreadable", e))?,
                 ),
                 None => return Err(IndexError::corrupt("a hit points to no segment")),
             };
@@ -324,10 +308,7 @@ impl IndexConfig {
     }
 }
 
-fn new_writer(
-    index: &Index,
-    config: &IndexConfig,
-) -> Result<IndexWriter<TantivyDocument>, IndexError> {
+fn new_writer(index: &Index, config: &IndexConfig) -> Result<IndexWriter<TantivyDocument>, IndexError> {
     index
         .writer_with_num_threads(config.writer_threads, config.writer_memory_bytes)
         .map_err(|e| match e {

@@ -20,9 +20,7 @@ pub type CorruptCause = Box<dyn StdError + Send + Sync + 'static>;
 pub enum IndexError {
     /// The directory holds an index written with another schema/analyzer format version.
     /// The caller should [`recreate`](crate::CandidateIndex::recreate) and replay the feed.
-    #[error(
-        "candidate index has format version {found}, this build expects {expected}; rebuild it"
-    )]
+    #[error("candidate index has format version {found}, this build expects {expected}; rebuild it")]
     Incompatible {
         /// Format version recorded in the directory.
         found: u32,
@@ -98,10 +96,7 @@ pub enum IndexError {
 
 impl IndexError {
     pub(crate) fn corrupt(reason: &'static str) -> Self {
-        IndexError::Corrupt {
-            reason,
-            source: None,
-        }
+        IndexError::Corrupt { reason, source: None }
     }
 
     pub(crate) fn corrupt_because(reason: &'static str, source: impl Into<CorruptCause>) -> Self {
@@ -123,9 +118,6 @@ impl IndexError {
 
     /// Whether the right reaction is to delete the directory and rebuild from the feed.
     pub fn needs_rebuild(&self) -> bool {
-        matches!(
-            self,
-            IndexError::Incompatible { .. } | IndexError::Corrupt { .. }
-        )
+        matches!(self, IndexError::Incompatible { .. } | IndexError::Corrupt { .. })
     }
 }

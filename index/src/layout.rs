@@ -73,9 +73,7 @@ pub(crate) fn check_marker(dir: &Path) -> Result<(), IndexError> {
     let text = match fs::read_to_string(dir.join(MARKER_FILE)) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(IndexError::corrupt(
-                "directory is not empty but has no format marker",
-            ))
+            return Err(IndexError::corrupt("directory is not empty but has no format marker"))
         }
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
             return Err(IndexError::corrupt_because("format marker is not text", e))
@@ -112,8 +110,7 @@ pub(crate) fn write_marker_text(dir: &Path, text: &str) -> Result<(), IndexError
         .and_then(|()| file.sync_all())
         .map_err(IndexError::io("writing the format marker"))?;
     drop(file);
-    fs::rename(&tmp, dir.join(MARKER_FILE))
-        .map_err(IndexError::io("installing the format marker"))?;
+    fs::rename(&tmp, dir.join(MARKER_FILE)).map_err(IndexError::io("installing the format marker"))?;
     sync_dir(dir)
 }
 
@@ -170,10 +167,7 @@ mod tests {
     #[test]
     fn payload_round_trips() {
         for watermark in [0, 1, 42, u64::MAX] {
-            assert_eq!(
-                decode_payload(Some(&encode_payload(watermark))).ok(),
-                Some(watermark)
-            );
+            assert_eq!(decode_payload(Some(&encode_payload(watermark))).ok(), Some(watermark));
         }
     }
 
@@ -192,10 +186,7 @@ mod tests {
         ];
         for payload in cases {
             let err = decode_payload(payload).expect_err("must be rejected");
-            assert!(
-                matches!(err, IndexError::Corrupt { .. }),
-                "{payload:?}: {err:?}"
-            );
+            assert!(matches!(err, IndexError::Corrupt { .. }), "{payload:?}: {err:?}");
         }
     }
 

@@ -43,30 +43,10 @@ pub(crate) fn build(fields: &Fields, query: &CandidateQuery) -> Option<BooleanQu
 
     if let Some(name) = &query.name {
         let t = NameTerms::of(name);
-        push(
-            &mut clauses,
-            fields.name_exact,
-            &t.exact,
-            weight::NAME_EXACT,
-        );
-        push(
-            &mut clauses,
-            fields.name_unigram,
-            &t.unigrams,
-            weight::NAME_UNIGRAM,
-        );
-        push(
-            &mut clauses,
-            fields.name_bigram,
-            &t.bigrams,
-            weight::NAME_BIGRAM,
-        );
-        push(
-            &mut clauses,
-            fields.name_pinyin,
-            &t.pinyin_full,
-            weight::NAME_PINYIN,
-        );
+        push(&mut clauses, fields.name_exact, &t.exact, weight::NAME_EXACT);
+        push(&mut clauses, fields.name_unigram, &t.unigrams, weight::NAME_UNIGRAM);
+        push(&mut clauses, fields.name_bigram, &t.bigrams, weight::NAME_BIGRAM);
+        push(&mut clauses, fields.name_pinyin, &t.pinyin_full, weight::NAME_PINYIN);
         push(
             &mut clauses,
             fields.name_pinyin_bigram,
@@ -86,18 +66,8 @@ pub(crate) fn build(fields: &Fields, query: &CandidateQuery) -> Option<BooleanQu
     }
     if let Some(address) = &query.address {
         let t = AddressTerms::of(address);
-        push(
-            &mut clauses,
-            fields.address_exact,
-            &t.exact,
-            weight::ADDRESS_EXACT,
-        );
-        push(
-            &mut clauses,
-            fields.address_bigram,
-            &t.bigrams,
-            weight::ADDRESS_BIGRAM,
-        );
+        push(&mut clauses, fields.address_exact, &t.exact, weight::ADDRESS_EXACT);
+        push(&mut clauses, fields.address_bigram, &t.bigrams, weight::ADDRESS_BIGRAM);
     }
 
     (!clauses.is_empty()).then(|| BooleanQuery::new(clauses))
@@ -111,8 +81,7 @@ fn push<'a>(
 ) {
     // Callers pass sets (or a single term), so each distinct term scores once.
     for term in terms {
-        let term_query =
-            TermQuery::new(Term::from_field_text(field, term), IndexRecordOption::Basic);
+        let term_query = TermQuery::new(Term::from_field_text(field, term), IndexRecordOption::Basic);
         clauses.push((
             Occur::Should,
             Box::new(ConstScoreQuery::new(Box::new(term_query), weight)),

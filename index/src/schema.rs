@@ -101,11 +101,7 @@ impl Fields {
     }
 }
 
-fn add_all<'a>(
-    doc: &mut TantivyDocument,
-    field: Field,
-    terms: impl IntoIterator<Item = &'a String>,
-) {
+fn add_all<'a>(doc: &mut TantivyDocument, field: Field, terms: impl IntoIterator<Item = &'a String>) {
     for term in terms {
         doc.add_text(field, term);
     }

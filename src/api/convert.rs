@@ -9,11 +9,7 @@ use crate::pb;
 use std::collections::BTreeMap;
 
 /// Admits one record or says why not. Empty values are dropped ("not recorded").
-pub fn admit_record(
-    record: pb::Record,
-    catalog: &Catalog,
-    limits: &LimitsConfig,
-) -> Result<RawRecord, Rejection> {
+pub fn admit_record(record: pb::Record, catalog: &Catalog, limits: &LimitsConfig) -> Result<RawRecord, Rejection> {
     if record.source.trim().is_empty() {
         return Err(Rejection::MissingSource);
     }
@@ -153,7 +149,9 @@ pub fn tag_mask(catalog: &Catalog, mask: Vec<String>) -> Result<Vec<TagCode>, to
     mask.into_iter()
         .map(|tag| match catalog.tag(&tag) {
             Some(_) => Ok(TagCode::new(tag)),
-            None => Err(tonic::Status::invalid_argument(format!("tag_mask names tag {tag}, which is not in the catalog"))),
+            None => Err(tonic::Status::invalid_argument(format!(
+                "tag_mask names tag {tag}, which is not in the catalog"
+            ))),
         })
         .collect()
 }
@@ -191,7 +189,10 @@ mod tests {
         check(record("D99", "1", &[("name", "张伟")]), "unknown_source");
         check(record("D07", "", &[("name", "张伟")]), "missing_record_id");
         check(record("D07", "a\u{0}b", &[("name", "张伟")]), "bad_record_id");
-        check(record("D07", &"x".repeat(129), &[("name", "张伟")]), "record_id_too_long");
+        check(
+            record("D07", &"x".repeat(129), &[("name", "张伟")]),
+            "record_id_too_long",
+        );
         check(record("D07", "1", &[("nickname", "伟")]), "unknown_tag");
         check(record("D07", "1", &[("name", ""), ("phone", " ")]), "no_tags");
         check(record("D07", "1", &[("name", &"长".repeat(1000))]), "value_too_long");
@@ -206,8 +207,12 @@ mod tests {
     #[test]
     fn rejection_messages_name_the_tag_not_the_value() {
         let catalog = Catalog::shipped();
-        let rejection = admit_record(record("D07", "1", &[("secret_tag", "13800001234")]), &catalog, &LimitsConfig::default())
-            .expect_err("unknown tag");
+        let rejection = admit_record(
+            record("D07", "1", &[("secret_tag", "13800001234")]),
+            &catalog,
+            &LimitsConfig::default(),
+        )
+        .expect_err("unknown tag");
         let message = rejection.to_string();
         assert!(message.contains("secret_tag"), "{message}");
         assert!(!message.contains("13800001234"), "{message}");

@@ -7,11 +7,16 @@ use tonic::{Code, Status};
 pub fn to_status(error: EngineError) -> Status {
     match error {
         EngineError::InvalidArgument(message) => Status::invalid_argument(message),
-        EngineError::ShuttingDown => Status::unavailable("the service is shutting down; retry against a running server"),
+        EngineError::ShuttingDown => {
+            Status::unavailable("the service is shutting down; retry against a running server")
+        }
         EngineError::WritePathFailed => {
             Status::unavailable("the write path has failed and stopped acknowledging; the service needs a restart")
         }
-        internal @ (EngineError::Store(_) | EngineError::Wal(_) | EngineError::Index(_) | EngineError::DataDir { .. }) => {
+        internal @ (EngineError::Store(_)
+        | EngineError::Wal(_)
+        | EngineError::Index(_)
+        | EngineError::DataDir { .. }) => {
             tracing::error!(error = %internal, "internal error");
             Status::new(Code::Internal, "internal error; see the server log")
         }

@@ -96,13 +96,22 @@ async fn ingest_batch(engine: Arc<Engine>, batch: pb::RecordBatch) -> Result<pb:
                 n_rejected += 1;
                 let mut outcome = convert::outcome_to_pb(record_index, None, Outcome::Rejected(rejection));
                 outcome.source = source.chars().take(16).collect();
-                outcome.record_id = record_id.chars().take(engine.config().limits.record_id_bytes_max).collect();
+                outcome.record_id = record_id
+                    .chars()
+                    .take(engine.config().limits.record_id_bytes_max)
+                    .collect();
                 outcome
             }
         };
         outcomes.push(outcome);
     }
-    tracing::debug!(batch_id = batch.batch_id, sequence, n_admitted, n_rejected, "batch ingested");
+    tracing::debug!(
+        batch_id = batch.batch_id,
+        sequence,
+        n_admitted,
+        n_rejected,
+        "batch ingested"
+    );
     Ok(pb::BatchOutcome {
         batch_id: batch.batch_id,
         durable: true,
@@ -137,7 +146,8 @@ impl pb::ingest_service_server::IngestService for IngestApi {
                 tokio::select! {
                     biased;
                     Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
-                        let failed = matches!(answer, Err(_));
+                        let answer: Result<pb::BatchOutcome, Status> = answer;
+                        let failed = answer.is_err();
                         if sender.send(answer).await.is_err() || failed {
                             return;
                         }
@@ -194,7 +204,9 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         let engine = Arc::clone(&self.engine);
         let person_id = PersonId::new(request.person_id);
         let lookup_id = person_id.clone();
-        let view = blocking(move || engine.get_profile(&lookup_id, &mask)).await.map_err(to_status)?;
+        let view = blocking(move || engine.get_profile(&lookup_id, &mask))
+            .await
+            .map_err(to_status)?;
         match view {
             Some(view) => Ok(Response::new(convert::profile_to_pb(view))),
             None => Err(Status::not_found(format!("person {person_id} not found"))),

@@ -96,7 +96,11 @@ mod tests {
     #[test]
     fn id_number_is_normalized_and_raw_kept() {
         let catalog = Catalog::shipped();
-        let clean = cleanse_record(&record(&[("id_number", "110105491231002"), ("name", " 张伟 ")]), 0, &catalog);
+        let clean = cleanse_record(
+            &record(&[("id_number", "110105491231002"), ("name", " 张伟 ")]),
+            0,
+            &catalog,
+        );
         assert_eq!(clean.id_number.as_deref(), Some("11010519491231002X"));
         let id_tag = &clean.tags[&TagCode::new("id_number")];
         assert_eq!(id_tag.raw, "110105491231002");
@@ -112,7 +116,10 @@ mod tests {
         let catalog = Catalog::shipped();
         let clean = cleanse_record(&record(&[("id_number", "110105194912310021")]), 0, &catalog);
         assert_eq!(clean.id_number, None);
-        assert_eq!(clean.tags[&TagCode::new("id_number")].standardized, "110105194912310021");
+        assert_eq!(
+            clean.tags[&TagCode::new("id_number")].standardized,
+            "110105194912310021"
+        );
         assert_eq!(clean.findings[0].rule_id, RULE_ID_CHECK_DIGIT);
     }
 }

@@ -152,7 +152,10 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
             let name = decision_name(outcome.decision);
             *summary.by_decision.entry(name).or_default() += 1;
             if outcome.decision == pb::Decision::Rejected as i32 {
-                *summary.rejected_by_reason.entry(outcome.reason_code.clone()).or_default() += 1;
+                *summary
+                    .rejected_by_reason
+                    .entry(outcome.reason_code.clone())
+                    .or_default() += 1;
                 if args.verbose || n_rejections_printed < 20 {
                     n_rejections_printed += 1;
                     let line = lines.get(outcome.record_index as usize).copied().unwrap_or(0);
@@ -160,7 +163,10 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        progress.set_message(format!("{} records answered", summary.by_decision.values().sum::<u64>()));
+        progress.set_message(format!(
+            "{} records answered",
+            summary.by_decision.values().sum::<u64>()
+        ));
     }
     summary.n_lines_malformed = reader_task.await.expect("reader task panicked")?;
     progress.finish_and_clear();
@@ -243,7 +249,11 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
                 (tag.tag.as_str(), value)
             })
             .collect();
-        let records: Vec<String> = profile.records.iter().map(|r| format!("{}/{}", r.source, r.record_id)).collect();
+        let records: Vec<String> = profile
+            .records
+            .iter()
+            .map(|r| format!("{}/{}", r.source, r.record_id))
+            .collect();
         let json = serde_json::json!({
             "person_id": profile.person_id, "version": profile.version,
             "n_records": profile.n_records, "records": records, "tags": tags,
@@ -257,8 +267,15 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let labels: HashMap<&str, &str> = catalog.tags.iter().map(|tag| (tag.code.as_str(), tag.label.as_str())).collect();
-    println!("person {}  (version {}, {} records)", profile.person_id, profile.version, profile.n_records);
+    let labels: HashMap<&str, &str> = catalog
+        .tags
+        .iter()
+        .map(|tag| (tag.code.as_str(), tag.label.as_str()))
+        .collect();
+    println!(
+        "person {}  (version {}, {} records)",
+        profile.person_id, profile.version, profile.n_records
+    );
     for tag in &profile.tags {
         let label = labels.get(tag.tag.as_str()).copied().unwrap_or("");
         println!(
@@ -376,7 +393,11 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let mut n_records = 0u64;
     for synth in Generator::new(config, &catalog) {
         if let Some(truth) = &mut truth {
-            truth.write_record([&synth.record.source, &synth.record.record_id, &synth.true_person.to_string()])?;
+            truth.write_record([
+                &synth.record.source,
+                &synth.record.record_id,
+                &synth.true_person.to_string(),
+            ])?;
         }
         serde_json::to_writer(&mut out, &synth.record)?;
         out.write_all(b"\n")?;

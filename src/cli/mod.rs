@@ -12,7 +12,11 @@ use std::process::ExitCode;
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
 
 #[derive(Parser)]
-#[command(name = "popmaster", version, about = "Population master-data entity-resolution service")]
+#[command(
+    name = "popmaster",
+    version,
+    about = "Population master-data entity-resolution service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

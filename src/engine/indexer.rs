@@ -171,7 +171,7 @@ fn catch_up(shared: &Shared) -> Result<(), EngineError> {
                 });
                 continue;
             };
-            let profile = txn.profile(&person_id)?;
+            let profile = txn.profile(&person_id, &[])?;
             let values = |tags: &[&str]| -> Vec<String> {
                 tags.iter()
                     .filter_map(|tag| profile.get(&TagCode::new(*tag)).map(|entry| entry.value.clone()))

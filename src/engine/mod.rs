@@ -26,10 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -113,7 +110,11 @@ impl Engine {
             apply::apply_entry(&store, &catalog, entry)?;
         }
         if n_replayed > 0 {
-            tracing::info!(n_replayed, applied_sequence = store.applied_sequence()?, "replayed the write-ahead log");
+            tracing::info!(
+                n_replayed,
+                applied_sequence = store.applied_sequence()?,
+                "replayed the write-ahead log"
+            );
         }
         let indexer = indexer::Indexer::start(&data_dir.join("index"), &config.index, Arc::clone(&store))?;
         let (writer_queue, receiver) = mpsc::channel(config.wal.queue_batches_max);
@@ -191,11 +192,7 @@ impl Engine {
         let Some(header) = txn.person(person_id)? else {
             return Ok(None);
         };
-        let tags = txn
-            .profile(person_id)?
-            .into_iter()
-            .filter(|(tag, _)| tag_mask.is_empty() || tag_mask.contains(tag))
-            .collect();
+        let tags = txn.profile(person_id, tag_mask)?.into_iter().collect();
         Ok(Some(ProfileView {
             person_id: person_id.clone(),
             version: header.version,
@@ -221,7 +218,11 @@ impl Engine {
     }
 
     /// One page of the record -> person mapping, in key order after `after`.
-    pub fn mapping_page(&self, after: Option<&RecordKey>, limit: usize) -> Result<Vec<(RecordKey, PersonId)>, EngineError> {
+    pub fn mapping_page(
+        &self,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<(RecordKey, PersonId)>, EngineError> {
         Ok(self.store.mapping_page(after, limit)?)
     }
 

@@ -2,17 +2,20 @@
 //!
 //! ```text
 //! m/<name>                               metadata: format version, applied sequence, counters
-//! r/<source>\0<record_id>                record header (person, observed_at, id number, findings)
-//! v/<source>\0<record_id>\0<tag>         one tag of a record: raw and standardized value
+//! r/<source>\0<record_id>                a record: person, observed_at, findings, every tag
 //! p/<person_id>                          person header (version, record count)
 //! a/<person_id>\0<source>\0<record_id>   membership: the records of a person
-//! t/<person_id>\0<tag>                   one tag of the profile: winning value and provenance
+//! t/<person_id>\0<group>                 the profile tags of one group: canonical tags (group
+//!                                        empty) or one department's tags (group = its source)
 //! k/id/<id_number>                       exact candidate key: normalized ID number -> person
 //! o/<sequence, 8 bytes big-endian>       change feed (outbox) of person versions
+//! c/<key>\0<part, 2 bytes big-endian>    continuation parts of a value longer than one part
 //! ```
 //!
-//! Tags and record values are one key each, so no value grows past a few KiB: sled 0.34 writes
-//! values (and leaf nodes) over about 128 KiB to blob files that it never fsyncs.
+//! Values are packed (a record is one value, a profile is one value per tag group) because
+//! sled costs about 10 µs per key written. A value longer than `VALUE_PART_BYTES` is split
+//! into parts, so no stored item comes near the size (about 128 KiB for a value or a whole
+//! leaf of 16 items) where sled 0.34 writes blob files that it never fsyncs.
 
 use crate::model::{PersonId, RecordKey, TagCode};
 
@@ -25,12 +28,16 @@ pub const META_N_RECORDS: &[u8] = b"m/n_records";
 pub const META_N_PERSONS: &[u8] = b"m/n_persons";
 
 pub const RECORDS: &[u8] = b"r/";
-pub const RECORD_TAGS: &[u8] = b"v/";
 pub const PERSONS: &[u8] = b"p/";
 pub const MEMBERS: &[u8] = b"a/";
 pub const PROFILE_TAGS: &[u8] = b"t/";
 pub const ID_NUMBER_KEYS: &[u8] = b"k/id/";
 pub const CHANGES: &[u8] = b"o/";
+pub const CONTINUATIONS: &[u8] = b"c/";
+
+/// The largest part of a value stored under one key: 16 of them stay far below sled's blob
+/// threshold.
+pub const VALUE_PART_BYTES: usize = 6 * 1024;
 
 fn join(prefix: &[u8], parts: &[&str]) -> Vec<u8> {
     let mut key = prefix.to_vec();
@@ -45,18 +52,6 @@ fn join(prefix: &[u8], parts: &[&str]) -> Vec<u8> {
 
 pub fn record(key: &RecordKey) -> Vec<u8> {
     join(RECORDS, &[key.source.as_str(), &key.record_id])
-}
-
-pub fn record_tags_prefix(key: &RecordKey) -> Vec<u8> {
-    let mut prefix = join(RECORD_TAGS, &[key.source.as_str(), &key.record_id]);
-    prefix.push(SEP);
-    prefix
-}
-
-pub fn record_tag(key: &RecordKey, tag: &TagCode) -> Vec<u8> {
-    let mut full = record_tags_prefix(key);
-    full.extend_from_slice(tag.as_str().as_bytes());
-    full
 }
 
 pub fn person(person_id: &PersonId) -> Vec<u8> {
@@ -79,8 +74,25 @@ pub fn profile_prefix(person_id: &PersonId) -> Vec<u8> {
     prefix
 }
 
-pub fn profile_tag(person_id: &PersonId, tag: &TagCode) -> Vec<u8> {
-    join(PROFILE_TAGS, &[person_id.as_str(), tag.as_str()])
+pub fn profile_group(person_id: &PersonId, group: &str) -> Vec<u8> {
+    join(PROFILE_TAGS, &[person_id.as_str(), group])
+}
+
+/// The profile group of a tag: its owning source for a department tag (`d07.x` -> `D07`),
+/// empty for a canonical tag.
+pub fn profile_group_of(tag: &TagCode) -> String {
+    match tag.as_str().split_once('.') {
+        Some((owner, _)) => owner.to_ascii_uppercase(),
+        None => String::new(),
+    }
+}
+
+pub fn continuation(key: &[u8], part: u16) -> Vec<u8> {
+    let mut full = CONTINUATIONS.to_vec();
+    full.extend_from_slice(key);
+    full.push(SEP);
+    full.extend_from_slice(&part.to_be_bytes());
+    full
 }
 
 pub fn id_number_key(id_number: &str) -> Vec<u8> {
@@ -133,9 +145,24 @@ mod tests {
     #[test]
     fn record_prefixes_do_not_overlap() {
         let source = SourceId::parse("D01").expect("well-formed");
-        let short = RecordKey { source: source.clone(), record_id: "1".into() };
-        let long = RecordKey { source, record_id: "12".into() };
-        assert!(!record_tag(&long, &TagCode::new("name")).starts_with(&record_tags_prefix(&short)));
-        assert_eq!(split_suffix(&member(&PersonId::new("P1"), &short), MEMBERS), vec!["P1", "D01", "1"]);
+        let short = RecordKey {
+            source: source.clone(),
+            record_id: "1".into(),
+        };
+        let long = RecordKey {
+            source,
+            record_id: "12".into(),
+        };
+        assert!(!profile_group(&PersonId::new("P12"), "").starts_with(&profile_prefix(&PersonId::new("P1"))));
+        assert!(
+            record(&long).starts_with(&record(&short)),
+            "record keys are never scanned by a record's prefix"
+        );
+        assert_eq!(profile_group_of(&TagCode::new("d07.vehicle_plate")), "D07");
+        assert_eq!(profile_group_of(&TagCode::new("name")), "");
+        assert_eq!(
+            split_suffix(&member(&PersonId::new("P1"), &short), MEMBERS),
+            vec!["P1", "D01", "1"]
+        );
     }
 }

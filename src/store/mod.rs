@@ -8,7 +8,7 @@ pub mod layout;
 use crate::model::{EpochMillis, Finding, PersonId, RecordKey, SourceId, TagCode, TagValue};
 use kv::{KvStore, WriteBatch};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The on-disk format this build reads and writes.
@@ -28,7 +28,8 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
-/// A record as stored, without its tags (they are one key each).
+/// A record as stored. The header comes first in the encoding, so it can be read from the
+/// first part of a long record alone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordHeader {
     pub person_id: PersonId,
@@ -37,6 +38,12 @@ pub struct RecordHeader {
     pub findings: Vec<Finding>,
     /// Write-ahead-log sequence of the batch that stored this version.
     pub sequence: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub header: RecordHeader,
+    pub tags: BTreeMap<TagCode, TagValue>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +99,8 @@ impl Store {
     }
 
     pub fn open(kv: Box<dyn KvStore>) -> Result<Store, StoreError> {
-        match kv.get(layout::META_FORMAT)? {
+        let store = Store { kv };
+        match store.begin().get(layout::META_FORMAT)? {
             Some(bytes) => {
                 let found: u32 = decode("format", &bytes)?;
                 if found != FORMAT_VERSION {
@@ -103,12 +111,12 @@ impl Store {
                 }
             }
             None => {
-                let mut batch = WriteBatch::default();
-                batch.put(layout::META_FORMAT.to_vec(), encode(&FORMAT_VERSION));
-                kv.apply(batch)?;
+                let mut txn = store.begin();
+                txn.put(layout::META_FORMAT.to_vec(), &FORMAT_VERSION)?;
+                txn.commit()?;
             }
         }
-        Ok(Store { kv })
+        Ok(store)
     }
 
     /// A read view, or the start of a write: reads see the transaction's own writes.
@@ -145,13 +153,17 @@ impl Store {
             .scan(layout::CHANGES, Some(&start), limit)?
             .into_iter()
             .map(|(key, value)| {
-                let sequence = u64::from_be_bytes(key[layout::CHANGES.len()..].try_into().map_err(|_| {
-                    StoreError::Corrupt {
-                        kind: "change",
-                        message: "key is not 8 bytes".into(),
-                    }
-                })?);
-                Ok((sequence, decode("change", &value)?))
+                let sequence =
+                    u64::from_be_bytes(
+                        key[layout::CHANGES.len()..]
+                            .try_into()
+                            .map_err(|_| StoreError::Corrupt {
+                                kind: "change",
+                                message: "key is not 8 bytes".into(),
+                            })?,
+                    );
+                let (_, event) = split_parts_header(&value)?;
+                Ok((sequence, decode("change", event)?))
             })
             .collect()
     }
@@ -173,7 +185,12 @@ impl Store {
             .into_iter()
             .map(|(key, value)| {
                 let parts = layout::split_suffix(&key, layout::RECORDS);
-                let header: RecordHeader = decode("record", &value)?;
+                let (_, first_part) = split_parts_header(&value)?;
+                let (header, _): (RecordHeader, _) =
+                    postcard::take_from_bytes(first_part).map_err(|error| StoreError::Corrupt {
+                        kind: "record",
+                        message: error.to_string(),
+                    })?;
                 let record_key = record_key_from(&parts, "record")?;
                 Ok((record_key, header.person_id))
             })
@@ -197,6 +214,17 @@ fn record_key_from(parts: &[&str], kind: &'static str) -> Result<RecordKey, Stor
     }
 }
 
+/// A stored value starts with its number of parts (u16 LE); the first part follows.
+fn split_parts_header(stored: &[u8]) -> Result<(u16, &[u8]), StoreError> {
+    if stored.len() < 2 {
+        return Err(StoreError::Corrupt {
+            kind: "value",
+            message: "shorter than its part header".into(),
+        });
+    }
+    Ok((u16::from_le_bytes([stored[0], stored[1]]), &stored[2..]))
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("in-memory serialization of plain data cannot fail")
 }
@@ -216,14 +244,37 @@ pub struct Txn<'s> {
 }
 
 impl Txn<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.pending.get(key) {
             Some(value) => Ok(value.clone()),
             None => self.store.kv.get(key),
         }
     }
 
-    /// Every pair under `prefix`, merging pending writes over the store.
+    /// A whole value, its parts joined.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.get_raw(key)? {
+            Some(stored) => Ok(Some(self.join_parts(key, &stored)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn join_parts(&self, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let (n_parts, first) = split_parts_header(stored)?;
+        let mut value = first.to_vec();
+        for part in 1..n_parts {
+            let continuation = self
+                .get_raw(&layout::continuation(key, part))?
+                .ok_or_else(|| StoreError::Corrupt {
+                    kind: "value",
+                    message: format!("part {part} of {n_parts} is missing"),
+                })?;
+            value.extend_from_slice(&continuation);
+        }
+        Ok(value)
+    }
+
+    /// Every whole value under `prefix`, merging pending writes over the store.
     fn scan_all(&self, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
         let mut merged = BTreeMap::new();
         let mut start: Option<Vec<u8>> = None;
@@ -249,15 +300,56 @@ impl Txn<'_> {
                 None => merged.remove(key),
             };
         }
-        Ok(merged)
+        merged
+            .into_iter()
+            .map(|(key, stored)| {
+                let value = self.join_parts(&key, &stored)?;
+                Ok((key, value))
+            })
+            .collect()
     }
 
-    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
-        self.pending.insert(key, Some(encode(value)));
+    fn stored_parts(&self, key: &[u8]) -> Result<u16, StoreError> {
+        match self.get_raw(key)? {
+            Some(stored) => Ok(split_parts_header(&stored)?.0),
+            None => Ok(0),
+        }
     }
 
-    fn delete(&mut self, key: Vec<u8>) {
+    /// Writes a value, split into parts of at most `VALUE_PART_BYTES`.
+    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
+        let bytes = encode(value);
+        let old_parts = self.stored_parts(&key)?;
+        let parts: Vec<&[u8]> = if bytes.is_empty() {
+            vec![&[][..]]
+        } else {
+            bytes.chunks(layout::VALUE_PART_BYTES).collect()
+        };
+        let n_parts = u16::try_from(parts.len()).map_err(|_| StoreError::Corrupt {
+            kind: "value",
+            message: "value too large to store".into(),
+        })?;
+        for (part_idx, part) in parts.iter().enumerate().skip(1) {
+            let part_no = u16::try_from(part_idx).expect("fewer than n_parts");
+            self.pending
+                .insert(layout::continuation(&key, part_no), Some(part.to_vec()));
+        }
+        for part_no in n_parts.max(1)..old_parts {
+            self.pending.insert(layout::continuation(&key, part_no), None);
+        }
+        let mut first = Vec::with_capacity(2 + parts[0].len());
+        first.extend_from_slice(&n_parts.to_le_bytes());
+        first.extend_from_slice(parts[0]);
+        self.pending.insert(key, Some(first));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
+        for part_no in 1..self.stored_parts(&key)? {
+            self.pending.insert(layout::continuation(&key, part_no), None);
+        }
         self.pending.insert(key, None);
+        Ok(())
     }
 
     fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
@@ -268,9 +360,11 @@ impl Txn<'_> {
     }
 
     fn add_to_counter(&mut self, key: &[u8], delta: i64) -> Result<(), StoreError> {
-        let value = self.counter(key)?.checked_add_signed(delta).expect("counters never go below zero");
-        self.put(key.to_vec(), &value);
-        Ok(())
+        let value = self
+            .counter(key)?
+            .checked_add_signed(delta)
+            .expect("counters never go below zero");
+        self.put(key.to_vec(), &value)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -290,48 +384,22 @@ impl Txn<'_> {
 
     // --- records ---
 
-    pub fn record_header(&self, key: &RecordKey) -> Result<Option<RecordHeader>, StoreError> {
+    pub fn record(&self, key: &RecordKey) -> Result<Option<StoredRecord>, StoreError> {
         self.get(&layout::record(key))?
             .map(|bytes| decode("record", &bytes))
             .transpose()
     }
 
-    pub fn record_tags(&self, key: &RecordKey) -> Result<BTreeMap<TagCode, TagValue>, StoreError> {
-        let prefix = layout::record_tags_prefix(key);
-        self.scan_all(&prefix)?
-            .into_iter()
-            .map(|(full, value)| {
-                let tag = std::str::from_utf8(&full[prefix.len()..]).map_err(|_| StoreError::Corrupt {
-                    kind: "record tag",
-                    message: "tag code is not UTF-8".into(),
-                })?;
-                Ok((TagCode::new(tag), decode("record tag", &value)?))
-            })
-            .collect()
+    pub fn record_header(&self, key: &RecordKey) -> Result<Option<RecordHeader>, StoreError> {
+        Ok(self.record(key)?.map(|record| record.header))
     }
 
-    /// Writes a record version: the header and its tags, replacing any earlier version.
-    pub fn put_record(
-        &mut self,
-        key: &RecordKey,
-        header: &RecordHeader,
-        tags: &BTreeMap<TagCode, TagValue>,
-    ) -> Result<(), StoreError> {
-        let existed = self.record_header(key)?.is_some();
-        if existed {
-            for old_tag in self.record_tags(key)?.into_keys() {
-                if !tags.contains_key(&old_tag) {
-                    self.delete(layout::record_tag(key, &old_tag));
-                }
-            }
-        } else {
+    /// Writes a record version, replacing any earlier version.
+    pub fn put_record(&mut self, key: &RecordKey, record: &StoredRecord) -> Result<(), StoreError> {
+        if self.get_raw(&layout::record(key))?.is_none() {
             self.add_to_counter(layout::META_N_RECORDS, 1)?;
         }
-        self.put(layout::record(key), header);
-        for (tag, value) in tags {
-            self.put(layout::record_tag(key, tag), value);
-        }
-        Ok(())
+        self.put(layout::record(key), record)
     }
 
     // --- persons ---
@@ -359,31 +427,48 @@ impl Txn<'_> {
                     version: 0,
                     n_records: 0,
                 },
+            )?;
+        }
+        self.put(layout::member(person_id, key), &())
+    }
+
+    pub fn remove_member(&mut self, person_id: &PersonId, key: &RecordKey) -> Result<(), StoreError> {
+        self.delete(layout::member(person_id, key))
+    }
+
+    /// The whole profile, or only the groups holding the tags of a non-empty `tag_mask`.
+    pub fn profile(
+        &self,
+        person_id: &PersonId,
+        tag_mask: &[TagCode],
+    ) -> Result<BTreeMap<TagCode, ProfileEntry>, StoreError> {
+        let groups: Vec<Vec<u8>> = if tag_mask.is_empty() {
+            self.scan_all(&layout::profile_prefix(person_id))?
+                .into_values()
+                .collect()
+        } else {
+            let wanted: BTreeSet<String> = tag_mask.iter().map(layout::profile_group_of).collect();
+            let mut groups = Vec::with_capacity(wanted.len());
+            for group in wanted {
+                if let Some(bytes) = self.get(&layout::profile_group(person_id, &group))? {
+                    groups.push(bytes);
+                }
+            }
+            groups
+        };
+        let mut profile = BTreeMap::new();
+        for bytes in groups {
+            let group: BTreeMap<TagCode, ProfileEntry> = decode("profile group", &bytes)?;
+            profile.extend(
+                group
+                    .into_iter()
+                    .filter(|(tag, _)| tag_mask.is_empty() || tag_mask.contains(tag)),
             );
         }
-        self.put(layout::member(person_id, key), &());
-        Ok(())
+        Ok(profile)
     }
 
-    pub fn remove_member(&mut self, person_id: &PersonId, key: &RecordKey) {
-        self.delete(layout::member(person_id, key));
-    }
-
-    pub fn profile(&self, person_id: &PersonId) -> Result<BTreeMap<TagCode, ProfileEntry>, StoreError> {
-        let prefix = layout::profile_prefix(person_id);
-        self.scan_all(&prefix)?
-            .into_iter()
-            .map(|(full, value)| {
-                let tag = std::str::from_utf8(&full[prefix.len()..]).map_err(|_| StoreError::Corrupt {
-                    kind: "profile tag",
-                    message: "tag code is not UTF-8".into(),
-                })?;
-                Ok((TagCode::new(tag), decode("profile tag", &value)?))
-            })
-            .collect()
-    }
-
-    /// Replaces the profile with `profile` (writing only the tags that changed), sets the
+    /// Replaces the profile with `profile` (writing only the groups that changed), sets the
     /// record count, bumps the version and appends to the change feed. A person left with no
     /// records is deleted. Returns the new version.
     pub fn write_person(
@@ -392,29 +477,46 @@ impl Txn<'_> {
         n_records: u32,
         profile: &BTreeMap<TagCode, ProfileEntry>,
     ) -> Result<u64, StoreError> {
-        let header = self.person(person_id)?.ok_or_else(|| StoreError::PersonNotFound(person_id.clone()))?;
-        let old_profile = self.profile(person_id)?;
-        for tag in old_profile.keys() {
-            if !profile.contains_key(tag) {
-                self.delete(layout::profile_tag(person_id, tag));
+        let header = self
+            .person(person_id)?
+            .ok_or_else(|| StoreError::PersonNotFound(person_id.clone()))?;
+        let mut new_groups: BTreeMap<String, BTreeMap<TagCode, ProfileEntry>> = BTreeMap::new();
+        for (tag, entry) in profile {
+            new_groups
+                .entry(layout::profile_group_of(tag))
+                .or_default()
+                .insert(tag.clone(), entry.clone());
+        }
+        let prefix = layout::profile_prefix(person_id);
+        let old_groups = self.scan_all(&prefix)?;
+        for (key, bytes) in &old_groups {
+            let group = std::str::from_utf8(&key[prefix.len()..]).map_err(|_| StoreError::Corrupt {
+                kind: "profile group",
+                message: "group name is not UTF-8".into(),
+            })?;
+            match new_groups.remove(group) {
+                None => self.delete(key.clone())?,
+                Some(new_group) => {
+                    if encode(&new_group) != *bytes {
+                        self.put(key.clone(), &new_group)?;
+                    }
+                }
             }
         }
-        for (tag, entry) in profile {
-            if old_profile.get(tag) != Some(entry) {
-                self.put(layout::profile_tag(person_id, tag), entry);
-            }
+        for (group, entries) in new_groups {
+            self.put(layout::profile_group(person_id, &group), &entries)?;
         }
         let version = header.version + 1;
         let kind = if n_records == 0 {
-            self.delete(layout::person(person_id));
+            self.delete(layout::person(person_id))?;
             self.add_to_counter(layout::META_N_PERSONS, -1)?;
             ChangeKind::Deleted
         } else {
-            self.put(layout::person(person_id), &PersonHeader { version, n_records });
+            self.put(layout::person(person_id), &PersonHeader { version, n_records })?;
             ChangeKind::Upserted
         };
         let change_sequence = self.counter(layout::META_NEXT_CHANGE)? + 1;
-        self.put(layout::META_NEXT_CHANGE.to_vec(), &change_sequence);
+        self.put(layout::META_NEXT_CHANGE.to_vec(), &change_sequence)?;
         self.put(
             layout::change(change_sequence),
             &ChangeEvent {
@@ -422,7 +524,7 @@ impl Txn<'_> {
                 version,
                 kind,
             },
-        );
+        )?;
         Ok(version)
     }
 
@@ -434,18 +536,18 @@ impl Txn<'_> {
             .transpose()
     }
 
-    pub fn set_id_number_key(&mut self, id_number: &str, person_id: &PersonId) {
-        self.put(layout::id_number_key(id_number), person_id);
+    pub fn set_id_number_key(&mut self, id_number: &str, person_id: &PersonId) -> Result<(), StoreError> {
+        self.put(layout::id_number_key(id_number), person_id)
     }
 
-    pub fn remove_id_number_key(&mut self, id_number: &str) {
-        self.delete(layout::id_number_key(id_number));
+    pub fn remove_id_number_key(&mut self, id_number: &str) -> Result<(), StoreError> {
+        self.delete(layout::id_number_key(id_number))
     }
 
     // --- progress ---
 
-    pub fn set_applied_sequence(&mut self, sequence: u64) {
-        self.put(layout::META_APPLIED_SEQUENCE.to_vec(), &sequence);
+    pub fn set_applied_sequence(&mut self, sequence: u64) -> Result<(), StoreError> {
+        self.put(layout::META_APPLIED_SEQUENCE.to_vec(), &sequence)
     }
 }
 
@@ -460,54 +562,83 @@ mod tests {
         }
     }
 
-    fn tags(pairs: &[(&str, &str)]) -> BTreeMap<TagCode, TagValue> {
-        pairs
-            .iter()
-            .map(|(tag, value)| {
-                (
-                    TagCode::new(*tag),
-                    TagValue {
+    fn stored(person: &str, pairs: &[(&str, &str)]) -> StoredRecord {
+        StoredRecord {
+            header: RecordHeader {
+                person_id: PersonId::new(person),
+                observed_at: 0,
+                id_number: None,
+                findings: vec![],
+                sequence: 1,
+            },
+            tags: pairs
+                .iter()
+                .map(|(tag, value)| {
+                    let value = TagValue {
                         raw: value.to_string(),
                         standardized: value.to_string(),
-                    },
-                )
-            })
-            .collect()
-    }
-
-    fn header(person: &str) -> RecordHeader {
-        RecordHeader {
-            person_id: PersonId::new(person),
-            observed_at: 0,
-            id_number: None,
-            findings: vec![],
-            sequence: 1,
+                    };
+                    (TagCode::new(*tag), value)
+                })
+                .collect(),
         }
     }
 
+    fn mem_store() -> Store {
+        Store::open(Box::new(kv::MemKv::default())).expect("opens")
+    }
+
     #[test]
-    fn replacing_a_record_drops_its_old_tags() {
-        let store = Store::open(Box::new(kv::MemKv::default())).expect("opens");
+    fn replacing_a_record_keeps_one_copy() {
+        let store = mem_store();
         let mut txn = store.begin();
-        txn.put_record(&key("1"), &header("P1"), &tags(&[("name", "a"), ("phone", "1")]))
+        txn.put_record(&key("1"), &stored("P1", &[("name", "a"), ("phone", "1")]))
             .expect("put");
         txn.commit().expect("commit");
         let mut txn = store.begin();
-        txn.put_record(&key("1"), &header("P1"), &tags(&[("name", "b")])).expect("put");
-        assert_eq!(txn.record_tags(&key("1")).expect("read"), tags(&[("name", "b")]));
+        txn.put_record(&key("1"), &stored("P1", &[("name", "b")])).expect("put");
         txn.commit().expect("commit");
-        assert_eq!(store.begin().record_tags(&key("1")).expect("read"), tags(&[("name", "b")]));
+        assert_eq!(
+            store.begin().record(&key("1")).expect("read"),
+            Some(stored("P1", &[("name", "b")]))
+        );
         assert_eq!(store.stats().expect("stats").n_records, 1);
+    }
+
+    /// Values longer than one part are split, read back whole, and shrink cleanly.
+    #[test]
+    fn long_values_round_trip_through_parts() {
+        let store = mem_store();
+        let long = "长".repeat(3 * layout::VALUE_PART_BYTES);
+        let mut txn = store.begin();
+        txn.put_record(&key("1"), &stored("P1", &[("d01.note", &long)]))
+            .expect("put");
+        txn.commit().expect("commit");
+        let n_continuations = |store: &Store| store.kv.scan(layout::CONTINUATIONS, None, 1_000).expect("scan").len();
+        assert!(n_continuations(&store) >= 8);
+        assert_eq!(
+            store.begin().record(&key("1")).expect("read"),
+            Some(stored("P1", &[("d01.note", &long)]))
+        );
+        let mut txn = store.begin();
+        txn.put_record(&key("1"), &stored("P1", &[("name", "短")]))
+            .expect("put");
+        txn.commit().expect("commit");
+        assert_eq!(n_continuations(&store), 0, "parts of the longer version are gone");
+        assert_eq!(
+            store.begin().record(&key("1")).expect("read"),
+            Some(stored("P1", &[("name", "短")]))
+        );
     }
 
     /// Regression (issue 2): paging must not skip keys that extend the last key of a page
     /// (record "k10" sorts between "k1" and "k2").
     #[test]
     fn mapping_pages_cover_every_record() {
-        let store = Store::open(Box::new(kv::MemKv::default())).expect("opens");
+        let store = mem_store();
         let mut txn = store.begin();
         for n in 0..250 {
-            txn.put_record(&key(&format!("k{n}")), &header("P1"), &tags(&[("name", "a")]))
+            txn.put_record(&key(&format!("k{n}")), &stored("P1", &[("name", "a")]))
                 .expect("put");
         }
         txn.commit().expect("commit");
@@ -523,57 +654,90 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 250);
-        assert_eq!(seen.iter().collect::<std::collections::BTreeSet<_>>().len(), 250);
+        assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), 250);
+    }
+
+    #[test]
+    fn profiles_are_grouped_and_masked() {
+        let store = mem_store();
+        let person_id = PersonId::new("P1");
+        let entry = |value: &str| ProfileEntry {
+            value: value.into(),
+            source: SourceId::parse("D07").expect("well-formed"),
+            record_id: "r".into(),
+            observed_at: 0,
+        };
+        let profile: BTreeMap<TagCode, ProfileEntry> = [
+            (TagCode::new("name"), entry("张伟")),
+            (TagCode::new("phone"), entry("13800000000")),
+            (TagCode::new("d07.vehicle_plate"), entry("浙A12345")),
+        ]
+        .into_iter()
+        .collect();
+        let mut txn = store.begin();
+        txn.add_member(&person_id, &key("1")).expect("member");
+        txn.write_person(&person_id, 1, &profile).expect("write");
+        txn.commit().expect("commit");
+        let txn = store.begin();
+        assert_eq!(txn.profile(&person_id, &[]).expect("read"), profile);
+        let masked = txn
+            .profile(&person_id, &[TagCode::new("d07.vehicle_plate"), TagCode::new("name")])
+            .expect("read");
+        assert_eq!(
+            masked.keys().map(TagCode::as_str).collect::<Vec<_>>(),
+            vec!["d07.vehicle_plate", "name"]
+        );
+        assert_eq!(store.changes_from(1, 10).expect("feed").len(), 1);
     }
 
     #[test]
     fn uncommitted_writes_are_invisible_to_others() {
-        let store = Store::open(Box::new(kv::MemKv::default())).expect("opens");
+        let store = mem_store();
         let mut txn = store.begin();
-        txn.put_record(&key("1"), &header("P1"), &tags(&[("name", "a")])).expect("put");
-        assert!(txn.record_header(&key("1")).expect("read").is_some());
-        assert!(store.begin().record_header(&key("1")).expect("read").is_none());
+        txn.put_record(&key("1"), &stored("P1", &[("name", "a")])).expect("put");
+        assert!(txn.record(&key("1")).expect("read").is_some());
+        assert!(store.begin().record(&key("1")).expect("read").is_none());
         drop(txn);
-        assert!(store.begin().record_header(&key("1")).expect("read").is_none());
+        assert!(store.begin().record(&key("1")).expect("read").is_none());
     }
 
     #[test]
     fn sled_refuses_another_format() {
         let dir = tempfile::tempdir().expect("temp dir");
         {
-            let kv = kv::SledKv::open(dir.path(), 1 << 24).expect("opens");
-            let mut batch = WriteBatch::default();
-            batch.put(layout::META_FORMAT.to_vec(), encode(&(FORMAT_VERSION + 1)));
-            kv.apply(batch).expect("writes");
-            kv.checkpoint().expect("checkpoint");
+            let store = Store::open_sled(dir.path(), 1 << 24).expect("opens");
+            let mut txn = store.begin();
+            txn.put(layout::META_FORMAT.to_vec(), &(FORMAT_VERSION + 1))
+                .expect("put");
+            txn.commit().expect("commit");
+            store.checkpoint().expect("checkpoint");
         }
         let error = Store::open_sled(dir.path(), 1 << 24).err().expect("refused");
-        assert!(matches!(error, StoreError::IncompatibleFormat { found: 2, expected: 1 }), "{error}");
+        assert!(
+            matches!(error, StoreError::IncompatibleFormat { found: 2, expected: 1 }),
+            "{error}"
+        );
     }
 
     #[test]
     fn no_blob_files_for_the_largest_records() {
-        // The limits of the edge (max tags, max value length) keep every stored value far below
-        // sled's blob threshold; write the largest records allowed and look.
+        // The edge limits (tags per record, value length) and value parts keep every stored
+        // item far below sled's blob threshold; write the largest records allowed and look.
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open_sled(dir.path(), 1 << 24).expect("opens");
         let limits = crate::config::LimitsConfig::default();
         let long_value = "长".repeat(limits.value_bytes_max / 3);
         for record_idx in 0..40 {
+            let mut record = stored("P1", &[]);
+            for tag_idx in 0..limits.tags_per_record_max {
+                let value = TagValue {
+                    raw: long_value.clone(),
+                    standardized: long_value.clone(),
+                };
+                record.tags.insert(TagCode::new(format!("d01.t{tag_idx}")), value);
+            }
             let mut txn = store.begin();
-            let record_tags: BTreeMap<TagCode, TagValue> = (0..limits.tags_per_record_max)
-                .map(|tag_idx| {
-                    (
-                        TagCode::new(format!("d01.t{tag_idx}")),
-                        TagValue {
-                            raw: long_value.clone(),
-                            standardized: long_value.clone(),
-                        },
-                    )
-                })
-                .collect();
-            txn.put_record(&key(&record_idx.to_string()), &header("P1"), &record_tags)
-                .expect("put");
+            txn.put_record(&key(&record_idx.to_string()), &record).expect("put");
             txn.commit().expect("commit");
         }
         store.checkpoint().expect("checkpoint");

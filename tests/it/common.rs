@@ -96,12 +96,17 @@ pub async fn wait_until_serving(url: &str) {
                 service: "popmaster.v1.IngestService".into(),
             };
             if let Ok(response) = health.check(request).await {
-                if response.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+                if response.into_inner().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
                     return;
                 }
             }
         }
-        assert!(Instant::now() < deadline, "server at {url} did not start serving in time");
+        assert!(
+            Instant::now() < deadline,
+            "server at {url} did not start serving in time"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -111,7 +116,10 @@ pub fn record(source: &str, record_id: &str, tags: &[(&str, &str)]) -> pb::Recor
         source: source.into(),
         record_id: record_id.into(),
         observed_at: String::new(),
-        tags: tags.iter().map(|(tag, value)| (tag.to_string(), value.to_string())).collect(),
+        tags: tags
+            .iter()
+            .map(|(tag, value)| (tag.to_string(), value.to_string()))
+            .collect(),
     }
 }
 
@@ -123,9 +131,15 @@ pub fn id_number(birth_yyyymmdd: &str, n: u32) -> String {
 }
 
 /// Sends one batch on a fresh stream and returns its answer.
-pub async fn ingest(client: &mut IngestServiceClient<Channel>, records: Vec<pb::Record>) -> Result<pb::BatchOutcome, tonic::Status> {
+pub async fn ingest(
+    client: &mut IngestServiceClient<Channel>,
+    records: Vec<pb::Record>,
+) -> Result<pb::BatchOutcome, tonic::Status> {
     let batch = pb::RecordBatch { batch_id: 1, records };
-    let mut answers = client.stream_records(tokio_stream::iter(vec![batch])).await?.into_inner();
+    let mut answers = client
+        .stream_records(tokio_stream::iter(vec![batch]))
+        .await?
+        .into_inner();
     let answer = answers.message().await?.expect("one answer per batch");
     Ok(answer)
 }
@@ -153,7 +167,11 @@ pub async fn export(client: &mut ProfileServiceClient<Channel>) -> Vec<pb::Mappi
 }
 
 pub fn profile_values(profile: &pb::Profile) -> HashMap<String, String> {
-    profile.tags.iter().map(|tag| (tag.tag.clone(), tag.value.clone())).collect()
+    profile
+        .tags
+        .iter()
+        .map(|tag| (tag.tag.clone(), tag.value.clone()))
+        .collect()
 }
 
 /// The `popmaster` binary as a child process, for tests that kill or signal it.

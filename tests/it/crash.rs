@@ -74,7 +74,10 @@ async fn run_stream(url: String, batches: Arc<Vec<pb::RecordBatch>>, acked: Arc<
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
-    let Ok(response) = client.stream_records(tokio_stream::wrappers::ReceiverStream::new(receiver)).await else {
+    let Ok(response) = client
+        .stream_records(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+    else {
         return;
     };
     let mut answers = response.into_inner();
@@ -82,18 +85,25 @@ async fn run_stream(url: String, batches: Arc<Vec<pb::RecordBatch>>, acked: Arc<
         let expected = acked.load(Ordering::SeqCst);
         assert_eq!(answer.batch_id as usize, expected, "answers arrive in order");
         assert!(answer.durable);
-        assert!(answer.outcomes.iter().all(|o| o.decision != pb::Decision::Rejected as i32));
+        assert!(answer
+            .outcomes
+            .iter()
+            .all(|o| o.decision != pb::Decision::Rejected as i32));
         acked.store(expected + 1, Ordering::SeqCst);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_kill_9() {
-    let seed: u64 = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED);
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EED);
     eprintln!("crash test seed {seed} (rerun with CRASH_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
-    let workloads: Vec<Arc<Vec<pb::RecordBatch>>> =
-        (0..N_STREAMS).map(|stream_idx| Arc::new(workload(stream_idx, &mut rng))).collect();
+    let workloads: Vec<Arc<Vec<pb::RecordBatch>>> = (0..N_STREAMS)
+        .map(|stream_idx| Arc::new(workload(stream_idx, &mut rng)))
+        .collect();
     let cursors: Vec<Arc<AtomicUsize>> = (0..N_STREAMS).map(|_| Arc::new(AtomicUsize::new(0))).collect();
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");
@@ -120,7 +130,10 @@ async fn acknowledged_records_survive_kill_9() {
             for client in clients {
                 client.await.expect("client task");
             }
-            let unfinished = cursors.iter().zip(&workloads).any(|(c, w)| c.load(Ordering::SeqCst) < w.len());
+            let unfinished = cursors
+                .iter()
+                .zip(&workloads)
+                .any(|(c, w)| c.load(Ordering::SeqCst) < w.len());
             if unfinished {
                 n_kills_mid_ingest += 1;
             }
@@ -144,9 +157,15 @@ async fn acknowledged_records_survive_kill_9() {
         break;
     }
     assert!(n_kills >= 10);
-    assert!(n_kills_mid_ingest >= 10, "only {n_kills_mid_ingest} kills landed while records were streaming");
+    assert!(
+        n_kills_mid_ingest >= 10,
+        "only {n_kills_mid_ingest} kills landed while records were streaming"
+    );
     let log = std::fs::read_to_string(&log_path).expect("server log");
-    eprintln!("restarts that replayed the write-ahead log: {}", log.matches("replayed the write-ahead log").count());
+    eprintln!(
+        "restarts that replayed the write-ahead log: {}",
+        log.matches("replayed the write-ahead log").count()
+    );
 }
 
 async fn verify(url: &str, workloads: &[Arc<Vec<pb::RecordBatch>>]) {
@@ -163,8 +182,10 @@ async fn verify(url: &str, workloads: &[Arc<Vec<pb::RecordBatch>>]) {
     let mut profiles = popmaster::pb::profile_service_client::ProfileServiceClient::new(channel.clone());
     let rows = export(&mut profiles).await;
     assert_eq!(rows.len(), model.len(), "every acknowledged record stored exactly once");
-    let stored: BTreeMap<(String, String), String> =
-        rows.into_iter().map(|row| ((row.source, row.record_id), row.person_id)).collect();
+    let stored: BTreeMap<(String, String), String> = rows
+        .into_iter()
+        .map(|row| ((row.source, row.record_id), row.person_id))
+        .collect();
     assert_eq!(stored.len(), model.len(), "no record twice");
     let stats = popmaster::pb::admin_service_client::AdminServiceClient::new(channel)
         .get_stats(pb::GetStatsRequest {})
@@ -184,6 +205,10 @@ async fn verify(url: &str, workloads: &[Arc<Vec<pb::RecordBatch>>]) {
             .expect("profile")
             .into_inner();
         let values = profile_values(&profile);
-        assert_eq!(values.get("address"), record.tags.get("address"), "latest version of {key:?}");
+        assert_eq!(
+            values.get("address"),
+            record.tags.get("address"),
+            "latest version of {key:?}"
+        );
     }
 }

@@ -38,10 +38,19 @@ async fn id_number_forms_join_one_person() {
     assert!(answer.durable);
     assert_eq!(
         decisions(&answer),
-        vec![Decision::Created, Decision::Matched, Decision::Matched, Decision::Matched, Decision::Matched]
+        vec![
+            Decision::Created,
+            Decision::Matched,
+            Decision::Matched,
+            Decision::Matched,
+            Decision::Matched
+        ]
     );
-    let person_ids: std::collections::BTreeSet<&str> =
-        answer.outcomes.iter().map(|outcome| outcome.person_id.as_str()).collect();
+    let person_ids: std::collections::BTreeSet<&str> = answer
+        .outcomes
+        .iter()
+        .map(|outcome| outcome.person_id.as_str())
+        .collect();
     assert_eq!(person_ids.len(), 1, "one person: {person_ids:?}");
 
     let mut profiles = server.profile_client().await;
@@ -91,16 +100,27 @@ async fn resend_is_idempotent_and_new_content_replaces() {
     let server = TestServer::start().await;
     let mut ingest_client = server.ingest_client().await;
     let id = id_number("19800101", 7);
-    let first = vec![record("D07", "r1", &[("id_number", &id), ("phone", "13800000001"), ("d07.vehicle_plate", "浙A12345")])];
+    let first = vec![record(
+        "D07",
+        "r1",
+        &[
+            ("id_number", &id),
+            ("phone", "13800000001"),
+            ("d07.vehicle_plate", "浙A12345"),
+        ],
+    )];
     let created = ingest(&mut ingest_client, first.clone()).await.expect("ingest");
     assert_eq!(decisions(&created), vec![Decision::Created]);
     let again = ingest(&mut ingest_client, first).await.expect("ingest");
     assert_eq!(decisions(&again), vec![Decision::Unchanged]);
     assert_eq!(again.outcomes[0].person_id, created.outcomes[0].person_id);
 
-    let replaced = ingest(&mut ingest_client, vec![record("D07", "r1", &[("id_number", &id), ("phone", "13900000002")])])
-        .await
-        .expect("ingest");
+    let replaced = ingest(
+        &mut ingest_client,
+        vec![record("D07", "r1", &[("id_number", &id), ("phone", "13900000002")])],
+    )
+    .await
+    .expect("ingest");
     assert_eq!(decisions(&replaced), vec![Decision::Matched]);
     assert_eq!(replaced.outcomes[0].person_id, created.outcomes[0].person_id);
 
@@ -115,9 +135,18 @@ async fn resend_is_idempotent_and_new_content_replaces() {
         .into_inner();
     let values = profile_values(&profile);
     assert_eq!(values["phone"], "13900000002");
-    assert!(!values.contains_key("d07.vehicle_plate"), "a tag the new version lacks is gone");
+    assert!(
+        !values.contains_key("d07.vehicle_plate"),
+        "a tag the new version lacks is gone"
+    );
     assert_eq!(profile.n_records, 1);
-    let stats = server.admin_client().await.get_stats(pb::GetStatsRequest {}).await.expect("stats").into_inner();
+    let stats = server
+        .admin_client()
+        .await
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner();
     assert_eq!((stats.n_records, stats.n_persons), (1, 1));
     server.stop().await;
 }
@@ -139,37 +168,55 @@ async fn a_changed_id_number_moves_the_record() {
     .expect("ingest");
     let old_person = answer.outcomes[0].person_id.clone();
     assert_eq!(answer.outcomes[1].person_id, old_person);
-    let moved = ingest(&mut ingest_client, vec![record("D02", "b", &[("id_number", &new_id), ("name", "李娜")])])
-        .await
-        .expect("ingest");
+    let moved = ingest(
+        &mut ingest_client,
+        vec![record("D02", "b", &[("id_number", &new_id), ("name", "李娜")])],
+    )
+    .await
+    .expect("ingest");
     assert_eq!(decisions(&moved), vec![Decision::Created]);
     assert_ne!(moved.outcomes[0].person_id, old_person);
 
     let mut profiles = server.profile_client().await;
     let old = profiles
-        .get_profile(pb::GetProfileRequest { person_id: old_person.clone(), tag_mask: vec![] })
+        .get_profile(pb::GetProfileRequest {
+            person_id: old_person.clone(),
+            tag_mask: vec![],
+        })
         .await
         .expect("old person remains")
         .into_inner();
     assert_eq!(old.n_records, 1);
     let by_new = profiles
-        .get_profile_by_id_number(pb::GetProfileByIdNumberRequest { id_number: new_id.clone(), tag_mask: vec![] })
+        .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
+            id_number: new_id.clone(),
+            tag_mask: vec![],
+        })
         .await
         .expect("new number found")
         .into_inner();
     assert_eq!(by_new.person_id, moved.outcomes[0].person_id);
 
     // Moving the last record away deletes the person and frees its number.
-    ingest(&mut ingest_client, vec![record("D01", "a", &[("id_number", &new_id), ("name", "李娜")])])
-        .await
-        .expect("ingest");
+    ingest(
+        &mut ingest_client,
+        vec![record("D01", "a", &[("id_number", &new_id), ("name", "李娜")])],
+    )
+    .await
+    .expect("ingest");
     let gone = profiles
-        .get_profile(pb::GetProfileRequest { person_id: old_person, tag_mask: vec![] })
+        .get_profile(pb::GetProfileRequest {
+            person_id: old_person,
+            tag_mask: vec![],
+        })
         .await
         .expect_err("old person is gone");
     assert_eq!(gone.code(), tonic::Code::NotFound);
     let freed = profiles
-        .get_profile_by_id_number(pb::GetProfileByIdNumberRequest { id_number: old_id, tag_mask: vec![] })
+        .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
+            id_number: old_id,
+            tag_mask: vec![],
+        })
         .await
         .expect_err("old number is free");
     assert_eq!(freed.code(), tonic::Code::NotFound);
@@ -204,11 +251,20 @@ async fn rejections_are_specific_and_never_block_the_rest() {
     assert_eq!(reasons[1].0, "unknown_tag");
     assert!(reasons[1].1.contains("nickname"), "{reasons:?}");
     assert_eq!(reasons[2].0, "foreign_tag");
-    assert!(reasons[2].1.contains("d01.used_name") && reasons[2].1.contains("D01"), "{reasons:?}");
+    assert!(
+        reasons[2].1.contains("d01.used_name") && reasons[2].1.contains("D01"),
+        "{reasons:?}"
+    );
     assert_eq!(reasons[3].0, "no_tags");
     assert_eq!(decisions(&answer)[4], Decision::Created);
     assert_eq!(answer.outcomes[1].record_id, "2", "rejections say which record");
-    let stats = server.admin_client().await.get_stats(pb::GetStatsRequest {}).await.expect("stats").into_inner();
+    let stats = server
+        .admin_client()
+        .await
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner();
     assert_eq!(stats.n_records, 1);
     server.stop().await;
 }
@@ -219,11 +275,19 @@ async fn a_batch_over_the_limit_is_refused_whole() {
     config.limits.batch_records_max = 3;
     let server = TestServer::start_with(config).await;
     let mut ingest_client = server.ingest_client().await;
-    let records = (0..4).map(|n| record("D07", &n.to_string(), &[("name", "张伟")])).collect();
+    let records = (0..4)
+        .map(|n| record("D07", &n.to_string(), &[("name", "张伟")]))
+        .collect();
     let status = ingest(&mut ingest_client, records).await.expect_err("too many records");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("limit of 3"), "{}", status.message());
-    let stats = server.admin_client().await.get_stats(pb::GetStatsRequest {}).await.expect("stats").into_inner();
+    let stats = server
+        .admin_client()
+        .await
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner();
     assert_eq!(stats.n_records, 0, "nothing of the batch was applied");
     server.stop().await;
 }
@@ -237,7 +301,9 @@ async fn a_message_over_the_size_limit_is_refused() {
     let records = (0..200)
         .map(|n| record("D07", &n.to_string(), &[("name", &"张".repeat(200))]))
         .collect();
-    let status = ingest(&mut ingest_client, records).await.expect_err("message too large");
+    let status = ingest(&mut ingest_client, records)
+        .await
+        .expect_err("message too large");
     assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
     server.stop().await;
 }
@@ -251,7 +317,13 @@ async fn batches_on_one_stream_are_answered_in_order() {
         .map(|batch_id| pb::RecordBatch {
             batch_id,
             records: (0..25)
-                .map(|n| record("D05", &format!("{batch_id}-{n}"), &[("id_number", &id_number("19900101", (n % 5) as u32))]))
+                .map(|n| {
+                    record(
+                        "D05",
+                        &format!("{batch_id}-{n}"),
+                        &[("id_number", &id_number("19900101", (n % 5) as u32))],
+                    )
+                })
                 .collect(),
         })
         .collect();
@@ -267,7 +339,13 @@ async fn batches_on_one_stream_are_answered_in_order() {
         batch_ids.push(answer.batch_id);
     }
     assert_eq!(batch_ids, (0..20).collect::<Vec<_>>());
-    let stats = server.admin_client().await.get_stats(pb::GetStatsRequest {}).await.expect("stats").into_inner();
+    let stats = server
+        .admin_client()
+        .await
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner();
     assert_eq!((stats.n_records, stats.n_persons), (500, 5));
     server.stop().await;
 }

@@ -13,7 +13,16 @@ async fn tag_masks_and_lookup_errors() {
     let id = id_number("19881212", 3);
     let answer = ingest(
         &mut ingest_client,
-        vec![record("D01", "m1", &[("id_number", &id), ("name", "赵敏"), ("phone", "13700000000"), ("ethnicity", "汉族")])],
+        vec![record(
+            "D01",
+            "m1",
+            &[
+                ("id_number", &id),
+                ("name", "赵敏"),
+                ("phone", "13700000000"),
+                ("ethnicity", "汉族"),
+            ],
+        )],
     )
     .await
     .expect("ingest");
@@ -31,27 +40,39 @@ async fn tag_masks_and_lookup_errors() {
     assert_eq!(tags, BTreeSet::from(["name".to_string(), "phone".to_string()]));
 
     let unknown = profiles
-        .get_profile(pb::GetProfileRequest { person_id: person_id.clone(), tag_mask: vec!["shoe_size".into()] })
+        .get_profile(pb::GetProfileRequest {
+            person_id: person_id.clone(),
+            tag_mask: vec!["shoe_size".into()],
+        })
         .await
         .expect_err("unknown tag in mask");
     assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
     assert!(unknown.message().contains("shoe_size"));
 
     let missing = profiles
-        .get_profile(pb::GetProfileRequest { person_id: "P0000000000000000".into(), tag_mask: vec![] })
+        .get_profile(pb::GetProfileRequest {
+            person_id: "P0000000000000000".into(),
+            tag_mask: vec![],
+        })
         .await
         .expect_err("no such person");
     assert_eq!(missing.code(), tonic::Code::NotFound);
 
     let empty = profiles
-        .get_profile(pb::GetProfileRequest { person_id: String::new(), tag_mask: vec![] })
+        .get_profile(pb::GetProfileRequest {
+            person_id: String::new(),
+            tag_mask: vec![],
+        })
         .await
         .expect_err("empty id");
     assert_eq!(empty.code(), tonic::Code::InvalidArgument);
 
     let bad_number = format!("{}0", &id[..17]);
     let invalid = profiles
-        .get_profile_by_id_number(pb::GetProfileByIdNumberRequest { id_number: bad_number.clone(), tag_mask: vec![] })
+        .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
+            id_number: bad_number.clone(),
+            tag_mask: vec![],
+        })
         .await
         .expect_err("bad check digit");
     if !id.ends_with('0') {
@@ -85,29 +106,55 @@ async fn export_maps_every_record() {
     let batches: Vec<pb::RecordBatch> = records
         .chunks(250)
         .enumerate()
-        .map(|(batch_idx, chunk)| pb::RecordBatch { batch_id: batch_idx as u64, records: chunk.to_vec() })
+        .map(|(batch_idx, chunk)| pb::RecordBatch {
+            batch_id: batch_idx as u64,
+            records: chunk.to_vec(),
+        })
         .collect();
     let mut ingest_client = server.ingest_client().await;
-    let mut answers = ingest_client.stream_records(tokio_stream::iter(batches)).await.expect("stream").into_inner();
+    let mut answers = ingest_client
+        .stream_records(tokio_stream::iter(batches))
+        .await
+        .expect("stream")
+        .into_inner();
     let mut n_stored = 0;
     while let Some(answer) = answers.message().await.expect("answer") {
-        n_stored += answer.outcomes.iter().filter(|o| o.decision != pb::Decision::Rejected as i32).count();
+        n_stored += answer
+            .outcomes
+            .iter()
+            .filter(|o| o.decision != pb::Decision::Rejected as i32)
+            .count();
     }
     assert_eq!(n_stored, n_sent, "the generator only writes admissible records");
 
     let rows = export(&mut server.profile_client().await).await;
     assert_eq!(rows.len(), n_sent);
-    let keys: BTreeSet<(String, String)> = rows.iter().map(|row| (row.source.clone(), row.record_id.clone())).collect();
+    let keys: BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|row| (row.source.clone(), row.record_id.clone()))
+        .collect();
     assert_eq!(keys.len(), n_sent, "each record exactly once");
 
     // Records whose ID numbers normalize to the same valid number share one person.
-    let person_of: BTreeMap<(String, String), String> =
-        rows.into_iter().map(|row| ((row.source, row.record_id), row.person_id)).collect();
+    let person_of: BTreeMap<(String, String), String> = rows
+        .into_iter()
+        .map(|row| ((row.source, row.record_id), row.person_id))
+        .collect();
     let mut persons_of_id: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for synth in Generator::new(SynthConfig { seed: 7, n_persons: 600, ..SynthConfig::default() }, &catalog) {
+    for synth in Generator::new(
+        SynthConfig {
+            seed: 7,
+            n_persons: 600,
+            ..SynthConfig::default()
+        },
+        &catalog,
+    ) {
         let key = (synth.record.source.clone(), synth.record.record_id.clone());
         let tags = synth.record.present_tags();
-        if let Some(Ok(id)) = tags.get("id_number").map(|raw| popmaster::cleanse::id_number::normalize_id_number(raw)) {
+        if let Some(Ok(id)) = tags
+            .get("id_number")
+            .map(|raw| popmaster::cleanse::id_number::normalize_id_number(raw))
+        {
             persons_of_id.entry(id).or_default().insert(person_of[&key].clone());
         }
     }
@@ -120,14 +167,24 @@ async fn export_maps_every_record() {
 async fn health_reflection_and_catalog() {
     let server = TestServer::start().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-    for service in ["popmaster.v1.IngestService", "popmaster.v1.ProfileService", "popmaster.v1.AdminService"] {
+    for service in [
+        "popmaster.v1.IngestService",
+        "popmaster.v1.ProfileService",
+        "popmaster.v1.AdminService",
+    ] {
         let status = health
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .expect("health check")
             .into_inner()
             .status;
-        assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service}");
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
     }
 
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -148,7 +205,12 @@ async fn health_reflection_and_catalog() {
         panic!("expected a service list");
     };
     let names: BTreeSet<String> = list.service.into_iter().map(|service| service.name).collect();
-    for expected in ["popmaster.v1.IngestService", "popmaster.v1.ProfileService", "popmaster.v1.AdminService", "grpc.health.v1.Health"] {
+    for expected in [
+        "popmaster.v1.IngestService",
+        "popmaster.v1.ProfileService",
+        "popmaster.v1.AdminService",
+        "grpc.health.v1.Health",
+    ] {
         assert!(names.contains(expected), "{expected} missing from {names:?}");
     }
 
@@ -170,17 +232,30 @@ async fn the_index_catches_up_with_the_store() {
     let server = TestServer::start().await;
     let mut ingest_client = server.ingest_client().await;
     let records = (0..30u32)
-        .map(|n| record("D01", &format!("x{n}"), &[("id_number", &id_number("19750505", n % 10)), ("name", "周杰")]))
+        .map(|n| {
+            record(
+                "D01",
+                &format!("x{n}"),
+                &[("id_number", &id_number("19750505", n % 10)), ("name", "周杰")],
+            )
+        })
         .collect();
     ingest(&mut ingest_client, records).await.expect("ingest");
     let mut admin = server.admin_client().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let stats = admin.get_stats(pb::GetStatsRequest {}).await.expect("stats").into_inner();
+        let stats = admin
+            .get_stats(pb::GetStatsRequest {})
+            .await
+            .expect("stats")
+            .into_inner();
         if stats.index_persons == 10 && stats.index_watermark == stats.change_sequence {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "index did not catch up: {stats:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "index did not catch up: {stats:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     server.stop().await;

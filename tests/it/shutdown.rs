@@ -14,7 +14,13 @@ async fn sigterm_shuts_down_cleanly_and_keeps_everything() {
     let channel = connect(&server.url).await.expect("connect");
     let mut ingest_client = pb::ingest_service_client::IngestServiceClient::new(channel);
     let records = (0..200u32)
-        .map(|n| record("D01", &format!("s{n}"), &[("id_number", &id_number("19600606", n % 50)), ("name", "孙丽")]))
+        .map(|n| {
+            record(
+                "D01",
+                &format!("s{n}"),
+                &[("id_number", &id_number("19600606", n % 50)), ("name", "孙丽")],
+            )
+        })
         .collect();
     ingest(&mut ingest_client, records).await.expect("ingest");
 
@@ -34,7 +40,10 @@ async fn sigterm_shuts_down_cleanly_and_keeps_everything() {
     assert!(log.contains("shutdown complete"), "{log}");
 
     let server = ServerProcess::spawn(&data_dir, &log_path).await;
-    assert!(!server.log().contains("replayed the write-ahead log"), "a clean shutdown needs no replay");
+    assert!(
+        !server.log().contains("replayed the write-ahead log"),
+        "a clean shutdown needs no replay"
+    );
     let channel = connect(&server.url).await.expect("connect");
     let stats = pb::admin_service_client::AdminServiceClient::new(channel)
         .get_stats(pb::GetStatsRequest {})

@@ -194,12 +194,7 @@ fn finds_by_name_ngram_exact_id_and_pinyin() -> TestResult {
 #[test]
 fn homophone_only_match_is_found() -> TestResult {
     // Each pair shares no character, only the toneless pinyin.
-    let cases = [
-        ("章玮", "张伟"),
-        ("汪方", "王芳"),
-        ("黎那", "李娜"),
-        ("增明", "曾鸣"),
-    ];
+    let cases = [("章玮", "张伟"), ("汪方", "王芳"), ("黎那", "李娜"), ("增明", "曾鸣")];
     for (indexed, queried) in cases {
         let (_tmp, index) = loaded(vec![person("p-1", 1, &[indexed])])?;
         let got = index.candidates(&by_name(queried), 5)?;
@@ -238,9 +233,7 @@ fn delete_removes() -> TestResult {
     assert_eq!(index.num_persons(), 5);
     let got = index.candidates(&by_name("李娜"), 10)?;
     assert!(!ids(&got).contains(&"p-002"), "{got:?}");
-    assert!(index
-        .candidates(&by_id("990000199202020022"), 10)?
-        .is_empty());
+    assert!(index.candidates(&by_id("990000199202020022"), 10)?.is_empty());
     // deleting an unknown person is a no-op
     index.apply(vec![IndexOp::Delete {
         person_id: "p-unknown".into(),
@@ -283,8 +276,7 @@ fn upsert_twice_keeps_one_doc_at_latest_version() -> TestResult {
     // The old name's distinctive bigram is gone with the old version.
     let got = index.candidates(&by_name("小梅"), 10)?;
     assert!(
-        got.iter()
-            .all(|c| c.score < 2.0 * query::weight::NAME_BIGRAM),
+        got.iter().all(|c| c.score < 2.0 * query::weight::NAME_BIGRAM),
         "{got:?}"
     );
     Ok(())
@@ -364,12 +356,8 @@ fn reopening_another_format_version_is_incompatible() -> TestResult {
 fn garbage_directories_are_corrupt_not_panics() -> TestResult {
     type Setup = fn(&Path) -> std::io::Result<()>;
     let cases: [(&str, Setup); 6] = [
-        ("unrelated files", |d| {
-            fs::write(d.join("notes.txt"), "hello")
-        }),
-        ("marker only", |d| {
-            fs::write(d.join(layout::MARKER_FILE), "1\n")
-        }),
+        ("unrelated files", |d| fs::write(d.join("notes.txt"), "hello")),
+        ("marker only", |d| fs::write(d.join(layout::MARKER_FILE), "1\n")),
         ("binary marker", |d| {
             fs::write(d.join(layout::MARKER_FILE), [0xff, 0xfe, 0x00])
         }),
@@ -414,10 +402,7 @@ fn damaged_segment_files_are_reported_not_panicked() -> TestResult {
     // Truncate every segment file.
     for entry in fs::read_dir(tmp.path())? {
         let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if !name.starts_with('.') && !name.starts_with("popmaster") && name != "meta.json" {
             fs::write(&path, b"")?;
         }
@@ -511,10 +496,7 @@ fn ties_are_broken_by_person_id_across_segments() -> TestResult {
     assert!(got.iter().all(|c| c.score == got[0].score));
     let all = index.candidates(&by_name("韩雪松"), 100)?;
     let want: Vec<String> = (0..10).map(|n| format!("p-{n:02}")).collect();
-    assert_eq!(
-        ids(&all),
-        want.iter().map(String::as_str).collect::<Vec<_>>()
-    );
+    assert_eq!(ids(&all), want.iter().map(String::as_str).collect::<Vec<_>>());
     Ok(())
 }
 
@@ -537,8 +519,7 @@ fn population() -> Vec<PersonDoc> {
                 &format!("示例省虚构市{}路{}号", given[(i + j) % given.len()], j + 1),
             );
             if n % 5 == 0 {
-                doc.names
-                    .push(format!("{}{}", surnames[(i + 1) % surnames.len()], g));
+                doc.names.push(format!("{}{}", surnames[(i + 1) % surnames.len()], g));
             }
             docs.push(doc);
         }
@@ -630,9 +611,7 @@ fn rebuilt_index_answers_like_the_incremental_one() -> TestResult {
             assert_eq!(a, b, "query #{q} k={k}");
             assert!(!a.is_empty(), "query #{q} k={k}");
             for c in &a {
-                let doc = final_state
-                    .get(&c.person_id)
-                    .expect("only live persons are returned");
+                let doc = final_state.get(&c.person_id).expect("only live persons are returned");
                 assert_eq!(c.version, doc.version);
             }
         }

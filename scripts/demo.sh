@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs popmaster on its embedded default (sled in a local data directory) and shows it doing
+# its job on the shipped example data: load, look a person up by ID number, export the
+# record -> person mapping. Stops the server at the end unless --keep-running is given.
+#
+#   scripts/demo.sh [--keep-running]
+#
+# Environment: POPMASTER_DATA_DIR (default ./popmaster-data), POPMASTER_LISTEN
+# (default 127.0.0.1:50051).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+keep_running=false
+[[ "${1:-}" == "--keep-running" ]] && keep_running=true
+
+data_dir=${POPMASTER_DATA_DIR:-popmaster-data}
+listen=${POPMASTER_LISTEN:-127.0.0.1:50051}
+export POPMASTER_SERVER="http://${listen}"
+
+echo "== building popmaster (release)"
+cargo build --release --quiet
+bin=target/release/popmaster
+
+echo "== starting the server: data in ${data_dir}, listening on ${listen}"
+"$bin" serve --data-dir "$data_dir" --listen "$listen" &
+server_pid=$!
+stop_server() {
+  if kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid"
+    wait "$server_pid" || true
+  fi
+}
+trap stop_server EXIT
+
+for _ in $(seq 1 100); do
+  "$bin" stats >/dev/null 2>&1 && break
+  kill -0 "$server_pid" 2>/dev/null || { echo "the server exited; see its log above" >&2; exit 1; }
+  sleep 0.2
+done
+
+echo "== loading examples/records.jsonl (synthetic residents from 63 departments)"
+"$bin" load examples/records.jsonl
+echo "== loading examples/showcase.jsonl (one resident as four departments send him)"
+"$bin" load examples/showcase.jsonl
+
+echo "== one ID card is enough: the profile of 33010619900102177X (given here in its legacy 15-digit form)"
+"$bin" get --id-number 330106900102177
+
+echo "== the record -> person mapping"
+"$bin" export --out "${data_dir}/mapping.csv"
+head -n 5 "${data_dir}/mapping.csv"
+
+echo "== counts"
+"$bin" stats
+
+if $keep_running; then
+  echo "== the server keeps running at ${POPMASTER_SERVER}; Ctrl-C stops it"
+  wait "$server_pid"
+fi
