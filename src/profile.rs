@@ -2,10 +2,10 @@
 //! Pure: never touches the store or the index.
 
 use crate::catalog::{Catalog, Survivorship};
-use crate::model::{EpochMillis, RecordKey, TagCode, TagValue};
+use crate::model::{EpochMillis, RecordKey, SourceId, TagCode, TagValue};
 use crate::store::ProfileEntry;
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One record of the person, as survivorship needs it.
 pub struct RecordView<'a> {
@@ -17,51 +17,87 @@ pub struct RecordView<'a> {
 /// The winning standardized value of every tag any record carries. Ties are broken by the
 /// record key, so the result never depends on the order of `records`.
 pub fn survive(records: &[RecordView<'_>], catalog: &Catalog) -> BTreeMap<TagCode, ProfileEntry> {
-    let mut winners: BTreeMap<&TagCode, (&RecordView<'_>, &TagValue)> = BTreeMap::new();
+    let mut profile = BTreeMap::new();
     for record in records {
-        for (tag, value) in record.tags {
-            if value.standardized.is_empty() {
-                continue;
-            }
-            let rule = catalog
-                .tag(tag.as_str())
-                .map_or(Survivorship::MostRecent, |def| def.survivorship);
-            let better = match winners.get(tag) {
-                None => true,
-                Some((current, _)) => rank(record, rule, catalog) < rank(current, rule, catalog),
-            };
-            if better {
-                winners.insert(tag, (record, value));
-            }
+        offer(&mut profile, record, catalog);
+    }
+    profile
+}
+
+/// The winners of `tags` only, among `records`.
+pub fn survive_tags(
+    records: &[RecordView<'_>],
+    tags: &BTreeSet<TagCode>,
+    catalog: &Catalog,
+) -> BTreeMap<TagCode, ProfileEntry> {
+    let mut profile = BTreeMap::new();
+    for record in records {
+        for (tag, value) in record.tags.range(..).filter(|(tag, _)| tags.contains(*tag)) {
+            offer_value(&mut profile, record, tag, value, catalog);
         }
     }
-    winners
-        .into_iter()
-        .map(|(tag, (record, value))| {
-            (
-                tag.clone(),
-                ProfileEntry {
-                    value: value.standardized.clone(),
-                    source: record.key.source.clone(),
-                    record_id: record.key.record_id.clone(),
-                    observed_at: record.observed_at,
-                },
-            )
-        })
-        .collect()
+    profile
+}
+
+/// Lets one record compete for every tag it carries: each value replaces the current winner
+/// if it ranks better. Offering records one by one gives the same profile as `survive` over
+/// all of them, which is what lets the engine update a profile without reading every record.
+pub fn offer(profile: &mut BTreeMap<TagCode, ProfileEntry>, record: &RecordView<'_>, catalog: &Catalog) {
+    for (tag, value) in record.tags {
+        offer_value(profile, record, tag, value, catalog);
+    }
+}
+
+fn offer_value(
+    profile: &mut BTreeMap<TagCode, ProfileEntry>,
+    record: &RecordView<'_>,
+    tag: &TagCode,
+    value: &TagValue,
+    catalog: &Catalog,
+) {
+    if value.standardized.is_empty() {
+        return;
+    }
+    let rule = catalog
+        .tag(tag.as_str())
+        .map_or(Survivorship::MostRecent, |def| def.survivorship);
+    let challenger = rank(
+        &record.key.source,
+        record.observed_at,
+        &record.key.record_id,
+        rule,
+        catalog,
+    );
+    let better = match profile.get(tag) {
+        None => true,
+        Some(current) => challenger < rank(&current.source, current.observed_at, &current.record_id, rule, catalog),
+    };
+    if better {
+        profile.insert(
+            tag.clone(),
+            ProfileEntry {
+                value: value.standardized.clone(),
+                source: record.key.source.clone(),
+                record_id: record.key.record_id.clone(),
+                observed_at: record.observed_at,
+            },
+        );
+    }
 }
 
 /// Smaller ranks win.
 fn rank<'r>(
-    record: &'r RecordView<'_>,
+    source: &'r SourceId,
+    observed_at: EpochMillis,
+    record_id: &'r str,
     rule: Survivorship,
     catalog: &Catalog,
-) -> (u32, Reverse<EpochMillis>, u32, &'r RecordKey) {
-    let authority = catalog.authority_rank(&record.key.source);
+) -> (u32, Reverse<EpochMillis>, u32, &'r SourceId, &'r str) {
+    let authority = catalog.authority_rank(source);
     match rule {
-        Survivorship::SourcePriority => (authority, Reverse(record.observed_at), 0, record.key),
+        Survivorship::SourcePriority => (authority, Reverse(observed_at), 0, source, record_id),
         // Equal times fall back to authority.
-        Survivorship::MostRecent => (0, Reverse(record.observed_at), authority, record.key),
+        Survivorship::MostRecent => (0, Reverse(observed_at), authority, source, record_id),
     }
 }
 
@@ -131,6 +167,38 @@ mod tests {
             assert_eq!(profile[&TagCode::new("phone")].value, "13800000002");
             assert_eq!(profile[&TagCode::new("phone")].record_id, "b");
             assert!(!profile.contains_key(&TagCode::new("gender")), "empty values never win");
+        }
+    }
+
+    proptest::proptest! {
+        /// Offering records one at a time, in any order, equals survivorship over all of them,
+        /// and recomputing some tags over all records changes nothing.
+        #[test]
+        fn incremental_equals_full(
+            raw in proptest::collection::vec((0usize..5, 0i64..4, proptest::collection::vec((0usize..4, "[ab]{0,2}"), 0..4)), 1..8),
+            order_seed in 0u64..1000,
+        ) {
+            let catalog = Catalog::shipped();
+            let sources = ["D01", "D02", "D07", "D13", "D40"];
+            let tag_codes = ["name", "phone", "gender", "address"];
+            let keys: Vec<RecordKey> = raw.iter().enumerate().map(|(idx, (source_idx, _, _))| key(sources[*source_idx], &idx.to_string())).collect();
+            let tag_maps: Vec<BTreeMap<TagCode, TagValue>> = raw.iter().map(|(_, _, pairs)| {
+                let pairs: Vec<(&str, &str)> = pairs.iter().map(|(tag_idx, value)| (tag_codes[*tag_idx], value.as_str())).collect();
+                tags(&pairs)
+            }).collect();
+            let views: Vec<RecordView<'_>> = raw.iter().enumerate().map(|(idx, (_, time, _))| RecordView { key: &keys[idx], observed_at: *time, tags: &tag_maps[idx] }).collect();
+            let full = survive(&views, &catalog);
+            let mut order: Vec<usize> = (0..views.len()).collect();
+            order.rotate_left(order_seed as usize % views.len());
+            let mut incremental = BTreeMap::new();
+            for idx in order {
+                offer(&mut incremental, &views[idx], &catalog);
+            }
+            proptest::prop_assert_eq!(&incremental, &full);
+            let some_tags: BTreeSet<TagCode> = [TagCode::new("name"), TagCode::new("phone")].into_iter().collect();
+            let partial = survive_tags(&views, &some_tags, &catalog);
+            let expected: BTreeMap<TagCode, ProfileEntry> = full.into_iter().filter(|(tag, _)| some_tags.contains(tag)).collect();
+            proptest::prop_assert_eq!(partial, expected);
         }
     }
 }

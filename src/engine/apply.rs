@@ -4,12 +4,12 @@
 
 use crate::catalog::Catalog;
 use crate::cleanse::cleanse_record;
-use crate::model::{Decision, PersonId, RecordKey};
-use crate::profile::{survive, RecordView};
+use crate::model::{Decision, PersonId, RecordKey, SourceId, TagCode};
+use crate::profile::{offer, survive_tags, RecordView};
 use crate::resolve::{decide, Evidence, Placement, Previous};
 use crate::store::{layout, RecordHeader, Store, StoreError, StoredRecord, Txn};
 use crate::wal::WalEntry;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The decision for one admitted record of an entry, in entry order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub struct Placed {
 
 pub fn apply_entry(store: &Store, catalog: &Catalog, entry: &WalEntry) -> Result<Vec<Placed>, StoreError> {
     let mut txn = store.begin();
-    let mut touched: BTreeSet<PersonId> = BTreeSet::new();
+    let mut touched: BTreeMap<PersonId, Touched> = BTreeMap::new();
     let mut released_id_numbers: BTreeSet<String> = BTreeSet::new();
     let mut placed = Vec::with_capacity(entry.records.len());
     for (record_idx, raw) in entry.records.iter().enumerate() {
@@ -61,9 +61,14 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: &WalEntry) -> Result
             Placement::New => (layout::person_id_for(entry.sequence, record_idx), Decision::Created),
         };
         if let Some(previous) = &previous_header {
+            // The old version leaves its person's profile whether or not the record moves.
+            touched
+                .entry(previous.person_id.clone())
+                .or_default()
+                .removed
+                .insert(clean.key.clone());
             if previous.person_id != person_id {
                 txn.remove_member(&previous.person_id, &clean.key)?;
-                touched.insert(previous.person_id.clone());
             }
             if let Some(old_id_number) = &previous.id_number {
                 released_id_numbers.insert(old_id_number.clone());
@@ -84,14 +89,18 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: &WalEntry) -> Result
             tags: clean.tags,
         };
         txn.put_record(&clean.key, &stored)?;
-        touched.insert(person_id.clone());
+        touched
+            .entry(person_id.clone())
+            .or_default()
+            .added
+            .insert(clean.key.clone());
         placed.push(Placed { decision, person_id });
     }
     for id_number in released_id_numbers {
         drop_key_if_orphaned(&mut txn, &id_number)?;
     }
-    for person_id in &touched {
-        refresh_person(&mut txn, catalog, person_id)?;
+    for (person_id, change) in &touched {
+        refresh_person(&mut txn, catalog, person_id, change)?;
     }
     txn.set_applied_sequence(entry.sequence)?;
     txn.commit()?;
@@ -112,29 +121,87 @@ fn drop_key_if_orphaned(txn: &mut Txn<'_>, id_number: &str) -> Result<(), StoreE
     txn.remove_id_number_key(id_number)
 }
 
-/// Recomputes a person's profile from all its records and writes what changed.
-fn refresh_person(txn: &mut Txn<'_>, catalog: &Catalog, person_id: &PersonId) -> Result<(), StoreError> {
-    let members = txn.members(person_id)?;
-    let mut loaded: Vec<(RecordKey, StoredRecord)> = Vec::with_capacity(members.len());
-    for key in members {
-        let record = txn.record(&key)?.ok_or_else(|| StoreError::Corrupt {
-            kind: "membership",
-            message: "a person lists a record that is not stored".into(),
-        })?;
-        loaded.push((key, record));
+/// What a batch did to one person's records.
+#[derive(Default)]
+struct Touched {
+    /// Records whose previous version this person held (replaced or moved away).
+    removed: BTreeSet<RecordKey>,
+    /// Records whose new version was placed in this person.
+    added: BTreeSet<RecordKey>,
+}
+
+/// Brings a person's profile up to date without reading every record when it can: tags won
+/// by a removed record version are recomputed (from that department's records only, for a
+/// department tag), then every added record competes for the tags it carries. The result
+/// equals survivorship over all the person's records (see `profile::offer`).
+fn refresh_person(
+    txn: &mut Txn<'_>,
+    catalog: &Catalog,
+    person_id: &PersonId,
+    change: &Touched,
+) -> Result<(), StoreError> {
+    let mut profile = txn.profile(person_id, &[])?;
+    let stale: BTreeSet<TagCode> = profile
+        .iter()
+        .filter(|(_, entry)| {
+            change
+                .removed
+                .iter()
+                .any(|key| key.source == entry.source && key.record_id == entry.record_id)
+        })
+        .map(|(tag, _)| tag.clone())
+        .collect();
+    if !stale.is_empty() {
+        profile.retain(|tag, _| !stale.contains(tag));
+        let canonical_stale = stale.iter().any(|tag| layout::profile_group_of(tag).is_empty());
+        let contenders = if canonical_stale {
+            txn.members(person_id)?
+        } else {
+            let mut contenders = Vec::new();
+            let sources: BTreeSet<String> = stale.iter().map(layout::profile_group_of).collect();
+            for source in sources {
+                if let Some(source) = SourceId::parse(&source) {
+                    contenders.extend(txn.members_of_source(person_id, &source)?);
+                }
+            }
+            contenders
+        };
+        let loaded = load_records(txn, &contenders)?;
+        let views = views_of(&loaded);
+        profile.extend(survive_tags(&views, &stale, catalog));
     }
-    let views: Vec<RecordView<'_>> = loaded
+    let added: Vec<RecordKey> = change.added.iter().cloned().collect();
+    let mut loaded = load_records(txn, &added)?;
+    // A record placed here and moved on later in the same batch no longer competes here.
+    loaded.retain(|(_, record)| record.header.person_id == *person_id);
+    for view in views_of(&loaded) {
+        offer(&mut profile, &view, catalog);
+    }
+    txn.write_person(person_id, &profile)?;
+    Ok(())
+}
+
+fn load_records(txn: &Txn<'_>, keys: &[RecordKey]) -> Result<Vec<(RecordKey, StoredRecord)>, StoreError> {
+    keys.iter()
+        .map(|key| {
+            let record = txn.record(key)?.ok_or_else(|| StoreError::Corrupt {
+                kind: "membership",
+                message: "a person lists a record that is not stored".into(),
+            })?;
+            Ok((key.clone(), record))
+        })
+        .collect()
+}
+
+fn views_of(loaded: &[(RecordKey, StoredRecord)]) -> Vec<RecordView<'_>> {
+    loaded
         .iter()
         .map(|(key, record)| RecordView {
             key,
             observed_at: record.header.observed_at,
             tags: &record.tags,
         })
-        .collect();
-    let profile = survive(&views, catalog);
-    let n_records = u32::try_from(loaded.len()).expect("a person holds fewer than 4 billion records");
-    txn.write_person(person_id, n_records, &profile)?;
-    Ok(())
+        .collect()
 }
 
 #[cfg(test)]
@@ -213,6 +280,57 @@ mod tests {
             let records = records();
             let in_order: Vec<usize> = (0..records.len()).collect();
             prop_assert_eq!(partition(&records, &order, batch_size), partition(&records, &in_order, 60));
+        }
+    }
+
+    /// Every stored profile equals survivorship over all of its person's records.
+    fn assert_profiles_consistent(store: &Store, catalog: &Catalog) {
+        let txn = store.begin();
+        let mut persons: BTreeMap<PersonId, Vec<RecordKey>> = BTreeMap::new();
+        for (key, person_id) in store.mapping_page(None, usize::MAX).expect("mapping") {
+            persons.entry(person_id).or_default().push(key);
+        }
+        for (person_id, keys) in persons {
+            assert_eq!(txn.members(&person_id).expect("members"), keys);
+            let header = txn.person(&person_id).expect("read").expect("person exists");
+            assert_eq!(header.n_records as usize, keys.len());
+            let loaded = load_records(&txn, &keys).expect("records");
+            let expected = crate::profile::survive(&views_of(&loaded), catalog);
+            assert_eq!(
+                txn.profile(&person_id, &[]).expect("profile"),
+                expected,
+                "profile of {person_id}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Re-sends with new content (new names, new or removed ID numbers, so records move
+        /// between persons) keep every profile equal to survivorship over its records.
+        #[test]
+        fn incremental_profiles_stay_exact(resends in proptest::collection::vec((0usize..60, 0u32..4, 0i64..100_000), 1..40), batch_size in 1usize..20) {
+            let catalog = Catalog::shipped();
+            let store = Store::open(Box::new(MemKv::default())).expect("opens");
+            let mut all = records();
+            let base = all.clone();
+            for (idx, variant, time) in resends {
+                let mut record = base[idx].clone();
+                record.observed_at = Some(time);
+                record.tags.insert(TagCode::new("name"), format!("改{variant}"));
+                match variant {
+                    0 => { record.tags.remove(&TagCode::new("id_number")); }
+                    1 => { record.tags.insert(TagCode::new("id_number"), base[(idx + 1) % 60].tags.get(&TagCode::new("id_number")).cloned().unwrap_or_default()); }
+                    _ => { record.tags.insert(TagCode::new("phone"), format!("1380000{variant:04}")); }
+                }
+                record.tags.retain(|_, value| !value.is_empty());
+                all.push(record);
+            }
+            for (batch_idx, chunk) in all.chunks(batch_size).enumerate() {
+                let entry = WalEntry { sequence: batch_idx as u64 + 1, received_at: 0, records: chunk.to_vec() };
+                apply_entry(&store, &catalog, &entry).expect("applies");
+            }
+            assert_profiles_consistent(&store, &catalog);
         }
     }
 

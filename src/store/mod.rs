@@ -418,22 +418,52 @@ impl Txn<'_> {
             .collect()
     }
 
+    /// The records of a person that come from one source.
+    pub fn members_of_source(&self, person_id: &PersonId, source: &SourceId) -> Result<Vec<RecordKey>, StoreError> {
+        let prefix = layout::members_prefix(person_id);
+        let mut source_prefix = prefix.clone();
+        source_prefix.extend_from_slice(source.as_str().as_bytes());
+        source_prefix.push(layout::SEP);
+        self.scan_all(&source_prefix)?
+            .into_keys()
+            .map(|key| record_key_from(&layout::split_suffix(&key, &prefix), "membership"))
+            .collect()
+    }
+
+    /// Adds a record to a person (creating the person if needed) and counts it.
     pub fn add_member(&mut self, person_id: &PersonId, key: &RecordKey) -> Result<(), StoreError> {
-        if self.person(person_id)?.is_none() {
-            self.add_to_counter(layout::META_N_PERSONS, 1)?;
-            self.put(
-                layout::person(person_id),
-                &PersonHeader {
+        let member_key = layout::member(person_id, key);
+        let mut header = match self.person(person_id)? {
+            Some(header) => header,
+            None => {
+                self.add_to_counter(layout::META_N_PERSONS, 1)?;
+                PersonHeader {
                     version: 0,
                     n_records: 0,
-                },
-            )?;
+                }
+            }
+        };
+        if self.get_raw(&member_key)?.is_none() {
+            header.n_records += 1;
+            self.put(member_key, &())?;
         }
-        self.put(layout::member(person_id, key), &())
+        self.put(layout::person(person_id), &header)
     }
 
     pub fn remove_member(&mut self, person_id: &PersonId, key: &RecordKey) -> Result<(), StoreError> {
-        self.delete(layout::member(person_id, key))
+        let member_key = layout::member(person_id, key);
+        if self.get_raw(&member_key)?.is_some() {
+            let mut header = self
+                .person(person_id)?
+                .ok_or_else(|| StoreError::PersonNotFound(person_id.clone()))?;
+            header.n_records = header.n_records.checked_sub(1).ok_or_else(|| StoreError::Corrupt {
+                kind: "person",
+                message: "record count below zero".into(),
+            })?;
+            self.put(layout::person(person_id), &header)?;
+            self.delete(member_key)?;
+        }
+        Ok(())
     }
 
     /// The whole profile, or only the groups holding the tags of a non-empty `tag_mask`.
@@ -468,13 +498,12 @@ impl Txn<'_> {
         Ok(profile)
     }
 
-    /// Replaces the profile with `profile` (writing only the groups that changed), sets the
-    /// record count, bumps the version and appends to the change feed. A person left with no
-    /// records is deleted. Returns the new version.
+    /// Replaces the profile with `profile` (writing only the groups that changed), bumps the
+    /// version and appends to the change feed. A person left with no records is deleted.
+    /// Returns the new version.
     pub fn write_person(
         &mut self,
         person_id: &PersonId,
-        n_records: u32,
         profile: &BTreeMap<TagCode, ProfileEntry>,
     ) -> Result<u64, StoreError> {
         let header = self
@@ -507,6 +536,7 @@ impl Txn<'_> {
             self.put(layout::profile_group(person_id, &group), &entries)?;
         }
         let version = header.version + 1;
+        let n_records = header.n_records;
         let kind = if n_records == 0 {
             self.delete(layout::person(person_id))?;
             self.add_to_counter(layout::META_N_PERSONS, -1)?;
@@ -676,7 +706,7 @@ mod tests {
         .collect();
         let mut txn = store.begin();
         txn.add_member(&person_id, &key("1")).expect("member");
-        txn.write_person(&person_id, 1, &profile).expect("write");
+        txn.write_person(&person_id, &profile).expect("write");
         txn.commit().expect("commit");
         let txn = store.begin();
         assert_eq!(txn.profile(&person_id, &[]).expect("read"), profile);
