@@ -3,10 +3,10 @@
 # through `popmaster load`, exports the mapping, and checks that every record is mapped.
 # Prints the wall time of each step.
 #
-#   scripts/load-and-export.sh [PERSONS]      (default 33,000 persons, about 100,000 records)
+#   scripts/load-and-export.sh [PERSONS]      (default 34,000 persons, about 101,500 records)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-persons=${1:-33000}
+persons=${1:-34000}
 
 cargo build --release --quiet
 bin=target/release/popmaster
