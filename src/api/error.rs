@@ -16,7 +16,8 @@ pub fn to_status(error: EngineError) -> Status {
         internal @ (EngineError::Store(_)
         | EngineError::Wal(_)
         | EngineError::Index(_)
-        | EngineError::DataDir { .. }) => {
+        | EngineError::DataDir { .. }
+        | EngineError::Thread { .. }) => {
             tracing::error!(error = %internal, "internal error");
             Status::new(Code::Internal, "internal error; see the server log")
         }

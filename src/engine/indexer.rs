@@ -73,8 +73,8 @@ impl Indexer {
         let thread = std::thread::Builder::new()
             .name("popmaster-indexer".into())
             .spawn(move || run(&thread_shared, interval))
-            .map_err(|source| EngineError::DataDir {
-                path: dir.display().to_string(),
+            .map_err(|source| EngineError::Thread {
+                thread: "indexer",
                 source,
             })?;
         Ok(Indexer {

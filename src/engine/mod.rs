@@ -27,6 +27,11 @@ use tokio::sync::{mpsc, oneshot};
 pub enum EngineError {
     #[error("cannot create data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    #[error("cannot start the {thread} thread: {source}")]
+    Thread {
+        thread: &'static str,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -132,8 +137,8 @@ impl Engine {
         let writer_thread = std::thread::Builder::new()
             .name("popmaster-writer".into())
             .spawn(move || writer.run())
-            .map_err(|source| EngineError::DataDir {
-                path: data_dir.display().to_string(),
+            .map_err(|source| EngineError::Thread {
+                thread: "writer",
                 source,
             })?;
         Ok(Engine {
