@@ -67,7 +67,9 @@ fn bench_profiles(criterion: &mut Criterion) {
     let mut person_ids: Vec<PersonId> = Vec::new();
     for person_idx in 0..N_FULL_PERSONS {
         let records = full_person_records(&catalog, person_idx, 0);
-        let applied = runtime.block_on(engine.ingest(0, records)).expect("ingest");
+        let applied = runtime
+            .block_on(engine.ingest(chrono::Utc::now().timestamp_millis(), records, vec![]))
+            .expect("ingest");
         person_ids.push(applied.placed[0].person_id.clone());
     }
     let sample = engine.get_profile(&person_ids[0], &[]).expect("read").expect("exists");
@@ -115,7 +117,11 @@ fn bench_profiles(criterion: &mut Criterion) {
                 records.truncate(1);
                 records
             },
-            |records| runtime.block_on(engine.ingest(0, records)).expect("ingest"),
+            |records| {
+                runtime
+                    .block_on(engine.ingest(chrono::Utc::now().timestamp_millis(), records, vec![]))
+                    .expect("ingest")
+            },
             BatchSize::SmallInput,
         )
     });
@@ -167,7 +173,11 @@ fn bench_profiles(criterion: &mut Criterion) {
                 }
                 records
             },
-            |records| runtime.block_on(engine.ingest(0, records)).expect("ingest"),
+            |records| {
+                runtime
+                    .block_on(engine.ingest(chrono::Utc::now().timestamp_millis(), records, vec![]))
+                    .expect("ingest")
+            },
             BatchSize::LargeInput,
         )
     });

@@ -116,11 +116,13 @@ pub struct CleanRecord {
     pub findings: Vec<Finding>,
 }
 
-/// Something cleansing noticed about a value: which rule, which tag. Carries no value.
+/// Something cleansing noticed: which rule fired on which tag (none for a record-level rule),
+/// and the value as the source sent it. Stored with the record for stewards; never logged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     pub rule_id: String,
-    pub tag: TagCode,
+    pub tag: Option<TagCode>,
+    pub original: Option<String>,
 }
 
 /// What happened to one record.

@@ -5,7 +5,7 @@
 //! Segments `<first sequence, 20 digits>.wal` hold frames `[len u32 LE][crc32c u32 LE][payload]`.
 //! Owns framing, fsync, recovery of a torn tail and trimming; knows nothing of records' meaning.
 
-use crate::model::{EpochMillis, RawRecord};
+use crate::model::{EpochMillis, RawRecord, SourceId};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
@@ -15,12 +15,14 @@ const FRAME_HEADER_BYTES: usize = 8;
 /// A frame larger than this is damage, not data: batches are bounded far below it.
 const FRAME_BYTES_MAX: u32 = 1 << 30;
 
-/// One admitted batch, as logged.
+/// One batch, as logged: the admitted records, and the rule that refused each of the others
+/// (by source), so the quality report counts rejections as durably as records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalEntry {
     pub sequence: u64,
     pub received_at: EpochMillis,
     pub records: Vec<RawRecord>,
+    pub rejected: Vec<(SourceId, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +263,7 @@ mod tests {
                 observed_at: Some(0),
                 tags: [(TagCode::new("name"), "测试".to_string())].into_iter().collect(),
             }],
+            rejected: vec![],
         }
     }
 

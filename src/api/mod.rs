@@ -5,7 +5,7 @@ pub mod convert;
 pub mod error;
 
 use crate::engine::Engine;
-use crate::model::{Outcome, PersonId, RecordKey};
+use crate::model::{Outcome, PersonId, RecordKey, SourceId};
 use crate::pb;
 use error::to_status;
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -73,10 +73,21 @@ async fn ingest_batch(engine: Arc<Engine>, batch: pb::RecordBatch) -> Result<pb:
         }
     }
     let n_admitted = admitted.len();
-    let (sequence, mut placed) = if admitted.is_empty() {
+    // Refusals are logged too, by source and rule, so the quality report counts them.
+    let refused: Vec<(SourceId, String)> = slots
+        .iter()
+        .filter_map(|slot| match slot {
+            Err(((source, _), rejection)) => Some((
+                SourceId::parse(source)?,
+                crate::cleanse::rules::rule_for_rejection(rejection).to_string(),
+            )),
+            Ok(_) => None,
+        })
+        .collect();
+    let (sequence, mut placed) = if admitted.is_empty() && refused.is_empty() {
         (0, Vec::new().into_iter())
     } else {
-        let applied = engine.ingest(received_at, admitted).await.map_err(to_status)?;
+        let applied = engine.ingest(received_at, admitted, refused).await.map_err(to_status)?;
         (applied.sequence, applied.placed.into_iter())
     };
     let mut outcomes = Vec::with_capacity(slots.len());
@@ -304,6 +315,43 @@ impl pb::admin_service_server::AdminService for AdminApi {
                     identity_role: format!("{:?}", tag.identity_role),
                     survivorship: format!("{:?}", tag.survivorship),
                     owner_source: tag.owner_source.clone(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_quality_report(
+        &self,
+        request: Request<pb::GetQualityReportRequest>,
+    ) -> Result<Response<pb::QualityReport>, Status> {
+        let raw_source = request.into_inner().source;
+        let source = if raw_source.trim().is_empty() {
+            None
+        } else {
+            let source = SourceId::parse(&raw_source)
+                .filter(|source| self.engine.catalog().source(source).is_some())
+                .ok_or_else(|| Status::invalid_argument("source is not a source code of the catalog (D01..D63)"))?;
+            Some(source)
+        };
+        let engine = Arc::clone(&self.engine);
+        let lookup = source.clone();
+        let counts = blocking(move || engine.quality(lookup.as_ref()))
+            .await
+            .map_err(to_status)?;
+        let count = |key: &str| counts.get(key).copied().unwrap_or(0);
+        Ok(Response::new(pb::QualityReport {
+            source: source.map(|source| source.to_string()).unwrap_or_default(),
+            n_records: count(crate::store::layout::QUALITY_RECORDS),
+            n_rejected: count(crate::store::layout::QUALITY_REJECTED),
+            rules: crate::cleanse::rules::RULES
+                .iter()
+                .map(|rule| pb::RuleCount {
+                    rule_id: rule.id.to_string(),
+                    rule_class: format!("{:?}", rule.class),
+                    action: format!("{:?}", rule.action),
+                    applies_to: rule.applies_to.to_string(),
+                    description: rule.description.to_string(),
+                    count: count(rule.id),
                 })
                 .collect(),
         }))

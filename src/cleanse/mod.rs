@@ -1,91 +1,364 @@
-//! Cleansing: standardizes each tag of a record and records findings. Pure functions of a
-//! record and the catalog; never touches storage.
-//!
-//! This is the first slice of the rule catalog: character normalization for every value and
-//! the resident ID number rules. Findings name the rule and the tag, never the value.
+//! Cleansing: the rule catalog (`rules`) applied to every record before resolution. Each tag
+//! is standardized by its value type, identity values are cross-checked and derived, and every
+//! rule that fires leaves a finding (rule, tag, original value). Pure functions of a record,
+//! the catalog and the division table; never touches storage.
 
+pub mod address;
+pub mod date;
+pub mod ethnicity;
+pub mod gender;
 pub mod id_number;
+pub mod name;
+pub mod phone;
+pub mod rules;
 pub mod text;
+pub mod values;
 
-use crate::catalog::{Catalog, IdentityRole};
-use crate::model::{CleanRecord, EpochMillis, Finding, RawRecord, TagValue};
+use crate::catalog::{Catalog, IdentityRole, ValueType};
+use crate::model::{CleanRecord, EpochMillis, Finding, RawRecord, TagCode, TagValue};
+use address::Divisions;
+use chrono::{Datelike, NaiveDate};
 use id_number::{normalize_id_number, IdNumberProblem};
+use std::collections::BTreeMap;
 
-/// Rule ids, stable across releases.
-pub const RULE_ID_MALFORMED: &str = "ACC-001";
-pub const RULE_ID_CHECK_DIGIT: &str = "ACC-002";
-pub const RULE_ID_BIRTH_DATE: &str = "ACC-003";
-pub const RULE_ID_REGION: &str = "ACC-004";
-pub const RULE_ID_LEGACY_UPGRADED: &str = "NOR-002";
-pub const RULE_TEXT_NORMALIZED: &str = "NOR-001";
+/// What a standardizer made of one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standardized {
+    /// The standardized value; `None` when the value is refused (a `Reject` rule fired) or
+    /// stands for "not recorded".
+    pub value: Option<String>,
+    /// The ids of the rules that fired (constants of `rules`), in the order they fired.
+    pub rules: Vec<&'static str>,
+}
 
-/// Standardizes every tag; the raw value is kept beside the standardized one.
-/// `received_at` stands in for an observation time the source did not give.
+impl Standardized {
+    /// A value kept as it is, no rule fired.
+    pub fn unchanged(value: &str) -> Standardized {
+        Standardized {
+            value: Some(value.to_string()),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// Derived tags: filled by association rules, never sent by sources.
+pub const BIRTHPLACE_REGION: &str = "birthplace_region";
+pub const ADDRESS_DIVISION: &str = "address_division";
+pub const HUKOU_DIVISION: &str = "hukou_division";
+
+/// Tags that say who a record is about, for the completeness check.
+const IDENTITY_ROLES: [IdentityRole; 5] = [
+    IdentityRole::Name,
+    IdentityRole::IdNumber,
+    IdentityRole::BirthDate,
+    IdentityRole::Phone,
+    IdentityRole::Address,
+];
+
+/// Cleanses one record: standardizes every tag, derives and cross-checks identity values, and
+/// records a finding for every rule that fired. `received_at` stands in for an observation
+/// time the source did not give, and is "today" for the date checks.
 pub fn cleanse_record(raw: &RawRecord, received_at: EpochMillis, catalog: &Catalog) -> CleanRecord {
-    let mut findings = Vec::new();
+    let divisions = Divisions::shipped();
+    let observed_at = raw.observed_at.unwrap_or(received_at);
+    let today = chrono::DateTime::from_timestamp_millis(received_at)
+        .map(|time| time.date_naive())
+        .unwrap_or(NaiveDate::MAX);
+    let mut cleanser = Cleanser {
+        findings: Vec::new(),
+        tags: BTreeMap::new(),
+    };
     let mut id_number = None;
-    let mut tags = std::collections::BTreeMap::new();
+    let mut roles: BTreeMap<IdentityRole, TagCode> = BTreeMap::new();
     for (tag, raw_value) in &raw.tags {
-        let role = catalog.tag(tag.as_str()).map(|def| def.identity_role);
-        let mut standardized = text::clean_text(raw_value);
-        if standardized != *raw_value {
-            findings.push(Finding {
-                rule_id: RULE_TEXT_NORMALIZED.into(),
-                tag: tag.clone(),
-            });
+        let Some(def) = catalog.tag(tag.as_str()) else {
+            // Admission refuses unknown tags; a catalog replaced under a running log could
+            // still name one. Keep the value as sent.
+            cleanser.keep(tag, raw_value, Some(text::clean_text(raw_value)), &[]);
+            continue;
+        };
+        let half_width = text::to_half_width(raw_value);
+        let cleaned = text::clean_text(&half_width);
+        let mut fired: Vec<&'static str> = Vec::new();
+        if half_width != *raw_value {
+            fired.push(rules::TEXT_HALF_WIDTH);
         }
-        if role == Some(IdentityRole::IdNumber) {
-            match normalize_id_number(&standardized) {
-                Ok(normalized) => {
-                    if standardized.chars().filter(char::is_ascii_alphanumeric).count() == 15 {
-                        findings.push(Finding {
-                            rule_id: RULE_ID_LEGACY_UPGRADED.into(),
-                            tag: tag.clone(),
-                        });
-                    }
-                    standardized = normalized.clone();
-                    id_number = Some(normalized);
+        if cleaned != half_width {
+            fired.push(rules::TEXT_WHITESPACE);
+        }
+        // 无 is a placeholder elsewhere but "no" in a yes/no tag: booleans decide for themselves.
+        let placeholder = def.value_type != ValueType::Boolean && text::is_placeholder(&cleaned);
+        if cleaned.is_empty() || placeholder {
+            fired.push(rules::PLACEHOLDER_VALUE);
+            cleanser.keep(tag, raw_value, None, &fired);
+            continue;
+        }
+        if def.identity_role != IdentityRole::None {
+            roles.insert(def.identity_role, tag.clone());
+        }
+        let standardized = match def.value_type {
+            ValueType::Name => name::standardize_name(&cleaned),
+            ValueType::IdNumber => {
+                let result = standardize_id_number(&cleaned, divisions);
+                if def.identity_role == IdentityRole::IdNumber && result.rules.iter().all(|rule| !is_id_problem(rule)) {
+                    id_number = result.value.clone();
                 }
-                Err(problem) => {
-                    let rule_id = match problem {
-                        IdNumberProblem::Malformed => RULE_ID_MALFORMED,
-                        IdNumberProblem::BadCheckDigit => RULE_ID_CHECK_DIGIT,
-                        IdNumberProblem::BadBirthDate => RULE_ID_BIRTH_DATE,
-                        IdNumberProblem::BadRegion => RULE_ID_REGION,
-                    };
-                    findings.push(Finding {
-                        rule_id: rule_id.into(),
-                        tag: tag.clone(),
-                    });
-                }
+                result
             }
+            ValueType::Date => {
+                let mut result = date::standardize_date(&cleaned, today);
+                if def.identity_role == IdentityRole::BirthDate {
+                    let too_early = result
+                        .value
+                        .as_deref()
+                        .and_then(date::parse_date)
+                        .is_some_and(|birth| birth.year() < 1900);
+                    if too_early {
+                        result.rules.push(rules::BIRTH_DATE_TOO_EARLY);
+                    }
+                }
+                result
+            }
+            ValueType::Gender => gender::standardize_gender(&cleaned),
+            ValueType::Phone => phone::standardize_phone(&cleaned),
+            ValueType::Address => {
+                let (result, division) = address::standardize_address(&cleaned, divisions);
+                let derived_tag = match def.identity_role {
+                    IdentityRole::Address => Some(ADDRESS_DIVISION),
+                    IdentityRole::HukouAddress => Some(HUKOU_DIVISION),
+                    _ => None,
+                };
+                if let (Some(derived_tag), Some(division)) = (derived_tag, division) {
+                    cleanser.derive(derived_tag, division, rules::ADDRESS_DIVISION, catalog);
+                }
+                result
+            }
+            ValueType::Code if def.identity_role == IdentityRole::Ethnicity => {
+                ethnicity::standardize_ethnicity(&cleaned)
+            }
+            ValueType::Integer => values::standardize_number(&cleaned, true),
+            ValueType::Decimal => values::standardize_number(&cleaned, false),
+            ValueType::Boolean => values::standardize_boolean(&cleaned),
+            ValueType::Text | ValueType::Code | ValueType::Identifier => Standardized::unchanged(&cleaned),
+        };
+        fired.extend(standardized.rules.iter().copied());
+        // What is left after standardizing may itself only say "not recorded" ("{/}" -> "/").
+        let mut value = standardized.value;
+        let empty_after = value.as_deref().is_some_and(|value| {
+            value.is_empty() || (def.value_type != ValueType::Boolean && text::is_placeholder(value))
+        });
+        if empty_after {
+            value = None;
+            fired.push(rules::PLACEHOLDER_VALUE);
         }
-        tags.insert(
-            tag.clone(),
-            TagValue {
-                raw: raw_value.clone(),
-                standardized,
-            },
-        );
+        cleanser.keep(tag, raw_value, value, &fired);
+    }
+    cleanser.associate(id_number.as_deref(), &roles, catalog, divisions);
+    let source = catalog.source(&raw.key.source);
+    for required in source.map(|source| source.required_tags.as_slice()).unwrap_or_default() {
+        let present = cleanser
+            .tags
+            .get(&TagCode::new(required.as_str()))
+            .is_some_and(|value| !value.standardized.is_empty());
+        if !present {
+            cleanser.finding(rules::REQUIRED_TAG_MISSING, Some(TagCode::new(required.as_str())), None);
+        }
+    }
+    let has_identity = IDENTITY_ROLES.iter().any(|role| {
+        roles
+            .get(role)
+            .and_then(|tag| cleanser.tags.get(tag))
+            .is_some_and(|value| !value.standardized.is_empty())
+    });
+    if !has_identity {
+        cleanser.finding(rules::NO_IDENTITY_TAG, None, None);
     }
     CleanRecord {
         key: raw.key.clone(),
-        observed_at: raw.observed_at.unwrap_or(received_at),
-        tags,
+        observed_at,
+        tags: cleanser.tags,
         id_number,
-        findings,
+        findings: cleanser.findings,
+    }
+}
+
+fn is_id_problem(rule: &str) -> bool {
+    matches!(
+        rule,
+        rules::ID_NUMBER_MALFORMED
+            | rules::ID_NUMBER_CHECK_DIGIT
+            | rules::ID_NUMBER_BIRTH_DATE
+            | rules::ID_NUMBER_REGION
+    )
+}
+
+/// ID numbers: normalized when valid, kept as sent (and flagged) when not. A number whose
+/// region is unknown to GB/T 2260 is flagged but stays usable: the table lags new districts.
+fn standardize_id_number(cleaned: &str, divisions: &Divisions) -> Standardized {
+    match normalize_id_number(cleaned) {
+        Ok(normalized) => {
+            let mut rules = Vec::new();
+            let digits = cleaned.chars().filter(char::is_ascii_alphanumeric).count();
+            if digits == 15 {
+                rules.push(rules::ID_NUMBER_LEGACY);
+            } else if normalized != cleaned {
+                rules.push(rules::ID_NUMBER_FORM);
+            }
+            if !divisions.has_province(&normalized[..2]) {
+                rules.push(rules::ID_NUMBER_REGION);
+            }
+            Standardized {
+                value: Some(normalized),
+                rules,
+            }
+        }
+        Err(problem) => Standardized {
+            value: Some(cleaned.to_string()),
+            rules: vec![match problem {
+                IdNumberProblem::Malformed => rules::ID_NUMBER_MALFORMED,
+                IdNumberProblem::BadCheckDigit => rules::ID_NUMBER_CHECK_DIGIT,
+                IdNumberProblem::BadBirthDate => rules::ID_NUMBER_BIRTH_DATE,
+                IdNumberProblem::BadRegion => rules::ID_NUMBER_REGION,
+            }],
+        },
+    }
+}
+
+struct Cleanser {
+    findings: Vec<Finding>,
+    tags: BTreeMap<TagCode, TagValue>,
+}
+
+impl Cleanser {
+    fn finding(&mut self, rule_id: &'static str, tag: Option<TagCode>, original: Option<&str>) {
+        self.findings.push(Finding {
+            rule_id: rule_id.to_string(),
+            tag,
+            original: original.map(str::to_string),
+        });
+    }
+
+    /// Stores a tag's raw and standardized value (empty when refused or not recorded).
+    fn keep(&mut self, tag: &TagCode, raw: &str, standardized: Option<String>, fired: &[&'static str]) {
+        for rule_id in fired {
+            self.finding(rule_id, Some(tag.clone()), Some(raw));
+        }
+        self.tags.insert(
+            tag.clone(),
+            TagValue {
+                raw: raw.to_string(),
+                standardized: standardized.unwrap_or_default(),
+            },
+        );
+    }
+
+    /// Fills a value derived from others. A value the source sent as a placeholder keeps its
+    /// raw form; otherwise the raw value is empty: no source sent it.
+    fn derive(&mut self, tag: &str, value: String, rule_id: &'static str, catalog: &Catalog) {
+        if catalog.tag(tag).is_none() {
+            return;
+        }
+        let tag = TagCode::new(tag);
+        self.finding(rule_id, Some(tag.clone()), None);
+        self.tags
+            .entry(tag)
+            .or_insert_with(|| TagValue {
+                raw: String::new(),
+                standardized: String::new(),
+            })
+            .standardized = value;
+    }
+
+    fn standardized<'a>(
+        &'a self,
+        roles: &'a BTreeMap<IdentityRole, TagCode>,
+        role: IdentityRole,
+    ) -> Option<(&'a TagCode, &'a str)> {
+        let tag = roles.get(&role)?;
+        let value = self.tags.get(tag)?;
+        (!value.standardized.is_empty()).then_some((tag, value.standardized.as_str()))
+    }
+
+    /// Consistency and association: what a valid ID number says about birth date, gender
+    /// and birthplace, checked against the record or filled in where it is silent.
+    fn associate(
+        &mut self,
+        id_number: Option<&str>,
+        roles: &BTreeMap<IdentityRole, TagCode>,
+        catalog: &Catalog,
+        divisions: &Divisions,
+    ) {
+        let id_birth = id_number.and_then(|id| NaiveDate::parse_from_str(&id[6..14], "%Y%m%d").ok());
+        let stated_birth = self
+            .standardized(roles, IdentityRole::BirthDate)
+            .and_then(|(tag, value)| date::parse_date(value).map(|date| (tag.clone(), date)));
+        if let Some(id) = id_number {
+            let id_birth_text = id_birth.map(|date| date.format("%Y-%m-%d").to_string());
+            match (&stated_birth, &id_birth_text) {
+                (Some((tag, stated)), Some(_)) if Some(*stated) != id_birth => {
+                    let original = self.tags.get(tag).map(|value| value.raw.clone());
+                    self.finding(rules::BIRTH_DATE_VS_ID_NUMBER, Some(tag.clone()), original.as_deref());
+                }
+                (None, Some(derived)) if roles.get(&IdentityRole::BirthDate).is_none() => {
+                    self.derive("birth_date", derived.clone(), rules::BIRTH_DATE_FROM_ID_NUMBER, catalog);
+                }
+                _ => {}
+            }
+            let id_gender = if (id.as_bytes()[16] - b'0') % 2 == 1 {
+                gender::MALE
+            } else {
+                gender::FEMALE
+            };
+            match self.standardized(roles, IdentityRole::Gender) {
+                Some((tag, stated)) if (stated == gender::MALE || stated == gender::FEMALE) && stated != id_gender => {
+                    let tag = tag.clone();
+                    let original = self.tags.get(&tag).map(|value| value.raw.clone());
+                    self.finding(rules::GENDER_VS_ID_NUMBER, Some(tag), original.as_deref());
+                }
+                None if roles.get(&IdentityRole::Gender).is_none() => {
+                    self.derive("gender", id_gender.to_string(), rules::GENDER_FROM_ID_NUMBER, catalog);
+                }
+                _ => {}
+            }
+            if divisions.name_of(&id[..6]).is_some() {
+                self.derive(
+                    BIRTHPLACE_REGION,
+                    id[..6].to_string(),
+                    rules::BIRTHPLACE_FROM_ID_NUMBER,
+                    catalog,
+                );
+            }
+        }
+        let birth = stated_birth.map(|(_, date)| date).or(id_birth);
+        if let Some(birth) = birth {
+            let before_birth: Vec<(TagCode, String)> = self
+                .tags
+                .iter()
+                .filter(|(tag, _)| {
+                    catalog
+                        .tag(tag.as_str())
+                        .is_some_and(|def| def.value_type == ValueType::Date && def.identity_role == IdentityRole::None)
+                })
+                .filter(|(_, value)| date::parse_date(&value.standardized).is_some_and(|date| date < birth))
+                .map(|(tag, value)| (tag.clone(), value.raw.clone()))
+                .collect();
+            for (tag, original) in before_birth {
+                self.finding(rules::DATE_BEFORE_BIRTH, Some(tag), Some(&original));
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{RecordKey, SourceId, TagCode};
+    use crate::model::{RecordKey, SourceId};
+    use proptest::prelude::*;
 
-    fn record(tags: &[(&str, &str)]) -> RawRecord {
+    fn record(source: &str, tags: &[(&str, &str)]) -> RawRecord {
         RawRecord {
             key: RecordKey {
-                source: SourceId::parse("D07").expect("well-formed"),
+                source: SourceId::parse(source).expect("well-formed"),
                 record_id: "r1".into(),
             },
             observed_at: None,
@@ -93,33 +366,273 @@ mod tests {
         }
     }
 
-    #[test]
-    fn id_number_is_normalized_and_raw_kept() {
-        let catalog = Catalog::shipped();
-        let clean = cleanse_record(
-            &record(&[("id_number", "110105491231002"), ("name", " 张伟 ")]),
-            0,
-            &catalog,
+    /// 2024-06-01 00:00 UTC.
+    const RECEIVED_AT: EpochMillis = 1_717_200_000_000;
+
+    fn cleanse(source: &str, tags: &[(&str, &str)]) -> CleanRecord {
+        cleanse_record(&record(source, tags), RECEIVED_AT, &Catalog::shipped())
+    }
+
+    fn standardized(clean: &CleanRecord, tag: &str) -> String {
+        clean
+            .tags
+            .get(&TagCode::new(tag))
+            .map(|value| value.standardized.clone())
+            .unwrap_or_default()
+    }
+
+    fn fired(clean: &CleanRecord, rule_id: &str, tag: Option<&str>) -> bool {
+        clean
+            .findings
+            .iter()
+            .any(|finding| finding.rule_id == rule_id && finding.tag.as_ref().map(TagCode::as_str) == tag)
+    }
+
+    /// One line per rule that `cleanse_record` itself decides (the standardizers' own rules are
+    /// tested beside them): the tags sent, the rule, the tag it names, and whether it fires.
+    #[track_caller]
+    fn check(source: &str, tags: &[(&str, &str)], rule_id: &str, tag: Option<&str>, expected: bool) {
+        let clean = cleanse(source, tags);
+        assert_eq!(
+            fired(&clean, rule_id, tag),
+            expected,
+            "{rule_id} on {tags:?}: {:?}",
+            clean.findings
         );
-        assert_eq!(clean.id_number.as_deref(), Some("11010519491231002X"));
-        let id_tag = &clean.tags[&TagCode::new("id_number")];
-        assert_eq!(id_tag.raw, "110105491231002");
-        assert_eq!(id_tag.standardized, "11010519491231002X");
-        assert_eq!(clean.tags[&TagCode::new("name")].standardized, "张伟");
-        let rules: Vec<&str> = clean.findings.iter().map(|f| f.rule_id.as_str()).collect();
-        assert!(rules.contains(&RULE_ID_LEGACY_UPGRADED), "{rules:?}");
-        assert!(rules.contains(&RULE_TEXT_NORMALIZED), "{rules:?}");
+    }
+
+    const ID: &str = "33010619900102177X";
+
+    #[test]
+    fn record_level_rules() {
+        check("D07", &[("name", "ＡＢＣ")], rules::TEXT_HALF_WIDTH, Some("name"), true);
+        check("D07", &[("name", " 张伟 ")], rules::TEXT_WHITESPACE, Some("name"), true);
+        check(
+            "D07",
+            &[("name", "张伟"), ("phone", "不详")],
+            rules::PLACEHOLDER_VALUE,
+            Some("phone"),
+            true,
+        );
+        check(
+            "D07",
+            &[("name", "张伟"), ("phone", "N/A")],
+            rules::PLACEHOLDER_VALUE,
+            Some("phone"),
+            true,
+        );
+        check(
+            "D01",
+            &[("name", "张伟")],
+            rules::REQUIRED_TAG_MISSING,
+            Some("id_number"),
+            true,
+        );
+        check(
+            "D01",
+            &[("name", "张伟"), ("id_number", ID)],
+            rules::REQUIRED_TAG_MISSING,
+            Some("id_number"),
+            false,
+        );
+        check(
+            "D07",
+            &[("d07.vehicle_plate", "浙A12345")],
+            rules::NO_IDENTITY_TAG,
+            None,
+            true,
+        );
+        check("D07", &[("name", "张伟")], rules::NO_IDENTITY_TAG, None, false);
+        check(
+            "D07",
+            &[("id_number", "330106900102177")],
+            rules::ID_NUMBER_LEGACY,
+            Some("id_number"),
+            true,
+        );
+        check(
+            "D07",
+            &[("id_number", "33010619900102177x")],
+            rules::ID_NUMBER_FORM,
+            Some("id_number"),
+            true,
+        );
+        check(
+            "D07",
+            &[("id_number", "330106199001021771")],
+            rules::ID_NUMBER_CHECK_DIGIT,
+            Some("id_number"),
+            true,
+        );
+        check(
+            "D07",
+            &[("id_number", "33010619900102")],
+            rules::ID_NUMBER_MALFORMED,
+            Some("id_number"),
+            true,
+        );
+        check(
+            "D07",
+            &[("id_number", "330106199013021774")],
+            rules::ID_NUMBER_BIRTH_DATE,
+            Some("id_number"),
+            true,
+        );
+        check(
+            "D07",
+            &[("birth_date", "1890-01-01")],
+            rules::BIRTH_DATE_TOO_EARLY,
+            Some("birth_date"),
+            true,
+        );
+        check(
+            "D07",
+            &[("birth_date", "1990-01-01")],
+            rules::BIRTH_DATE_TOO_EARLY,
+            Some("birth_date"),
+            false,
+        );
+        check(
+            "D07",
+            &[("id_number", ID), ("birth_date", "1990-01-03")],
+            rules::BIRTH_DATE_VS_ID_NUMBER,
+            Some("birth_date"),
+            true,
+        );
+        check(
+            "D07",
+            &[("id_number", ID), ("birth_date", "1990年1月2日")],
+            rules::BIRTH_DATE_VS_ID_NUMBER,
+            Some("birth_date"),
+            false,
+        );
+        check(
+            "D07",
+            &[("id_number", ID), ("gender", "女")],
+            rules::GENDER_VS_ID_NUMBER,
+            Some("gender"),
+            true,
+        );
+        check(
+            "D07",
+            &[("id_number", ID), ("gender", "M")],
+            rules::GENDER_VS_ID_NUMBER,
+            Some("gender"),
+            false,
+        );
+        check(
+            "D07",
+            &[("id_number", ID)],
+            rules::BIRTH_DATE_FROM_ID_NUMBER,
+            Some("birth_date"),
+            true,
+        );
+        check(
+            "D07",
+            &[("id_number", ID)],
+            rules::GENDER_FROM_ID_NUMBER,
+            Some("gender"),
+            true,
+        );
+        check(
+            "D07",
+            &[("id_number", ID)],
+            rules::BIRTHPLACE_FROM_ID_NUMBER,
+            Some(BIRTHPLACE_REGION),
+            true,
+        );
+        check(
+            "D07",
+            &[("address", "杭州西湖区文三路1号")],
+            rules::ADDRESS_DIVISION,
+            Some(ADDRESS_DIVISION),
+            true,
+        );
+        check(
+            "D01",
+            &[("hukou_address", "浙江省杭州市西湖区文三路1号")],
+            rules::ADDRESS_DIVISION,
+            Some(HUKOU_DIVISION),
+            true,
+        );
+        check(
+            "D07",
+            &[
+                ("birth_date", "1990-01-02"),
+                ("d07.vehicle_registration_date", "1985-05-05"),
+            ],
+            rules::DATE_BEFORE_BIRTH,
+            Some("d07.vehicle_registration_date"),
+            true,
+        );
+        check(
+            "D07",
+            &[
+                ("birth_date", "1990-01-02"),
+                ("d07.vehicle_registration_date", "2015-05-05"),
+            ],
+            rules::DATE_BEFORE_BIRTH,
+            Some("d07.vehicle_registration_date"),
+            false,
+        );
     }
 
     #[test]
-    fn bad_check_digit_is_flagged_not_repaired() {
-        let catalog = Catalog::shipped();
-        let clean = cleanse_record(&record(&[("id_number", "110105194912310021")]), 0, &catalog);
-        assert_eq!(clean.id_number, None);
-        assert_eq!(
-            clean.tags[&TagCode::new("id_number")].standardized,
-            "110105194912310021"
+    fn design_example_is_cleansed() {
+        let clean = cleanse(
+            "D07",
+            &[
+                ("name", "張偉"),
+                ("id_number", "33010619900102177x"),
+                ("birth_date", "1990年1月2日"),
+                ("gender", "男"),
+                ("phone", "+86 138-0000-1234"),
+                ("address", "杭州西湖区文三路1号"),
+                ("d07.vehicle_plate", "浙A12345"),
+            ],
         );
-        assert_eq!(clean.findings[0].rule_id, RULE_ID_CHECK_DIGIT);
+        assert_eq!(clean.id_number.as_deref(), Some(ID));
+        assert_eq!(standardized(&clean, "name"), "张伟");
+        assert_eq!(standardized(&clean, "birth_date"), "1990-01-02");
+        assert_eq!(standardized(&clean, "phone"), "13800001234");
+        assert_eq!(standardized(&clean, "address"), "浙江省杭州市西湖区文三路1号");
+        assert_eq!(standardized(&clean, ADDRESS_DIVISION), "330106");
+        assert_eq!(standardized(&clean, BIRTHPLACE_REGION), "330106");
+        assert_eq!(clean.tags[&TagCode::new("name")].raw, "張偉", "the raw value is kept");
+        let original = clean
+            .findings
+            .iter()
+            .find(|finding| finding.rule_id == rules::NAME_SIMPLIFIED);
+        assert_eq!(original.and_then(|finding| finding.original.as_deref()), Some("張偉"));
+    }
+
+    #[test]
+    fn refused_values_keep_their_raw_form() {
+        let clean = cleanse("D04", &[("name", "王芳"), ("d04.children_count", "两个")]);
+        assert_eq!(clean.tags[&TagCode::new("d04.children_count")].raw, "两个");
+        assert_eq!(standardized(&clean, "d04.children_count"), "");
+        assert!(fired(&clean, rules::NUMBER_INVALID, Some("d04.children_count")));
+    }
+
+    proptest! {
+        /// The record cleanser never panics on arbitrary Unicode in any tag, and cleansing the
+        /// standardized values again changes nothing (idempotence).
+        #[test]
+        fn never_panics_and_is_idempotent(values in proptest::collection::vec("\\PC{0,24}", 8)) {
+            let tags = ["name", "id_number", "birth_date", "gender", "phone", "address", "ethnicity", "d04.children_count"];
+            let pairs: Vec<(&str, &str)> = tags.iter().copied().zip(values.iter().map(String::as_str)).collect();
+            let once = cleanse("D04", &pairs);
+            let again_pairs: Vec<(String, String)> = once
+                .tags
+                .iter()
+                .filter(|(tag, value)| !value.raw.is_empty() && !value.standardized.is_empty() && tags.contains(&tag.as_str()))
+                .map(|(tag, value)| (tag.to_string(), value.standardized.clone()))
+                .collect();
+            let again_refs: Vec<(&str, &str)> = again_pairs.iter().map(|(tag, value)| (tag.as_str(), value.as_str())).collect();
+            let twice = cleanse("D04", &again_refs);
+            for (tag, value) in &again_pairs {
+                prop_assert_eq!(&standardized(&twice, tag), value, "tag {}", tag);
+            }
+        }
     }
 }

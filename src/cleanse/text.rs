@@ -12,6 +12,37 @@ pub fn to_half_width(raw: &str) -> String {
         .collect()
 }
 
+/// Traditional Chinese characters to simplified (OpenCC's phrase tables, via hanconv), so
+/// 張偉 and 张伟 compare equal. Text without traditional characters comes back unchanged.
+pub fn to_simplified(text: &str) -> String {
+    hanconv::t2s(text)
+}
+
+/// Values departments send for "not recorded". Compared after `clean_text`.
+const PLACEHOLDERS: [&str; 16] = [
+    "无",
+    "不详",
+    "未知",
+    "暂无",
+    "空",
+    "无此项",
+    "-",
+    "--",
+    "/",
+    "\\",
+    "N/A",
+    "n/a",
+    "NA",
+    "NULL",
+    "null",
+    "None",
+];
+
+/// Whether a cleaned value only says "not recorded".
+pub fn is_placeholder(cleaned: &str) -> bool {
+    PLACEHOLDERS.contains(&cleaned) || cleaned.chars().all(|c| c == '*' || c == '?' || c == '？')
+}
+
 /// Half-width, no control or zero-width characters, inner white space collapsed to one space,
 /// trimmed. Idempotent.
 pub fn clean_text(raw: &str) -> String {
@@ -52,6 +83,14 @@ mod tests {
         check("a\t\n b", "a b");
         check("a\u{0007}b\u{200B}", "ab");
         check("", "");
+    }
+
+    #[test]
+    fn simplified() {
+        assert_eq!(to_simplified("張偉"), "张伟");
+        assert_eq!(to_simplified("瀋陽市"), "沈阳市");
+        assert_eq!(to_simplified("张伟"), "张伟");
+        assert_eq!(to_simplified("ABC 123"), "ABC 123");
     }
 
     proptest! {

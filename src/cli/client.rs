@@ -410,3 +410,77 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     eprintln!("generated {n_records} records about {} persons", args.persons);
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct RulesArgs {
+    /// Print a Markdown table (the one in docs/RULES.md).
+    #[arg(long)]
+    markdown: bool,
+}
+
+pub fn rules(args: RulesArgs) -> anyhow::Result<()> {
+    use popmaster::cleanse::rules::{markdown_table, RULES};
+    if args.markdown {
+        print!("{}", markdown_table());
+        return Ok(());
+    }
+    for rule in RULES {
+        println!(
+            "{}  {:<12} {:<6}  {:<28} {}",
+            rule.id,
+            format!("{:?}", rule.class),
+            format!("{:?}", rule.action),
+            rule.applies_to,
+            rule.description
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct QualityArgs {
+    /// A source code such as D07; all sources together when left out.
+    source: Option<String>,
+    /// Also list the rules that never fired.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+pub async fn quality(args: QualityArgs) -> anyhow::Result<()> {
+    let channel = connect(&args.server).await?;
+    let report = AdminServiceClient::new(channel)
+        .get_quality_report(pb::GetQualityReportRequest {
+            source: args.source.clone().unwrap_or_default(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let scope = if report.source.is_empty() {
+        "all sources".to_string()
+    } else {
+        format!("source {}", report.source)
+    };
+    println!(
+        "quality of {scope}: {} records stored, {} refused",
+        report.n_records, report.n_rejected
+    );
+    println!(
+        "{:<8} {:<12} {:<6} {:>10} {:>8}  description",
+        "rule", "class", "action", "count", "share"
+    );
+    for rule in report.rules.iter().filter(|rule| args.all || rule.count > 0) {
+        let base = (report.n_records + report.n_rejected).max(1);
+        println!(
+            "{:<8} {:<12} {:<6} {:>10} {:>7.2}%  {}",
+            rule.rule_id,
+            rule.rule_class,
+            rule.action,
+            rule.count,
+            100.0 * rule.count as f64 / base as f64,
+            rule.description
+        );
+    }
+    Ok(())
+}

@@ -43,6 +43,10 @@ enum Command {
     Stats(client::StatsArgs),
     /// Write a synthetic population in the interchange format (seeded, deterministic).
     Generate(client::GenerateArgs),
+    /// Print the cleansing rule catalog.
+    Rules(client::RulesArgs),
+    /// Print how often each cleansing rule fired, for one source or for all.
+    Quality(client::QualityArgs),
 }
 
 #[derive(clap::Args)]
@@ -84,6 +88,8 @@ pub fn main() -> ExitCode {
             Command::Export(args) => client::export(args).await,
             Command::Stats(args) => client::stats(args).await,
             Command::Generate(args) => client::generate(args),
+            Command::Rules(args) => client::rules(args),
+            Command::Quality(args) => client::quality(args).await,
         }
     });
     match result {

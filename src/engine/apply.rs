@@ -3,8 +3,8 @@
 //! the same log entry on the same store gives the same persons and ids.
 
 use crate::catalog::Catalog;
-use crate::cleanse::cleanse_record;
-use crate::model::{Decision, PersonId, RecordKey, SourceId, TagCode};
+use crate::cleanse::{cleanse_record, rules};
+use crate::model::{CleanRecord, Decision, Finding, PersonId, RecordKey, SourceId, TagCode};
 use crate::profile::{offer, survive_tags, RecordView};
 use crate::resolve::{decide, Evidence, Placement, Previous};
 use crate::store::{layout, RecordHeader, Store, StoreError, StoredRecord, Txn};
@@ -23,8 +23,16 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: &WalEntry) -> Result
     let mut touched: BTreeMap<PersonId, Touched> = BTreeMap::new();
     let mut released_id_numbers: BTreeSet<String> = BTreeSet::new();
     let mut placed = Vec::with_capacity(entry.records.len());
+    let mut seen_keys: BTreeSet<&RecordKey> = BTreeSet::new();
     for (record_idx, raw) in entry.records.iter().enumerate() {
-        let clean = cleanse_record(raw, entry.received_at, catalog);
+        let mut clean = cleanse_record(raw, entry.received_at, catalog);
+        if !seen_keys.insert(&raw.key) {
+            clean.findings.push(Finding {
+                rule_id: rules::DUPLICATE_IN_BATCH.into(),
+                tag: None,
+                original: None,
+            });
+        }
         let previous_record = txn.record(&clean.key)?;
         if let Some(previous) = &previous_record {
             // A record re-sent without an observation time is the same observation.
@@ -44,6 +52,19 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: &WalEntry) -> Result
             Some(id_number) => txn.person_for_id_number(id_number)?,
             None => None,
         };
+        if let Some(owner) = &id_number_owner {
+            if names_another_person(&txn, owner, &clean)? {
+                let original = clean
+                    .tags
+                    .get(&TagCode::new("id_number"))
+                    .map(|value| value.raw.clone());
+                clean.findings.push(Finding {
+                    rule_id: rules::SHARED_ID_NUMBER.into(),
+                    tag: Some(TagCode::new("id_number")),
+                    original,
+                });
+            }
+        }
         let previous = match &previous_header {
             Some(header) => Some(Previous {
                 person_id: header.person_id.clone(),
@@ -78,6 +99,10 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: &WalEntry) -> Result
         if let Some(id_number) = &clean.id_number {
             txn.set_id_number_key(id_number, &person_id)?;
         }
+        txn.count_quality(&clean.key.source, layout::QUALITY_RECORDS)?;
+        for finding in &clean.findings {
+            txn.count_quality(&clean.key.source, &finding.rule_id)?;
+        }
         let stored = StoredRecord {
             header: RecordHeader {
                 person_id: person_id.clone(),
@@ -96,6 +121,10 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: &WalEntry) -> Result
             .insert(clean.key.clone());
         placed.push(Placed { decision, person_id });
     }
+    for (source, rule_id) in &entry.rejected {
+        txn.count_quality(source, layout::QUALITY_REJECTED)?;
+        txn.count_quality(source, rule_id)?;
+    }
     for id_number in released_id_numbers {
         drop_key_if_orphaned(&mut txn, &id_number)?;
     }
@@ -105,6 +134,32 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: &WalEntry) -> Result
     txn.set_applied_sequence(entry.sequence)?;
     txn.commit()?;
     Ok(placed)
+}
+
+/// Whether another record of the same source in `owner` names a clearly different person
+/// under the same ID number: both names present and not sharing a single character (a typo
+/// keeps most of a name).
+fn names_another_person(txn: &Txn<'_>, owner: &PersonId, clean: &CleanRecord) -> Result<bool, StoreError> {
+    let name = TagCode::new("name");
+    let Some(this_name) = clean.tags.get(&name).map(|value| value.standardized.as_str()) else {
+        return Ok(false);
+    };
+    if this_name.is_empty() {
+        return Ok(false);
+    }
+    for key in txn.members_of_source(owner, &clean.key.source)? {
+        if key == clean.key {
+            continue;
+        }
+        let Some(other) = txn.record(&key)? else { continue };
+        let Some(other_name) = other.tags.get(&name).map(|value| value.standardized.as_str()) else {
+            continue;
+        };
+        if !other_name.is_empty() && !other_name.chars().any(|c| this_name.contains(c)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Removes the ID-number key when no record of its person carries that number any more.
@@ -261,6 +316,7 @@ mod tests {
                 sequence: batch_idx as u64 + 1,
                 received_at: 0,
                 records: chunk.iter().map(|&idx| records[idx].clone()).collect(),
+                rejected: vec![],
             };
             apply_entry(&store, &catalog, &entry).expect("applies");
         }
@@ -327,7 +383,7 @@ mod tests {
                 all.push(record);
             }
             for (batch_idx, chunk) in all.chunks(batch_size).enumerate() {
-                let entry = WalEntry { sequence: batch_idx as u64 + 1, received_at: 0, records: chunk.to_vec() };
+                let entry = WalEntry { sequence: batch_idx as u64 + 1, received_at: 0, records: chunk.to_vec(), rejected: vec![] };
                 apply_entry(&store, &catalog, &entry).expect("applies");
             }
             assert_profiles_consistent(&store, &catalog);
@@ -342,6 +398,7 @@ mod tests {
             sequence: 1,
             received_at: 0,
             records: records(),
+            rejected: vec![],
         };
         let first = apply_entry(&store, &catalog, &entry).expect("applies");
         let stats = store.stats().expect("stats");

@@ -14,7 +14,7 @@ pub use apply::Placed;
 use crate::catalog::Catalog;
 use crate::cleanse::id_number::normalize_id_number;
 use crate::config::Config;
-use crate::model::{EpochMillis, PersonId, RawRecord, RecordKey, TagCode};
+use crate::model::{EpochMillis, PersonId, RawRecord, RecordKey, SourceId, TagCode};
 use crate::store::{ProfileEntry, Store, StoreError, StoreStats};
 use crate::wal::{Wal, WalEntry, WalError};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,6 +73,7 @@ enum WriterMessage {
     Write {
         received_at: EpochMillis,
         records: Vec<RawRecord>,
+        rejected: Vec<(SourceId, String)>,
         reply: oneshot::Sender<Result<Applied, EngineError>>,
     },
     Shutdown(oneshot::Sender<()>),
@@ -160,9 +161,15 @@ impl Engine {
         &self.config
     }
 
-    /// Logs, applies and answers one batch of admitted records. Returns once the batch is
-    /// durable (fdatasync'ed in the WAL) and applied to the store.
-    pub async fn ingest(&self, received_at: EpochMillis, records: Vec<RawRecord>) -> Result<Applied, EngineError> {
+    /// Logs, applies and answers one batch of admitted records (and the rules that refused
+    /// the others, for the quality report). Returns once the batch is durable (fdatasync'ed
+    /// in the WAL) and applied to the store.
+    pub async fn ingest(
+        &self,
+        received_at: EpochMillis,
+        records: Vec<RawRecord>,
+        rejected: Vec<(SourceId, String)>,
+    ) -> Result<Applied, EngineError> {
         if self.write_path_failed.load(Ordering::Acquire) {
             return Err(EngineError::WritePathFailed);
         }
@@ -171,6 +178,7 @@ impl Engine {
             .send(WriterMessage::Write {
                 received_at,
                 records,
+                rejected,
                 reply,
             })
             .await
@@ -231,6 +239,12 @@ impl Engine {
         Ok(self.store.mapping_page(after, limit)?)
     }
 
+    /// Quality counters of one source, or of all sources: rule id (or `#records`,
+    /// `#rejected`) -> count.
+    pub fn quality(&self, source: Option<&SourceId>) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
+        Ok(self.store.quality(source)?)
+    }
+
     pub fn stats(&self) -> Result<EngineStats, EngineError> {
         Ok(EngineStats {
             store: self.store.stats()?,
@@ -285,6 +299,7 @@ impl Writer {
                     WriterMessage::Write {
                         received_at,
                         records,
+                        rejected,
                         reply,
                     } => {
                         n_records += records.len();
@@ -294,6 +309,7 @@ impl Writer {
                                 sequence,
                                 received_at,
                                 records,
+                                rejected,
                             },
                             reply,
                         ));

@@ -8,6 +8,7 @@
 //! t/<person_id>\0<group>                 the profile tags of one group: canonical tags (group
 //!                                        empty) or one department's tags (group = its source)
 //! k/id/<id_number>                       exact candidate key: normalized ID number -> person
+//! q/<source>\0<rule id | #records | #rejected>   quality counters of a source
 //! o/<sequence, 8 bytes big-endian>       change feed (outbox) of person versions
 //! c/<key>\0<part, 2 bytes big-endian>    continuation parts of a value longer than one part
 //! ```
@@ -17,7 +18,7 @@
 //! into parts, so no stored item comes near the size (about 128 KiB for a value or a whole
 //! leaf of 16 items) where sled 0.34 writes blob files that it never fsyncs.
 
-use crate::model::{PersonId, RecordKey, TagCode};
+use crate::model::{PersonId, RecordKey, SourceId, TagCode};
 
 pub const SEP: u8 = 0;
 
@@ -34,6 +35,11 @@ pub const PROFILE_TAGS: &[u8] = b"t/";
 pub const ID_NUMBER_KEYS: &[u8] = b"k/id/";
 pub const CHANGES: &[u8] = b"o/";
 pub const CONTINUATIONS: &[u8] = b"c/";
+pub const QUALITY: &[u8] = b"q/";
+/// Quality counter of the records a source sent (admitted ones).
+pub const QUALITY_RECORDS: &str = "#records";
+/// Quality counter of the records of a source that were refused.
+pub const QUALITY_REJECTED: &str = "#rejected";
 
 /// The largest part of a value stored under one key: 16 of them stay far below sled's blob
 /// threshold.
@@ -85,6 +91,16 @@ pub fn profile_group_of(tag: &TagCode) -> String {
         Some((owner, _)) => owner.to_ascii_uppercase(),
         None => String::new(),
     }
+}
+
+pub fn quality_prefix(source: &SourceId) -> Vec<u8> {
+    let mut prefix = join(QUALITY, &[source.as_str()]);
+    prefix.push(SEP);
+    prefix
+}
+
+pub fn quality(source: &SourceId, counter: &str) -> Vec<u8> {
+    join(QUALITY, &[source.as_str(), counter])
 }
 
 pub fn continuation(key: &[u8], part: u16) -> Vec<u8> {

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: findings carry the original value; the WAL logs rejections; quality counters.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -166,6 +167,22 @@ impl Store {
                 Ok((sequence, decode("change", event)?))
             })
             .collect()
+    }
+
+    /// Quality counters (rule id or record/rejection totals -> count) of one source, or summed
+    /// over every source.
+    pub fn quality(&self, source: Option<&SourceId>) -> Result<BTreeMap<String, u64>, StoreError> {
+        let prefix = match source {
+            Some(source) => layout::quality_prefix(source),
+            None => layout::QUALITY.to_vec(),
+        };
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for (key, value) in self.begin().scan_all(&prefix)? {
+            let parts = layout::split_suffix(&key, layout::QUALITY);
+            let Some(counter) = parts.last() else { continue };
+            *counts.entry(counter.to_string()).or_default() += decode::<u64>("quality counter", &value)?;
+        }
+        Ok(counts)
     }
 
     /// Record -> person mapping in key order, starting after `after`, at most `limit` rows.
@@ -574,6 +591,14 @@ impl Txn<'_> {
         self.delete(layout::id_number_key(id_number))
     }
 
+    // --- quality ---
+
+    /// Counts one more hit of `counter` (a rule id, or `layout::QUALITY_RECORDS` /
+    /// `layout::QUALITY_REJECTED`) for `source`.
+    pub fn count_quality(&mut self, source: &SourceId, counter: &str) -> Result<(), StoreError> {
+        self.add_to_counter(&layout::quality(source, counter), 1)
+    }
+
     // --- progress ---
 
     pub fn set_applied_sequence(&mut self, sequence: u64) -> Result<(), StoreError> {
@@ -744,7 +769,7 @@ mod tests {
         }
         let error = Store::open_sled(dir.path(), 1 << 24).err().expect("refused");
         assert!(
-            matches!(error, StoreError::IncompatibleFormat { found: 2, expected: 1 }),
+            matches!(error, StoreError::IncompatibleFormat { found, expected } if found == expected + 1),
             "{error}"
         );
     }

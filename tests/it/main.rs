@@ -5,4 +5,5 @@ mod common;
 mod crash;
 mod ingest;
 mod profiles;
+mod quality;
 mod shutdown;
