@@ -105,7 +105,9 @@ pub enum CatalogError {
 pub struct Catalog {
     sources: BTreeMap<SourceId, SourceDef>,
     tags: Vec<TagDef>,
-    tag_index: HashMap<String, usize>,
+    /// Looked up for every value of every record: a fast non-cryptographic hash (the keys
+    /// come from the operator's catalog, not from callers).
+    tag_index: rustc_hash::FxHashMap<String, usize>,
 }
 
 impl Catalog {
@@ -148,7 +150,7 @@ impl Catalog {
                 )));
             }
         }
-        let mut tag_index = HashMap::new();
+        let mut tag_index = rustc_hash::FxHashMap::default();
         for (tag_idx, tag) in tags.iter().enumerate() {
             if tag_index.insert(tag.code.clone(), tag_idx).is_some() {
                 return Err(CatalogError::Inconsistent(format!("tag {} is listed twice", tag.code)));

@@ -120,7 +120,7 @@ pub struct CleanRecord {
 /// and the value as the source sent it. Stored with the record for stewards; never logged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
-    pub rule_id: String,
+    pub rule_id: std::borrow::Cow<'static, str>,
     pub tag: Option<TagCode>,
     pub original: Option<String>,
 }

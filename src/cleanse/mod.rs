@@ -58,7 +58,7 @@ const IDENTITY_ROLES: [IdentityRole; 5] = [
 /// Cleanses one record: standardizes every tag, derives and cross-checks identity values, and
 /// records a finding for every rule that fired. `received_at` stands in for an observation
 /// time the source did not give, and is "today" for the date checks.
-pub fn cleanse_record(raw: &RawRecord, received_at: EpochMillis, catalog: &Catalog) -> CleanRecord {
+pub fn cleanse_record(raw: RawRecord, received_at: EpochMillis, catalog: &Catalog) -> CleanRecord {
     let divisions = Divisions::shipped();
     let observed_at = raw.observed_at.unwrap_or(received_at);
     let today = chrono::DateTime::from_timestamp_millis(received_at)
@@ -67,23 +67,24 @@ pub fn cleanse_record(raw: &RawRecord, received_at: EpochMillis, catalog: &Catal
     let mut cleanser = Cleanser {
         findings: Vec::new(),
         tags: BTreeMap::new(),
+        other_dates: Vec::new(),
     };
     let mut id_number = None;
     let mut roles: BTreeMap<IdentityRole, TagCode> = BTreeMap::new();
-    for (tag, raw_value) in &raw.tags {
+    for (tag, raw_value) in raw.tags {
         let Some(def) = catalog.tag(tag.as_str()) else {
             // Admission refuses unknown tags; a catalog replaced under a running log could
             // still name one. Keep the value as sent.
-            cleanser.keep(tag, raw_value, Some(text::clean_text(raw_value)), &[]);
+            let cleaned = text::clean_text(&raw_value);
+            cleanser.keep(tag, raw_value, Some(cleaned), &[]);
             continue;
         };
-        let half_width = text::to_half_width(raw_value);
-        let cleaned = text::clean_text(&half_width);
+        let (cleaned, half_width_changed, whitespace_changed) = text::normalize_text(&raw_value);
         let mut fired: Vec<&'static str> = Vec::new();
-        if half_width != *raw_value {
+        if half_width_changed {
             fired.push(rules::TEXT_HALF_WIDTH);
         }
-        if cleaned != half_width {
+        if whitespace_changed {
             fired.push(rules::TEXT_WHITESPACE);
         }
         // 无 is a placeholder elsewhere but "no" in a yes/no tag: booleans decide for themselves.
@@ -107,15 +108,13 @@ pub fn cleanse_record(raw: &RawRecord, received_at: EpochMillis, catalog: &Catal
             }
             ValueType::Date => {
                 let mut result = date::standardize_date(&cleaned, today);
+                let parsed = result.value.as_deref().and_then(date::parse_date);
                 if def.identity_role == IdentityRole::BirthDate {
-                    let too_early = result
-                        .value
-                        .as_deref()
-                        .and_then(date::parse_date)
-                        .is_some_and(|birth| birth.year() < 1900);
-                    if too_early {
+                    if parsed.is_some_and(|birth| birth.year() < 1900) {
                         result.rules.push(rules::BIRTH_DATE_TOO_EARLY);
                     }
+                } else if let Some(parsed) = parsed {
+                    cleanser.other_dates.push((tag.clone(), parsed));
                 }
                 result
             }
@@ -139,7 +138,10 @@ pub fn cleanse_record(raw: &RawRecord, received_at: EpochMillis, catalog: &Catal
             ValueType::Integer => values::standardize_number(&cleaned, true),
             ValueType::Decimal => values::standardize_number(&cleaned, false),
             ValueType::Boolean => values::standardize_boolean(&cleaned),
-            ValueType::Text | ValueType::Code | ValueType::Identifier => Standardized::unchanged(&cleaned),
+            ValueType::Text | ValueType::Code | ValueType::Identifier => Standardized {
+                value: Some(cleaned),
+                rules: Vec::new(),
+            },
         };
         fired.extend(standardized.rules.iter().copied());
         // What is left after standardizing may itself only say "not recorded" ("{/}" -> "/").
@@ -174,7 +176,7 @@ pub fn cleanse_record(raw: &RawRecord, received_at: EpochMillis, catalog: &Catal
         cleanser.finding(rules::NO_IDENTITY_TAG, None, None);
     }
     CleanRecord {
-        key: raw.key.clone(),
+        key: raw.key,
         observed_at,
         tags: cleanser.tags,
         id_number,
@@ -227,26 +229,28 @@ fn standardize_id_number(cleaned: &str, divisions: &Divisions) -> Standardized {
 struct Cleanser {
     findings: Vec<Finding>,
     tags: BTreeMap<TagCode, TagValue>,
+    /// Dates of the record other than the birth date, for the check against it.
+    other_dates: Vec<(TagCode, NaiveDate)>,
 }
 
 impl Cleanser {
     fn finding(&mut self, rule_id: &'static str, tag: Option<TagCode>, original: Option<&str>) {
         self.findings.push(Finding {
-            rule_id: rule_id.to_string(),
+            rule_id: std::borrow::Cow::Borrowed(rule_id),
             tag,
             original: original.map(str::to_string),
         });
     }
 
     /// Stores a tag's raw and standardized value (empty when refused or not recorded).
-    fn keep(&mut self, tag: &TagCode, raw: &str, standardized: Option<String>, fired: &[&'static str]) {
+    fn keep(&mut self, tag: TagCode, raw: String, standardized: Option<String>, fired: &[&'static str]) {
         for rule_id in fired {
-            self.finding(rule_id, Some(tag.clone()), Some(raw));
+            self.finding(rule_id, Some(tag.clone()), Some(&raw));
         }
         self.tags.insert(
-            tag.clone(),
+            tag,
             TagValue {
-                raw: raw.to_string(),
+                raw,
                 standardized: standardized.unwrap_or_default(),
             },
         );
@@ -293,7 +297,8 @@ impl Cleanser {
             .standardized(roles, IdentityRole::BirthDate)
             .and_then(|(tag, value)| date::parse_date(value).map(|date| (tag.clone(), date)));
         if let Some(id) = id_number {
-            let id_birth_text = id_birth.map(|date| date.format("%Y-%m-%d").to_string());
+            let id_birth_text =
+                id_birth.map(|date| format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day()));
             match (&stated_birth, &id_birth_text) {
                 (Some((tag, stated)), Some(_)) if Some(*stated) != id_birth => {
                     let original = self.tags.get(tag).map(|value| value.raw.clone());
@@ -331,19 +336,15 @@ impl Cleanser {
         }
         let birth = stated_birth.map(|(_, date)| date).or(id_birth);
         if let Some(birth) = birth {
-            let before_birth: Vec<(TagCode, String)> = self
-                .tags
+            let before_birth: Vec<TagCode> = self
+                .other_dates
                 .iter()
-                .filter(|(tag, _)| {
-                    catalog
-                        .tag(tag.as_str())
-                        .is_some_and(|def| def.value_type == ValueType::Date && def.identity_role == IdentityRole::None)
-                })
-                .filter(|(_, value)| date::parse_date(&value.standardized).is_some_and(|date| date < birth))
-                .map(|(tag, value)| (tag.clone(), value.raw.clone()))
+                .filter(|(_, date)| *date < birth)
+                .map(|(tag, _)| tag.clone())
                 .collect();
-            for (tag, original) in before_birth {
-                self.finding(rules::DATE_BEFORE_BIRTH, Some(tag), Some(&original));
+            for tag in before_birth {
+                let original = self.tags.get(&tag).map(|value| value.raw.clone());
+                self.finding(rules::DATE_BEFORE_BIRTH, Some(tag), original.as_deref());
             }
         }
     }
@@ -370,7 +371,7 @@ mod tests {
     const RECEIVED_AT: EpochMillis = 1_717_200_000_000;
 
     fn cleanse(source: &str, tags: &[(&str, &str)]) -> CleanRecord {
-        cleanse_record(&record(source, tags), RECEIVED_AT, &Catalog::shipped())
+        cleanse_record(record(source, tags), RECEIVED_AT, &Catalog::shipped())
     }
 
     fn standardized(clean: &CleanRecord, tag: &str) -> String {

@@ -233,6 +233,36 @@ mod tests {
     }
 
     #[test]
+    fn every_rejection_has_a_reject_rule() {
+        let rejections = [
+            Rejection::MissingSource,
+            Rejection::MalformedSource("X".into()),
+            Rejection::UnknownSource("D99".into()),
+            Rejection::MissingRecordId,
+            Rejection::RecordIdTooLong { max: 1 },
+            Rejection::BadRecordId,
+            Rejection::BadObservedAt("x".into()),
+            Rejection::UnknownTag { tag: "x".into() },
+            Rejection::ForeignTag {
+                tag: "d01.x".into(),
+                owner: "D01".into(),
+                source_id: "D07".into(),
+            },
+            Rejection::TooManyTags { n: 2, max: 1 },
+            Rejection::ValueTooLong {
+                tag: "x".into(),
+                max: 1,
+            },
+            Rejection::NoTags,
+        ];
+        for rejection in &rejections {
+            let rule_id = rule_for_rejection(rejection);
+            let found = rule(rule_id).expect("mapped rule is in the catalog");
+            assert_eq!(found.action, RuleAction::Reject, "{rule_id} for {rejection:?}");
+        }
+    }
+
+    #[test]
     fn docs_table_is_current() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/RULES.md");
         let committed = std::fs::read_to_string(path).unwrap_or_default();

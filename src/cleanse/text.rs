@@ -43,6 +43,46 @@ pub fn is_placeholder(cleaned: &str) -> bool {
     PLACEHOLDERS.contains(&cleaned) || cleaned.chars().all(|c| c == '*' || c == '?' || c == '？')
 }
 
+/// `clean_text` in one pass, also saying which of its two rules changed something: the
+/// full-width mapping (NOR-001) and the white-space and control-character cleanup (NOR-002).
+pub fn normalize_text(raw: &str) -> (String, bool, bool) {
+    let mut out = String::with_capacity(raw.len());
+    let mut half_width_changed = false;
+    let mut whitespace_changed = false;
+    let mut pending_space: Option<char> = None;
+    for original in raw.chars() {
+        let c = match original {
+            '\u{3000}' => ' ',
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(original as u32 - 0xFEE0).expect("maps into ASCII"),
+            other => other,
+        };
+        if c != original {
+            half_width_changed = true;
+        }
+        if c.is_whitespace() {
+            if out.is_empty() || pending_space.is_some() {
+                whitespace_changed = true;
+            } else {
+                pending_space = Some(c);
+            }
+        } else if c.is_control() || matches!(c, '\u{200B}'..='\u{200D}' | '\u{FEFF}') {
+            whitespace_changed = true;
+        } else {
+            if let Some(space) = pending_space.take() {
+                if space != ' ' {
+                    whitespace_changed = true;
+                }
+                out.push(' ');
+            }
+            out.push(c);
+        }
+    }
+    if pending_space.is_some() {
+        whitespace_changed = true;
+    }
+    (out, half_width_changed, whitespace_changed)
+}
+
 /// Half-width, no control or zero-width characters, inner white space collapsed to one space,
 /// trimmed. Idempotent.
 pub fn clean_text(raw: &str) -> String {
@@ -94,6 +134,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn one_pass_equals_two(raw in "[ a\u{3000}\u{FF21}\t\n\u{200B}b]{0,12}|\\PC{0,30}") {
+            let half_width = to_half_width(&raw);
+            let (normalized, half_width_changed, whitespace_changed) = normalize_text(&raw);
+            prop_assert_eq!(&normalized, &clean_text(&raw));
+            prop_assert_eq!(half_width_changed, half_width != raw);
+            prop_assert_eq!(whitespace_changed, clean_text(&half_width) != half_width);
+        }
+
         #[test]
         fn idempotent(raw in "\\PC{0,60}") {
             let once = clean_text(&raw);

@@ -18,15 +18,20 @@ pub struct Placed {
     pub person_id: PersonId,
 }
 
-pub fn apply_entry(store: &Store, catalog: &Catalog, entry: &WalEntry) -> Result<Vec<Placed>, StoreError> {
+/// Takes the entry by value: cleansing moves each record's strings instead of copying them.
+pub fn apply_entry(store: &Store, catalog: &Catalog, entry: WalEntry) -> Result<Vec<Placed>, StoreError> {
     let mut txn = store.begin();
     let mut touched: BTreeMap<PersonId, Touched> = BTreeMap::new();
     let mut released_id_numbers: BTreeSet<String> = BTreeSet::new();
     let mut placed = Vec::with_capacity(entry.records.len());
-    let mut seen_keys: BTreeSet<&RecordKey> = BTreeSet::new();
-    for (record_idx, raw) in entry.records.iter().enumerate() {
+    let repeated_in_batch: Vec<bool> = {
+        let mut seen_keys: std::collections::HashSet<&RecordKey> = std::collections::HashSet::new();
+        entry.records.iter().map(|raw| !seen_keys.insert(&raw.key)).collect()
+    };
+    for (record_idx, raw) in entry.records.into_iter().enumerate() {
+        let stated_observed_at = raw.observed_at;
         let mut clean = cleanse_record(raw, entry.received_at, catalog);
-        if !seen_keys.insert(&raw.key) {
+        if repeated_in_batch[record_idx] {
             clean.findings.push(Finding {
                 rule_id: rules::DUPLICATE_IN_BATCH.into(),
                 tag: None,
@@ -36,9 +41,7 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: &WalEntry) -> Result
         let previous_record = txn.record(&clean.key)?;
         if let Some(previous) = &previous_record {
             // A record re-sent without an observation time is the same observation.
-            let same_time = raw
-                .observed_at
-                .is_none_or(|observed_at| observed_at == previous.header.observed_at);
+            let same_time = stated_observed_at.is_none_or(|observed_at| observed_at == previous.header.observed_at);
             if same_time && previous.tags == clean.tags {
                 placed.push(Placed {
                     decision: Decision::Unchanged,
@@ -318,7 +321,7 @@ mod tests {
                 records: chunk.iter().map(|&idx| records[idx].clone()).collect(),
                 rejected: vec![],
             };
-            apply_entry(&store, &catalog, &entry).expect("applies");
+            apply_entry(&store, &catalog, entry.clone()).expect("applies");
         }
         let mut persons: BTreeMap<PersonId, BTreeSet<RecordKey>> = BTreeMap::new();
         for (key, person_id) in store.mapping_page(None, usize::MAX).expect("mapping") {
@@ -384,10 +387,72 @@ mod tests {
             }
             for (batch_idx, chunk) in all.chunks(batch_size).enumerate() {
                 let entry = WalEntry { sequence: batch_idx as u64 + 1, received_at: 0, records: chunk.to_vec(), rejected: vec![] };
-                apply_entry(&store, &catalog, &entry).expect("applies");
+                apply_entry(&store, &catalog, entry.clone()).expect("applies");
             }
             assert_profiles_consistent(&store, &catalog);
         }
+    }
+
+    fn raw(source: &str, record_id: &str, tags: &[(&str, &str)]) -> RawRecord {
+        RawRecord {
+            key: crate::model::RecordKey {
+                source: SourceId::parse(source).expect("well-formed"),
+                record_id: record_id.into(),
+            },
+            observed_at: None,
+            tags: tags
+                .iter()
+                .map(|(tag, value)| (TagCode::new(*tag), value.to_string()))
+                .collect(),
+        }
+    }
+
+    fn findings_of(store: &Store, source: &str, record_id: &str) -> Vec<String> {
+        let key = crate::model::RecordKey {
+            source: SourceId::parse(source).expect("well-formed"),
+            record_id: record_id.into(),
+        };
+        let record = store.begin().record(&key).expect("read").expect("stored");
+        record
+            .header
+            .findings
+            .into_iter()
+            .map(|finding| finding.rule_id.into_owned())
+            .collect()
+    }
+
+    /// UNI-001 and UNI-002, the uniqueness rules that need the store.
+    #[test]
+    fn uniqueness_rules() {
+        let store = Store::open(Box::new(MemKv::default())).expect("opens");
+        let catalog = Catalog::shipped();
+        let id = "33010619900102177X";
+        let entry = WalEntry {
+            sequence: 1,
+            received_at: 0,
+            records: vec![
+                raw("D05", "a", &[("id_number", id), ("name", "张伟")]),
+                raw("D05", "b", &[("id_number", id), ("name", "张玮")]),
+                raw("D05", "c", &[("id_number", id), ("name", "李娜")]),
+                raw("D07", "d", &[("id_number", id), ("name", "王芳")]),
+                raw("D07", "e", &[("name", "赵敏")]),
+                raw("D07", "e", &[("name", "赵敏"), ("phone", "13800000000")]),
+            ],
+            rejected: vec![(SourceId::parse("D07").expect("well-formed"), rules::UNKNOWN_TAG.into())],
+        };
+        apply_entry(&store, &catalog, entry.clone()).expect("applies");
+        // A typo (张玮 for 张伟) is not a different person; 李娜 clearly is.
+        assert!(!findings_of(&store, "D05", "b").contains(&rules::SHARED_ID_NUMBER.to_string()));
+        assert!(findings_of(&store, "D05", "c").contains(&rules::SHARED_ID_NUMBER.to_string()));
+        // Only records of the same source are compared.
+        assert!(!findings_of(&store, "D07", "d").contains(&rules::SHARED_ID_NUMBER.to_string()));
+        assert!(findings_of(&store, "D07", "e").contains(&rules::DUPLICATE_IN_BATCH.to_string()));
+        let d07 = store
+            .quality(Some(&SourceId::parse("D07").expect("well-formed")))
+            .expect("quality");
+        assert_eq!(d07.get(layout::QUALITY_REJECTED), Some(&1));
+        assert_eq!(d07.get(rules::UNKNOWN_TAG), Some(&1));
+        assert_eq!(d07.get(layout::QUALITY_RECORDS), Some(&3), "d, e and e's new version");
     }
 
     #[test]
@@ -400,9 +465,9 @@ mod tests {
             records: records(),
             rejected: vec![],
         };
-        let first = apply_entry(&store, &catalog, &entry).expect("applies");
+        let first = apply_entry(&store, &catalog, entry.clone()).expect("applies");
         let stats = store.stats().expect("stats");
-        let again = apply_entry(&store, &catalog, &entry).expect("applies");
+        let again = apply_entry(&store, &catalog, entry.clone()).expect("applies");
         assert!(again.iter().all(|placed| placed.decision == Decision::Unchanged));
         let first_persons: Vec<&PersonId> = first.iter().map(|placed| &placed.person_id).collect();
         let again_persons: Vec<&PersonId> = again.iter().map(|placed| &placed.person_id).collect();

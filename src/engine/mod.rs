@@ -112,7 +112,7 @@ impl Engine {
             );
         }
         let n_replayed = recovered.pending.len();
-        for entry in &recovered.pending {
+        for entry in recovered.pending {
             apply::apply_entry(&store, &catalog, entry)?;
         }
         if n_replayed > 0 {
@@ -373,18 +373,17 @@ impl Writer {
         }
         let logged = started.elapsed();
         let mut replies = replies.into_iter();
-        for entry in &entries {
+        let n_batches = entries.len();
+        for entry in entries {
             let reply = replies.next().expect("one reply per entry");
+            let sequence = entry.sequence;
             match apply::apply_entry(&self.store, &self.catalog, entry) {
                 Ok(placed) => {
-                    let _ = reply.send(Ok(Applied {
-                        sequence: entry.sequence,
-                        placed,
-                    }));
+                    let _ = reply.send(Ok(Applied { sequence, placed }));
                 }
                 Err(error) => {
                     // The batch is in the log and will be replayed at the next start.
-                    tracing::error!(%error, sequence = entry.sequence, "store apply failed; the write path stops");
+                    tracing::error!(%error, sequence, "store apply failed; the write path stops");
                     self.failed.store(true, Ordering::Release);
                     let _ = reply.send(Err(EngineError::WritePathFailed));
                     for reply in replies {
@@ -395,7 +394,7 @@ impl Writer {
             }
         }
         tracing::debug!(
-            n_batches = entries.len(),
+            n_batches,
             log_ms = logged.as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "group committed"
