@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs popmaster on its embedded default (sled in a local data directory) and shows it doing
-# its job on the shipped example data: load, look a person up by ID number, export the
-# record -> person mapping. Stops the server at the end unless --keep-running is given.
+# its job on the shipped example data: load, look a person up by ID number, report what
+# cleansing did, export the record -> person mapping. Stops the server at the end unless
+# --keep-running is given.
 #
 #   scripts/demo.sh [--keep-running]
 #
@@ -45,6 +46,9 @@ echo "== loading examples/showcase.jsonl (one resident as four departments send 
 
 echo "== one ID card is enough: the profile of 33010619900102177X (given here in its legacy 15-digit form)"
 "$bin" get --id-number 330106900102177
+
+echo "== what cleansing did to the records of the public security department (D01)"
+"$bin" quality D01
 
 echo "== the record -> person mapping"
 "$bin" export --out "${data_dir}/mapping.csv"
