@@ -65,37 +65,33 @@ pub fn cleanse_record(raw: RawRecord, received_at: EpochMillis, catalog: &Catalo
         .map(|time| time.date_naive())
         .unwrap_or(NaiveDate::MAX);
     let mut cleanser = Cleanser {
-        findings: Vec::new(),
+        // Messy records carry about one finding per tag; growing the vector from empty cost
+        // several reallocations of 72-byte findings per record.
+        findings: Vec::with_capacity(raw.tags.len() + 4),
         tags: BTreeMap::new(),
         other_dates: Vec::new(),
     };
     let mut id_number = None;
-    let mut roles: BTreeMap<IdentityRole, TagCode> = BTreeMap::new();
+    let mut roles = Roles::default();
     for (tag, raw_value) in raw.tags {
         let Some(def) = catalog.tag(tag.as_str()) else {
             // Admission refuses unknown tags; a catalog replaced under a running log could
             // still name one. Keep the value as sent.
             let cleaned = text::clean_text(&raw_value);
-            cleanser.keep(tag, raw_value, Some(cleaned), &[]);
+            cleanser.keep(tag, raw_value, Some(cleaned));
             continue;
         };
         let (cleaned, half_width_changed, whitespace_changed) = text::normalize_text(&raw_value);
-        let mut fired: Vec<&'static str> = Vec::new();
-        if half_width_changed {
-            fired.push(rules::TEXT_HALF_WIDTH);
-        }
-        if whitespace_changed {
-            fired.push(rules::TEXT_WHITESPACE);
-        }
         // 无 is a placeholder elsewhere but "no" in a yes/no tag: booleans decide for themselves.
         let placeholder = def.value_type != ValueType::Boolean && text::is_placeholder(&cleaned);
         if cleaned.is_empty() || placeholder {
-            fired.push(rules::PLACEHOLDER_VALUE);
-            cleanser.keep(tag, raw_value, None, &fired);
+            cleanser.fired_text_rules(half_width_changed, whitespace_changed, &tag, &raw_value);
+            cleanser.fired(rules::PLACEHOLDER_VALUE, &tag, &raw_value);
+            cleanser.keep(tag, raw_value, None);
             continue;
         }
         if def.identity_role != IdentityRole::None {
-            roles.insert(def.identity_role, tag.clone());
+            roles.insert(def.identity_role, &tag);
         }
         let standardized = match def.value_type {
             ValueType::Name => name::standardize_name(&cleaned),
@@ -143,7 +139,12 @@ pub fn cleanse_record(raw: RawRecord, received_at: EpochMillis, catalog: &Catalo
                 rules: Vec::new(),
             },
         };
-        fired.extend(standardized.rules.iter().copied());
+        // The tag's findings follow any a standardizer derived (the address division), as
+        // they always have: text rules first, then the standardizer's in the order they fired.
+        cleanser.fired_text_rules(half_width_changed, whitespace_changed, &tag, &raw_value);
+        for rule_id in &standardized.rules {
+            cleanser.fired(rule_id, &tag, &raw_value);
+        }
         // What is left after standardizing may itself only say "not recorded" ("{/}" -> "/").
         let mut value = standardized.value;
         let empty_after = value.as_deref().is_some_and(|value| {
@@ -151,9 +152,9 @@ pub fn cleanse_record(raw: RawRecord, received_at: EpochMillis, catalog: &Catalo
         });
         if empty_after {
             value = None;
-            fired.push(rules::PLACEHOLDER_VALUE);
+            cleanser.fired(rules::PLACEHOLDER_VALUE, &tag, &raw_value);
         }
-        cleanser.keep(tag, raw_value, value, &fired);
+        cleanser.keep(tag, raw_value, value);
     }
     cleanser.associate(id_number.as_deref(), &roles, catalog, divisions);
     let source = catalog.source(&raw.key.source);
@@ -226,6 +227,41 @@ fn standardize_id_number(cleaned: &str, divisions: &Divisions) -> Standardized {
     }
 }
 
+/// The tag that holds each identity role in a record (the last one sent, when several do).
+/// Indexed by role: looked up a few times per record, so a small array beats a map.
+#[derive(Default)]
+struct Roles {
+    tags: [Option<TagCode>; IDENTITY_ROLE_COUNT],
+}
+
+/// How many `IdentityRole` variants there are; `Roles::slot` fails to compile if one is added.
+const IDENTITY_ROLE_COUNT: usize = 10;
+
+impl Roles {
+    fn slot(role: IdentityRole) -> usize {
+        match role {
+            IdentityRole::None => 0,
+            IdentityRole::IdNumber => 1,
+            IdentityRole::Name => 2,
+            IdentityRole::BirthDate => 3,
+            IdentityRole::Gender => 4,
+            IdentityRole::Phone => 5,
+            IdentityRole::Address => 6,
+            IdentityRole::HukouAddress => 7,
+            IdentityRole::Ethnicity => 8,
+            IdentityRole::SecondaryId => 9,
+        }
+    }
+
+    fn insert(&mut self, role: IdentityRole, tag: &TagCode) {
+        self.tags[Roles::slot(role)] = Some(tag.clone());
+    }
+
+    fn get(&self, role: &IdentityRole) -> Option<&TagCode> {
+        self.tags[Roles::slot(*role)].as_ref()
+    }
+}
+
 struct Cleanser {
     findings: Vec<Finding>,
     tags: BTreeMap<TagCode, TagValue>,
@@ -242,11 +278,23 @@ impl Cleanser {
         });
     }
 
-    /// Stores a tag's raw and standardized value (empty when refused or not recorded).
-    fn keep(&mut self, tag: TagCode, raw: String, standardized: Option<String>, fired: &[&'static str]) {
-        for rule_id in fired {
-            self.finding(rule_id, Some(tag.clone()), Some(&raw));
+    /// Records that a rule fired on a tag's value as the source sent it.
+    fn fired(&mut self, rule_id: &'static str, tag: &TagCode, raw: &str) {
+        self.finding(rule_id, Some(tag.clone()), Some(raw));
+    }
+
+    /// Records the character-level rules `text::normalize_text` reported for a tag's value.
+    fn fired_text_rules(&mut self, half_width_changed: bool, whitespace_changed: bool, tag: &TagCode, raw: &str) {
+        if half_width_changed {
+            self.fired(rules::TEXT_HALF_WIDTH, tag, raw);
         }
+        if whitespace_changed {
+            self.fired(rules::TEXT_WHITESPACE, tag, raw);
+        }
+    }
+
+    /// Stores a tag's raw and standardized value (empty when refused or not recorded).
+    fn keep(&mut self, tag: TagCode, raw: String, standardized: Option<String>) {
         self.tags.insert(
             tag,
             TagValue {
@@ -273,11 +321,7 @@ impl Cleanser {
             .standardized = value;
     }
 
-    fn standardized<'a>(
-        &'a self,
-        roles: &'a BTreeMap<IdentityRole, TagCode>,
-        role: IdentityRole,
-    ) -> Option<(&'a TagCode, &'a str)> {
+    fn standardized<'a>(&'a self, roles: &'a Roles, role: IdentityRole) -> Option<(&'a TagCode, &'a str)> {
         let tag = roles.get(&role)?;
         let value = self.tags.get(tag)?;
         (!value.standardized.is_empty()).then_some((tag, value.standardized.as_str()))
@@ -285,13 +329,7 @@ impl Cleanser {
 
     /// Consistency and association: what a valid ID number says about birth date, gender
     /// and birthplace, checked against the record or filled in where it is silent.
-    fn associate(
-        &mut self,
-        id_number: Option<&str>,
-        roles: &BTreeMap<IdentityRole, TagCode>,
-        catalog: &Catalog,
-        divisions: &Divisions,
-    ) {
+    fn associate(&mut self, id_number: Option<&str>, roles: &Roles, catalog: &Catalog, divisions: &Divisions) {
         let id_birth = id_number.and_then(|id| NaiveDate::parse_from_str(&id[6..14], "%Y%m%d").ok());
         let stated_birth = self
             .standardized(roles, IdentityRole::BirthDate)

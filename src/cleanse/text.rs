@@ -15,7 +15,60 @@ pub fn to_half_width(raw: &str) -> String {
 /// Traditional Chinese characters to simplified (OpenCC's phrase tables, via hanconv), so
 /// 張偉 and 张伟 compare equal. Text without traditional characters comes back unchanged.
 pub fn to_simplified(text: &str) -> String {
+    // Most values hold no traditional character: skip hanconv's trie walk for them.
+    if !text.chars().any(may_start_conversion) {
+        return text.to_string();
+    }
     hanconv::t2s(text)
+}
+
+/// The first characters of the keys of hanconv's t2s tables whose replacement differs from the
+/// key, as a bit set over the Basic Multilingual Plane plus a sorted list for the other planes.
+struct ConversionStarts {
+    bmp_bits: Vec<u64>,
+    astral: Vec<char>,
+}
+
+static CONVERSION_STARTS: std::sync::LazyLock<ConversionStarts> = std::sync::LazyLock::new(|| {
+    let mut starts = ConversionStarts {
+        bmp_bits: vec![0; 0x10000 / 64],
+        astral: Vec::new(),
+    };
+    // t2s replaces, at each position, the longest key that matches there. A key it can match
+    // must start with a character of the text, and one whose replacement equals the key changes
+    // nothing, so text without any of these characters comes out of t2s as it went in. A key
+    // listed twice counts if any of its entries changes it, which can only add characters.
+    let entries = hanconv::RawDictionary::TSPhrases
+        .iter()
+        .chain(hanconv::RawDictionary::TSCharacters.iter());
+    for (key, replacement) in entries {
+        if key == replacement {
+            continue;
+        }
+        let Some(first) = key.chars().next() else {
+            continue;
+        };
+        let code = first as usize;
+        if code < 0x10000 {
+            starts.bmp_bits[code / 64] |= 1 << (code % 64);
+        } else {
+            starts.astral.push(first);
+        }
+    }
+    starts.astral.sort_unstable();
+    starts.astral.dedup();
+    starts
+});
+
+/// Whether `c` starts a key that hanconv's t2s would replace by something else.
+fn may_start_conversion(c: char) -> bool {
+    let starts = &*CONVERSION_STARTS;
+    let code = c as usize;
+    if code < 0x10000 {
+        starts.bmp_bits[code / 64] & (1 << (code % 64)) != 0
+    } else {
+        starts.astral.binary_search(&c).is_ok()
+    }
 }
 
 /// Values departments send for "not recorded". Compared after `clean_text`.
@@ -46,6 +99,10 @@ pub fn is_placeholder(cleaned: &str) -> bool {
 /// `clean_text` in one pass, also saying which of its two rules changed something: the
 /// full-width mapping (NOR-001) and the white-space and control-character cleanup (NOR-002).
 pub fn normalize_text(raw: &str) -> (String, bool, bool) {
+    // Most values are already clean: one scan and one copy instead of rebuilding char by char.
+    if is_clean(raw) {
+        return (raw.to_string(), false, false);
+    }
     let mut out = String::with_capacity(raw.len());
     let mut half_width_changed = false;
     let mut whitespace_changed = false;
@@ -81,6 +138,37 @@ pub fn normalize_text(raw: &str) -> (String, bool, bool) {
         whitespace_changed = true;
     }
     (out, half_width_changed, whitespace_changed)
+}
+
+/// Whether `normalize_text` would leave `raw` as it is: no full-width character or ideographic
+/// space, no control or zero-width character, and white space only as single ASCII spaces
+/// between other characters.
+fn is_clean(raw: &str) -> bool {
+    // Starts true so that a leading space counts as one to trim.
+    let mut after_space = true;
+    for c in raw.chars() {
+        if c == ' ' {
+            if after_space {
+                return false;
+            }
+            after_space = true;
+            continue;
+        }
+        let changes = if c.is_ascii() {
+            // ASCII white space other than the space is all control characters.
+            c.is_ascii_control()
+        } else {
+            matches!(c, '\u{3000}' | '\u{FF01}'..='\u{FF5E}' | '\u{200B}'..='\u{200D}' | '\u{FEFF}')
+                || c.is_whitespace()
+                || c.is_control()
+        };
+        if changes {
+            return false;
+        }
+        after_space = false;
+    }
+    // A trailing space is trimmed; the empty text is clean.
+    !after_space || raw.is_empty()
 }
 
 /// Half-width, no control or zero-width characters, inner white space collapsed to one space,
@@ -133,6 +221,17 @@ mod tests {
         assert_eq!(to_simplified("ABC 123"), "ABC 123");
     }
 
+    #[test]
+    fn simplified_equals_hanconv_on_every_table_key() {
+        let entries = hanconv::RawDictionary::TSPhrases
+            .iter()
+            .chain(hanconv::RawDictionary::TSCharacters.iter());
+        for (key, _) in entries {
+            let text = format!("张{key}1");
+            assert_eq!(to_simplified(&text), hanconv::t2s(&text), "{text}");
+        }
+    }
+
     proptest! {
         #[test]
         fn one_pass_equals_two(raw in "[ a\u{3000}\u{FF21}\t\n\u{200B}b]{0,12}|\\PC{0,30}") {
@@ -141,6 +240,13 @@ mod tests {
             prop_assert_eq!(&normalized, &clean_text(&raw));
             prop_assert_eq!(half_width_changed, half_width != raw);
             prop_assert_eq!(whitespace_changed, clean_text(&half_width) != half_width);
+            prop_assert_eq!(is_clean(&raw), !half_width_changed && !whitespace_changed && normalized == raw);
+        }
+
+        /// The pre-check only skips hanconv where it would change nothing.
+        #[test]
+        fn simplified_equals_hanconv(raw in "[張偉瀋陽乾圖干张伟a 1]{0,8}|\\PC{0,30}") {
+            prop_assert_eq!(to_simplified(&raw), hanconv::t2s(&raw));
         }
 
         #[test]
