@@ -5,7 +5,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use popmaster::catalog::Catalog;
 use popmaster::cleanse::cleanse_record;
-use popmaster::model::{RawRecord, RecordKey, SourceId, TagCode};
+use popmaster::model::RawRecord;
 use popmaster::synth::{Generator, SynthConfig};
 use std::time::Duration;
 
@@ -18,26 +18,7 @@ fn messy_records(n_persons: usize) -> Vec<RawRecord> {
         ..SynthConfig::default()
     };
     Generator::new(config, &catalog)
-        .map(|synth| {
-            let observed_at = synth
-                .record
-                .observed_at
-                .as_deref()
-                .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
-                .map(|time| time.timestamp_millis());
-            let source = SourceId::parse(&synth.record.source).expect("generator sources are well-formed");
-            let record_id = synth.record.record_id.clone();
-            RawRecord {
-                key: RecordKey { source, record_id },
-                observed_at,
-                tags: synth
-                    .record
-                    .present_tags()
-                    .into_iter()
-                    .map(|(tag, value)| (TagCode::new(tag), value))
-                    .collect(),
-            }
-        })
+        .map(|synth| synth.to_raw_record())
         .collect()
 }
 

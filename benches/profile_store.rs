@@ -136,26 +136,7 @@ fn bench_profiles(criterion: &mut Criterion) {
         &catalog,
     )
     .take(1_000)
-    .map(|synth| {
-        let observed_at = synth
-            .record
-            .observed_at
-            .as_deref()
-            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
-            .map(|time| time.timestamp_millis());
-        let source = SourceId::parse(&synth.record.source).expect("generator sources are well-formed");
-        let record_id = synth.record.record_id.clone();
-        RawRecord {
-            key: RecordKey { source, record_id },
-            observed_at,
-            tags: synth
-                .record
-                .present_tags()
-                .into_iter()
-                .map(|(tag, value)| (TagCode::new(tag), value))
-                .collect(),
-        }
-    })
+    .map(|synth| synth.to_raw_record())
     .collect();
     let mut group = criterion.benchmark_group("ingest");
     group.measurement_time(Duration::from_secs(8));

@@ -49,6 +49,34 @@ pub struct SynthRecord {
     pub true_person: u64,
 }
 
+impl SynthRecord {
+    /// The record as the engine takes it after admission, for benches and tests that feed the
+    /// engine directly. Generated records are always admissible.
+    pub fn to_raw_record(&self) -> crate::model::RawRecord {
+        let observed_at = self
+            .record
+            .observed_at
+            .as_deref()
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+            .map(|time| time.timestamp_millis());
+        let source = crate::model::SourceId::parse(&self.record.source).expect("generator sources are well-formed");
+        crate::model::RawRecord {
+            key: crate::model::RecordKey {
+                source,
+                record_id: self.record.record_id.clone(),
+            },
+            observed_at,
+            tags: self
+                .record
+                .clone()
+                .present_tags()
+                .into_iter()
+                .map(|(tag, value)| (crate::model::TagCode::new(tag), value))
+                .collect(),
+        }
+    }
+}
+
 /// Surnames by relative frequency (roughly per 10,000 people), space-separated.
 #[rustfmt::skip]
 const SURNAMES_BY_WEIGHT: &[(u32, &str)] = &[

@@ -152,6 +152,16 @@ pub fn decisions(outcome: &pb::BatchOutcome) -> Vec<pb::Decision> {
         .collect()
 }
 
+pub async fn stats(server: &TestServer) -> pb::Stats {
+    server
+        .admin_client()
+        .await
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner()
+}
+
 /// The whole record -> person mapping.
 pub async fn export(client: &mut ProfileServiceClient<Channel>) -> Vec<pb::MappingRow> {
     let mut chunks = client

@@ -140,13 +140,7 @@ async fn resend_is_idempotent_and_new_content_replaces() {
         "a tag the new version lacks is gone"
     );
     assert_eq!(profile.n_records, 1);
-    let stats = server
-        .admin_client()
-        .await
-        .get_stats(pb::GetStatsRequest {})
-        .await
-        .expect("stats")
-        .into_inner();
+    let stats = stats(&server).await;
     assert_eq!((stats.n_records, stats.n_persons), (1, 1));
     server.stop().await;
 }
@@ -258,13 +252,7 @@ async fn rejections_are_specific_and_never_block_the_rest() {
     assert_eq!(reasons[3].0, "no_tags");
     assert_eq!(decisions(&answer)[4], Decision::Created);
     assert_eq!(answer.outcomes[1].record_id, "2", "rejections say which record");
-    let stats = server
-        .admin_client()
-        .await
-        .get_stats(pb::GetStatsRequest {})
-        .await
-        .expect("stats")
-        .into_inner();
+    let stats = stats(&server).await;
     assert_eq!(stats.n_records, 1);
     server.stop().await;
 }
@@ -281,13 +269,7 @@ async fn a_batch_over_the_limit_is_refused_whole() {
     let status = ingest(&mut ingest_client, records).await.expect_err("too many records");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("limit of 3"), "{}", status.message());
-    let stats = server
-        .admin_client()
-        .await
-        .get_stats(pb::GetStatsRequest {})
-        .await
-        .expect("stats")
-        .into_inner();
+    let stats = stats(&server).await;
     assert_eq!(stats.n_records, 0, "nothing of the batch was applied");
     server.stop().await;
 }
@@ -339,13 +321,7 @@ async fn batches_on_one_stream_are_answered_in_order() {
         batch_ids.push(answer.batch_id);
     }
     assert_eq!(batch_ids, (0..20).collect::<Vec<_>>());
-    let stats = server
-        .admin_client()
-        .await
-        .get_stats(pb::GetStatsRequest {})
-        .await
-        .expect("stats")
-        .into_inner();
+    let stats = stats(&server).await;
     assert_eq!((stats.n_records, stats.n_persons), (500, 5));
     server.stop().await;
 }
