@@ -26,7 +26,12 @@ fn value_for(value_type: ValueType, label: &str, person_idx: u32, variant: u32) 
         ValueType::Integer => format!("{}", person_idx * 10 + variant % 10),
         ValueType::Decimal => format!("{person_idx}.{}", variant % 10),
         ValueType::Boolean => if variant % 2 == 0 { "true" } else { "false" }.to_string(),
-        ValueType::Date => format!("20{:02}-0{}-1{}", 10 + variant % 10, 1 + person_idx % 9, person_idx % 10),
+        ValueType::Date => format!(
+            "20{:02}-0{}-1{}",
+            10 + variant % 10,
+            1 + person_idx % 9,
+            person_idx % 10
+        ),
         ValueType::Phone => format!("139{person_idx:04}{:04}", variant % 10_000),
         ValueType::Gender => "女".to_string(),
         ValueType::IdNumber => id_number(person_idx + 5_000),
@@ -47,7 +52,12 @@ fn full_person_records(catalog: &Catalog, person_idx: u32, variant: u32) -> Vec<
                 .tags()
                 .iter()
                 .filter(|tag| tag.owner_source == source.code)
-                .map(|tag| (TagCode::new(&tag.code), value_for(tag.value_type, &tag.label, person_idx, variant)))
+                .map(|tag| {
+                    (
+                        TagCode::new(&tag.code),
+                        value_for(tag.value_type, &tag.label, person_idx, variant),
+                    )
+                })
                 .collect();
             tags.insert(TagCode::new("id_number"), id_number(person_idx));
             tags.insert(TagCode::new("name"), "欧阳文静".into());
@@ -158,14 +168,22 @@ fn bench_profiles(criterion: &mut Criterion) {
     .take(BATCH_RECORDS * N_BATCHES)
     .map(|synth| synth.to_raw_record())
     .collect();
-    let mut batches = synthetic.chunks(BATCH_RECORDS).map(<[RawRecord]>::to_vec).collect::<Vec<_>>().into_iter();
+    let mut batches = synthetic
+        .chunks(BATCH_RECORDS)
+        .map(<[RawRecord]>::to_vec)
+        .collect::<Vec<_>>()
+        .into_iter();
     let mut group = criterion.benchmark_group("ingest");
     group.measurement_time(Duration::from_secs(8));
     group.sample_size(10);
     group.throughput(Throughput::Elements(BATCH_RECORDS as u64));
     group.bench_function("batch_of_1000_synthetic_records_durably", |bencher| {
         bencher.iter_batched(
-            || batches.next().expect("the population outlasts the benchmark's iterations"),
+            || {
+                batches
+                    .next()
+                    .expect("the population outlasts the benchmark's iterations")
+            },
             |records| {
                 runtime
                     .block_on(engine.ingest(chrono::Utc::now().timestamp_millis(), records, vec![]))
