@@ -25,7 +25,7 @@ fn value_for(value_type: ValueType, label: &str, person_idx: u32, variant: u32) 
     match value_type {
         ValueType::Integer => format!("{}", person_idx * 10 + variant % 10),
         ValueType::Decimal => format!("{person_idx}.{}", variant % 10),
-        ValueType::Boolean => if variant % 2 == 0 { "true" } else { "false" }.to_string(),
+        ValueType::Boolean => if variant.is_multiple_of(2) { "true" } else { "false" }.to_string(),
         ValueType::Date => format!(
             "20{:02}-0{}-1{}",
             10 + variant % 10,

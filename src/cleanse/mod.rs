@@ -388,6 +388,27 @@ impl Cleanser {
     }
 }
 
+/// Property shared by the standardizers' tests: a second pass keeps the value and fires no
+/// fix (NOR-) rule; flags may fire again.
+#[cfg(test)]
+fn assert_fix_idempotent(
+    standardize: fn(&str) -> Standardized,
+    raw: &str,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    let once = standardize(raw);
+    if let Some(value) = &once.value {
+        let twice = standardize(value);
+        proptest::prop_assert_eq!(twice.value.as_ref(), Some(value), "raw {:?}", raw);
+        proptest::prop_assert!(
+            twice.rules.iter().all(|rule| !rule.starts_with("NOR-")),
+            "{:?} on {:?}",
+            twice.rules,
+            value
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -340,36 +340,20 @@ mod tests {
         assert_eq!(standardize_name("").value, None);
     }
 
-    /// The second pass keeps the value and fires no fix; flags may fire again.
-    fn assert_idempotent(raw: &str) -> Result<(), TestCaseError> {
-        let once = standardize_name(raw);
-        if let Some(value) = &once.value {
-            let twice = standardize_name(value);
-            prop_assert_eq!(twice.value.as_ref(), Some(value), "raw {:?}", raw);
-            prop_assert!(
-                twice.rules.iter().all(|rule| !rule.starts_with("NOR-")),
-                "{:?} on {:?}",
-                twice.rules,
-                value
-            );
-        }
-        Ok(())
-    }
-
     proptest! {
         #[test]
         fn never_panics_and_idempotent(raw in "\\PC{0,40}") {
-            assert_idempotent(&raw)?;
+            super::super::assert_fix_idempotent(standardize_name, &raw)?;
         }
 
         #[test]
         fn idempotent_on_name_like_text(raw in "[张王伟娜欧阳張偉歐陽乾圖隆薴麼么 ·.•・‧。･a-zA-Zéß’'0-9-]{0,16}") {
-            assert_idempotent(&raw)?;
+            super::super::assert_fix_idempotent(standardize_name, &raw)?;
         }
 
         #[test]
         fn idempotent_on_latin_letters(raw in "[\\u{00C0}-\\u{024F}\\u{1E00}-\\u{1EFF}a-z ]{0,16}") {
-            assert_idempotent(&raw)?;
+            super::super::assert_fix_idempotent(standardize_name, &raw)?;
         }
 
         #[test]

@@ -518,7 +518,7 @@ fn population() -> Vec<PersonDoc> {
                 &format!("139{n:08}"),
                 &format!("示例省虚构市{}路{}号", given[(i + j) % given.len()], j + 1),
             );
-            if n % 5 == 0 {
+            if n.is_multiple_of(5) {
                 doc.names.push(format!("{}{}", surnames[(i + 1) % surnames.len()], g));
             }
             docs.push(doc);
