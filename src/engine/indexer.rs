@@ -7,7 +7,7 @@ use super::EngineError;
 use crate::config::IndexConfig;
 use crate::model::{PersonId, TagCode};
 use crate::store::{ChangeKind, Store};
-use popmaster_index::{Candidate, CandidateIndex, CandidateQuery, IndexOp, PersonDoc};
+use popmaster_index::{CandidateIndex, IndexOp, PersonDoc};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
@@ -26,8 +26,6 @@ struct Shared {
     changes_per_round_max: usize,
     signal: Mutex<Signal>,
     condvar: Condvar,
-    /// Serializes catch-up rounds between the background thread and callers waiting on it.
-    catch_up_lock: Mutex<()>,
 }
 
 pub(super) struct Indexer {
@@ -66,7 +64,6 @@ impl Indexer {
             changes_per_round_max: config.changes_per_round_max,
             signal: Mutex::new(Signal::default()),
             condvar: Condvar::new(),
-            catch_up_lock: Mutex::new(()),
         });
         let interval = Duration::from_millis(config.refresh_interval_ms);
         let thread_shared = Arc::clone(&shared);
@@ -95,18 +92,6 @@ impl Indexer {
         self.shared.index.num_persons()
     }
 
-    pub(super) fn candidates(&self, query: &CandidateQuery, k: usize) -> Result<Vec<Candidate>, EngineError> {
-        Ok(self.shared.index.candidates(query, k)?)
-    }
-
-    /// Runs a catch-up round now and waits for it.
-    pub(super) async fn catch_up_now(&self) -> Result<(), EngineError> {
-        let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || catch_up(&shared))
-            .await
-            .expect("index catch-up task panicked")
-    }
-
     /// Catches up one last time, commits, and stops the thread.
     pub(super) async fn shutdown(&self) {
         {
@@ -133,7 +118,11 @@ fn run(shared: &Shared, interval: Duration) {
             signal.stopping
         };
         if let Err(error) = catch_up(shared) {
+            // Drop what was applied but not committed, so the retry starts from the watermark.
             tracing::error!(%error, "candidate index catch-up failed; will retry");
+            if let Err(error) = shared.index.rollback() {
+                tracing::error!(%error, "candidate index rollback failed");
+            }
         }
         if stopping {
             return;
@@ -144,7 +133,6 @@ fn run(shared: &Shared, interval: Duration) {
 /// Applies every change after the index's watermark, in rounds, committing each round with
 /// its last feed sequence.
 fn catch_up(shared: &Shared) -> Result<(), EngineError> {
-    let _round = shared.catch_up_lock.lock().expect("lock poisoned");
     loop {
         let from = shared.index.watermark() + 1;
         let changes = shared.store.changes_from(from, shared.changes_per_round_max)?;

@@ -252,20 +252,6 @@ impl Engine {
             index_persons: self.indexer.num_persons(),
         })
     }
-
-    /// Top-k persons from the fuzzy index (re-read from the store by the caller).
-    pub fn candidates(
-        &self,
-        query: &popmaster_index::CandidateQuery,
-        k: usize,
-    ) -> Result<Vec<popmaster_index::Candidate>, EngineError> {
-        self.indexer.candidates(query, k)
-    }
-
-    /// Waits until the index has caught up with every change made so far.
-    pub async fn index_caught_up(&self) -> Result<(), EngineError> {
-        self.indexer.catch_up_now().await
-    }
 }
 
 struct Writer {

@@ -384,10 +384,6 @@ impl Txn<'_> {
         self.put(key.to_vec(), &value)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-
     pub fn commit(self) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         for (key, value) in self.pending {
