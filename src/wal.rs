@@ -23,6 +23,9 @@ pub struct WalEntry {
     pub received_at: EpochMillis,
     pub records: Vec<RawRecord>,
     pub rejected: Vec<(SourceId, String)>,
+    /// A newly trained match model (encoded by the engine) that takes effect before this
+    /// entry's records: logged like a batch, so a replay decides with the same model.
+    pub model: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +267,7 @@ mod tests {
                 tags: [(TagCode::new("name"), "测试".to_string())].into_iter().collect(),
             }],
             rejected: vec![],
+            model: None,
         }
     }
 

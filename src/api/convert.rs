@@ -3,9 +3,13 @@
 
 use crate::catalog::Catalog;
 use crate::config::LimitsConfig;
-use crate::engine::ProfileView;
+use crate::engine::{ProfileView, ReviewItem};
 use crate::model::{Decision, EpochMillis, Outcome, RawRecord, RecordKey, Rejection, SourceId, TagCode};
 use crate::pb;
+use crate::resolve::compare::levels_of;
+use crate::resolve::decide::{describe_evidence, describe_score, Hold};
+use crate::resolve::model::Score;
+use crate::resolve::{Evidence, Feature, MatchModel, ScoredCandidate};
 use std::collections::BTreeMap;
 
 /// Admits one record or says why not. Empty values are dropped ("not recorded").
@@ -100,7 +104,7 @@ pub fn outcome_to_pb(record_index: u32, key: Option<&RecordKey>, outcome: Outcom
     }
 }
 
-fn decision_to_pb(decision: Decision) -> pb::Decision {
+pub fn decision_to_pb(decision: Decision) -> pb::Decision {
     match decision {
         Decision::Created => pb::Decision::Created,
         Decision::Matched => pb::Decision::Matched,
@@ -154,6 +158,86 @@ pub fn tag_mask(catalog: &Catalog, mask: Vec<String>) -> Result<Vec<TagCode>, to
             ))),
         })
         .collect()
+}
+
+fn score_to_pb(person_id: &str, score: &Score, hold: Option<Hold>) -> pb::CandidateScore {
+    pb::CandidateScore {
+        person_id: person_id.to_string(),
+        probability: score.probability(),
+        log_odds: score.log_odds(),
+        prior: score.prior,
+        comparisons: score
+            .comparisons
+            .iter()
+            .map(|comparison| pb::FeatureComparison {
+                feature: comparison.feature.label().to_string(),
+                level: comparison.level.label().to_string(),
+                weight: comparison.weight,
+                weak: comparison.weak,
+                term_frequency_adjusted: comparison.term_frequency.is_some(),
+            })
+            .collect(),
+        held_reason: hold.map(|hold| hold.words().to_string()).unwrap_or_default(),
+    }
+}
+
+fn candidate_to_pb(candidate: &ScoredCandidate) -> pb::CandidateScore {
+    score_to_pb(candidate.person_id.as_str(), &candidate.score, candidate.hold)
+}
+
+pub fn explanation_to_pb(key: &RecordKey, evidence: &Evidence, review: Option<&ReviewItem>) -> pb::RecordExplanation {
+    pb::RecordExplanation {
+        source: key.source.to_string(),
+        record_id: key.record_id.clone(),
+        decision: decision_to_pb(evidence.decision) as i32,
+        person_id: evidence.person_id.as_ref().map(ToString::to_string).unwrap_or_default(),
+        model_version: evidence.model_version,
+        match_probability: evidence.match_probability,
+        review_probability: evidence.review_probability,
+        n_candidates: u32::try_from(evidence.n_candidates).unwrap_or(u32::MAX),
+        candidates: evidence.candidates.iter().map(candidate_to_pb).collect(),
+        merged: evidence.merged.iter().map(ToString::to_string).collect(),
+        review_candidates: review
+            .map(|item| item.candidates.iter().map(candidate_to_pb).collect())
+            .unwrap_or_default(),
+        text: describe_evidence(evidence),
+    }
+}
+
+pub fn pair_to_pb(person_a: &str, score: &Score, hold: Option<Hold>) -> pb::PairExplanation {
+    let mut text = describe_score(score);
+    if let Some(hold) = hold {
+        text.push_str(&format!("\nheld: {}", hold.words()));
+    }
+    pb::PairExplanation {
+        score: Some(score_to_pb(person_a, score, hold)),
+        text,
+    }
+}
+
+pub fn model_to_pb(model: &MatchModel, n_random_pairs: usize, n_candidate_pairs: usize) -> pb::ModelInfo {
+    let mut levels = Vec::new();
+    for feature in Feature::ALL {
+        for level in levels_of(feature) {
+            let params = model.params(feature, *level);
+            levels.push(pb::LevelWeight {
+                feature: feature.label().to_string(),
+                level: level.label().to_string(),
+                m: params.m,
+                u: params.u,
+                weight: params.weight(),
+            });
+        }
+    }
+    pb::ModelInfo {
+        version: model.version,
+        match_probability: model.match_probability,
+        review_probability: model.review_probability,
+        levels,
+        n_random_pairs: n_random_pairs as u64,
+        n_candidate_pairs: n_candidate_pairs as u64,
+        model_json: serde_json::to_string_pretty(model).expect("a model serializes to JSON"),
+    }
 }
 
 #[cfg(test)]

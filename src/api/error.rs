@@ -7,6 +7,7 @@ use tonic::{Code, Status};
 pub fn to_status(error: EngineError) -> Status {
     match error {
         EngineError::InvalidArgument(message) => Status::invalid_argument(message),
+        EngineError::NotFound(message) => Status::not_found(message),
         EngineError::ShuttingDown => {
             Status::unavailable("the service is shutting down; retry against a running server")
         }

@@ -206,6 +206,50 @@ impl ProfileApi {
 
 #[tonic::async_trait]
 impl pb::profile_service_server::ProfileService for ProfileApi {
+    async fn explain_record(
+        &self,
+        request: Request<pb::ExplainRecordRequest>,
+    ) -> Result<Response<pb::RecordExplanation>, Status> {
+        let request = request.into_inner();
+        let source = SourceId::parse(&request.source)
+            .ok_or_else(|| Status::invalid_argument("source is not a source code (expected D01..D63)"))?;
+        if request.record_id.is_empty() {
+            return Err(Status::invalid_argument("record_id is empty"));
+        }
+        let key = RecordKey {
+            source,
+            record_id: request.record_id,
+        };
+        let engine = Arc::clone(&self.engine);
+        let lookup = key.clone();
+        let found = blocking(move || engine.explain_record(&lookup))
+            .await
+            .map_err(to_status)?;
+        match found {
+            Some((evidence, review)) => Ok(Response::new(convert::explanation_to_pb(
+                &key,
+                &evidence,
+                review.as_ref(),
+            ))),
+            None => Err(Status::not_found(format!("record {key} has no stored decision"))),
+        }
+    }
+
+    async fn explain_pair(
+        &self,
+        request: Request<pb::ExplainPairRequest>,
+    ) -> Result<Response<pb::PairExplanation>, Status> {
+        let request = request.into_inner();
+        if request.person_a.is_empty() || request.person_b.is_empty() {
+            return Err(Status::invalid_argument("person_a and person_b are both required"));
+        }
+        let engine = Arc::clone(&self.engine);
+        let (a, b) = (PersonId::new(request.person_a), PersonId::new(request.person_b));
+        let person_a = a.to_string();
+        let (score, hold) = blocking(move || engine.explain_pair(&a, &b)).await.map_err(to_status)?;
+        Ok(Response::new(convert::pair_to_pb(&person_a, &score, hold)))
+    }
+
     async fn get_profile(&self, request: Request<pb::GetProfileRequest>) -> Result<Response<pb::Profile>, Status> {
         let request = request.into_inner();
         if request.person_id.is_empty() {
@@ -368,6 +412,35 @@ impl pb::admin_service_server::AdminService for AdminApi {
             index_watermark: stats.index_watermark,
             index_persons: stats.index_persons,
             store_bytes: stats.store.size_on_disk,
+            n_review_items: stats.store.n_review_items,
         }))
+    }
+
+    async fn get_model(&self, _request: Request<pb::GetModelRequest>) -> Result<Response<pb::ModelInfo>, Status> {
+        let engine = Arc::clone(&self.engine);
+        let model = blocking(move || engine.model()).await.map_err(to_status)?;
+        Ok(Response::new(convert::model_to_pb(&model, 0, 0)))
+    }
+
+    async fn install_model(
+        &self,
+        request: Request<pb::InstallModelRequest>,
+    ) -> Result<Response<pb::ModelInfo>, Status> {
+        let model: crate::resolve::MatchModel = serde_json::from_str(&request.into_inner().model_json)
+            .map_err(|error| Status::invalid_argument(format!("model_json is not a model: {error}")))?;
+        let model = self.engine.install_model(model).await.map_err(to_status)?;
+        tracing::info!(version = model.version, "installed a match model");
+        Ok(Response::new(convert::model_to_pb(&model, 0, 0)))
+    }
+
+    async fn train_model(&self, _request: Request<pb::TrainModelRequest>) -> Result<Response<pb::ModelInfo>, Status> {
+        let (model, n_random, n_candidates) = self.engine.train_model().await.map_err(to_status)?;
+        tracing::info!(
+            version = model.version,
+            n_random,
+            n_candidates,
+            "trained and installed a new match model"
+        );
+        Ok(Response::new(convert::model_to_pb(&model, n_random, n_candidates)))
     }
 }

@@ -22,7 +22,7 @@ const LOAD_BATCHES_IN_FLIGHT: usize = 8;
 /// The largest message the client accepts (a full profile is far smaller).
 const CLIENT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-async fn connect(server: &ServerArgs) -> anyhow::Result<Channel> {
+pub(super) async fn connect(server: &ServerArgs) -> anyhow::Result<Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(server.server.clone())
         .with_context(|| format!("{} is not a server address like http://127.0.0.1:50051", server.server))?
         .connect_timeout(std::time::Duration::from_secs(5));
@@ -286,7 +286,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status_error(status: tonic::Status) -> anyhow::Error {
+pub(super) fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("server answered {:?}: {}", status.code(), status.message())
 }
 
@@ -346,6 +346,7 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<()> {
     println!("index watermark    {}", stats.index_watermark);
     println!("index persons      {}", stats.index_persons);
     println!("store bytes        {}", stats.store_bytes);
+    println!("review items       {}", stats.n_review_items);
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! client of a running server (`--server`, environment `POPMASTER_SERVER`).
 
 mod client;
+mod matching;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -47,6 +48,13 @@ enum Command {
     Rules(client::RulesArgs),
     /// Print how often each cleansing rule fired, for one source or for all.
     Quality(client::QualityArgs),
+    /// Explain why a record is in its person: candidates, feature levels, weights, total.
+    Explain(matching::ExplainArgs),
+    /// Compare two persons with the current match model.
+    ExplainPair(matching::ExplainPairArgs),
+    /// Operator commands.
+    #[command(subcommand)]
+    Admin(matching::AdminCommand),
 }
 
 #[derive(clap::Args)]
@@ -90,6 +98,9 @@ pub fn main() -> ExitCode {
             Command::Generate(args) => client::generate(args),
             Command::Rules(args) => client::rules(args),
             Command::Quality(args) => client::quality(args).await,
+            Command::Explain(args) => matching::explain(args).await,
+            Command::ExplainPair(args) => matching::explain_pair(args).await,
+            Command::Admin(command) => matching::admin(command).await,
         }
     });
     match result {

@@ -1,14 +1,20 @@
 //! Applying one logged batch to the store: cleanse, resolve, place, refresh the profiles it
 //! touched, all in one store transaction with the batch's sequence. Deterministic: replaying
 //! the same log entry on the same store gives the same persons and ids.
+//!
+//! For each record: cleanse it; find candidate persons through the blocking-key postings
+//! (which include the records placed earlier in the same batch: the transaction reads its own
+//! writes); let the matcher decide; join, create or merge; keep each person's identity
+//! features and postings current; store the evidence and any review item.
 
 use crate::catalog::Catalog;
 use crate::cleanse::{cleanse_record, rules};
 use crate::model::{CleanRecord, Decision, Finding, PersonId, RecordKey, SourceId, TagCode};
-use crate::profile::{offer, survive_tags, RecordView};
-use crate::resolve::{decide, Evidence, Placement, Previous};
+use crate::profile::{offer, survive, survive_tags, RecordView};
+use crate::resolve::{self, blocking_keys, Candidate, Feature, Features, MatchModel, Placement};
 use crate::store::{layout, RecordHeader, Store, StoreError, StoredRecord, Txn};
 use crate::wal::WalEntry;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The decision for one admitted record of an entry, in entry order.
@@ -18,11 +24,39 @@ pub struct Placed {
     pub person_id: PersonId,
 }
 
+/// A key held by more persons than this is too common to find candidates with.
+pub const POSTINGS_CAP: usize = 32;
+/// The most candidate persons scored for one record: those sharing the most keys first.
+pub const CANDIDATES_MAX: usize = 24;
+
+/// A record's possible matches, for the stewards' review queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewItem {
+    /// The person the record was placed in.
+    pub person_id: PersonId,
+    /// The persons it may also be, with their scores.
+    pub candidates: Vec<resolve::ScoredCandidate>,
+    /// The sequence of the batch that raised it.
+    pub sequence: u64,
+}
+
+/// The model the write path decides with: the stored one, or the shipped defaults.
+pub fn current_model(txn: &Txn<'_>) -> Result<MatchModel, StoreError> {
+    Ok(txn.model()?.unwrap_or_default())
+}
+
 /// Takes the entry by value: cleansing moves each record's strings instead of copying them.
 pub fn apply_entry(store: &Store, catalog: &Catalog, entry: WalEntry) -> Result<Vec<Placed>, StoreError> {
     let mut txn = store.begin();
+    if let Some(encoded) = &entry.model {
+        let model: MatchModel = postcard::from_bytes(encoded).map_err(|error| StoreError::Corrupt {
+            kind: "logged model",
+            message: error.to_string(),
+        })?;
+        txn.put_model(&model)?;
+    }
+    let model = current_model(&txn)?;
     let mut touched: BTreeMap<PersonId, Touched> = BTreeMap::new();
-    let mut released_id_numbers: BTreeSet<String> = BTreeSet::new();
     let mut placed = Vec::with_capacity(entry.records.len());
     let repeated_in_batch: Vec<bool> = {
         let mut seen_keys: std::collections::HashSet<&RecordKey> = std::collections::HashSet::new();
@@ -50,13 +84,14 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: WalEntry) -> Result<
                 continue;
             }
         }
-        let previous_header = previous_record.map(|record| record.header);
-        let id_number_owner = match &clean.id_number {
-            Some(id_number) => txn.person_for_id_number(id_number)?,
-            None => None,
-        };
-        if let Some(owner) = &id_number_owner {
-            if names_another_person(&txn, owner, &clean)? {
+        if let Some(owner) = clean
+            .id_number
+            .as_ref()
+            .map(|id| txn.person_for_id_number(id))
+            .transpose()?
+            .flatten()
+        {
+            if names_another_person(&txn, &owner, &clean)? {
                 let original = clean
                     .tags
                     .get(&TagCode::new("id_number"))
@@ -68,40 +103,62 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: WalEntry) -> Result<
                 });
             }
         }
-        let previous = match &previous_header {
-            Some(header) => Some(Previous {
-                person_id: header.person_id.clone(),
-                person_has_other_records: txn.members(&header.person_id)?.len() > 1,
-            }),
-            None => None,
-        };
-        let evidence = Evidence {
-            id_number_owner,
-            previous,
-        };
+        let features = Features::of_record(&clean, catalog);
         let record_idx = u32::try_from(record_idx).expect("batches are bounded by the config");
-        let (person_id, decision) = match decide(&clean, &evidence) {
-            Placement::Existing { person_id, decision } => (person_id, decision),
-            Placement::New => (layout::person_id_for(entry.sequence, record_idx), Decision::Created),
-        };
-        if let Some(previous) = &previous_header {
-            // The old version leaves its person's profile whether or not the record moves.
+        let mut emptied: Option<PersonId> = None;
+        let mut kept: Option<PersonId> = None;
+        if let Some(previous) = &previous_record {
+            let previous_person = previous.header.person_id.clone();
+            count_names(&mut txn, &record_features(previous, catalog), -1)?;
             touched
-                .entry(previous.person_id.clone())
+                .entry(previous_person.clone())
                 .or_default()
                 .removed
                 .insert(clean.key.clone());
-            if previous.person_id != person_id {
-                txn.remove_member(&previous.person_id, &clean.key)?;
-            }
-            if let Some(old_id_number) = &previous.id_number {
-                released_id_numbers.insert(old_id_number.clone());
+            if record_features(previous, catalog) == features {
+                // Same identity: the record stays where it is; only its other tags changed.
+                kept = Some(previous_person);
+            } else {
+                txn.remove_member(&previous_person, &clean.key)?;
+                refresh_features(&mut txn, catalog, &previous_person)?;
+                emptied = Some(previous_person);
             }
         }
+        let (person_id, decision, resolution) = match kept {
+            Some(person_id) => (person_id, Decision::Matched, None),
+            None => {
+                let candidates = gather_candidates(&txn, &features)?;
+                let n_persons = txn.n_persons()?;
+                let resolution = {
+                    let name_share = name_share(&txn, &model);
+                    resolve::decide(&features, &candidates, &model, n_persons, &name_share)
+                };
+                let mut decision = resolution.decision;
+                let person_id = match &resolution.placement {
+                    Placement::Join(person_id) => person_id.clone(),
+                    Placement::Merge { into, merged } => {
+                        for loser in merged {
+                            merge_person(&mut txn, loser, into, &mut touched)?;
+                        }
+                        into.clone()
+                    }
+                    Placement::New => match emptied.take() {
+                        // A record alone in its person stays there: same person, same id.
+                        Some(previous) if txn.person(&previous)?.is_some_and(|header| header.n_records == 0) => {
+                            if decision == Decision::Created {
+                                decision = Decision::Matched;
+                            }
+                            previous
+                        }
+                        _ => layout::person_id_for(entry.sequence, record_idx),
+                    },
+                };
+                (person_id, decision, Some(resolution))
+            }
+        };
         txn.add_member(&person_id, &clean.key)?;
-        if let Some(id_number) = &clean.id_number {
-            txn.set_id_number_key(id_number, &person_id)?;
-        }
+        let new_keys = add_features(&mut txn, &person_id, &features)?;
+        count_names(&mut txn, &features, 1)?;
         txn.count_quality(&clean.key.source, layout::QUALITY_RECORDS)?;
         for finding in &clean.findings {
             txn.count_quality(&clean.key.source, &finding.rule_id)?;
@@ -122,14 +179,30 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: WalEntry) -> Result<
             .or_default()
             .added
             .insert(clean.key.clone());
+        let (person_id, consolidated) = consolidate(&mut txn, &model, &person_id, &new_keys, &mut touched)?;
+        let decision = if consolidated.is_empty() {
+            decision
+        } else {
+            Decision::Merged
+        };
+        if let Some(resolution) = resolution {
+            let mut evidence = resolution.evidence;
+            evidence.person_id = Some(person_id.clone());
+            evidence.decision = decision;
+            evidence.merged.extend(consolidated);
+            txn.put_evidence(&clean.key, &evidence)?;
+            let item = (!resolution.review.is_empty()).then(|| ReviewItem {
+                person_id: person_id.clone(),
+                candidates: resolution.review,
+                sequence: entry.sequence,
+            });
+            txn.set_review_item(&clean.key, item.as_ref())?;
+        }
         placed.push(Placed { decision, person_id });
     }
     for (source, rule_id) in &entry.rejected {
         txn.count_quality(source, layout::QUALITY_REJECTED)?;
         txn.count_quality(source, rule_id)?;
-    }
-    for id_number in released_id_numbers {
-        drop_key_if_orphaned(&mut txn, &id_number)?;
     }
     for (person_id, change) in &touched {
         refresh_person(&mut txn, catalog, person_id, change)?;
@@ -137,6 +210,165 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: WalEntry) -> Result<
     txn.set_applied_sequence(entry.sequence)?;
     txn.commit()?;
     Ok(placed)
+}
+
+fn record_features(record: &StoredRecord, catalog: &Catalog) -> Features {
+    Features::of_tags(
+        &record.tags,
+        record.header.id_number.as_deref(),
+        &record.header.findings,
+        catalog,
+    )
+}
+
+/// The persons sharing a blocking key with the record, those sharing the most keys first, at
+/// most `CANDIDATES_MAX`, with their features.
+fn gather_candidates(txn: &Txn<'_>, features: &Features) -> Result<Vec<Candidate>, StoreError> {
+    let mut shared: BTreeMap<PersonId, usize> = BTreeMap::new();
+    for key in blocking_keys(features) {
+        if let Some(persons) = txn.postings(&key, POSTINGS_CAP)? {
+            for person_id in persons {
+                *shared.entry(person_id).or_default() += 1;
+            }
+        }
+    }
+    let mut ranked: Vec<(PersonId, usize)> = shared.into_iter().collect();
+    ranked.sort_by(|(a_id, a_keys), (b_id, b_keys)| b_keys.cmp(a_keys).then_with(|| a_id.cmp(b_id)));
+    let mut candidates = Vec::with_capacity(ranked.len().min(CANDIDATES_MAX));
+    for (person_id, _) in ranked.into_iter().take(CANDIDATES_MAX) {
+        let Some(header) = txn.person(&person_id)? else {
+            continue;
+        };
+        let features: Features = txn.person_features(&person_id)?.unwrap_or_default();
+        candidates.push(Candidate {
+            person_id,
+            features,
+            n_records: header.n_records,
+        });
+    }
+    Ok(candidates)
+}
+
+/// Adds a record's features to its person's, with the postings of any new blocking key.
+/// Returns the new keys.
+fn add_features(txn: &mut Txn<'_>, person_id: &PersonId, features: &Features) -> Result<BTreeSet<String>, StoreError> {
+    let mut held: Features = txn.person_features(person_id)?.unwrap_or_default();
+    let before = blocking_keys(&held);
+    held.absorb(features);
+    let new_keys: BTreeSet<String> = blocking_keys(&held).difference(&before).cloned().collect();
+    for key in &new_keys {
+        txn.add_posting(key, person_id)?;
+    }
+    txn.put_person_features(person_id, &held)?;
+    Ok(new_keys)
+}
+
+/// The share of named records that carry a name, for the term-frequency adjustment; `None`
+/// while too few records have names for the share to mean anything.
+fn name_share<'t>(txn: &'t Txn<'_>, model: &'t MatchModel) -> impl Fn(&str) -> Option<f64> + 't {
+    move |name: &str| {
+        let (count, total) = txn.name_count(name).ok()?;
+        (total >= model.tf_min_records).then(|| count.max(1) as f64 / total as f64)
+    }
+}
+
+/// After a person gained values, compares it as a whole with the other persons holding its new
+/// blocking keys, and merges those it now matches (never across different valid ID numbers).
+/// This is what makes two persons one when the record that links them arrived before one of
+/// them had the values that link them. Returns the surviving id and the persons merged.
+fn consolidate(
+    txn: &mut Txn<'_>,
+    model: &MatchModel,
+    person_id: &PersonId,
+    new_keys: &BTreeSet<String>,
+    touched: &mut BTreeMap<PersonId, Touched>,
+) -> Result<(PersonId, Vec<PersonId>), StoreError> {
+    let mut shared: BTreeMap<PersonId, usize> = BTreeMap::new();
+    for key in new_keys {
+        if let Some(persons) = txn.postings(key, POSTINGS_CAP)? {
+            for other in persons.into_iter().filter(|other| other != person_id) {
+                *shared.entry(other).or_default() += 1;
+            }
+        }
+    }
+    let mut ranked: Vec<(PersonId, usize)> = shared.into_iter().collect();
+    ranked.sort_by(|(a_id, a_keys), (b_id, b_keys)| b_keys.cmp(a_keys).then_with(|| a_id.cmp(b_id)));
+    let mut current = person_id.clone();
+    let mut merged = Vec::new();
+    for (other, _) in ranked.into_iter().take(CANDIDATES_MAX) {
+        let (Some(current_header), Some(other_header)) = (txn.person(&current)?, txn.person(&other)?) else {
+            continue;
+        };
+        let current_features: Features = txn.person_features(&current)?.unwrap_or_default();
+        let other_features: Features = txn.person_features(&other)?.unwrap_or_default();
+        let (score, hold) = {
+            let name_share = name_share(txn, model);
+            resolve::explain_pair(&current_features, &other_features, model, txn.n_persons()?, &name_share)
+        };
+        if hold.is_some() || score.probability() < model.match_probability {
+            continue;
+        }
+        let keep_current = current_header.n_records > other_header.n_records
+            || (current_header.n_records == other_header.n_records && current < other);
+        let (survivor, loser) = if keep_current {
+            (current.clone(), other)
+        } else {
+            (other, current.clone())
+        };
+        merge_person(txn, &loser, &survivor, touched)?;
+        merged.push(loser);
+        current = survivor;
+    }
+    Ok((current, merged))
+}
+
+/// Recomputes a person's features from its records after one left, dropping the postings of
+/// values no record holds any more.
+fn refresh_features(txn: &mut Txn<'_>, catalog: &Catalog, person_id: &PersonId) -> Result<(), StoreError> {
+    let before: Features = txn.person_features(person_id)?.unwrap_or_default();
+    let mut after = Features::default();
+    for (_, record) in load_records(txn, &txn.members(person_id)?)? {
+        after.absorb(&record_features(&record, catalog));
+    }
+    let (old_keys, new_keys) = (blocking_keys(&before), blocking_keys(&after));
+    for key in old_keys.difference(&new_keys) {
+        txn.remove_posting(key, person_id)?;
+    }
+    for key in new_keys.difference(&old_keys) {
+        txn.add_posting(key, person_id)?;
+    }
+    txn.put_person_features(person_id, &after)
+}
+
+/// Moves every record of `loser` into `survivor`, hands its features and postings over, and
+/// retires its id as an alias of the survivor.
+fn merge_person(
+    txn: &mut Txn<'_>,
+    loser: &PersonId,
+    survivor: &PersonId,
+    touched: &mut BTreeMap<PersonId, Touched>,
+) -> Result<(), StoreError> {
+    for key in txn.members(loser)? {
+        txn.remove_member(loser, &key)?;
+        txn.add_member(survivor, &key)?;
+        txn.set_record_person(&key, survivor)?;
+    }
+    let loser_features: Features = txn.person_features(loser)?.unwrap_or_default();
+    for key in blocking_keys(&loser_features) {
+        txn.remove_posting(&key, loser)?;
+    }
+    add_features(txn, survivor, &loser_features)?;
+    txn.retire_person(loser, survivor)?;
+    touched.remove(loser);
+    touched.entry(survivor.clone()).or_default().full = true;
+    Ok(())
+}
+
+fn count_names(txn: &mut Txn<'_>, features: &Features, delta: i64) -> Result<(), StoreError> {
+    for name in features.texts(Feature::Name) {
+        txn.count_name(name, delta)?;
+    }
+    Ok(())
 }
 
 /// Whether another record of the same source in `owner` names a clearly different person
@@ -165,20 +397,6 @@ fn names_another_person(txn: &Txn<'_>, owner: &PersonId, clean: &CleanRecord) ->
     Ok(false)
 }
 
-/// Removes the ID-number key when no record of its person carries that number any more.
-fn drop_key_if_orphaned(txn: &mut Txn<'_>, id_number: &str) -> Result<(), StoreError> {
-    let Some(owner) = txn.person_for_id_number(id_number)? else {
-        return Ok(());
-    };
-    for key in txn.members(&owner)? {
-        let header = txn.record_header(&key)?;
-        if header.and_then(|header| header.id_number).as_deref() == Some(id_number) {
-            return Ok(());
-        }
-    }
-    txn.remove_id_number_key(id_number)
-}
-
 /// What a batch did to one person's records.
 #[derive(Default)]
 struct Touched {
@@ -186,6 +404,8 @@ struct Touched {
     removed: BTreeSet<RecordKey>,
     /// Records whose new version was placed in this person.
     added: BTreeSet<RecordKey>,
+    /// Another person merged into this one: recompute the whole profile.
+    full: bool,
 }
 
 /// Brings a person's profile up to date without reading every record when it can: tags won
@@ -198,6 +418,15 @@ fn refresh_person(
     person_id: &PersonId,
     change: &Touched,
 ) -> Result<(), StoreError> {
+    if txn.person(person_id)?.is_none() {
+        return Ok(());
+    }
+    if change.full {
+        let loaded = load_records(txn, &txn.members(person_id)?)?;
+        let profile = survive(&views_of(&loaded), catalog);
+        txn.write_person(person_id, &profile)?;
+        return Ok(());
+    }
     let mut profile = txn.profile(person_id, &[])?;
     let stale: BTreeSet<TagCode> = profile
         .iter()
@@ -320,6 +549,7 @@ mod tests {
                 received_at: 0,
                 records: chunk.iter().map(|&idx| records[idx].clone()).collect(),
                 rejected: vec![],
+                model: None,
             };
             apply_entry(&store, &catalog, entry.clone()).expect("applies");
         }
@@ -386,7 +616,7 @@ mod tests {
                 all.push(record);
             }
             for (batch_idx, chunk) in all.chunks(batch_size).enumerate() {
-                let entry = WalEntry { sequence: batch_idx as u64 + 1, received_at: 0, records: chunk.to_vec(), rejected: vec![] };
+                let entry = WalEntry { sequence: batch_idx as u64 + 1, received_at: 0, records: chunk.to_vec(), rejected: vec![], model: None };
                 apply_entry(&store, &catalog, entry.clone()).expect("applies");
             }
             assert_profiles_consistent(&store, &catalog);
@@ -439,6 +669,7 @@ mod tests {
                 raw("D07", "e", &[("name", "赵敏"), ("phone", "13800000000")]),
             ],
             rejected: vec![(SourceId::parse("D07").expect("well-formed"), rules::UNKNOWN_TAG.into())],
+            model: None,
         };
         apply_entry(&store, &catalog, entry.clone()).expect("applies");
         // A typo (张玮 for 张伟) is not a different person; 李娜 clearly is.
@@ -464,6 +695,7 @@ mod tests {
             received_at: 0,
             records: records(),
             rejected: vec![],
+            model: None,
         };
         let first = apply_entry(&store, &catalog, entry.clone()).expect("applies");
         let stats = store.stats().expect("stats");

@@ -8,13 +8,17 @@
 
 mod apply;
 mod indexer;
+mod train;
 
-pub use apply::Placed;
+pub use apply::{Placed, ReviewItem};
 
 use crate::catalog::Catalog;
 use crate::cleanse::id_number::normalize_id_number;
 use crate::config::Config;
 use crate::model::{EpochMillis, PersonId, RawRecord, RecordKey, SourceId, TagCode};
+use crate::resolve::decide::Hold;
+use crate::resolve::model::Score;
+use crate::resolve::{self, Evidence, Features, MatchModel};
 use crate::store::{ProfileEntry, Store, StoreError, StoreStats};
 use crate::wal::{Wal, WalEntry, WalError};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +48,8 @@ pub enum EngineError {
     WritePathFailed,
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// A batch the writer applied: its sequence and one placement per admitted record.
@@ -74,6 +80,7 @@ enum WriterMessage {
         received_at: EpochMillis,
         records: Vec<RawRecord>,
         rejected: Vec<(SourceId, String)>,
+        model: Option<Vec<u8>>,
         reply: oneshot::Sender<Result<Applied, EngineError>>,
     },
     Shutdown(oneshot::Sender<()>),
@@ -170,6 +177,16 @@ impl Engine {
         records: Vec<RawRecord>,
         rejected: Vec<(SourceId, String)>,
     ) -> Result<Applied, EngineError> {
+        self.write(received_at, records, rejected, None).await
+    }
+
+    async fn write(
+        &self,
+        received_at: EpochMillis,
+        records: Vec<RawRecord>,
+        rejected: Vec<(SourceId, String)>,
+        model: Option<Vec<u8>>,
+    ) -> Result<Applied, EngineError> {
         if self.write_path_failed.load(Ordering::Acquire) {
             return Err(EngineError::WritePathFailed);
         }
@@ -179,6 +196,7 @@ impl Engine {
                 received_at,
                 records,
                 rejected,
+                model,
                 reply,
             })
             .await
@@ -198,6 +216,73 @@ impl Engine {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         self.indexer.shutdown().await;
+    }
+
+    /// The model the write path decides with now.
+    pub fn model(&self) -> Result<MatchModel, EngineError> {
+        Ok(apply::current_model(&self.store.begin())?)
+    }
+
+    /// Re-estimates the model from the stored data and installs it through the write path
+    /// (logged like a batch, so every later decision, and a replay, uses it). Returns the new
+    /// model and the number of random and candidate pairs it was trained on.
+    pub async fn train_model(&self) -> Result<(MatchModel, usize, usize), EngineError> {
+        let store = Arc::clone(&self.store);
+        let catalog = Arc::clone(&self.catalog);
+        let (current, sample) = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
+            let current = apply::current_model(&store.begin())?;
+            Ok((current, train::sample(&store, &catalog)?))
+        })
+        .await
+        .map_err(|_| EngineError::ShuttingDown)??;
+        if sample.candidate_pairs.is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "too little data to train on: no record shares a blocking key with another".into(),
+            ));
+        }
+        let model = resolve::model::train(&current, &sample.random_pairs, &sample.candidate_pairs);
+        let model = self.install_model(model).await?;
+        Ok((model, sample.random_pairs.len(), sample.candidate_pairs.len()))
+    }
+
+    /// Installs `model` as the next version, through the write path. Returns it as installed.
+    pub async fn install_model(&self, mut model: MatchModel) -> Result<MatchModel, EngineError> {
+        model.validate().map_err(EngineError::InvalidArgument)?;
+        model.version = self.model()?.version + 1;
+        let encoded = postcard::to_stdvec(&model).expect("in-memory serialization of plain data cannot fail");
+        self.write(
+            chrono::Utc::now().timestamp_millis(),
+            Vec::new(),
+            Vec::new(),
+            Some(encoded),
+        )
+        .await?;
+        Ok(model)
+    }
+
+    /// The evidence of a record's last resolution, and its open review item.
+    pub fn explain_record(&self, key: &RecordKey) -> Result<Option<(Evidence, Option<ReviewItem>)>, EngineError> {
+        let txn = self.store.begin();
+        let Some(evidence) = txn.evidence::<Evidence>(key)? else {
+            return Ok(None);
+        };
+        Ok(Some((evidence, txn.review_item(key)?)))
+    }
+
+    /// Two persons compared by the current model, as if one were a record of the other.
+    pub fn explain_pair(&self, a: &PersonId, b: &PersonId) -> Result<(Score, Option<Hold>), EngineError> {
+        let txn = self.store.begin();
+        let model = apply::current_model(&txn)?;
+        let features = |person_id: &PersonId| -> Result<Features, EngineError> {
+            txn.person_features(person_id)?
+                .ok_or_else(|| EngineError::NotFound(format!("person {person_id} not found")))
+        };
+        let (a, b) = (features(a)?, features(b)?);
+        let name_share = |name: &str| -> Option<f64> {
+            let (count, total) = txn.name_count(name).ok()?;
+            (total >= model.tf_min_records).then(|| count.max(1) as f64 / total as f64)
+        };
+        Ok(resolve::explain_pair(&a, &b, &model, txn.n_persons()?, &name_share))
     }
 
     pub fn get_profile(&self, person_id: &PersonId, tag_mask: &[TagCode]) -> Result<Option<ProfileView>, EngineError> {
@@ -286,6 +371,7 @@ impl Writer {
                         received_at,
                         records,
                         rejected,
+                        model,
                         reply,
                     } => {
                         n_records += records.len();
@@ -296,6 +382,7 @@ impl Writer {
                                 received_at,
                                 records,
                                 rejected,
+                                model,
                             },
                             reply,
                         ));

@@ -7,7 +7,13 @@
 //! a/<person_id>\0<source>\0<record_id>   membership: the records of a person
 //! t/<person_id>\0<group>                 the profile tags of one group: canonical tags (group
 //!                                        empty) or one department's tags (group = its source)
-//! k/id/<id_number>                       exact candidate key: normalized ID number -> person
+//! k/<blocking key>\0<person_id>          exact candidate key posting: a person holding a value
+//!                                        (`id/<ID number>`, `ph/<phone>`, `nd/<name, birth date>`..)
+//! f/<person_id>                          the person's identity features (what the matcher reads)
+//! l/<person_id>                          alias: a person merged into another -> the survivor
+//! n/<name>                               how many records carry a name (term frequency)
+//! x/<source>\0<record_id>                the evidence of the record's last resolution
+//! v/<source>\0<record_id>                the record's open review item (possible matches)
 //! q/<source>\0<rule id | #records | #rejected>   quality counters of a source
 //! o/<sequence, 8 bytes big-endian>       change feed (outbox) of person versions
 //! c/<key>\0<part, 2 bytes big-endian>    continuation parts of a value longer than one part
@@ -27,12 +33,20 @@ pub const META_APPLIED_SEQUENCE: &[u8] = b"m/applied_sequence";
 pub const META_NEXT_CHANGE: &[u8] = b"m/next_change";
 pub const META_N_RECORDS: &[u8] = b"m/n_records";
 pub const META_N_PERSONS: &[u8] = b"m/n_persons";
+pub const META_N_NAMED_RECORDS: &[u8] = b"m/n_named_records";
+pub const META_N_REVIEW_ITEMS: &[u8] = b"m/n_review_items";
+pub const META_MODEL: &[u8] = b"m/model";
 
 pub const RECORDS: &[u8] = b"r/";
 pub const PERSONS: &[u8] = b"p/";
 pub const MEMBERS: &[u8] = b"a/";
 pub const PROFILE_TAGS: &[u8] = b"t/";
-pub const ID_NUMBER_KEYS: &[u8] = b"k/id/";
+pub const BLOCKING_KEYS: &[u8] = b"k/";
+pub const PERSON_FEATURES: &[u8] = b"f/";
+pub const ALIASES: &[u8] = b"l/";
+pub const NAME_COUNTS: &[u8] = b"n/";
+pub const EVIDENCE: &[u8] = b"x/";
+pub const REVIEW_ITEMS: &[u8] = b"v/";
 pub const CHANGES: &[u8] = b"o/";
 pub const CONTINUATIONS: &[u8] = b"c/";
 pub const QUALITY: &[u8] = b"q/";
@@ -111,8 +125,35 @@ pub fn continuation(key: &[u8], part: u16) -> Vec<u8> {
     full
 }
 
-pub fn id_number_key(id_number: &str) -> Vec<u8> {
-    join(ID_NUMBER_KEYS, &[id_number])
+/// The postings of one blocking key: every person holding its value.
+pub fn postings_prefix(blocking_key: &str) -> Vec<u8> {
+    let mut prefix = join(BLOCKING_KEYS, &[blocking_key]);
+    prefix.push(SEP);
+    prefix
+}
+
+pub fn posting(blocking_key: &str, person_id: &PersonId) -> Vec<u8> {
+    join(BLOCKING_KEYS, &[blocking_key, person_id.as_str()])
+}
+
+pub fn person_features(person_id: &PersonId) -> Vec<u8> {
+    join(PERSON_FEATURES, &[person_id.as_str()])
+}
+
+pub fn alias(person_id: &PersonId) -> Vec<u8> {
+    join(ALIASES, &[person_id.as_str()])
+}
+
+pub fn name_count(name: &str) -> Vec<u8> {
+    join(NAME_COUNTS, &[name])
+}
+
+pub fn evidence(key: &RecordKey) -> Vec<u8> {
+    join(EVIDENCE, &[key.source.as_str(), &key.record_id])
+}
+
+pub fn review_item(key: &RecordKey) -> Vec<u8> {
+    join(REVIEW_ITEMS, &[key.source.as_str(), &key.record_id])
 }
 
 pub fn change(sequence: u64) -> Vec<u8> {

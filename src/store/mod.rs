@@ -13,7 +13,8 @@ use std::path::Path;
 
 /// The on-disk format this build reads and writes.
 /// 2: findings carry the original value; the WAL logs rejections; quality counters.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: blocking-key postings, person features, aliases, name counts, evidence, review items.
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -80,6 +81,7 @@ pub struct ChangeEvent {
 pub struct StoreStats {
     pub n_records: u64,
     pub n_persons: u64,
+    pub n_review_items: u64,
     pub applied_sequence: u64,
     pub change_sequence: u64,
     pub size_on_disk: u64,
@@ -137,6 +139,7 @@ impl Store {
         Ok(StoreStats {
             n_records: txn.counter(layout::META_N_RECORDS)?,
             n_persons: txn.counter(layout::META_N_PERSONS)?,
+            n_review_items: txn.counter(layout::META_N_REVIEW_ITEMS)?,
             applied_sequence: txn.counter(layout::META_APPLIED_SEQUENCE)?,
             change_sequence: txn.counter(layout::META_NEXT_CHANGE)?,
             size_on_disk: self.kv.size_on_disk()?,
@@ -324,6 +327,25 @@ impl Txn<'_> {
                 Ok((key, value))
             })
             .collect()
+    }
+
+    /// The first `limit` keys under `prefix`, merging pending writes over the store.
+    fn scan_keys(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let pending: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self
+            .pending
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .collect();
+        let n_deleted = pending.iter().filter(|(_, value)| value.is_none()).count();
+        let page = self.store.kv.scan(prefix, None, limit.saturating_add(n_deleted))?;
+        let mut keys: BTreeSet<Vec<u8>> = page.into_iter().map(|(key, _)| key).collect();
+        for (key, value) in pending {
+            match value {
+                Some(_) => keys.insert(key.clone()),
+                None => keys.remove(key),
+            };
+        }
+        Ok(keys.into_iter().take(limit).collect())
     }
 
     fn stored_parts(&self, key: &[u8]) -> Result<u16, StoreError> {
@@ -571,20 +593,154 @@ impl Txn<'_> {
         Ok(version)
     }
 
-    // --- exact candidate keys ---
+    // --- matching ---
 
+    pub fn n_persons(&self) -> Result<u64, StoreError> {
+        self.counter(layout::META_N_PERSONS)
+    }
+
+    /// The persons holding a blocking key's value, or `None` when more than `cap` do: the
+    /// value is too common to say anything (a shared phone, 张伟 born on a common day).
+    pub fn postings(&self, blocking_key: &str, cap: usize) -> Result<Option<Vec<PersonId>>, StoreError> {
+        let prefix = layout::postings_prefix(blocking_key);
+        let keys = self.scan_keys(&prefix, cap + 1)?;
+        if keys.len() > cap {
+            return Ok(None);
+        }
+        Ok(Some(
+            keys.iter()
+                .map(|key| PersonId::new(layout::split_suffix(key, &prefix).concat()))
+                .collect(),
+        ))
+    }
+
+    pub fn add_posting(&mut self, blocking_key: &str, person_id: &PersonId) -> Result<(), StoreError> {
+        self.put(layout::posting(blocking_key, person_id), &())
+    }
+
+    pub fn remove_posting(&mut self, blocking_key: &str, person_id: &PersonId) -> Result<(), StoreError> {
+        self.delete(layout::posting(blocking_key, person_id))
+    }
+
+    /// The person holding a resident ID number (the first, if a duplicated number is held by
+    /// several persons pending review).
     pub fn person_for_id_number(&self, id_number: &str) -> Result<Option<PersonId>, StoreError> {
-        self.get(&layout::id_number_key(id_number))?
-            .map(|bytes| decode("id number key", &bytes))
+        Ok(self
+            .postings(&format!("id/{id_number}"), usize::MAX - 1)?
+            .and_then(|persons| persons.into_iter().next()))
+    }
+
+    /// A person's identity features, in the matcher's encoding.
+    pub fn person_features<T: DeserializeOwned>(&self, person_id: &PersonId) -> Result<Option<T>, StoreError> {
+        self.get(&layout::person_features(person_id))?
+            .map(|bytes| decode("person features", &bytes))
             .transpose()
     }
 
-    pub fn set_id_number_key(&mut self, id_number: &str, person_id: &PersonId) -> Result<(), StoreError> {
-        self.put(layout::id_number_key(id_number), person_id)
+    pub fn put_person_features<T: Serialize>(&mut self, person_id: &PersonId, features: &T) -> Result<(), StoreError> {
+        self.put(layout::person_features(person_id), features)
     }
 
-    pub fn remove_id_number_key(&mut self, id_number: &str) -> Result<(), StoreError> {
-        self.delete(layout::id_number_key(id_number))
+    /// The person a merged-away id now points to.
+    pub fn alias(&self, person_id: &PersonId) -> Result<Option<PersonId>, StoreError> {
+        self.get(&layout::alias(person_id))?
+            .map(|bytes| decode("alias", &bytes))
+            .transpose()
+    }
+
+    /// Removes a person whose records all moved to `survivor`: its header, profile and
+    /// features go, its id becomes an alias of the survivor (and every alias of it is pointed
+    /// at the survivor), and the change feed says it was deleted.
+    pub fn retire_person(&mut self, person_id: &PersonId, survivor: &PersonId) -> Result<(), StoreError> {
+        let header = self
+            .person(person_id)?
+            .ok_or_else(|| StoreError::PersonNotFound(person_id.clone()))?;
+        if header.n_records != 0 {
+            return Err(StoreError::Corrupt {
+                kind: "person",
+                message: "a person still holding records cannot be retired".into(),
+            });
+        }
+        self.put(layout::alias(person_id), survivor)?;
+        self.delete(layout::person_features(person_id))?;
+        self.write_person(person_id, &BTreeMap::new())?;
+        Ok(())
+    }
+
+    /// Records carrying `name` (for the term-frequency adjustment) and records carrying any
+    /// name.
+    pub fn name_count(&self, name: &str) -> Result<(u64, u64), StoreError> {
+        Ok((
+            self.counter(&layout::name_count(name))?,
+            self.counter(layout::META_N_NAMED_RECORDS)?,
+        ))
+    }
+
+    pub fn count_name(&mut self, name: &str, delta: i64) -> Result<(), StoreError> {
+        let key = layout::name_count(name);
+        if self.counter(&key)?.checked_add_signed(delta) == Some(0) {
+            self.delete(key)?;
+        } else {
+            self.add_to_counter(&key, delta)?;
+        }
+        self.add_to_counter(layout::META_N_NAMED_RECORDS, delta)
+    }
+
+    /// The evidence of a record's last resolution, in the matcher's encoding.
+    pub fn evidence<T: DeserializeOwned>(&self, key: &RecordKey) -> Result<Option<T>, StoreError> {
+        self.get(&layout::evidence(key))?
+            .map(|bytes| decode("evidence", &bytes))
+            .transpose()
+    }
+
+    pub fn put_evidence<T: Serialize>(&mut self, key: &RecordKey, evidence: &T) -> Result<(), StoreError> {
+        self.put(layout::evidence(key), evidence)
+    }
+
+    /// Sets (or with `None` clears) the record's open review item.
+    pub fn set_review_item<T: Serialize>(&mut self, key: &RecordKey, item: Option<&T>) -> Result<(), StoreError> {
+        let storage_key = layout::review_item(key);
+        let existed = self.get_raw(&storage_key)?.is_some();
+        match item {
+            Some(item) => {
+                if !existed {
+                    self.add_to_counter(layout::META_N_REVIEW_ITEMS, 1)?;
+                }
+                self.put(storage_key, item)
+            }
+            None if existed => {
+                self.add_to_counter(layout::META_N_REVIEW_ITEMS, -1)?;
+                self.delete(storage_key)
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub fn review_item<T: DeserializeOwned>(&self, key: &RecordKey) -> Result<Option<T>, StoreError> {
+        self.get(&layout::review_item(key))?
+            .map(|bytes| decode("review item", &bytes))
+            .transpose()
+    }
+
+    /// The stored model, in the matcher's encoding.
+    pub fn model<T: DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
+        self.get(layout::META_MODEL)?
+            .map(|bytes| decode("model", &bytes))
+            .transpose()
+    }
+
+    pub fn put_model<T: Serialize>(&mut self, model: &T) -> Result<(), StoreError> {
+        self.put(layout::META_MODEL.to_vec(), model)
+    }
+
+    /// Moves a record's stored version to another person (a merge): rewrites its header.
+    pub fn set_record_person(&mut self, key: &RecordKey, person_id: &PersonId) -> Result<(), StoreError> {
+        let mut record = self.record(key)?.ok_or_else(|| StoreError::Corrupt {
+            kind: "membership",
+            message: "a person lists a record that is not stored".into(),
+        })?;
+        record.header.person_id = person_id.clone();
+        self.put(layout::record(key), &record)
     }
 
     // --- quality ---

@@ -4,6 +4,7 @@
 mod common;
 mod crash;
 mod ingest;
+mod matching;
 mod profiles;
 mod quality;
 mod shutdown;
