@@ -1,6 +1,8 @@
-//! The command line: `popmaster serve` runs the service; every other subcommand is a gRPC
-//! client of a running server (`--server`, environment `POPMASTER_SERVER`).
+//! The command line: `popmaster serve` runs the service; `generate`, `rules`, `febrl-to-jsonl`
+//! and `accuracy` work locally; every other subcommand is a gRPC client of a running server
+//! (`--server`, environment `POPMASTER_SERVER`).
 
+mod accuracy;
 mod client;
 
 use anyhow::Context;
@@ -47,6 +49,10 @@ enum Command {
     Rules(client::RulesArgs),
     /// Print how often each cleansing rule fired, for one source or for all.
     Quality(client::QualityArgs),
+    /// Convert a FEBRL-format CSV into interchange records of one source (JSONL).
+    FebrlToJsonl(accuracy::FebrlToJsonlArgs),
+    /// Score an exported mapping against ground truth: pairwise precision, recall and F1.
+    Accuracy(accuracy::AccuracyArgs),
 }
 
 #[derive(clap::Args)]
@@ -90,6 +96,8 @@ pub fn main() -> ExitCode {
             Command::Generate(args) => client::generate(args),
             Command::Rules(args) => client::rules(args),
             Command::Quality(args) => client::quality(args).await,
+            Command::FebrlToJsonl(args) => accuracy::febrl_to_jsonl(args),
+            Command::Accuracy(args) => accuracy::accuracy(args),
         }
     });
     match result {
