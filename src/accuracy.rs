@@ -84,7 +84,9 @@ fn read_columns<R: Read>(
 /// csv's messages carry positions, not field contents (nothing here deserializes values), so
 /// they are safe to show; the common cases are reworded to name the line.
 fn csv_error(error: csv::Error) -> InputError {
-    match error.kind() {
+    let message = error.to_string();
+    match error.into_kind() {
+        csv::ErrorKind::Io(io) => InputError::Io(io),
         csv::ErrorKind::UnequalLengths {
             pos: Some(pos),
             expected_len,
@@ -97,11 +99,7 @@ fn csv_error(error: csv::Error) -> InputError {
             line: pos.line(),
             problem: format!("field {} is not valid UTF-8", err.field() + 1),
         },
-        _ if error.is_io_error() => match error.into_kind() {
-            csv::ErrorKind::Io(io) => InputError::Io(io),
-            _ => unreachable!("is_io_error holds an Io kind"),
-        },
-        _ => InputError::Csv(error.to_string()),
+        _ => InputError::Csv(message),
     }
 }
 
