@@ -2,6 +2,7 @@
 //! Start reading at `engine` (the write and read paths) and `api` (the gRPC edge);
 //! docs/ARCHITECTURE.md maps the parts.
 
+pub mod accuracy;
 pub mod api;
 pub mod catalog;
 pub mod cleanse;

@@ -1,6 +1,8 @@
-//! The command line: `popmaster serve` runs the service; every other subcommand is a gRPC
-//! client of a running server (`--server`, environment `POPMASTER_SERVER`).
+//! The command line: `popmaster serve` runs the service; `generate`, `rules`, `febrl-to-jsonl`
+//! and `accuracy` work locally; every other subcommand is a gRPC client of a running server
+//! (`--server`, environment `POPMASTER_SERVER`).
 
+mod accuracy;
 mod client;
 mod matching;
 
@@ -55,6 +57,10 @@ enum Command {
     /// Operator commands.
     #[command(subcommand)]
     Admin(matching::AdminCommand),
+    /// Convert a FEBRL-format CSV into interchange records of one source (JSONL).
+    FebrlToJsonl(accuracy::FebrlToJsonlArgs),
+    /// Score an exported mapping against ground truth: pairwise precision, recall and F1.
+    Accuracy(accuracy::AccuracyArgs),
 }
 
 #[derive(clap::Args)]
@@ -101,6 +107,8 @@ pub fn main() -> ExitCode {
             Command::Explain(args) => matching::explain(args).await,
             Command::ExplainPair(args) => matching::explain_pair(args).await,
             Command::Admin(command) => matching::admin(command).await,
+            Command::FebrlToJsonl(args) => accuracy::febrl_to_jsonl(args),
+            Command::Accuracy(args) => accuracy::accuracy(args),
         }
     });
     match result {

@@ -1,6 +1,7 @@
 //! Integration tests: they start the real server (in-process on an ephemeral port, or as a
 //! child process for crash and shutdown tests) and talk gRPC to it.
 
+mod accuracy;
 mod common;
 mod crash;
 mod ingest;
