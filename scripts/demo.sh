@@ -41,11 +41,14 @@ done
 
 echo "== loading examples/records.jsonl (synthetic residents from 63 departments)"
 "$bin" load examples/records.jsonl
-echo "== loading examples/showcase.jsonl (one resident as four departments send him)"
+echo "== loading examples/showcase.jsonl (one resident as five departments send him; the fifth has no ID number)"
 "$bin" load examples/showcase.jsonl
 
 echo "== one ID card is enough: the profile of 33010619900102177X (given here in its legacy 15-digit form)"
 "$bin" get --id-number 330106900102177
+
+echo "== why the record without an ID number joined him: the matcher's evidence"
+"$bin" explain D20 EP-2024-0042
 
 echo "== what cleansing did to the records of the public security department (D01)"
 "$bin" quality D01

@@ -117,6 +117,7 @@ pub fn decision_to_pb(decision: Decision) -> pb::Decision {
 pub fn profile_to_pb(view: ProfileView) -> pb::Profile {
     let n_records = u32::try_from(view.records.len()).unwrap_or(u32::MAX);
     pb::Profile {
+        redirected_from: view.redirected_from.map(|id| id.to_string()).unwrap_or_default(),
         person_id: view.person_id.to_string(),
         tags: view
             .tags

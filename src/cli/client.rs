@@ -257,6 +257,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
         let json = serde_json::json!({
             "person_id": profile.person_id, "version": profile.version,
             "n_records": profile.n_records, "records": records, "tags": tags,
+            "redirected_from": profile.redirected_from,
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
@@ -272,6 +273,12 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
         .iter()
         .map(|tag| (tag.code.as_str(), tag.label.as_str()))
         .collect();
+    if !profile.redirected_from.is_empty() {
+        println!(
+            "person {} was merged into {}",
+            profile.redirected_from, profile.person_id
+        );
+    }
     println!(
         "person {}  (version {}, {} records)",
         profile.person_id, profile.version, profile.n_records

@@ -66,7 +66,12 @@ pub struct ProfileView {
     pub version: u64,
     pub tags: Vec<(TagCode, ProfileEntry)>,
     pub records: Vec<RecordKey>,
+    /// The id asked for, when it was merged into `person_id`.
+    pub redirected_from: Option<PersonId>,
 }
+
+/// How many merges an alias chain may record before it is taken for damage.
+const ALIAS_HOPS_MAX: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct EngineStats {
@@ -285,17 +290,31 @@ impl Engine {
         Ok(resolve::explain_pair(&a, &b, &model, txn.n_persons()?, &name_share))
     }
 
+    /// A person's profile. An id merged into another person is followed to the survivor, and
+    /// the view says it was redirected.
     pub fn get_profile(&self, person_id: &PersonId, tag_mask: &[TagCode]) -> Result<Option<ProfileView>, EngineError> {
         let txn = self.store.begin();
-        let Some(header) = txn.person(person_id)? else {
-            return Ok(None);
+        let mut current = person_id.clone();
+        let mut hops = 0;
+        let header = loop {
+            if let Some(header) = txn.person(&current)? {
+                break header;
+            }
+            match txn.alias(&current)? {
+                Some(survivor) if hops < ALIAS_HOPS_MAX => {
+                    current = survivor;
+                    hops += 1;
+                }
+                _ => return Ok(None),
+            }
         };
-        let tags = txn.profile(person_id, tag_mask)?.into_iter().collect();
+        let tags = txn.profile(&current, tag_mask)?.into_iter().collect();
         Ok(Some(ProfileView {
-            person_id: person_id.clone(),
             version: header.version,
             tags,
-            records: txn.members(person_id)?,
+            records: txn.members(&current)?,
+            redirected_from: (current != *person_id).then(|| person_id.clone()),
+            person_id: current,
         }))
     }
 

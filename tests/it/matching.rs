@@ -94,6 +94,20 @@ async fn a_record_that_links_two_persons_merges_them() {
         .into_inner();
     assert_eq!(explanation.decision(), pb::Decision::Merged);
     assert_eq!(explanation.merged.len(), 1);
+    // The merged-away id still answers, with the survivor's profile.
+    let merged_away = explanation.merged[0].clone();
+    assert_ne!(merged_away, persons["D09/both"]);
+    let redirected = profiles
+        .get_profile(pb::GetProfileRequest {
+            person_id: merged_away.clone(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect("an alias answers")
+        .into_inner();
+    assert_eq!(redirected.person_id, persons["D09/both"]);
+    assert_eq!(redirected.redirected_from, merged_away);
+    assert_eq!(redirected.n_records, 3);
     assert!(explanation.text.contains("ID number: the same"), "{}", explanation.text);
     assert!(explanation.text.contains("phone: the same"), "{}", explanation.text);
     server.stop().await;
