@@ -1,7 +1,7 @@
 //! Resident ID numbers (GB 11643-1999): normalization of the forms departments send, the
 //! legacy 15-digit upgrade, and the ISO 7064 MOD 11-2 check digit. Pure functions.
 
-use super::text::to_half_width;
+use super::text::half_width;
 
 /// Weights of the first 17 digits for the MOD 11-2 check digit.
 const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
@@ -38,51 +38,74 @@ pub fn check_digit(first17: &[u8; 17]) -> u8 {
 /// lower-case x, legacy 15-digit numbers (upgraded to 18 with the century 19 and a computed
 /// check digit). Returns the valid 18-character number or the first problem found.
 pub fn normalize_id_number(raw: &str) -> Result<String, IdNumberProblem> {
-    let compact: String = to_half_width(raw)
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
-    let bytes = compact.as_bytes();
+    // Only 15 or 18 ASCII characters can make a number, so the compact form is gathered in a
+    // fixed buffer: a longer value or a non-ASCII character is malformed whatever follows.
+    let mut compact = [0u8; 18];
+    let mut len = 0;
+    for c in raw.chars().map(half_width) {
+        if c.is_whitespace() || c == '-' {
+            continue;
+        }
+        if !c.is_ascii() || len == compact.len() {
+            return Err(IdNumberProblem::Malformed);
+        }
+        compact[len] = c.to_ascii_uppercase() as u8;
+        len += 1;
+    }
+    let bytes = &compact[..len];
     match bytes.len() {
         18 => {
             let (body, last) = bytes.split_at(17);
             if !body.iter().all(u8::is_ascii_digit) || !(last[0].is_ascii_digit() || last[0] == b'X') {
                 return Err(IdNumberProblem::Malformed);
             }
-            check_region_and_birth(bytes, &compact[6..14])?;
+            check_region_and_birth(bytes)?;
             let first17: &[u8; 17] = body.try_into().expect("split at 17");
             if check_digit(first17) != last[0] {
                 return Err(IdNumberProblem::BadCheckDigit);
             }
-            Ok(compact)
+            Ok(ascii_string(bytes))
         }
         15 => {
             if !bytes.iter().all(u8::is_ascii_digit) {
                 return Err(IdNumberProblem::Malformed);
             }
-            let mut first17 = [0u8; 17];
-            first17[..6].copy_from_slice(&bytes[..6]);
-            first17[6..8].copy_from_slice(b"19");
-            first17[8..].copy_from_slice(&bytes[6..]);
-            let upgraded = std::str::from_utf8(&first17).expect("ascii digits");
-            check_region_and_birth(&first17, &upgraded[6..14])?;
-            let mut full = upgraded.to_string();
-            full.push(char::from(check_digit(&first17)));
-            Ok(full)
+            let mut full = [0u8; 18];
+            full[..6].copy_from_slice(&bytes[..6]);
+            full[6..8].copy_from_slice(b"19");
+            full[8..17].copy_from_slice(&bytes[6..]);
+            check_region_and_birth(&full)?;
+            let first17: &[u8; 17] = full[..17].try_into().expect("17 digits");
+            full[17] = check_digit(first17);
+            Ok(ascii_string(&full))
         }
         _ => Err(IdNumberProblem::Malformed),
     }
 }
 
-fn check_region_and_birth(digits: &[u8], birth: &str) -> Result<(), IdNumberProblem> {
+/// Year, month and day of eight ASCII digits YYYYMMDD.
+fn date_fields(digits: &[u8]) -> (i32, u32, u32) {
+    let number = |range: std::ops::Range<usize>| {
+        digits[range]
+            .iter()
+            .fold(0, |value, digit| value * 10 + u32::from(digit - b'0'))
+    };
+    let year = i32::try_from(number(0..4)).expect("four digits");
+    (year, number(4..6), number(6..8))
+}
+
+/// Text of bytes known to be ASCII.
+fn ascii_string(bytes: &[u8]) -> String {
+    std::str::from_utf8(bytes).expect("ASCII").to_string()
+}
+
+/// Checks the region and birth date of the first 14 characters of a number, all digits.
+fn check_region_and_birth(digits: &[u8]) -> Result<(), IdNumberProblem> {
     // GB/T 2260 province codes start with 1..8 (8 for Hong Kong, Macao, Taiwan).
     if !(b'1'..=b'8').contains(&digits[0]) {
         return Err(IdNumberProblem::BadRegion);
     }
-    let year: i32 = birth[..4].parse().map_err(|_| IdNumberProblem::BadBirthDate)?;
-    let month: u32 = birth[4..6].parse().map_err(|_| IdNumberProblem::BadBirthDate)?;
-    let day: u32 = birth[6..8].parse().map_err(|_| IdNumberProblem::BadBirthDate)?;
+    let (year, month, day) = date_fields(&digits[6..14]);
     if !(1800..=2199).contains(&year) || chrono::NaiveDate::from_ymd_opt(year, month, day).is_none() {
         return Err(IdNumberProblem::BadBirthDate);
     }

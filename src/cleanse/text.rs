@@ -3,13 +3,16 @@
 
 /// Maps full-width ASCII variants (U+FF01..U+FF5E) and the ideographic space to ASCII.
 pub fn to_half_width(raw: &str) -> String {
-    raw.chars()
-        .map(|c| match c {
-            '\u{3000}' => ' ',
-            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).expect("maps into ASCII"),
-            other => other,
-        })
-        .collect()
+    raw.chars().map(half_width).collect()
+}
+
+/// `to_half_width` of one character.
+pub fn half_width(c: char) -> char {
+    match c {
+        '\u{3000}' => ' ',
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).expect("maps into ASCII"),
+        other => other,
+    }
 }
 
 /// Traditional Chinese characters to simplified (OpenCC's phrase tables, via hanconv), so
@@ -108,11 +111,7 @@ pub fn normalize_text(raw: &str) -> (String, bool, bool) {
     let mut whitespace_changed = false;
     let mut pending_space: Option<char> = None;
     for original in raw.chars() {
-        let c = match original {
-            '\u{3000}' => ' ',
-            '\u{FF01}'..='\u{FF5E}' => char::from_u32(original as u32 - 0xFEE0).expect("maps into ASCII"),
-            other => other,
-        };
+        let c = half_width(original);
         if c != original {
             half_width_changed = true;
         }
