@@ -140,7 +140,7 @@ pub fn cleanse_record(raw: RawRecord, received_at: EpochMillis, catalog: &Catalo
             ValueType::Decimal => values::standardize_number(&cleaned, false),
             ValueType::Boolean => values::standardize_boolean(&cleaned),
             ValueType::Text | ValueType::Code | ValueType::Identifier => Standardized {
-                value: Some(cleaned),
+                value: Some(cleaned.into_owned()),
                 rules: Vec::new(),
             },
         };

@@ -1,6 +1,8 @@
 //! Character-level normalization shared by every standardizer: full-width to half-width,
 //! control characters removed, white space collapsed. Pure functions.
 
+use std::borrow::Cow;
+
 /// Maps full-width ASCII variants (U+FF01..U+FF5E) and the ideographic space to ASCII.
 pub fn to_half_width(raw: &str) -> String {
     raw.chars().map(half_width).collect()
@@ -101,10 +103,10 @@ pub fn is_placeholder(cleaned: &str) -> bool {
 
 /// `clean_text` in one pass, also saying which of its two rules changed something: the
 /// full-width mapping (NOR-001) and the white-space and control-character cleanup (NOR-002).
-pub fn normalize_text(raw: &str) -> (String, bool, bool) {
-    // Most values are already clean: one scan and one copy instead of rebuilding char by char.
+pub fn normalize_text(raw: &str) -> (Cow<'_, str>, bool, bool) {
+    // Most values are already clean: one scan, and no copy (the standardizers write their own).
     if is_clean(raw) {
-        return (raw.to_string(), false, false);
+        return (Cow::Borrowed(raw), false, false);
     }
     let mut out = String::with_capacity(raw.len());
     let mut half_width_changed = false;
@@ -136,7 +138,7 @@ pub fn normalize_text(raw: &str) -> (String, bool, bool) {
     if pending_space.is_some() {
         whitespace_changed = true;
     }
-    (out, half_width_changed, whitespace_changed)
+    (Cow::Owned(out), half_width_changed, whitespace_changed)
 }
 
 /// Whether `normalize_text` would leave `raw` as it is: no full-width character or ideographic
