@@ -83,6 +83,17 @@ pub fn normalize_id_number(raw: &str) -> Result<String, IdNumberProblem> {
     }
 }
 
+/// The birth date a valid 18-character number carries (digits 7 to 14), `None` for one that
+/// `normalize_id_number` did not accept.
+pub fn birth_date(number: &str) -> Option<chrono::NaiveDate> {
+    let digits = number.as_bytes().get(6..14)?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let (year, month, day) = date_fields(digits);
+    chrono::NaiveDate::from_ymd_opt(year, month, day)
+}
+
 /// Year, month and day of eight ASCII digits YYYYMMDD.
 fn date_fields(digits: &[u8]) -> (i32, u32, u32) {
     let number = |range: std::ops::Range<usize>| {
@@ -145,6 +156,14 @@ mod tests {
         check("", Err(IdNumberProblem::Malformed));
     }
 
+    #[test]
+    fn birth_dates() {
+        let date = chrono::NaiveDate::from_ymd_opt(1949, 12, 31);
+        assert_eq!(birth_date("11010519491231002X"), date);
+        assert_eq!(birth_date("110105194913310028"), None);
+        assert_eq!(birth_date("1101051949"), None);
+    }
+
     /// An independent reference: the check digit as the standard writes it,
     /// (12 - (sum mod 11)) mod 11 with 10 written X.
     fn reference_check(first17: &str) -> char {
@@ -163,6 +182,16 @@ mod tests {
         #[test]
         fn never_panics(raw in "\\PC{0,40}") {
             let _ = normalize_id_number(&raw);
+        }
+
+        /// The birth date read from a valid number is the one its digits spell.
+        #[test]
+        fn birth_date_is_the_written_one(raw in "[1-8][0-9]{5}(1[89]|20)[0-9]{2}[01][0-9][0-3][0-9][0-9]{3}[0-9X]") {
+            if let Ok(number) = normalize_id_number(&raw) {
+                let written = chrono::NaiveDate::parse_from_str(&number[6..14], "%Y%m%d").ok();
+                prop_assert!(written.is_some());
+                prop_assert_eq!(birth_date(&number), written);
+            }
         }
 
         #[test]
