@@ -21,28 +21,42 @@ pub fn half_width(c: char) -> char {
 /// 張偉 and 张伟 compare equal. Text without traditional characters comes back unchanged.
 pub fn to_simplified(text: &str) -> String {
     // Most values hold no traditional character: skip hanconv's trie walk for them.
-    if !text.chars().any(may_start_conversion) {
+    if !text.chars().any(may_be_converted) {
         return text.to_string();
     }
     hanconv::t2s(text)
 }
 
-/// The first characters of the keys of hanconv's t2s tables whose replacement differs from the
-/// key, as a bit set over the Basic Multilingual Plane plus a sorted list for the other planes.
-struct ConversionStarts {
+/// The characters that hanconv's t2s tables write differently, as a bit set over the Basic
+/// Multilingual Plane plus a sorted list for the other planes.
+struct ConvertedCharacters {
     bmp_bits: Vec<u64>,
     astral: Vec<char>,
 }
 
-static CONVERSION_STARTS: std::sync::LazyLock<ConversionStarts> = std::sync::LazyLock::new(|| {
-    let mut starts = ConversionStarts {
+impl ConvertedCharacters {
+    fn insert(&mut self, c: char) {
+        let code = c as usize;
+        if code < 0x10000 {
+            self.bmp_bits[code / 64] |= 1 << (code % 64);
+        } else {
+            self.astral.push(c);
+        }
+    }
+}
+
+static CONVERTED_CHARACTERS: std::sync::LazyLock<ConvertedCharacters> = std::sync::LazyLock::new(|| {
+    let mut converted = ConvertedCharacters {
         bmp_bits: vec![0; 0x10000 / 64],
         astral: Vec::new(),
     };
-    // t2s replaces, at each position, the longest key that matches there. A key it can match
-    // must start with a character of the text, and one whose replacement equals the key changes
-    // nothing, so text without any of these characters comes out of t2s as it went in. A key
-    // listed twice counts if any of its entries changes it, which can only add characters.
+    // t2s writes each key it matches in the text as the key's replacement. A key that changes
+    // as long as it is has a character that changes in place, and one that changes length has
+    // all its characters listed, so a key that changes the text has a listed character in the
+    // text: text without any comes out of t2s as it went in. Most phrase keys start with a
+    // character that is the same in both scripts (一干二淨), so listing first characters would
+    // send much simplified text through the trie. A key listed twice counts if any of its
+    // entries changes it, which can only add characters.
     let entries = hanconv::RawDictionary::TSPhrases
         .iter()
         .chain(hanconv::RawDictionary::TSCharacters.iter());
@@ -50,29 +64,29 @@ static CONVERSION_STARTS: std::sync::LazyLock<ConversionStarts> = std::sync::Laz
         if key == replacement {
             continue;
         }
-        let Some(first) = key.chars().next() else {
-            continue;
-        };
-        let code = first as usize;
-        if code < 0x10000 {
-            starts.bmp_bits[code / 64] |= 1 << (code % 64);
+        if key.chars().count() == replacement.chars().count() {
+            for (key_char, replacement_char) in key.chars().zip(replacement.chars()) {
+                if key_char != replacement_char {
+                    converted.insert(key_char);
+                }
+            }
         } else {
-            starts.astral.push(first);
+            key.chars().for_each(|c| converted.insert(c));
         }
     }
-    starts.astral.sort_unstable();
-    starts.astral.dedup();
-    starts
+    converted.astral.sort_unstable();
+    converted.astral.dedup();
+    converted
 });
 
-/// Whether `c` starts a key that hanconv's t2s would replace by something else.
-fn may_start_conversion(c: char) -> bool {
-    let starts = &*CONVERSION_STARTS;
+/// Whether hanconv's t2s may write `c` differently, alone or in a phrase.
+fn may_be_converted(c: char) -> bool {
+    let converted = &*CONVERTED_CHARACTERS;
     let code = c as usize;
     if code < 0x10000 {
-        starts.bmp_bits[code / 64] & (1 << (code % 64)) != 0
+        converted.bmp_bits[code / 64] & (1 << (code % 64)) != 0
     } else {
-        starts.astral.binary_search(&c).is_ok()
+        converted.astral.binary_search(&c).is_ok()
     }
 }
 
