@@ -76,8 +76,8 @@ pub fn standardize_date(cleaned: &str, today: NaiveDate) -> Standardized {
     }
 }
 
-/// YYYY-MM-DD; `parse_date` only gives years of four digits.
-fn format_date(date: NaiveDate) -> String {
+/// YYYY-MM-DD, for years of four digits (all that `parse_date` gives).
+pub fn format_date(date: NaiveDate) -> String {
     let mut out = String::with_capacity(10);
     let year = u32::try_from(date.year()).expect("parse_date gives years 1000..=9999");
     push_digits(&mut out, year, 4);

@@ -1,7 +1,7 @@
 //! Resident ID numbers (GB 11643-1999): normalization of the forms departments send, the
 //! legacy 15-digit upgrade, and the ISO 7064 MOD 11-2 check digit. Pure functions.
 
-use super::text::to_half_width;
+use super::text::half_width;
 
 /// Weights of the first 17 digits for the MOD 11-2 check digit.
 const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
@@ -38,51 +38,85 @@ pub fn check_digit(first17: &[u8; 17]) -> u8 {
 /// lower-case x, legacy 15-digit numbers (upgraded to 18 with the century 19 and a computed
 /// check digit). Returns the valid 18-character number or the first problem found.
 pub fn normalize_id_number(raw: &str) -> Result<String, IdNumberProblem> {
-    let compact: String = to_half_width(raw)
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
-    let bytes = compact.as_bytes();
+    // Only 15 or 18 ASCII characters can make a number, so the compact form is gathered in a
+    // fixed buffer: a longer value or a non-ASCII character is malformed whatever follows.
+    let mut compact = [0u8; 18];
+    let mut len = 0;
+    for c in raw.chars().map(half_width) {
+        if c.is_whitespace() || c == '-' {
+            continue;
+        }
+        if !c.is_ascii() || len == compact.len() {
+            return Err(IdNumberProblem::Malformed);
+        }
+        compact[len] = c.to_ascii_uppercase() as u8;
+        len += 1;
+    }
+    let bytes = &compact[..len];
     match bytes.len() {
         18 => {
             let (body, last) = bytes.split_at(17);
             if !body.iter().all(u8::is_ascii_digit) || !(last[0].is_ascii_digit() || last[0] == b'X') {
                 return Err(IdNumberProblem::Malformed);
             }
-            check_region_and_birth(bytes, &compact[6..14])?;
+            check_region_and_birth(bytes)?;
             let first17: &[u8; 17] = body.try_into().expect("split at 17");
             if check_digit(first17) != last[0] {
                 return Err(IdNumberProblem::BadCheckDigit);
             }
-            Ok(compact)
+            Ok(ascii_string(bytes))
         }
         15 => {
             if !bytes.iter().all(u8::is_ascii_digit) {
                 return Err(IdNumberProblem::Malformed);
             }
-            let mut first17 = [0u8; 17];
-            first17[..6].copy_from_slice(&bytes[..6]);
-            first17[6..8].copy_from_slice(b"19");
-            first17[8..].copy_from_slice(&bytes[6..]);
-            let upgraded = std::str::from_utf8(&first17).expect("ascii digits");
-            check_region_and_birth(&first17, &upgraded[6..14])?;
-            let mut full = upgraded.to_string();
-            full.push(char::from(check_digit(&first17)));
-            Ok(full)
+            let mut full = [0u8; 18];
+            full[..6].copy_from_slice(&bytes[..6]);
+            full[6..8].copy_from_slice(b"19");
+            full[8..17].copy_from_slice(&bytes[6..]);
+            check_region_and_birth(&full)?;
+            let first17: &[u8; 17] = full[..17].try_into().expect("17 digits");
+            full[17] = check_digit(first17);
+            Ok(ascii_string(&full))
         }
         _ => Err(IdNumberProblem::Malformed),
     }
 }
 
-fn check_region_and_birth(digits: &[u8], birth: &str) -> Result<(), IdNumberProblem> {
+/// The birth date a valid 18-character number carries (digits 7 to 14), `None` for one that
+/// `normalize_id_number` did not accept.
+pub fn birth_date(number: &str) -> Option<chrono::NaiveDate> {
+    let digits = number.as_bytes().get(6..14)?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let (year, month, day) = date_fields(digits);
+    chrono::NaiveDate::from_ymd_opt(year, month, day)
+}
+
+/// Year, month and day of eight ASCII digits YYYYMMDD.
+fn date_fields(digits: &[u8]) -> (i32, u32, u32) {
+    let number = |range: std::ops::Range<usize>| {
+        digits[range]
+            .iter()
+            .fold(0, |value, digit| value * 10 + u32::from(digit - b'0'))
+    };
+    let year = i32::try_from(number(0..4)).expect("four digits");
+    (year, number(4..6), number(6..8))
+}
+
+/// Text of bytes known to be ASCII.
+fn ascii_string(bytes: &[u8]) -> String {
+    std::str::from_utf8(bytes).expect("ASCII").to_string()
+}
+
+/// Checks the region and birth date of the first 14 characters of a number, all digits.
+fn check_region_and_birth(digits: &[u8]) -> Result<(), IdNumberProblem> {
     // GB/T 2260 province codes start with 1..8 (8 for Hong Kong, Macao, Taiwan).
     if !(b'1'..=b'8').contains(&digits[0]) {
         return Err(IdNumberProblem::BadRegion);
     }
-    let year: i32 = birth[..4].parse().map_err(|_| IdNumberProblem::BadBirthDate)?;
-    let month: u32 = birth[4..6].parse().map_err(|_| IdNumberProblem::BadBirthDate)?;
-    let day: u32 = birth[6..8].parse().map_err(|_| IdNumberProblem::BadBirthDate)?;
+    let (year, month, day) = date_fields(&digits[6..14]);
     if !(1800..=2199).contains(&year) || chrono::NaiveDate::from_ymd_opt(year, month, day).is_none() {
         return Err(IdNumberProblem::BadBirthDate);
     }
@@ -122,6 +156,14 @@ mod tests {
         check("", Err(IdNumberProblem::Malformed));
     }
 
+    #[test]
+    fn birth_dates() {
+        let date = chrono::NaiveDate::from_ymd_opt(1949, 12, 31);
+        assert_eq!(birth_date("11010519491231002X"), date);
+        assert_eq!(birth_date("110105194913310028"), None);
+        assert_eq!(birth_date("1101051949"), None);
+    }
+
     /// An independent reference: the check digit as the standard writes it,
     /// (12 - (sum mod 11)) mod 11 with 10 written X.
     fn reference_check(first17: &str) -> char {
@@ -140,6 +182,16 @@ mod tests {
         #[test]
         fn never_panics(raw in "\\PC{0,40}") {
             let _ = normalize_id_number(&raw);
+        }
+
+        /// The birth date read from a valid number is the one its digits spell.
+        #[test]
+        fn birth_date_is_the_written_one(raw in "[1-8][0-9]{5}(1[89]|20)[0-9]{2}[01][0-9][0-3][0-9][0-9]{3}[0-9X]") {
+            if let Ok(number) = normalize_id_number(&raw) {
+                let written = chrono::NaiveDate::parse_from_str(&number[6..14], "%Y%m%d").ok();
+                prop_assert!(written.is_some());
+                prop_assert_eq!(birth_date(&number), written);
+            }
         }
 
         #[test]

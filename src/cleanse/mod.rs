@@ -46,6 +46,9 @@ pub const BIRTHPLACE_REGION: &str = "birthplace_region";
 pub const ADDRESS_DIVISION: &str = "address_division";
 pub const HUKOU_DIVISION: &str = "hukou_division";
 
+/// The most findings room is made for up front: 14 findings of 72 bytes take 1,008 bytes.
+const FINDINGS_CAPACITY_MAX: usize = 14;
+
 /// Tags that say who a record is about, for the completeness check.
 const IDENTITY_ROLES: [IdentityRole; 5] = [
     IdentityRole::Name,
@@ -65,10 +68,15 @@ pub fn cleanse_record(raw: RawRecord, received_at: EpochMillis, catalog: &Catalo
         .map(|time| time.date_naive())
         .unwrap_or(NaiveDate::MAX);
     let mut cleanser = Cleanser {
-        // Messy records carry about one finding per tag; growing the vector from empty cost
-        // several reallocations of 72-byte findings per record.
-        findings: Vec::with_capacity(raw.tags.len() + 4),
-        tags: BTreeMap::new(),
+        // Messy records carry about one finding for every two tags, plus the derived values:
+        // room for those saves reallocating from an empty vector. The room stays under 1 KiB:
+        // glibc serves larger blocks from its slow path, which also consolidates its free
+        // lists and cost more than the reallocations saved.
+        findings: Vec::with_capacity((raw.tags.len() / 2 + 4).min(FINDINGS_CAPACITY_MAX)),
+        codes: Vec::with_capacity(raw.tags.len() + DERIVED_TAGS_MAX),
+        values: Vec::with_capacity(raw.tags.len() + DERIVED_TAGS_MAX),
+        derived: [0; DERIVED_TAGS_MAX],
+        n_derived: 0,
         other_dates: Vec::new(),
     };
     let mut id_number = None;
@@ -90,9 +98,7 @@ pub fn cleanse_record(raw: RawRecord, received_at: EpochMillis, catalog: &Catalo
             cleanser.keep(tag, raw_value, None);
             continue;
         }
-        if def.identity_role != IdentityRole::None {
-            roles.insert(def.identity_role, &tag);
-        }
+        let mut other_date = None;
         let standardized = match def.value_type {
             ValueType::Name => name::standardize_name(&cleaned),
             ValueType::IdNumber => {
@@ -109,8 +115,8 @@ pub fn cleanse_record(raw: RawRecord, received_at: EpochMillis, catalog: &Catalo
                     if parsed.is_some_and(|birth| birth.year() < 1900) {
                         result.rules.push(rules::BIRTH_DATE_TOO_EARLY);
                     }
-                } else if let Some(parsed) = parsed {
-                    cleanser.other_dates.push((tag.clone(), parsed));
+                } else {
+                    other_date = parsed;
                 }
                 result
             }
@@ -135,7 +141,7 @@ pub fn cleanse_record(raw: RawRecord, received_at: EpochMillis, catalog: &Catalo
             ValueType::Decimal => values::standardize_number(&cleaned, false),
             ValueType::Boolean => values::standardize_boolean(&cleaned),
             ValueType::Text | ValueType::Code | ValueType::Identifier => Standardized {
-                value: Some(cleaned),
+                value: Some(cleaned.into_owned()),
                 rules: Vec::new(),
             },
         };
@@ -154,15 +160,20 @@ pub fn cleanse_record(raw: RawRecord, received_at: EpochMillis, catalog: &Catalo
             value = None;
             cleanser.fired(rules::PLACEHOLDER_VALUE, &tag, &raw_value);
         }
-        cleanser.keep(tag, raw_value, value);
+        let kept = cleanser.keep(tag, raw_value, value);
+        if def.identity_role != IdentityRole::None {
+            roles.insert(def.identity_role, kept);
+        }
+        if let Some(date) = other_date {
+            cleanser.other_dates.push((kept, date));
+        }
     }
     cleanser.associate(id_number.as_deref(), &roles, catalog, divisions);
     let source = catalog.source(&raw.key.source);
     for required in source.map(|source| source.required_tags.as_slice()).unwrap_or_default() {
         let present = cleanser
-            .tags
-            .get(&TagCode::new(required.as_str()))
-            .is_some_and(|value| !value.standardized.is_empty());
+            .place_of(required)
+            .is_some_and(|kept| !cleanser.values[kept].standardized.is_empty());
         if !present {
             cleanser.finding(rules::REQUIRED_TAG_MISSING, Some(TagCode::new(required.as_str())), None);
         }
@@ -170,18 +181,18 @@ pub fn cleanse_record(raw: RawRecord, received_at: EpochMillis, catalog: &Catalo
     let has_identity = IDENTITY_ROLES.iter().any(|role| {
         roles
             .get(role)
-            .and_then(|tag| cleanser.tags.get(tag))
-            .is_some_and(|value| !value.standardized.is_empty())
+            .is_some_and(|kept| !cleanser.values[kept].standardized.is_empty())
     });
     if !has_identity {
         cleanser.finding(rules::NO_IDENTITY_TAG, None, None);
     }
+    let (tags, findings) = cleanser.finish();
     CleanRecord {
         key: raw.key,
         observed_at,
-        tags: cleanser.tags,
+        tags,
         id_number,
-        findings: cleanser.findings,
+        findings,
     }
 }
 
@@ -227,12 +238,17 @@ fn standardize_id_number(cleaned: &str, divisions: &Divisions) -> Standardized {
     }
 }
 
-/// The tag that holds each identity role in a record (the last one sent, when several do).
-/// Indexed by role: looked up a few times per record, so a small array beats a map.
+/// The tag that holds each identity role in a record (the last one sent, when several do), as
+/// its place in `Cleanser::codes`. Indexed by role: looked up a few times per record, so a small
+/// array beats a map.
 #[derive(Default)]
 struct Roles {
-    tags: [Option<TagCode>; IDENTITY_ROLE_COUNT],
+    tags: [Option<usize>; IDENTITY_ROLE_COUNT],
 }
+
+/// The most derived values one record can get: birth date, gender, birthplace and the two
+/// address divisions (`Cleanser::derive` fills each tag once).
+const DERIVED_TAGS_MAX: usize = 5;
 
 /// How many `IdentityRole` variants there are; `Roles::slot` fails to compile if one is added.
 const IDENTITY_ROLE_COUNT: usize = 10;
@@ -253,34 +269,51 @@ impl Roles {
         }
     }
 
-    fn insert(&mut self, role: IdentityRole, tag: &TagCode) {
-        self.tags[Roles::slot(role)] = Some(tag.clone());
+    fn insert(&mut self, role: IdentityRole, kept: usize) {
+        self.tags[Roles::slot(role)] = Some(kept);
     }
 
-    fn get(&self, role: &IdentityRole) -> Option<&TagCode> {
-        self.tags[Roles::slot(*role)].as_ref()
+    fn get(&self, role: &IdentityRole) -> Option<usize> {
+        self.tags[Roles::slot(*role)]
     }
 }
 
+/// The record being cleansed.
 struct Cleanser {
     findings: Vec<Finding>,
-    tags: BTreeMap<TagCode, TagValue>,
-    /// Dates of the record other than the birth date, for the check against it.
-    other_dates: Vec<(TagCode, NaiveDate)>,
+    /// The codes of the tags kept so far, each once, so that a tag is found by its place
+    /// rather than by copying its code. Kept apart from `values` so that each vector stays
+    /// under 1 KiB for records of up to 16 tags: glibc serves larger blocks from its slow path.
+    codes: Vec<TagCode>,
+    /// The values of the tags in `codes`, at the same places.
+    values: Vec<TagValue>,
+    /// Places in `codes` of the derived values no source sent (the first `n_derived`), which a
+    /// tag kept later replaces.
+    derived: [usize; DERIVED_TAGS_MAX],
+    n_derived: usize,
+    /// Dates of the record other than the birth date (by place in `codes`), for the check
+    /// against it.
+    other_dates: Vec<(usize, NaiveDate)>,
 }
 
 impl Cleanser {
-    fn finding(&mut self, rule_id: &'static str, tag: Option<TagCode>, original: Option<&str>) {
+    fn finding(&mut self, rule_id: &'static str, tag: Option<TagCode>, original: Option<String>) {
         self.findings.push(Finding {
             rule_id: std::borrow::Cow::Borrowed(rule_id),
             tag,
-            original: original.map(str::to_string),
+            original,
         });
     }
 
     /// Records that a rule fired on a tag's value as the source sent it.
     fn fired(&mut self, rule_id: &'static str, tag: &TagCode, raw: &str) {
-        self.finding(rule_id, Some(tag.clone()), Some(raw));
+        self.finding(rule_id, Some(tag.clone()), Some(raw.to_string()));
+    }
+
+    /// Records that a rule fired on a value kept (by place in `codes`).
+    fn fired_on_kept(&mut self, rule_id: &'static str, kept: usize) {
+        let (tag, original) = (self.codes[kept].clone(), self.values[kept].raw.clone());
+        self.finding(rule_id, Some(tag), Some(original));
     }
 
     /// Records the character-level rules `text::normalize_text` reported for a tag's value.
@@ -293,15 +326,36 @@ impl Cleanser {
         }
     }
 
-    /// Stores a tag's raw and standardized value (empty when refused or not recorded).
-    fn keep(&mut self, tag: TagCode, raw: String, standardized: Option<String>) {
-        self.tags.insert(
-            tag,
-            TagValue {
-                raw,
-                standardized: standardized.unwrap_or_default(),
-            },
-        );
+    /// Stores a tag's raw and standardized value (empty when refused or not recorded), in place
+    /// of a derived value of the same tag. Returns its place in `codes`.
+    fn keep(&mut self, tag: TagCode, raw: String, standardized: Option<String>) -> usize {
+        let value = TagValue {
+            raw,
+            standardized: standardized.unwrap_or_default(),
+        };
+        let derived = &self.derived[..self.n_derived];
+        if let Some(&kept) = derived.iter().find(|&&kept| self.codes[kept] == tag) {
+            self.values[kept] = value;
+            return kept;
+        }
+        self.codes.push(tag);
+        self.values.push(value);
+        self.codes.len() - 1
+    }
+
+    /// The place of a tag in `codes`: a scan, done a few times per record.
+    fn place_of(&self, tag: &str) -> Option<usize> {
+        self.codes.iter().position(|kept| kept.as_str() == tag)
+    }
+
+    /// The tags kept, as a map, and the findings.
+    fn finish(self) -> (BTreeMap<TagCode, TagValue>, Vec<Finding>) {
+        let mut tags = BTreeMap::new();
+        // Not `collect`: it gathers the pairs in a block of 72 bytes a tag, over 1 KiB.
+        for (code, value) in self.codes.into_iter().zip(self.values) {
+            tags.insert(code, value);
+        }
+        (tags, self.findings)
     }
 
     /// Fills a value derived from others. A value the source sent as a placeholder keeps its
@@ -312,38 +366,42 @@ impl Cleanser {
         }
         let tag = TagCode::new(tag);
         self.finding(rule_id, Some(tag.clone()), None);
-        self.tags
-            .entry(tag)
-            .or_insert_with(|| TagValue {
-                raw: String::new(),
-                standardized: String::new(),
-            })
-            .standardized = value;
+        match self.place_of(tag.as_str()) {
+            Some(kept) => self.values[kept].standardized = value,
+            None => {
+                // Each of the derived tags is pushed once at most.
+                self.derived[self.n_derived] = self.codes.len();
+                self.n_derived += 1;
+                self.codes.push(tag);
+                self.values.push(TagValue {
+                    raw: String::new(),
+                    standardized: value,
+                });
+            }
+        }
     }
 
-    fn standardized<'a>(&'a self, roles: &'a Roles, role: IdentityRole) -> Option<(&'a TagCode, &'a str)> {
-        let tag = roles.get(&role)?;
-        let value = self.tags.get(tag)?;
-        (!value.standardized.is_empty()).then_some((tag, value.standardized.as_str()))
+    fn standardized(&self, roles: &Roles, role: IdentityRole) -> Option<(usize, &str)> {
+        let kept = roles.get(&role)?;
+        let value = &self.values[kept];
+        (!value.standardized.is_empty()).then_some((kept, value.standardized.as_str()))
     }
 
     /// Consistency and association: what a valid ID number says about birth date, gender
     /// and birthplace, checked against the record or filled in where it is silent.
     fn associate(&mut self, id_number: Option<&str>, roles: &Roles, catalog: &Catalog, divisions: &Divisions) {
-        let id_birth = id_number.and_then(|id| NaiveDate::parse_from_str(&id[6..14], "%Y%m%d").ok());
+        let id_birth = id_number.and_then(id_number::birth_date);
         let stated_birth = self
             .standardized(roles, IdentityRole::BirthDate)
-            .and_then(|(tag, value)| date::parse_date(value).map(|date| (tag.clone(), date)));
+            .and_then(|(kept, value)| date::parse_date(value).map(|date| (kept, date)));
         if let Some(id) = id_number {
-            let id_birth_text =
-                id_birth.map(|date| format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day()));
-            match (&stated_birth, &id_birth_text) {
-                (Some((tag, stated)), Some(_)) if Some(*stated) != id_birth => {
-                    let original = self.tags.get(tag).map(|value| value.raw.clone());
-                    self.finding(rules::BIRTH_DATE_VS_ID_NUMBER, Some(tag.clone()), original.as_deref());
+            match (stated_birth, id_birth) {
+                (Some((kept, stated)), Some(id_birth)) if stated != id_birth => {
+                    self.fired_on_kept(rules::BIRTH_DATE_VS_ID_NUMBER, kept);
                 }
-                (None, Some(derived)) if roles.get(&IdentityRole::BirthDate).is_none() => {
-                    self.derive("birth_date", derived.clone(), rules::BIRTH_DATE_FROM_ID_NUMBER, catalog);
+                (None, Some(id_birth)) if roles.get(&IdentityRole::BirthDate).is_none() => {
+                    let derived = date::format_date(id_birth);
+                    self.derive("birth_date", derived, rules::BIRTH_DATE_FROM_ID_NUMBER, catalog);
                 }
                 _ => {}
             }
@@ -353,10 +411,8 @@ impl Cleanser {
                 gender::FEMALE
             };
             match self.standardized(roles, IdentityRole::Gender) {
-                Some((tag, stated)) if (stated == gender::MALE || stated == gender::FEMALE) && stated != id_gender => {
-                    let tag = tag.clone();
-                    let original = self.tags.get(&tag).map(|value| value.raw.clone());
-                    self.finding(rules::GENDER_VS_ID_NUMBER, Some(tag), original.as_deref());
+                Some((kept, stated)) if (stated == gender::MALE || stated == gender::FEMALE) && stated != id_gender => {
+                    self.fired_on_kept(rules::GENDER_VS_ID_NUMBER, kept);
                 }
                 None if roles.get(&IdentityRole::Gender).is_none() => {
                     self.derive("gender", id_gender.to_string(), rules::GENDER_FROM_ID_NUMBER, catalog);
@@ -374,15 +430,11 @@ impl Cleanser {
         }
         let birth = stated_birth.map(|(_, date)| date).or(id_birth);
         if let Some(birth) = birth {
-            let before_birth: Vec<TagCode> = self
-                .other_dates
-                .iter()
-                .filter(|(_, date)| *date < birth)
-                .map(|(tag, _)| tag.clone())
-                .collect();
-            for tag in before_birth {
-                let original = self.tags.get(&tag).map(|value| value.raw.clone());
-                self.finding(rules::DATE_BEFORE_BIRTH, Some(tag), original.as_deref());
+            for idx in 0..self.other_dates.len() {
+                let (kept, date) = self.other_dates[idx];
+                if date < birth {
+                    self.fired_on_kept(rules::DATE_BEFORE_BIRTH, kept);
+                }
             }
         }
     }

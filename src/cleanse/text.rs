@@ -1,43 +1,62 @@
 //! Character-level normalization shared by every standardizer: full-width to half-width,
 //! control characters removed, white space collapsed. Pure functions.
 
+use std::borrow::Cow;
+
 /// Maps full-width ASCII variants (U+FF01..U+FF5E) and the ideographic space to ASCII.
 pub fn to_half_width(raw: &str) -> String {
-    raw.chars()
-        .map(|c| match c {
-            '\u{3000}' => ' ',
-            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).expect("maps into ASCII"),
-            other => other,
-        })
-        .collect()
+    raw.chars().map(half_width).collect()
+}
+
+/// `to_half_width` of one character.
+pub fn half_width(c: char) -> char {
+    match c {
+        '\u{3000}' => ' ',
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).expect("maps into ASCII"),
+        other => other,
+    }
 }
 
 /// Traditional Chinese characters to simplified (OpenCC's phrase tables, via hanconv), so
 /// 張偉 and 张伟 compare equal. Text without traditional characters comes back unchanged.
 pub fn to_simplified(text: &str) -> String {
     // Most values hold no traditional character: skip hanconv's trie walk for them.
-    if !text.chars().any(may_start_conversion) {
+    if !text.chars().any(may_be_converted) {
         return text.to_string();
     }
     hanconv::t2s(text)
 }
 
-/// The first characters of the keys of hanconv's t2s tables whose replacement differs from the
-/// key, as a bit set over the Basic Multilingual Plane plus a sorted list for the other planes.
-struct ConversionStarts {
+/// The characters that hanconv's t2s tables write differently, as a bit set over the Basic
+/// Multilingual Plane plus a sorted list for the other planes.
+struct ConvertedCharacters {
     bmp_bits: Vec<u64>,
     astral: Vec<char>,
 }
 
-static CONVERSION_STARTS: std::sync::LazyLock<ConversionStarts> = std::sync::LazyLock::new(|| {
-    let mut starts = ConversionStarts {
+impl ConvertedCharacters {
+    fn insert(&mut self, c: char) {
+        let code = c as usize;
+        if code < 0x10000 {
+            self.bmp_bits[code / 64] |= 1 << (code % 64);
+        } else {
+            self.astral.push(c);
+        }
+    }
+}
+
+static CONVERTED_CHARACTERS: std::sync::LazyLock<ConvertedCharacters> = std::sync::LazyLock::new(|| {
+    let mut converted = ConvertedCharacters {
         bmp_bits: vec![0; 0x10000 / 64],
         astral: Vec::new(),
     };
-    // t2s replaces, at each position, the longest key that matches there. A key it can match
-    // must start with a character of the text, and one whose replacement equals the key changes
-    // nothing, so text without any of these characters comes out of t2s as it went in. A key
-    // listed twice counts if any of its entries changes it, which can only add characters.
+    // t2s writes each key it matches in the text as the key's replacement. A key that changes
+    // as long as it is has a character that changes in place, and one that changes length has
+    // all its characters listed, so a key that changes the text has a listed character in the
+    // text: text without any comes out of t2s as it went in. Most phrase keys start with a
+    // character that is the same in both scripts (一干二淨), so listing first characters would
+    // send much simplified text through the trie. A key listed twice counts if any of its
+    // entries changes it, which can only add characters.
     let entries = hanconv::RawDictionary::TSPhrases
         .iter()
         .chain(hanconv::RawDictionary::TSCharacters.iter());
@@ -45,29 +64,29 @@ static CONVERSION_STARTS: std::sync::LazyLock<ConversionStarts> = std::sync::Laz
         if key == replacement {
             continue;
         }
-        let Some(first) = key.chars().next() else {
-            continue;
-        };
-        let code = first as usize;
-        if code < 0x10000 {
-            starts.bmp_bits[code / 64] |= 1 << (code % 64);
+        if key.chars().count() == replacement.chars().count() {
+            for (key_char, replacement_char) in key.chars().zip(replacement.chars()) {
+                if key_char != replacement_char {
+                    converted.insert(key_char);
+                }
+            }
         } else {
-            starts.astral.push(first);
+            key.chars().for_each(|c| converted.insert(c));
         }
     }
-    starts.astral.sort_unstable();
-    starts.astral.dedup();
-    starts
+    converted.astral.sort_unstable();
+    converted.astral.dedup();
+    converted
 });
 
-/// Whether `c` starts a key that hanconv's t2s would replace by something else.
-fn may_start_conversion(c: char) -> bool {
-    let starts = &*CONVERSION_STARTS;
+/// Whether hanconv's t2s may write `c` differently, alone or in a phrase.
+fn may_be_converted(c: char) -> bool {
+    let converted = &*CONVERTED_CHARACTERS;
     let code = c as usize;
     if code < 0x10000 {
-        starts.bmp_bits[code / 64] & (1 << (code % 64)) != 0
+        converted.bmp_bits[code / 64] & (1 << (code % 64)) != 0
     } else {
-        starts.astral.binary_search(&c).is_ok()
+        converted.astral.binary_search(&c).is_ok()
     }
 }
 
@@ -98,21 +117,17 @@ pub fn is_placeholder(cleaned: &str) -> bool {
 
 /// `clean_text` in one pass, also saying which of its two rules changed something: the
 /// full-width mapping (NOR-001) and the white-space and control-character cleanup (NOR-002).
-pub fn normalize_text(raw: &str) -> (String, bool, bool) {
-    // Most values are already clean: one scan and one copy instead of rebuilding char by char.
+pub fn normalize_text(raw: &str) -> (Cow<'_, str>, bool, bool) {
+    // Most values are already clean: one scan, and no copy (the standardizers write their own).
     if is_clean(raw) {
-        return (raw.to_string(), false, false);
+        return (Cow::Borrowed(raw), false, false);
     }
     let mut out = String::with_capacity(raw.len());
     let mut half_width_changed = false;
     let mut whitespace_changed = false;
     let mut pending_space: Option<char> = None;
     for original in raw.chars() {
-        let c = match original {
-            '\u{3000}' => ' ',
-            '\u{FF01}'..='\u{FF5E}' => char::from_u32(original as u32 - 0xFEE0).expect("maps into ASCII"),
-            other => other,
-        };
+        let c = half_width(original);
         if c != original {
             half_width_changed = true;
         }
@@ -137,7 +152,7 @@ pub fn normalize_text(raw: &str) -> (String, bool, bool) {
     if pending_space.is_some() {
         whitespace_changed = true;
     }
-    (out, half_width_changed, whitespace_changed)
+    (Cow::Owned(out), half_width_changed, whitespace_changed)
 }
 
 /// Whether `normalize_text` would leave `raw` as it is: no full-width character or ideographic
