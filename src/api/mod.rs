@@ -413,6 +413,14 @@ impl pb::admin_service_server::AdminService for AdminApi {
             index_persons: stats.index_persons,
             store_bytes: stats.store.size_on_disk,
             n_review_items: stats.store.n_review_items,
+            ingest_cost: Some(pb::IngestCost {
+                n_records: stats.ingest.stages.records,
+                log_micros: stats.ingest.log.as_micros() as u64,
+                cleanse_micros: stats.ingest.stages.cleanse.as_micros() as u64,
+                candidates_micros: stats.ingest.stages.candidates.as_micros() as u64,
+                scoring_micros: stats.ingest.stages.scoring.as_micros() as u64,
+                store_micros: stats.ingest.stages.store.as_micros() as u64,
+            }),
         }))
     }
 

@@ -354,6 +354,18 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<()> {
     println!("index persons      {}", stats.index_persons);
     println!("store bytes        {}", stats.store_bytes);
     println!("review items       {}", stats.n_review_items);
+    if let Some(cost) = stats.ingest_cost.filter(|cost| cost.n_records > 0) {
+        let per_record = |micros: u64| micros as f64 / cost.n_records as f64;
+        println!(
+            "ingest cost        {} records since start; per record: log {:.1} µs, cleanse {:.1} µs, candidates {:.1} µs, scoring {:.1} µs, store {:.1} µs",
+            cost.n_records,
+            per_record(cost.log_micros),
+            per_record(cost.cleanse_micros),
+            per_record(cost.candidates_micros),
+            per_record(cost.scoring_micros),
+            per_record(cost.store_micros)
+        );
+    }
     Ok(())
 }
 

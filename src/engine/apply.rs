@@ -16,6 +16,7 @@ use crate::store::{layout, RecordHeader, Store, StoreError, StoredRecord, Txn};
 use crate::wal::WalEntry;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 /// The decision for one admitted record of an entry, in entry order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +46,45 @@ pub fn current_model(txn: &Txn<'_>) -> Result<MatchModel, StoreError> {
     Ok(txn.model()?.unwrap_or_default())
 }
 
+/// Where the writer's time goes, summed over the records applied: cleansing, finding
+/// candidates, scoring and deciding (consolidation included), and everything written to the
+/// store (records, features, postings, profiles, the commit).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StageTimes {
+    pub records: u64,
+    pub cleanse: Duration,
+    pub candidates: Duration,
+    pub scoring: Duration,
+    pub store: Duration,
+}
+
+impl StageTimes {
+    pub fn add(&mut self, other: &StageTimes) {
+        self.records += other.records;
+        self.cleanse += other.cleanse;
+        self.candidates += other.candidates;
+        self.scoring += other.scoring;
+        self.store += other.store;
+    }
+}
+
 /// Takes the entry by value: cleansing moves each record's strings instead of copying them.
 pub fn apply_entry(store: &Store, catalog: &Catalog, entry: WalEntry) -> Result<Vec<Placed>, StoreError> {
+    apply_entry_timed(store, catalog, entry, &mut StageTimes::default())
+}
+
+/// `apply_entry`, adding the time of each stage to `times`.
+pub fn apply_entry_timed(
+    store: &Store,
+    catalog: &Catalog,
+    entry: WalEntry,
+    times: &mut StageTimes,
+) -> Result<Vec<Placed>, StoreError> {
+    let started = Instant::now();
+    let mut stage_times = StageTimes {
+        records: entry.records.len() as u64,
+        ..StageTimes::default()
+    };
     let mut txn = store.begin();
     if let Some(encoded) = &entry.model {
         let model: MatchModel = postcard::from_bytes(encoded).map_err(|error| StoreError::Corrupt {
@@ -64,7 +102,9 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: WalEntry) -> Result<
     };
     for (record_idx, raw) in entry.records.into_iter().enumerate() {
         let stated_observed_at = raw.observed_at;
+        let cleanse_started = Instant::now();
         let mut clean = cleanse_record(raw, entry.received_at, catalog);
+        stage_times.cleanse += cleanse_started.elapsed();
         if repeated_in_batch[record_idx] {
             clean.findings.push(Finding {
                 rule_id: rules::DUPLICATE_IN_BATCH.into(),
@@ -127,12 +167,16 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: WalEntry) -> Result<
         let (person_id, decision, resolution) = match kept {
             Some(person_id) => (person_id, Decision::Matched, None),
             None => {
+                let candidates_started = Instant::now();
                 let candidates = gather_candidates(&txn, &features)?;
+                let scoring_started = Instant::now();
+                stage_times.candidates += scoring_started - candidates_started;
                 let n_persons = txn.n_persons()?;
                 let resolution = {
                     let name_share = name_share(&txn, &model);
                     resolve::decide(&features, &candidates, &model, n_persons, &name_share)
                 };
+                stage_times.scoring += scoring_started.elapsed();
                 let mut decision = resolution.decision;
                 let person_id = match &resolution.placement {
                     Placement::Join(person_id) => person_id.clone(),
@@ -179,7 +223,9 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: WalEntry) -> Result<
             .or_default()
             .added
             .insert(clean.key.clone());
+        let consolidate_started = Instant::now();
         let (person_id, consolidated) = consolidate(&mut txn, &model, &person_id, &new_keys, &mut touched)?;
+        stage_times.scoring += consolidate_started.elapsed();
         let decision = if consolidated.is_empty() {
             decision
         } else {
@@ -209,6 +255,10 @@ pub fn apply_entry(store: &Store, catalog: &Catalog, entry: WalEntry) -> Result<
     }
     txn.set_applied_sequence(entry.sequence)?;
     txn.commit()?;
+    stage_times.store = started
+        .elapsed()
+        .saturating_sub(stage_times.cleanse + stage_times.candidates + stage_times.scoring);
+    times.add(&stage_times);
     Ok(placed)
 }
 

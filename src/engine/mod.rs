@@ -10,7 +10,7 @@ mod apply;
 mod indexer;
 mod train;
 
-pub use apply::{Placed, ReviewItem};
+pub use apply::{Placed, ReviewItem, StageTimes};
 
 use crate::catalog::Catalog;
 use crate::cleanse::id_number::normalize_id_number;
@@ -78,6 +78,16 @@ pub struct EngineStats {
     pub store: StoreStats,
     pub index_watermark: u64,
     pub index_persons: u64,
+    /// Where the writer's time went since the start: the stages of applying, and the log.
+    pub ingest: IngestTimes,
+}
+
+/// The writer's time since the start: logging (append and fdatasync, once per group) and the
+/// stages of applying each record.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IngestTimes {
+    pub log: std::time::Duration,
+    pub stages: StageTimes,
 }
 
 enum WriterMessage {
@@ -99,6 +109,7 @@ pub struct Engine {
     write_path_failed: Arc<AtomicBool>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     indexer: indexer::Indexer,
+    ingest_times: Arc<Mutex<IngestTimes>>,
 }
 
 impl Engine {
@@ -137,6 +148,7 @@ impl Engine {
         let indexer = indexer::Indexer::start(&data_dir.join("index"), &config.index, Arc::clone(&store))?;
         let (writer_queue, receiver) = mpsc::channel(config.wal.queue_batches_max);
         let write_path_failed = Arc::new(AtomicBool::new(false));
+        let ingest_times = Arc::new(Mutex::new(IngestTimes::default()));
         let writer = Writer {
             store: Arc::clone(&store),
             catalog: Arc::clone(&catalog),
@@ -146,6 +158,7 @@ impl Engine {
             checkpoint_interval: config.wal.checkpoint_interval(),
             failed: Arc::clone(&write_path_failed),
             indexer_wakeup: indexer.wakeup(),
+            times: Arc::clone(&ingest_times),
         };
         let writer_thread = std::thread::Builder::new()
             .name("popmaster-writer".into())
@@ -162,6 +175,7 @@ impl Engine {
             write_path_failed,
             writer_thread: Mutex::new(Some(writer_thread)),
             indexer,
+            ingest_times,
         })
     }
 
@@ -354,6 +368,7 @@ impl Engine {
             store: self.store.stats()?,
             index_watermark: self.indexer.watermark(),
             index_persons: self.indexer.num_persons(),
+            ingest: *self.ingest_times.lock().expect("lock poisoned"),
         })
     }
 }
@@ -367,6 +382,7 @@ struct Writer {
     checkpoint_interval: std::time::Duration,
     failed: Arc<AtomicBool>,
     indexer_wakeup: indexer::Wakeup,
+    times: Arc<Mutex<IngestTimes>>,
 }
 
 type PendingReply = oneshot::Sender<Result<Applied, EngineError>>;
@@ -464,12 +480,13 @@ impl Writer {
             return false;
         }
         let logged = started.elapsed();
+        let mut stage_times = StageTimes::default();
         let mut replies = replies.into_iter();
         let n_batches = entries.len();
         for entry in entries {
             let reply = replies.next().expect("one reply per entry");
             let sequence = entry.sequence;
-            match apply::apply_entry(&self.store, &self.catalog, entry) {
+            match apply::apply_entry_timed(&self.store, &self.catalog, entry, &mut stage_times) {
                 Ok(placed) => {
                     let _ = reply.send(Ok(Applied { sequence, placed }));
                 }
@@ -484,6 +501,11 @@ impl Writer {
                     return false;
                 }
             }
+        }
+        {
+            let mut times = self.times.lock().expect("lock poisoned");
+            times.log += logged;
+            times.stages.add(&stage_times);
         }
         tracing::debug!(
             n_batches,
