@@ -262,7 +262,8 @@ pub fn apply_entry_timed(
     Ok(placed)
 }
 
-fn record_features(record: &StoredRecord, catalog: &Catalog) -> Features {
+/// The identity features of a stored record.
+pub(super) fn record_features(record: &StoredRecord, catalog: &Catalog) -> Features {
     Features::of_tags(
         &record.tags,
         record.header.id_number.as_deref(),

@@ -3,13 +3,13 @@
 //! over the record pairs the blocking keys bring together. A seeded sample keeps the cost
 //! bounded and the result repeatable on the same data.
 
-use super::apply::POSTINGS_CAP;
+use super::apply::{record_features, POSTINGS_CAP};
 use crate::catalog::Catalog;
 use crate::model::{PersonId, RecordKey};
 use crate::resolve::compare::compare_feature;
 use crate::resolve::model::Pattern;
 use crate::resolve::{blocking_keys, Feature, Features};
-use crate::store::{Store, StoreError, StoredRecord};
+use crate::store::{Store, StoreError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
@@ -35,15 +35,6 @@ pub fn pattern(a: &Features, b: &Features) -> Pattern {
         pattern[slot] = compare_feature(feature, a, b).map(|(level, _)| level);
     }
     pattern
-}
-
-fn features_of(record: &StoredRecord, catalog: &Catalog) -> Features {
-    Features::of_tags(
-        &record.tags,
-        record.header.id_number.as_deref(),
-        &record.header.findings,
-        catalog,
-    )
 }
 
 pub fn sample(store: &Store, catalog: &Catalog) -> Result<TrainingSample, StoreError> {
@@ -75,7 +66,7 @@ pub fn sample(store: &Store, catalog: &Catalog) -> Result<TrainingSample, StoreE
     let mut sampled: Vec<(RecordKey, PersonId, Features)> = Vec::with_capacity(reservoir.len());
     for (key, person_id) in reservoir {
         if let Some(record) = txn.record(&key)? {
-            let features = features_of(&record, catalog);
+            let features = record_features(&record, catalog);
             if !features.is_empty() {
                 sampled.push((key, person_id, features));
             }
@@ -115,7 +106,7 @@ pub fn sample(store: &Store, catalog: &Catalog) -> Result<TrainingSample, StoreE
                     continue;
                 }
                 if let Some(record) = txn.record(&other)? {
-                    candidate_pairs.push(pattern(features, &features_of(&record, catalog)));
+                    candidate_pairs.push(pattern(features, &record_features(&record, catalog)));
                 }
             }
         }

@@ -7,6 +7,19 @@ use popmaster::pb;
 use popmaster::synth::{Generator, SynthConfig};
 use std::collections::HashMap;
 
+async fn explain(server: &TestServer, source: &str, record_id: &str) -> pb::RecordExplanation {
+    server
+        .profile_client()
+        .await
+        .explain_record(pb::ExplainRecordRequest {
+            source: source.into(),
+            record_id: record_id.into(),
+        })
+        .await
+        .expect("explain")
+        .into_inner()
+}
+
 fn person_of(rows: &[pb::MappingRow]) -> HashMap<String, String> {
     rows.iter()
         .map(|row| (format!("{}/{}", row.source, row.record_id), row.person_id.clone()))
@@ -84,14 +97,7 @@ async fn a_record_that_links_two_persons_merges_them() {
     assert_eq!(persons["D05/phone-only"], persons["D07/id-only"]);
     assert_eq!(persons["D09/both"], persons["D07/id-only"]);
     assert_eq!(stats(&server).await.n_persons, 1);
-    let explanation = profiles
-        .explain_record(pb::ExplainRecordRequest {
-            source: "D09".into(),
-            record_id: "both".into(),
-        })
-        .await
-        .expect("explain")
-        .into_inner();
+    let explanation = explain(&server, "D09", "both").await;
     assert_eq!(explanation.decision(), pb::Decision::Merged);
     assert_eq!(explanation.merged.len(), 1);
     // The merged-away id still answers, with the survivor's profile.
@@ -164,16 +170,7 @@ async fn different_valid_id_numbers_go_to_review_not_to_a_merge() {
         .collect();
     assert_eq!(persons.len(), 3, "nobody was merged");
     assert_eq!(stats(&server).await.n_review_items, 2);
-    let explanation = server
-        .profile_client()
-        .await
-        .explain_record(pb::ExplainRecordRequest {
-            source: "D01".into(),
-            record_id: "twin-2".into(),
-        })
-        .await
-        .expect("explain")
-        .into_inner();
+    let explanation = explain(&server, "D01", "twin-2").await;
     assert_eq!(explanation.review_candidates.len(), 1);
     assert_eq!(explanation.review_candidates[0].person_id, answer.outcomes[0].person_id);
     assert!(
@@ -209,14 +206,7 @@ async fn explanations_answer_in_words_and_refuse_bad_requests() {
     .await
     .expect("ingest");
     let mut profiles = server.profile_client().await;
-    let explanation = profiles
-        .explain_record(pb::ExplainRecordRequest {
-            source: "D06".into(),
-            record_id: "x2".into(),
-        })
-        .await
-        .expect("explain")
-        .into_inner();
+    let explanation = explain(&server, "D06", "x2").await;
     assert_eq!(explanation.decision(), pb::Decision::Matched);
     assert!(
         explanation.text.contains("name: the same pinyin"),
@@ -353,16 +343,7 @@ async fn the_model_is_trained_installed_and_used_without_restart() {
     )
     .await
     .expect("ingest");
-    let explanation = server
-        .profile_client()
-        .await
-        .explain_record(pb::ExplainRecordRequest {
-            source: "D05".into(),
-            record_id: "after-install".into(),
-        })
-        .await
-        .expect("explain")
-        .into_inner();
+    let explanation = explain(&server, "D05", "after-install").await;
     assert_eq!(explanation.model_version, 2);
     assert_eq!(explanation.match_probability, 0.995);
     server.stop().await;
