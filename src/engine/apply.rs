@@ -12,7 +12,7 @@ use crate::cleanse::{cleanse_record, rules};
 use crate::model::{CleanRecord, Decision, Finding, PersonId, RecordKey, SourceId, TagCode};
 use crate::profile::{offer, survive, survive_tags, RecordView};
 use crate::resolve::{self, blocking_keys, Candidate, Feature, Features, MatchModel, Placement};
-use crate::store::{layout, RecordHeader, Store, StoreError, StoredRecord, Txn};
+use crate::store::{layout, Postings, RecordHeader, Store, StoreError, StoredRecord, Txn};
 use crate::wal::WalEntry;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,7 +28,7 @@ pub struct Placed {
 /// A key held by more persons than this is too common to find candidates with.
 pub const POSTINGS_CAP: usize = 32;
 /// The most candidate persons scored for one record: those sharing the most keys first.
-pub const CANDIDATES_MAX: usize = 24;
+pub const CANDIDATES_MAX: usize = 16;
 
 /// A record's possible matches, for the stewards' review queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,7 +168,7 @@ pub fn apply_entry_timed(
             Some(person_id) => (person_id, Decision::Matched, None),
             None => {
                 let candidates_started = Instant::now();
-                let candidates = gather_candidates(&txn, &features)?;
+                let candidates = gather_candidates(&mut txn, &features)?;
                 let scoring_started = Instant::now();
                 stage_times.candidates += scoring_started - candidates_started;
                 let n_persons = txn.n_persons()?;
@@ -274,13 +274,11 @@ pub(super) fn record_features(record: &StoredRecord, catalog: &Catalog) -> Featu
 
 /// The persons sharing a blocking key with the record, those sharing the most keys first, at
 /// most `CANDIDATES_MAX`, with their features.
-fn gather_candidates(txn: &Txn<'_>, features: &Features) -> Result<Vec<Candidate>, StoreError> {
+fn gather_candidates(txn: &mut Txn<'_>, features: &Features) -> Result<Vec<Candidate>, StoreError> {
     let mut shared: BTreeMap<PersonId, usize> = BTreeMap::new();
     for key in blocking_keys(features) {
-        if let Some(persons) = txn.postings(&key, POSTINGS_CAP)? {
-            for person_id in persons {
-                *shared.entry(person_id).or_default() += 1;
-            }
+        for person_id in postings(txn, &key)? {
+            *shared.entry(person_id).or_default() += 1;
         }
     }
     let mut ranked: Vec<(PersonId, usize)> = shared.into_iter().collect();
@@ -298,6 +296,20 @@ fn gather_candidates(txn: &Txn<'_>, features: &Features) -> Result<Vec<Candidate
         });
     }
     Ok(candidates)
+}
+
+/// The persons holding a blocking key, none if it is too common; a key found too common for
+/// the first time is marked so that later lookups cost one read.
+fn postings(txn: &mut Txn<'_>, key: &str) -> Result<Vec<PersonId>, StoreError> {
+    match txn.postings(key, POSTINGS_CAP)? {
+        Postings::Persons(persons) => Ok(persons),
+        Postings::Common { marked } => {
+            if !marked {
+                txn.mark_common_key(key)?;
+            }
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// Adds a record's features to its person's, with the postings of any new blocking key.
@@ -336,10 +348,8 @@ fn consolidate(
 ) -> Result<(PersonId, Vec<PersonId>), StoreError> {
     let mut shared: BTreeMap<PersonId, usize> = BTreeMap::new();
     for key in new_keys {
-        if let Some(persons) = txn.postings(key, POSTINGS_CAP)? {
-            for other in persons.into_iter().filter(|other| other != person_id) {
-                *shared.entry(other).or_default() += 1;
-            }
+        for other in postings(txn, key)?.into_iter().filter(|other| other != person_id) {
+            *shared.entry(other).or_default() += 1;
         }
     }
     let mut ranked: Vec<(PersonId, usize)> = shared.into_iter().collect();

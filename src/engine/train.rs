@@ -9,7 +9,7 @@ use crate::model::{PersonId, RecordKey};
 use crate::resolve::compare::compare_feature;
 use crate::resolve::model::Pattern;
 use crate::resolve::{blocking_keys, Feature, Features};
-use crate::store::{Store, StoreError};
+use crate::store::{Postings, Store, StoreError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
@@ -88,7 +88,7 @@ pub fn sample(store: &Store, catalog: &Catalog) -> Result<TrainingSample, StoreE
     for (key, _, features) in &sampled {
         let mut persons = BTreeSet::new();
         for blocking_key in blocking_keys(features) {
-            if let Some(found) = txn.postings(&blocking_key, POSTINGS_CAP)? {
+            if let Postings::Persons(found) = txn.postings(&blocking_key, POSTINGS_CAP)? {
                 persons.extend(found);
             }
         }

@@ -85,7 +85,7 @@ pub struct Evidence {
 }
 
 /// How many scored candidates the evidence keeps.
-pub const CANDIDATES_KEPT: usize = 5;
+pub const CANDIDATES_KEPT: usize = 3;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolution {

@@ -9,6 +9,8 @@
 //!                                        empty) or one department's tags (group = its source)
 //! k/<blocking key>\0<person_id>          exact candidate key posting: a person holding a value
 //!                                        (`id/<ID number>`, `ph/<phone>`, `nd/<name, birth date>`..)
+//! g/<blocking key>                       the key is held by more persons than the matcher's cap:
+//!                                        too common to look candidates up with
 //! f/<person_id>                          the person's identity features (what the matcher reads)
 //! l/<person_id>                          alias: a person merged into another -> the survivor
 //! n/<name>                               how many records carry a name (term frequency)
@@ -43,6 +45,7 @@ pub const MEMBERS: &[u8] = b"a/";
 pub const PROFILE_TAGS: &[u8] = b"t/";
 pub const BLOCKING_KEYS: &[u8] = b"k/";
 pub const PERSON_FEATURES: &[u8] = b"f/";
+pub const COMMON_KEYS: &[u8] = b"g/";
 pub const ALIASES: &[u8] = b"l/";
 pub const NAME_COUNTS: &[u8] = b"n/";
 pub const EVIDENCE: &[u8] = b"x/";
@@ -134,6 +137,10 @@ pub fn postings_prefix(blocking_key: &str) -> Vec<u8> {
 
 pub fn posting(blocking_key: &str, person_id: &PersonId) -> Vec<u8> {
     join(BLOCKING_KEYS, &[blocking_key, person_id.as_str()])
+}
+
+pub fn common_key(blocking_key: &str) -> Vec<u8> {
+    join(COMMON_KEYS, &[blocking_key])
 }
 
 pub fn person_features(person_id: &PersonId) -> Vec<u8> {

@@ -91,6 +91,16 @@ pub struct Store {
     kv: Box<dyn KvStore>,
 }
 
+/// What a blocking key's postings hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Postings {
+    Persons(Vec<PersonId>),
+    /// More persons than the cap. `marked`: the store already remembers it (`mark_common_key`).
+    Common {
+        marked: bool,
+    },
+}
+
 /// How many pairs a scan reads per round trip.
 const SCAN_PAGE: usize = 4_096;
 
@@ -574,6 +584,7 @@ impl Txn<'_> {
         let n_records = header.n_records;
         let kind = if n_records == 0 {
             self.delete(layout::person(person_id))?;
+            self.delete(layout::person_features(person_id))?;
             self.add_to_counter(layout::META_N_PERSONS, -1)?;
             ChangeKind::Deleted
         } else {
@@ -599,15 +610,18 @@ impl Txn<'_> {
         self.counter(layout::META_N_PERSONS)
     }
 
-    /// The persons holding a blocking key's value, or `None` when more than `cap` do: the
-    /// value is too common to say anything (a shared phone, 张伟 born on a common day).
-    pub fn postings(&self, blocking_key: &str, cap: usize) -> Result<Option<Vec<PersonId>>, StoreError> {
+    /// The persons holding a blocking key's value, unless more than `cap` do: then the value
+    /// is too common to say anything (a shared phone, 张伟 born on a common day).
+    pub fn postings(&self, blocking_key: &str, cap: usize) -> Result<Postings, StoreError> {
+        if self.get_raw(&layout::common_key(blocking_key))?.is_some() {
+            return Ok(Postings::Common { marked: true });
+        }
         let prefix = layout::postings_prefix(blocking_key);
         let keys = self.scan_keys(&prefix, cap + 1)?;
         if keys.len() > cap {
-            return Ok(None);
+            return Ok(Postings::Common { marked: false });
         }
-        Ok(Some(
+        Ok(Postings::Persons(
             keys.iter()
                 .map(|key| PersonId::new(layout::split_suffix(key, &prefix).concat()))
                 .collect(),
@@ -618,6 +632,12 @@ impl Txn<'_> {
         self.put(layout::posting(blocking_key, person_id), &())
     }
 
+    /// Remembers that a blocking key is held by more persons than the matcher looks at, so
+    /// later lookups cost one read instead of a scan. Postings still go on being kept.
+    pub fn mark_common_key(&mut self, blocking_key: &str) -> Result<(), StoreError> {
+        self.put(layout::common_key(blocking_key), &())
+    }
+
     pub fn remove_posting(&mut self, blocking_key: &str, person_id: &PersonId) -> Result<(), StoreError> {
         self.delete(layout::posting(blocking_key, person_id))
     }
@@ -625,9 +645,11 @@ impl Txn<'_> {
     /// The person holding a resident ID number (the first, if a duplicated number is held by
     /// several persons pending review).
     pub fn person_for_id_number(&self, id_number: &str) -> Result<Option<PersonId>, StoreError> {
+        let prefix = layout::postings_prefix(&format!("id/{id_number}"));
         Ok(self
-            .postings(&format!("id/{id_number}"), usize::MAX - 1)?
-            .and_then(|persons| persons.into_iter().next()))
+            .scan_keys(&prefix, 1)?
+            .first()
+            .map(|key| PersonId::new(layout::split_suffix(key, &prefix).concat())))
     }
 
     /// A person's identity features, in the matcher's encoding.
@@ -662,7 +684,6 @@ impl Txn<'_> {
             });
         }
         self.put(layout::alias(person_id), survivor)?;
-        self.delete(layout::person_features(person_id))?;
         self.write_person(person_id, &BTreeMap::new())?;
         Ok(())
     }
@@ -895,6 +916,37 @@ mod tests {
             vec!["d07.vehicle_plate", "name"]
         );
         assert_eq!(store.changes_from(1, 10).expect("feed").len(), 1);
+    }
+
+    #[test]
+    fn postings_beyond_the_cap_are_common_and_remembered() {
+        let store = mem_store();
+        let mut txn = store.begin();
+        for n in 0..3 {
+            txn.add_posting("nd/张伟\u{1f}19900102", &PersonId::new(format!("P{n}")))
+                .expect("posting");
+        }
+        assert_eq!(
+            txn.postings("nd/张伟\u{1f}19900102", 3).expect("read"),
+            Postings::Persons(vec![PersonId::new("P0"), PersonId::new("P1"), PersonId::new("P2")])
+        );
+        assert_eq!(
+            txn.postings("nd/张伟\u{1f}19900102", 2).expect("read"),
+            Postings::Common { marked: false }
+        );
+        txn.mark_common_key("nd/张伟\u{1f}19900102").expect("mark");
+        txn.commit().expect("commit");
+        let txn = store.begin();
+        assert_eq!(
+            txn.postings("nd/张伟\u{1f}19900102", 10).expect("read"),
+            Postings::Common { marked: true }
+        );
+        // A key that merely extends another is not mistaken for it.
+        assert_eq!(
+            txn.postings("nd/张伟\u{1f}1990010", 10).expect("read"),
+            Postings::Persons(vec![])
+        );
+        assert_eq!(txn.person_for_id_number("1").expect("read"), None);
     }
 
     #[test]
