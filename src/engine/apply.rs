@@ -70,15 +70,21 @@ impl StageTimes {
 
 /// Takes the entry by value: cleansing moves each record's strings instead of copying them.
 pub fn apply_entry(store: &Store, catalog: &Catalog, entry: WalEntry) -> Result<Vec<Placed>, StoreError> {
-    apply_entry_timed(store, catalog, entry, &mut StageTimes::default())
+    apply_entry_timed(store, catalog, entry, &mut StageTimes::default(), None)
 }
 
-/// `apply_entry`, adding the time of each stage to `times`.
+/// Persons like a record's features, from the derived search index (fuzzy candidates).
+pub type FuzzyCandidates<'f> = &'f dyn Fn(&Features) -> Vec<PersonId>;
+
+/// `apply_entry`, adding the time of each stage to `times`. With `fuzzy`, a record for which
+/// the exact keys find no possible match is also compared with the persons the index finds
+/// most like it.
 pub fn apply_entry_timed(
     store: &Store,
     catalog: &Catalog,
     entry: WalEntry,
     times: &mut StageTimes,
+    fuzzy: Option<FuzzyCandidates<'_>>,
 ) -> Result<Vec<Placed>, StoreError> {
     let started = Instant::now();
     let mut stage_times = StageTimes {
@@ -168,15 +174,27 @@ pub fn apply_entry_timed(
             Some(person_id) => (person_id, Decision::Matched, None),
             None => {
                 let candidates_started = Instant::now();
-                let candidates = gather_candidates(&mut txn, &features)?;
+                let mut candidates = gather_candidates(&mut txn, &features)?;
                 let scoring_started = Instant::now();
                 stage_times.candidates += scoring_started - candidates_started;
                 let n_persons = txn.n_persons()?;
-                let resolution = {
+                let mut resolution = {
                     let name_share = name_share(&txn, &model);
                     resolve::decide(&features, &candidates, &model, n_persons, &name_share)
                 };
                 stage_times.scoring += scoring_started.elapsed();
+                if let Some(fuzzy) = fuzzy.filter(|_| resolution.decision == Decision::Created) {
+                    let fuzzy_started = Instant::now();
+                    let n_index_candidates = add_fuzzy_candidates(&txn, fuzzy, &features, &mut candidates)?;
+                    let rescoring_started = Instant::now();
+                    stage_times.candidates += rescoring_started - fuzzy_started;
+                    if n_index_candidates > 0 {
+                        let name_share = name_share(&txn, &model);
+                        resolution = resolve::decide(&features, &candidates, &model, n_persons, &name_share);
+                        resolution.evidence.n_index_candidates = n_index_candidates;
+                    }
+                    stage_times.scoring += rescoring_started.elapsed();
+                }
                 let mut decision = resolution.decision;
                 let person_id = match &resolution.placement {
                     Placement::Join(person_id) => person_id.clone(),
@@ -310,6 +328,36 @@ fn postings(txn: &mut Txn<'_>, key: &str) -> Result<Vec<PersonId>, StoreError> {
             Ok(Vec::new())
         }
     }
+}
+
+/// Adds the persons the index finds like the record, that the exact keys did not find, to
+/// `candidates`. The index lags the store: a person it names may have been merged away since
+/// (skipped), and the store's features, not the index's, are what gets compared. Returns how
+/// many were added.
+fn add_fuzzy_candidates(
+    txn: &Txn<'_>,
+    fuzzy: FuzzyCandidates<'_>,
+    features: &Features,
+    candidates: &mut Vec<Candidate>,
+) -> Result<usize, StoreError> {
+    let known: BTreeSet<PersonId> = candidates.iter().map(|candidate| candidate.person_id.clone()).collect();
+    let mut added = 0;
+    for person_id in fuzzy(features) {
+        if known.contains(&person_id) {
+            continue;
+        }
+        let Some(header) = txn.person(&person_id)? else {
+            continue;
+        };
+        let person_features: Features = txn.person_features(&person_id)?.unwrap_or_default();
+        candidates.push(Candidate {
+            person_id,
+            features: person_features,
+            n_records: header.n_records,
+        });
+        added += 1;
+    }
+    Ok(added)
 }
 
 /// Adds a record's features to its person's, with the postings of any new blocking key.

@@ -5,9 +5,10 @@
 
 use super::EngineError;
 use crate::config::IndexConfig;
-use crate::model::{PersonId, TagCode};
+use crate::model::PersonId;
+use crate::resolve::{Feature, Features};
 use crate::store::{ChangeKind, Store};
-use popmaster_index::{CandidateIndex, IndexOp, PersonDoc};
+use popmaster_index::{CandidateIndex, CandidateQuery, IndexOp, PersonDoc};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
@@ -31,6 +32,35 @@ struct Shared {
 pub(super) struct Indexer {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Fuzzy candidate search for the writer: the persons the index finds most like a record's
+/// features. The index lags the store, so this can only add candidates; its trouble never
+/// stops ingest (it is logged, and no candidate is returned).
+#[derive(Clone)]
+pub(super) struct FuzzyIndex(Arc<Shared>);
+
+impl FuzzyIndex {
+    pub(super) fn candidates(&self, features: &Features, k: usize) -> Vec<PersonId> {
+        let first = |feature: Feature| features.texts(feature).next().map(str::to_string);
+        let query = CandidateQuery {
+            name: first(Feature::Name),
+            id_number: first(Feature::IdNumber),
+            birth_date: first(Feature::BirthDate),
+            phone: first(Feature::Phone),
+            address: first(Feature::Address),
+        };
+        match self.0.index.candidates(&query, k) {
+            Ok(found) => found
+                .into_iter()
+                .map(|candidate| PersonId::new(candidate.person_id))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, "fuzzy candidate search failed; matching with the exact keys only");
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// Lets the writer tell the indexer that the feed has grown.
@@ -82,6 +112,10 @@ impl Indexer {
 
     pub(super) fn wakeup(&self) -> Wakeup {
         Wakeup(Arc::clone(&self.shared))
+    }
+
+    pub(super) fn fuzzy(&self) -> FuzzyIndex {
+        FuzzyIndex(Arc::clone(&self.shared))
     }
 
     pub(super) fn watermark(&self) -> u64 {
@@ -159,20 +193,18 @@ fn catch_up(shared: &Shared) -> Result<(), EngineError> {
                 });
                 continue;
             };
-            let profile = txn.profile(&person_id, &[])?;
-            let values = |tags: &[&str]| -> Vec<String> {
-                tags.iter()
-                    .filter_map(|tag| profile.get(&TagCode::new(*tag)).map(|entry| entry.value.clone()))
-                    .collect()
-            };
+            // Every value the person holds, not only the profile's winners: a record may meet
+            // the person through an older name or address.
+            let features: Features = txn.person_features(&person_id)?.unwrap_or_default();
+            let values = |feature: Feature| -> Vec<String> { features.texts(feature).map(str::to_string).collect() };
             ops.push(IndexOp::Upsert(PersonDoc {
                 person_id: person_id.to_string(),
                 version: header.version,
-                names: values(&["name"]),
-                id_numbers: values(&["id_number"]),
-                birth_dates: values(&["birth_date"]),
-                phones: values(&["phone"]),
-                addresses: values(&["address", "hukou_address"]),
+                names: values(Feature::Name),
+                id_numbers: values(Feature::IdNumber),
+                birth_dates: values(Feature::BirthDate),
+                phones: values(Feature::Phone),
+                addresses: values(Feature::Address),
             }));
         }
         shared.index.apply(ops)?;

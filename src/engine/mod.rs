@@ -158,6 +158,7 @@ impl Engine {
             checkpoint_interval: config.wal.checkpoint_interval(),
             failed: Arc::clone(&write_path_failed),
             indexer_wakeup: indexer.wakeup(),
+            fuzzy: (config.index.fuzzy_candidates > 0).then(|| (indexer.fuzzy(), config.index.fuzzy_candidates)),
             times: Arc::clone(&ingest_times),
         };
         let writer_thread = std::thread::Builder::new()
@@ -382,6 +383,8 @@ struct Writer {
     checkpoint_interval: std::time::Duration,
     failed: Arc<AtomicBool>,
     indexer_wakeup: indexer::Wakeup,
+    /// The index and how many candidates to ask it for; `None`: exact keys only.
+    fuzzy: Option<(indexer::FuzzyIndex, usize)>,
     times: Arc<Mutex<IngestTimes>>,
 }
 
@@ -486,7 +489,12 @@ impl Writer {
         for entry in entries {
             let reply = replies.next().expect("one reply per entry");
             let sequence = entry.sequence;
-            match apply::apply_entry_timed(&self.store, &self.catalog, entry, &mut stage_times) {
+            let fuzzy = self
+                .fuzzy
+                .as_ref()
+                .map(|(index, k)| move |features: &Features| index.candidates(features, *k));
+            let fuzzy = fuzzy.as_ref().map(|search| search as apply::FuzzyCandidates<'_>);
+            match apply::apply_entry_timed(&self.store, &self.catalog, entry, &mut stage_times, fuzzy) {
                 Ok(placed) => {
                     let _ = reply.send(Ok(Applied { sequence, placed }));
                 }

@@ -82,6 +82,9 @@ pub struct Evidence {
     pub merged: Vec<PersonId>,
     /// How many candidate persons the blocking keys found.
     pub n_candidates: usize,
+    /// How many more the search index found (asked only when the keys found no possible
+    /// match).
+    pub n_index_candidates: usize,
 }
 
 /// How many scored candidates the evidence keeps.
@@ -271,6 +274,7 @@ pub fn decide(
             .collect(),
         merged,
         n_candidates: candidates.len(),
+        n_index_candidates: 0,
     };
     Resolution {
         placement,
@@ -340,8 +344,15 @@ pub fn describe_evidence(evidence: &Evidence) -> String {
     let _ = writeln!(
         out,
         "{} candidate persons found by the blocking keys",
-        evidence.n_candidates
+        evidence.n_candidates - evidence.n_index_candidates
     );
+    if evidence.n_index_candidates > 0 {
+        let _ = writeln!(
+            out,
+            "{} more found by the search index (name n-grams and pinyin, address words)",
+            evidence.n_index_candidates
+        );
+    }
     for candidate in &evidence.candidates {
         let _ = writeln!(
             out,

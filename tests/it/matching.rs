@@ -348,3 +348,68 @@ async fn the_model_is_trained_installed_and_used_without_restart() {
     assert_eq!(explanation.match_probability, 0.995);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_search_index_finds_what_no_exact_key_holds() {
+    let mut config = popmaster::config::Config::default();
+    config.index.fuzzy_candidates = 5;
+    let server = TestServer::start_with(config).await;
+    let mut ingest_client = server.ingest_client().await;
+    ingest(
+        &mut ingest_client,
+        vec![record(
+            "D05",
+            "first",
+            &[
+                ("name", "欧阳震华"),
+                ("birth_date", "1988-03-14"),
+                ("phone", "13912345678"),
+                ("address", "杭州西湖区文三路1号"),
+            ],
+        )],
+    )
+    .await
+    .expect("ingest");
+    // The index catches up with the store in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let stats = stats(&server).await;
+        if stats.index_persons == 1 && stats.index_watermark == stats.change_sequence {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the index did not catch up");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A misspelt name (another pinyin), no birth date, another phone: no blocking key is
+    // shared, but the index finds the person by the name's characters and the address.
+    let answer = ingest(
+        &mut ingest_client,
+        vec![record(
+            "D09",
+            "second",
+            &[
+                ("name", "欧阳振革"),
+                ("phone", "13700000000"),
+                ("address", "杭州西湖区文三路1号"),
+            ],
+        )],
+    )
+    .await
+    .expect("ingest");
+    let explanation = explain(&server, "D09", "second").await;
+    assert!(
+        explanation.text.contains("1 more found by the search index"),
+        "{}",
+        explanation.text
+    );
+    assert_eq!(explanation.n_candidates, 1);
+    assert!(explanation
+        .text
+        .contains("0 candidate persons found by the blocking keys"));
+    let first_person = explain(&server, "D05", "first").await.person_id;
+    assert_eq!(explanation.candidates[0].person_id, first_person);
+    // Name nearly the same and the same street, but another phone: a steward decides.
+    assert_eq!(decisions(&answer), [pb::Decision::Review]);
+    assert_eq!(explanation.review_candidates[0].person_id, first_person);
+    server.stop().await;
+}
