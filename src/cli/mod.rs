@@ -90,6 +90,16 @@ enum LogFormat {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // Rust ignores SIGPIPE, so printing to a closed pipe (`popmaster rules | head`) panics.
+        // A client command piped into another should end quietly the way Unix tools do. The
+        // server keeps the ignored signal: a client gone away is an error to handle, not a
+        // reason to die.
+        // SAFETY: called before any other thread exists; SIG_DFL is a valid action.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -54,3 +54,22 @@ async fn sigterm_shuts_down_cleanly_and_keeps_everything() {
     assert_eq!(stats.index_persons, 50, "the index was committed at shutdown");
     server.kill_9();
 }
+
+/// A client command piped into a reader that stops early ends quietly, as Unix tools do.
+#[test]
+fn client_commands_end_quietly_on_a_closed_pipe() {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_popmaster"))
+        .args(["generate", "--persons", "5000", "--out", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("popmaster starts");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).expect("some output");
+    drop(stdout);
+    let output = child.wait_with_output().expect("popmaster ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.trim().is_empty(), "no panic, no broken-pipe error: {stderr}");
+}
