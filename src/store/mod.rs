@@ -393,6 +393,27 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// Writes a value that is always small (a counter, a marker, a person header): one part,
+    /// so there are no old continuation parts to look up. Only for keys that never hold a
+    /// value longer than one part.
+    fn put_small<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
+        let bytes = encode(value);
+        debug_assert!(
+            bytes.len() <= layout::VALUE_PART_BYTES,
+            "a small value outgrew one part"
+        );
+        let mut first = Vec::with_capacity(2 + bytes.len());
+        first.extend_from_slice(&1u16.to_le_bytes());
+        first.extend_from_slice(&bytes);
+        self.pending.insert(key, Some(first));
+        Ok(())
+    }
+
+    /// Deletes a key written with `put_small`.
+    fn delete_small(&mut self, key: Vec<u8>) {
+        self.pending.insert(key, None);
+    }
+
     fn delete(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
         for part_no in 1..self.stored_parts(&key)? {
             self.pending.insert(layout::continuation(&key, part_no), None);
@@ -413,7 +434,7 @@ impl Txn<'_> {
             .counter(key)?
             .checked_add_signed(delta)
             .expect("counters never go below zero");
-        self.put(key.to_vec(), &value)
+        self.put_small(key.to_vec(), &value)
     }
 
     pub fn commit(self) -> Result<(), StoreError> {
@@ -490,9 +511,9 @@ impl Txn<'_> {
         };
         if self.get_raw(&member_key)?.is_none() {
             header.n_records += 1;
-            self.put(member_key, &())?;
+            self.put_small(member_key, &())?;
         }
-        self.put(layout::person(person_id), &header)
+        self.put_small(layout::person(person_id), &header)
     }
 
     pub fn remove_member(&mut self, person_id: &PersonId, key: &RecordKey) -> Result<(), StoreError> {
@@ -505,8 +526,8 @@ impl Txn<'_> {
                 kind: "person",
                 message: "record count below zero".into(),
             })?;
-            self.put(layout::person(person_id), &header)?;
-            self.delete(member_key)?;
+            self.put_small(layout::person(person_id), &header)?;
+            self.delete_small(member_key);
         }
         Ok(())
     }
@@ -583,17 +604,17 @@ impl Txn<'_> {
         let version = header.version + 1;
         let n_records = header.n_records;
         let kind = if n_records == 0 {
-            self.delete(layout::person(person_id))?;
+            self.delete_small(layout::person(person_id));
             self.delete(layout::person_features(person_id))?;
             self.add_to_counter(layout::META_N_PERSONS, -1)?;
             ChangeKind::Deleted
         } else {
-            self.put(layout::person(person_id), &PersonHeader { version, n_records })?;
+            self.put_small(layout::person(person_id), &PersonHeader { version, n_records })?;
             ChangeKind::Upserted
         };
         let change_sequence = self.counter(layout::META_NEXT_CHANGE)? + 1;
-        self.put(layout::META_NEXT_CHANGE.to_vec(), &change_sequence)?;
-        self.put(
+        self.put_small(layout::META_NEXT_CHANGE.to_vec(), &change_sequence)?;
+        self.put_small(
             layout::change(change_sequence),
             &ChangeEvent {
                 person_id: person_id.clone(),
@@ -629,17 +650,18 @@ impl Txn<'_> {
     }
 
     pub fn add_posting(&mut self, blocking_key: &str, person_id: &PersonId) -> Result<(), StoreError> {
-        self.put(layout::posting(blocking_key, person_id), &())
+        self.put_small(layout::posting(blocking_key, person_id), &())
     }
 
     /// Remembers that a blocking key is held by more persons than the matcher looks at, so
     /// later lookups cost one read instead of a scan. Postings still go on being kept.
     pub fn mark_common_key(&mut self, blocking_key: &str) -> Result<(), StoreError> {
-        self.put(layout::common_key(blocking_key), &())
+        self.put_small(layout::common_key(blocking_key), &())
     }
 
     pub fn remove_posting(&mut self, blocking_key: &str, person_id: &PersonId) -> Result<(), StoreError> {
-        self.delete(layout::posting(blocking_key, person_id))
+        self.delete_small(layout::posting(blocking_key, person_id));
+        Ok(())
     }
 
     /// The person holding a resident ID number (the first, if a duplicated number is held by
@@ -683,7 +705,7 @@ impl Txn<'_> {
                 message: "a person still holding records cannot be retired".into(),
             });
         }
-        self.put(layout::alias(person_id), survivor)?;
+        self.put_small(layout::alias(person_id), survivor)?;
         self.write_person(person_id, &BTreeMap::new())?;
         Ok(())
     }
@@ -700,7 +722,7 @@ impl Txn<'_> {
     pub fn count_name(&mut self, name: &str, delta: i64) -> Result<(), StoreError> {
         let key = layout::name_count(name);
         if self.counter(&key)?.checked_add_signed(delta) == Some(0) {
-            self.delete(key)?;
+            self.delete_small(key);
         } else {
             self.add_to_counter(&key, delta)?;
         }
@@ -775,7 +797,7 @@ impl Txn<'_> {
     // --- progress ---
 
     pub fn set_applied_sequence(&mut self, sequence: u64) -> Result<(), StoreError> {
-        self.put(layout::META_APPLIED_SEQUENCE.to_vec(), &sequence)
+        self.put_small(layout::META_APPLIED_SEQUENCE.to_vec(), &sequence)
     }
 }
 
