@@ -155,13 +155,14 @@ pub fn apply_entry_timed(
         let mut kept: Option<PersonId> = None;
         if let Some(previous) = &previous_record {
             let previous_person = previous.header.person_id.clone();
-            count_names(&mut txn, &record_features(previous, catalog), -1)?;
+            let previous_features = record_features(previous, catalog);
+            count_names(&mut txn, &previous_features, -1)?;
             touched
                 .entry(previous_person.clone())
                 .or_default()
                 .removed
                 .insert(clean.key.clone());
-            if record_features(previous, catalog) == features {
+            if previous_features == features {
                 // Same identity: the record stays where it is; only its other tags changed.
                 kept = Some(previous_person);
             } else {
@@ -293,16 +294,9 @@ pub(super) fn record_features(record: &StoredRecord, catalog: &Catalog) -> Featu
 /// The persons sharing a blocking key with the record, those sharing the most keys first, at
 /// most `CANDIDATES_MAX`, with their features.
 fn gather_candidates(txn: &mut Txn<'_>, features: &Features) -> Result<Vec<Candidate>, StoreError> {
-    let mut shared: BTreeMap<PersonId, usize> = BTreeMap::new();
-    for key in blocking_keys(features) {
-        for person_id in postings(txn, &key)? {
-            *shared.entry(person_id).or_default() += 1;
-        }
-    }
-    let mut ranked: Vec<(PersonId, usize)> = shared.into_iter().collect();
-    ranked.sort_by(|(a_id, a_keys), (b_id, b_keys)| b_keys.cmp(a_keys).then_with(|| a_id.cmp(b_id)));
-    let mut candidates = Vec::with_capacity(ranked.len().min(CANDIDATES_MAX));
-    for (person_id, _) in ranked.into_iter().take(CANDIDATES_MAX) {
+    let ranked = persons_sharing(txn, &blocking_keys(features), None)?;
+    let mut candidates = Vec::with_capacity(ranked.len());
+    for person_id in ranked {
         let Some(header) = txn.person(&person_id)? else {
             continue;
         };
@@ -314,6 +308,30 @@ fn gather_candidates(txn: &mut Txn<'_>, features: &Features) -> Result<Vec<Candi
         });
     }
     Ok(candidates)
+}
+
+/// The persons (other than `except`) holding any of `keys`, those sharing the most keys first
+/// (ties by id, so the order never depends on how they were found), at most `CANDIDATES_MAX`.
+fn persons_sharing(
+    txn: &mut Txn<'_>,
+    keys: &BTreeSet<String>,
+    except: Option<&PersonId>,
+) -> Result<Vec<PersonId>, StoreError> {
+    let mut shared: BTreeMap<PersonId, usize> = BTreeMap::new();
+    for key in keys {
+        for person_id in postings(txn, key)? {
+            if Some(&person_id) != except {
+                *shared.entry(person_id).or_default() += 1;
+            }
+        }
+    }
+    let mut ranked: Vec<(PersonId, usize)> = shared.into_iter().collect();
+    ranked.sort_by(|(a_id, a_keys), (b_id, b_keys)| b_keys.cmp(a_keys).then_with(|| a_id.cmp(b_id)));
+    Ok(ranked
+        .into_iter()
+        .take(CANDIDATES_MAX)
+        .map(|(person_id, _)| person_id)
+        .collect())
 }
 
 /// The persons holding a blocking key, none if it is too common; a key found too common for
@@ -363,9 +381,15 @@ fn add_fuzzy_candidates(
 /// Adds a record's features to its person's, with the postings of any new blocking key.
 /// Returns the new keys.
 fn add_features(txn: &mut Txn<'_>, person_id: &PersonId, features: &Features) -> Result<BTreeSet<String>, StoreError> {
-    let mut held: Features = txn.person_features(person_id)?.unwrap_or_default();
-    let before = blocking_keys(&held);
-    held.absorb(features);
+    let stored: Option<Features> = txn.person_features(person_id)?;
+    let is_new = stored.is_none();
+    let before = stored.unwrap_or_default();
+    let mut held = before.clone();
+    if !held.absorb(features) && !is_new {
+        // Nothing new (the common case for a record of a known person): no key, no write.
+        return Ok(BTreeSet::new());
+    }
+    let before = blocking_keys(&before);
     let new_keys: BTreeSet<String> = blocking_keys(&held).difference(&before).cloned().collect();
     for key in &new_keys {
         txn.add_posting(key, person_id)?;
@@ -376,7 +400,7 @@ fn add_features(txn: &mut Txn<'_>, person_id: &PersonId, features: &Features) ->
 
 /// The share of named records that carry a name, for the term-frequency adjustment; `None`
 /// while too few records have names for the share to mean anything.
-fn name_share<'t>(txn: &'t Txn<'_>, model: &'t MatchModel) -> impl Fn(&str) -> Option<f64> + 't {
+pub(super) fn name_share<'t>(txn: &'t Txn<'_>, model: &'t MatchModel) -> impl Fn(&str) -> Option<f64> + 't {
     move |name: &str| {
         let (count, total) = txn.name_count(name).ok()?;
         (total >= model.tf_min_records).then(|| count.max(1) as f64 / total as f64)
@@ -394,17 +418,10 @@ fn consolidate(
     new_keys: &BTreeSet<String>,
     touched: &mut BTreeMap<PersonId, Touched>,
 ) -> Result<(PersonId, Vec<PersonId>), StoreError> {
-    let mut shared: BTreeMap<PersonId, usize> = BTreeMap::new();
-    for key in new_keys {
-        for other in postings(txn, key)?.into_iter().filter(|other| other != person_id) {
-            *shared.entry(other).or_default() += 1;
-        }
-    }
-    let mut ranked: Vec<(PersonId, usize)> = shared.into_iter().collect();
-    ranked.sort_by(|(a_id, a_keys), (b_id, b_keys)| b_keys.cmp(a_keys).then_with(|| a_id.cmp(b_id)));
+    let ranked = persons_sharing(txn, new_keys, Some(person_id))?;
     let mut current = person_id.clone();
     let mut merged = Vec::new();
-    for (other, _) in ranked.into_iter().take(CANDIDATES_MAX) {
+    for other in ranked {
         let (Some(current_header), Some(other_header)) = (txn.person(&current)?, txn.person(&other)?) else {
             continue;
         };

@@ -298,10 +298,7 @@ impl Engine {
                 .ok_or_else(|| EngineError::NotFound(format!("person {person_id} not found")))
         };
         let (a, b) = (features(a)?, features(b)?);
-        let name_share = |name: &str| -> Option<f64> {
-            let (count, total) = txn.name_count(name).ok()?;
-            (total >= model.tf_min_records).then(|| count.max(1) as f64 / total as f64)
-        };
+        let name_share = apply::name_share(&txn, &model);
         Ok(resolve::explain_pair(&a, &b, &model, txn.n_persons()?, &name_share))
     }
 

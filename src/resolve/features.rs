@@ -135,28 +135,31 @@ impl Features {
         features
     }
 
-    pub fn insert(&mut self, feature: Feature, value: FeatureValue) {
+    /// Adds a value; returns whether the features changed.
+    pub fn insert(&mut self, feature: Feature, value: FeatureValue) -> bool {
         let values = self.values.entry(feature).or_default();
         // A value already held strong stays strong; a weak copy of it adds nothing.
-        if values.len() < VALUES_PER_FEATURE_MAX
-            && !values
-                .iter()
-                .any(|held| held.text == value.text && held.division == value.division && !held.weak)
-        {
-            if !value.weak {
-                values.retain(|held| !(held.text == value.text && held.division == value.division));
-            }
-            values.insert(value);
+        let held_strong = values
+            .iter()
+            .any(|held| held.text == value.text && held.division == value.division && !held.weak);
+        if values.len() >= VALUES_PER_FEATURE_MAX || held_strong {
+            return false;
         }
+        if !value.weak {
+            values.retain(|held| !(held.text == value.text && held.division == value.division));
+        }
+        values.insert(value)
     }
 
-    /// Adds every value of `other`.
-    pub fn absorb(&mut self, other: &Features) {
+    /// Adds every value of `other`; returns whether the features changed.
+    pub fn absorb(&mut self, other: &Features) -> bool {
+        let mut changed = false;
         for (feature, values) in &other.values {
             for value in values {
-                self.insert(*feature, value.clone());
+                changed |= self.insert(*feature, value.clone());
             }
         }
+        changed
     }
 
     pub fn values(&self, feature: Feature) -> impl Iterator<Item = &FeatureValue> {
