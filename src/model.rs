@@ -195,6 +195,66 @@ pub enum Outcome {
     Rejected(Rejection),
 }
 
+/// Who or what caused a change of a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cause {
+    /// The matcher, deciding on records as they arrive.
+    Matcher,
+    /// A steward, with the note they gave.
+    Steward { note: String },
+    /// A source deleted a record.
+    Deletion,
+}
+
+/// One thing that happened to a person: a line of its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PersonEvent {
+    /// A record was placed in the person: a new record, or one re-sent and placed here.
+    RecordAdded { record: RecordKey, decision: Decision },
+    /// A record the person holds was re-sent with other values; its identity did not change.
+    RecordReplaced { record: RecordKey },
+    /// A record left the person: re-sent and placed elsewhere, or deleted by its source.
+    RecordRemoved { record: RecordKey, cause: Cause },
+    /// Another person was merged into this one (its id now redirects here).
+    Absorbed { person: PersonId, cause: Cause },
+    /// This person was merged into another; its id redirects there from now on.
+    MergedInto { survivor: PersonId, cause: Cause },
+    /// Some of this person's records were moved out into a new person.
+    SplitOff {
+        person: PersonId,
+        records: Vec<RecordKey>,
+        cause: Cause,
+    },
+    /// This person was made of records split off another.
+    SplitFrom { person: PersonId, cause: Cause },
+    /// A steward said this person and another are different people: the matcher will not join
+    /// them again.
+    HeldApart { person: PersonId, note: String },
+}
+
+/// A steward's action, logged like a batch so a replay repeats it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StewardAction {
+    /// Join two persons; the one with more records keeps its id.
+    Merge { a: PersonId, b: PersonId, note: String },
+    /// Move `records` out of `person` into a new person, and remember that the two differ.
+    Unmerge {
+        person: PersonId,
+        records: Vec<RecordKey>,
+        note: String,
+    },
+    /// Settle the review item of `record` about `candidate`: the same person (merge) or not
+    /// (hold apart).
+    ResolveReview {
+        record: RecordKey,
+        candidate: PersonId,
+        same: bool,
+        note: String,
+    },
+    /// A source withdraws one of its records.
+    DeleteRecord { record: RecordKey },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

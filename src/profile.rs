@@ -85,6 +85,99 @@ fn offer_value(
     }
 }
 
+/// One record's value of a tag, as lineage shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contribution {
+    pub key: RecordKey,
+    pub observed_at: EpochMillis,
+    pub raw: String,
+    pub standardized: String,
+}
+
+/// One distinct standardized value of a tag across a person's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistinctValue {
+    pub value: String,
+    pub first_seen: EpochMillis,
+    pub last_seen: EpochMillis,
+    pub sources: BTreeSet<SourceId>,
+    pub n_records: usize,
+}
+
+/// Where a tag's value came from: the winner and why, every record that carries the tag, and
+/// the distinct values with when and where each was seen (a phone or address history).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagLineage {
+    pub winner: Option<ProfileEntry>,
+    pub rule: Survivorship,
+    /// Why the winner won, in words.
+    pub reason: String,
+    /// Newest first.
+    pub contributions: Vec<Contribution>,
+    /// The most recently seen first.
+    pub values: Vec<DistinctValue>,
+}
+
+/// The lineage of one tag over a person's records (the same survivorship as `survive`).
+pub fn lineage(records: &[RecordView<'_>], tag: &TagCode, catalog: &Catalog) -> TagLineage {
+    let rule = catalog
+        .tag(tag.as_str())
+        .map_or(Survivorship::MostRecent, |def| def.survivorship);
+    let tags: BTreeSet<TagCode> = [tag.clone()].into_iter().collect();
+    let winner = survive_tags(records, &tags, catalog).remove(tag);
+    let mut contributions: Vec<Contribution> = records
+        .iter()
+        .filter_map(|record| {
+            let value = record.tags.get(tag)?;
+            Some(Contribution {
+                key: record.key.clone(),
+                observed_at: record.observed_at,
+                raw: value.raw.clone(),
+                standardized: value.standardized.clone(),
+            })
+        })
+        .collect();
+    contributions.sort_by(|a, b| b.observed_at.cmp(&a.observed_at).then_with(|| a.key.cmp(&b.key)));
+    let mut values: BTreeMap<&str, DistinctValue> = BTreeMap::new();
+    for contribution in contributions.iter().filter(|c| !c.standardized.is_empty()) {
+        let entry = values
+            .entry(contribution.standardized.as_str())
+            .or_insert_with(|| DistinctValue {
+                value: contribution.standardized.clone(),
+                first_seen: contribution.observed_at,
+                last_seen: contribution.observed_at,
+                sources: BTreeSet::new(),
+                n_records: 0,
+            });
+        entry.first_seen = entry.first_seen.min(contribution.observed_at);
+        entry.last_seen = entry.last_seen.max(contribution.observed_at);
+        entry.sources.insert(contribution.key.source.clone());
+        entry.n_records += 1;
+    }
+    let mut values: Vec<DistinctValue> = values.into_values().collect();
+    values.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.value.cmp(&b.value)));
+    let reason = match &winner {
+        None => "no record of this person carries a value".to_string(),
+        Some(entry) => match rule {
+            Survivorship::SourcePriority => format!(
+                "source priority: {} ranks {} in authority for this tag's identity data, and this is its most recent value",
+                entry.source,
+                catalog.authority_rank(&entry.source)
+            ),
+            Survivorship::MostRecent => {
+                "most recent: the latest observation wins, whatever its source".to_string()
+            }
+        },
+    };
+    TagLineage {
+        winner,
+        rule,
+        reason,
+        contributions,
+        values,
+    }
+}
+
 /// Smaller ranks win.
 fn rank<'r>(
     source: &'r SourceId,
@@ -124,6 +217,56 @@ mod tests {
                 (TagCode::new(*tag), value)
             })
             .collect()
+    }
+
+    #[test]
+    fn lineage_names_the_winner_and_every_contribution() {
+        let catalog = Catalog::shipped();
+        let (k1, k2, k3) = (key("D01", "a"), key("D07", "b"), key("D13", "c"));
+        let (t1, t2, t3) = (
+            tags(&[("phone", "13800000001")]),
+            tags(&[("phone", "13800000002")]),
+            tags(&[("phone", "13800000001"), ("name", "张伟")]),
+        );
+        let records = [
+            RecordView {
+                key: &k1,
+                observed_at: 1_000,
+                tags: &t1,
+            },
+            RecordView {
+                key: &k2,
+                observed_at: 3_000,
+                tags: &t2,
+            },
+            RecordView {
+                key: &k3,
+                observed_at: 2_000,
+                tags: &t3,
+            },
+        ];
+        let lineage = lineage(&records, &TagCode::new("phone"), &catalog);
+        assert_eq!(lineage.rule, Survivorship::MostRecent);
+        assert_eq!(
+            lineage.winner.as_ref().map(|entry| entry.value.as_str()),
+            Some("13800000002")
+        );
+        assert!(lineage.reason.starts_with("most recent"), "{}", lineage.reason);
+        let order: Vec<&str> = lineage.contributions.iter().map(|c| c.key.record_id.as_str()).collect();
+        assert_eq!(order, ["b", "c", "a"]);
+        assert_eq!(lineage.values.len(), 2);
+        let older = &lineage.values[1];
+        assert_eq!(older.value, "13800000001");
+        assert_eq!((older.first_seen, older.last_seen, older.n_records), (1_000, 2_000, 2));
+        assert_eq!(
+            older.sources.iter().map(SourceId::as_str).collect::<Vec<_>>(),
+            ["D01", "D13"]
+        );
+        let name = super::lineage(&records, &TagCode::new("name"), &catalog);
+        assert_eq!(name.rule, Survivorship::SourcePriority);
+        assert!(name.reason.contains("D13"), "{}", name.reason);
+        let none = super::lineage(&records, &TagCode::new("gender"), &catalog);
+        assert!(none.winner.is_none() && none.contributions.is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Segments `<first sequence, 20 digits>.wal` hold frames `[len u32 LE][crc32c u32 LE][payload]`.
 //! Owns framing, fsync, recovery of a torn tail and trimming; knows nothing of records' meaning.
 
-use crate::model::{EpochMillis, RawRecord, SourceId};
+use crate::model::{EpochMillis, RawRecord, SourceId, StewardAction};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
@@ -26,6 +26,8 @@ pub struct WalEntry {
     /// A newly trained match model (encoded by the engine) that takes effect before this
     /// entry's records: logged like a batch, so a replay decides with the same model.
     pub model: Option<Vec<u8>>,
+    /// A steward's action or a record deletion, applied before the entry's records.
+    pub steward: Option<StewardAction>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +270,7 @@ mod tests {
             }],
             rejected: vec![],
             model: None,
+            steward: None,
         }
     }
 

@@ -182,7 +182,7 @@ fn score_to_pb(person_id: &str, score: &Score, hold: Option<Hold>) -> pb::Candid
     }
 }
 
-fn candidate_to_pb(candidate: &ScoredCandidate) -> pb::CandidateScore {
+pub fn candidate_to_pb(candidate: &ScoredCandidate) -> pb::CandidateScore {
     score_to_pb(candidate.person_id.as_str(), &candidate.score, candidate.hold)
 }
 

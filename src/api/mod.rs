@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod steward;
 
 use crate::engine::Engine;
 use crate::model::{Outcome, PersonId, RecordKey, SourceId};
@@ -133,6 +134,15 @@ async fn ingest_batch(engine: Arc<Engine>, batch: pb::RecordBatch) -> Result<pb:
 
 #[tonic::async_trait]
 impl pb::ingest_service_server::IngestService for IngestApi {
+    async fn delete_record(
+        &self,
+        request: Request<pb::DeleteRecordRequest>,
+    ) -> Result<Response<pb::StewardResult>, Status> {
+        steward::delete_record(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     type StreamRecordsStream = BoxStream<pb::BatchOutcome>;
 
     async fn stream_records(
@@ -206,6 +216,24 @@ impl ProfileApi {
 
 #[tonic::async_trait]
 impl pb::profile_service_server::ProfileService for ProfileApi {
+    async fn get_profile_history(
+        &self,
+        request: Request<pb::GetProfileHistoryRequest>,
+    ) -> Result<Response<pb::ProfileHistory>, Status> {
+        steward::profile_history(Arc::clone(&self.engine), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_tag_lineage(
+        &self,
+        request: Request<pb::GetTagLineageRequest>,
+    ) -> Result<Response<pb::TagLineage>, Status> {
+        steward::tag_lineage(Arc::clone(&self.engine), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn explain_record(
         &self,
         request: Request<pb::ExplainRecordRequest>,
@@ -337,6 +365,36 @@ impl AdminApi {
 
 #[tonic::async_trait]
 impl pb::admin_service_server::AdminService for AdminApi {
+    async fn merge(&self, request: Request<pb::MergeRequest>) -> Result<Response<pb::StewardResult>, Status> {
+        steward::merge(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn unmerge(&self, request: Request<pb::UnmergeRequest>) -> Result<Response<pb::StewardResult>, Status> {
+        steward::unmerge(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_review_items(
+        &self,
+        request: Request<pb::ListReviewItemsRequest>,
+    ) -> Result<Response<pb::ReviewItemPage>, Status> {
+        steward::list_review_items(Arc::clone(&self.engine), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn resolve_review_item(
+        &self,
+        request: Request<pb::ResolveReviewItemRequest>,
+    ) -> Result<Response<pb::StewardResult>, Status> {
+        steward::resolve_review_item(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn get_catalog(&self, _request: Request<pb::GetCatalogRequest>) -> Result<Response<pb::Catalog>, Status> {
         let catalog = self.engine.catalog();
         Ok(Response::new(pb::Catalog {

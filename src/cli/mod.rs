@@ -5,6 +5,7 @@
 mod accuracy;
 mod client;
 mod matching;
+mod steward;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -54,6 +55,19 @@ enum Command {
     Explain(matching::ExplainArgs),
     /// Compare two persons with the current match model.
     ExplainPair(matching::ExplainPairArgs),
+    /// Every change of a person: records added and removed, merges, splits, steward decisions.
+    History(steward::HistoryArgs),
+    /// Where one tag of a profile came from: the winner and why, every record carrying it.
+    Lineage(steward::LineageArgs),
+    /// The review queue: list possible matches, settle them as the same or different persons.
+    #[command(subcommand)]
+    Review(steward::ReviewCommand),
+    /// Join two persons (a steward's decision, kept in both histories).
+    Merge(steward::MergeArgs),
+    /// Move records out of a person into a new one; the matcher will not join them again.
+    Unmerge(steward::UnmergeArgs),
+    /// Delete a record; its person splits if the record was the only link between its records.
+    Delete(steward::DeleteArgs),
     /// Operator commands.
     #[command(subcommand)]
     Admin(matching::AdminCommand),
@@ -116,6 +130,12 @@ pub fn main() -> ExitCode {
             Command::Quality(args) => client::quality(args).await,
             Command::Explain(args) => matching::explain(args).await,
             Command::ExplainPair(args) => matching::explain_pair(args).await,
+            Command::History(args) => steward::history(args).await,
+            Command::Lineage(args) => steward::lineage(args).await,
+            Command::Review(command) => steward::review(command).await,
+            Command::Merge(args) => steward::merge(args).await,
+            Command::Unmerge(args) => steward::unmerge(args).await,
+            Command::Delete(args) => steward::delete(args).await,
             Command::Admin(command) => matching::admin(command).await,
             Command::FebrlToJsonl(args) => accuracy::febrl_to_jsonl(args),
             Command::Accuracy(args) => accuracy::accuracy(args),

@@ -9,7 +9,9 @@
 
 use crate::catalog::Catalog;
 use crate::cleanse::{cleanse_record, rules};
-use crate::model::{CleanRecord, Decision, Finding, PersonId, RecordKey, SourceId, TagCode};
+use crate::model::{
+    Cause, CleanRecord, Decision, EpochMillis, Finding, PersonEvent, PersonId, RecordKey, SourceId, TagCode,
+};
 use crate::profile::{offer, survive, survive_tags, RecordView};
 use crate::resolve::{self, blocking_keys, Candidate, Feature, Features, MatchModel, Placement};
 use crate::store::{layout, Postings, RecordHeader, Store, StoreError, StoredRecord, Txn};
@@ -27,6 +29,19 @@ pub struct Placed {
 
 /// A key held by more persons than this is too common to find candidates with.
 pub const POSTINGS_CAP: usize = 32;
+/// The most persons a name alone may be held by and still bring candidates: a name is far less
+/// selective than the pairs of values the other keys hold.
+pub const NAME_POSTINGS_CAP: usize = 8;
+
+/// How many persons a blocking key may be held by and still be looked up.
+pub fn postings_cap(key: &str) -> usize {
+    if key.starts_with("nm/") {
+        NAME_POSTINGS_CAP
+    } else {
+        POSTINGS_CAP
+    }
+}
+
 /// The most candidate persons scored for one record: those sharing the most keys first.
 pub const CANDIDATES_MAX: usize = 16;
 
@@ -39,6 +54,22 @@ pub struct ReviewItem {
     pub candidates: Vec<resolve::ScoredCandidate>,
     /// The sequence of the batch that raised it.
     pub sequence: u64,
+}
+
+impl ReviewItem {
+    /// The best candidate's probability: the queue's order.
+    pub fn best(&self) -> f64 {
+        self.candidates
+            .iter()
+            .map(|candidate| candidate.probability)
+            .fold(0.0, f64::max)
+    }
+}
+
+/// Whether a steward said two persons differ. A read error counts as "yes": the safe side is
+/// not to merge.
+pub(super) fn held_apart<'t>(txn: &'t Txn<'_>) -> impl Fn(&PersonId, &PersonId) -> bool + 't {
+    move |a: &PersonId, b: &PersonId| txn.held_apart(a, b).unwrap_or(true)
 }
 
 /// The model the write path decides with: the stored one, or the shipped defaults.
@@ -100,8 +131,20 @@ pub fn apply_entry_timed(
         txn.put_model(&model)?;
     }
     let model = current_model(&txn)?;
+    let at = entry.received_at;
     let mut touched: BTreeMap<PersonId, Touched> = BTreeMap::new();
     let mut placed = Vec::with_capacity(entry.records.len());
+    if let Some(action) = &entry.steward {
+        placed.extend(super::steward::apply_action(
+            &mut txn,
+            catalog,
+            &model,
+            action,
+            entry.sequence,
+            at,
+            &mut touched,
+        )?);
+    }
     let repeated_in_batch: Vec<bool> = {
         let mut seen_keys: std::collections::HashSet<&RecordKey> = std::collections::HashSet::new();
         entry.records.iter().map(|raw| !seen_keys.insert(&raw.key)).collect()
@@ -153,6 +196,8 @@ pub fn apply_entry_timed(
         let record_idx = u32::try_from(record_idx).expect("batches are bounded by the config");
         let mut emptied: Option<PersonId> = None;
         let mut kept: Option<PersonId> = None;
+        // Persons a steward said differ from the record's previous person.
+        let mut apart_from_previous: BTreeSet<PersonId> = BTreeSet::new();
         if let Some(previous) = &previous_record {
             let previous_person = previous.header.person_id.clone();
             let previous_features = record_features(previous, catalog);
@@ -168,6 +213,11 @@ pub fn apply_entry_timed(
             } else {
                 txn.remove_member(&previous_person, &clean.key)?;
                 refresh_features(&mut txn, catalog, &previous_person)?;
+                apart_from_previous.extend(
+                    txn.persons_held_apart(&previous_person)?
+                        .into_iter()
+                        .map(|(person_id, _)| person_id),
+                );
                 emptied = Some(previous_person);
             }
         }
@@ -176,12 +226,16 @@ pub fn apply_entry_timed(
             None => {
                 let candidates_started = Instant::now();
                 let mut candidates = gather_candidates(&mut txn, &features)?;
+                for candidate in &mut candidates {
+                    candidate.held_apart_from_record = apart_from_previous.contains(&candidate.person_id);
+                }
                 let scoring_started = Instant::now();
                 stage_times.candidates += scoring_started - candidates_started;
                 let n_persons = txn.n_persons()?;
                 let mut resolution = {
                     let name_share = name_share(&txn, &model);
-                    resolve::decide(&features, &candidates, &model, n_persons, &name_share)
+                    let held_apart = held_apart(&txn);
+                    resolve::decide_with_stewards(&features, &candidates, &model, n_persons, &name_share, &held_apart)
                 };
                 stage_times.scoring += scoring_started.elapsed();
                 if let Some(fuzzy) = fuzzy.filter(|_| resolution.decision == Decision::Created) {
@@ -191,7 +245,15 @@ pub fn apply_entry_timed(
                     stage_times.candidates += rescoring_started - fuzzy_started;
                     if n_index_candidates > 0 {
                         let name_share = name_share(&txn, &model);
-                        resolution = resolve::decide(&features, &candidates, &model, n_persons, &name_share);
+                        let held_apart = held_apart(&txn);
+                        resolution = resolve::decide_with_stewards(
+                            &features,
+                            &candidates,
+                            &model,
+                            n_persons,
+                            &name_share,
+                            &held_apart,
+                        );
                         resolution.evidence.n_index_candidates = n_index_candidates;
                     }
                     stage_times.scoring += rescoring_started.elapsed();
@@ -201,7 +263,7 @@ pub fn apply_entry_timed(
                     Placement::Join(person_id) => person_id.clone(),
                     Placement::Merge { into, merged } => {
                         for loser in merged {
-                            merge_person(&mut txn, loser, into, &mut touched)?;
+                            merge_person(&mut txn, loser, into, &mut touched, at, Cause::Matcher)?;
                         }
                         into.clone()
                     }
@@ -243,13 +305,44 @@ pub fn apply_entry_timed(
             .added
             .insert(clean.key.clone());
         let consolidate_started = Instant::now();
-        let (person_id, consolidated) = consolidate(&mut txn, &model, &person_id, &new_keys, &mut touched)?;
+        let (person_id, consolidated) = consolidate(&mut txn, &model, &person_id, &new_keys, &mut touched, at)?;
         stage_times.scoring += consolidate_started.elapsed();
         let decision = if consolidated.is_empty() {
             decision
         } else {
             Decision::Merged
         };
+        let previous_person = previous_record.as_ref().map(|previous| &previous.header.person_id);
+        if previous_person == Some(&person_id) {
+            touched
+                .entry(person_id.clone())
+                .or_default()
+                .events
+                .push(PersonEvent::RecordReplaced {
+                    record: clean.key.clone(),
+                });
+        } else {
+            if let Some(previous_person) = previous_person {
+                if txn.person(previous_person)?.is_some() {
+                    touched
+                        .entry(previous_person.clone())
+                        .or_default()
+                        .events
+                        .push(PersonEvent::RecordRemoved {
+                            record: clean.key.clone(),
+                            cause: Cause::Matcher,
+                        });
+                }
+            }
+            touched
+                .entry(person_id.clone())
+                .or_default()
+                .events
+                .push(PersonEvent::RecordAdded {
+                    record: clean.key.clone(),
+                    decision,
+                });
+        }
         if let Some(resolution) = resolution {
             let mut evidence = resolution.evidence;
             evidence.person_id = Some(person_id.clone());
@@ -261,7 +354,7 @@ pub fn apply_entry_timed(
                 candidates: resolution.review,
                 sequence: entry.sequence,
             });
-            txn.set_review_item(&clean.key, item.as_ref())?;
+            txn.set_review_item(&clean.key, item.as_ref().map(|item| (item, item.best())))?;
         }
         placed.push(Placed { decision, person_id });
     }
@@ -269,8 +362,8 @@ pub fn apply_entry_timed(
         txn.count_quality(source, layout::QUALITY_REJECTED)?;
         txn.count_quality(source, rule_id)?;
     }
-    for (person_id, change) in &touched {
-        refresh_person(&mut txn, catalog, person_id, change)?;
+    for (person_id, change) in touched {
+        refresh_person(&mut txn, catalog, &person_id, change, at)?;
     }
     txn.set_applied_sequence(entry.sequence)?;
     txn.commit()?;
@@ -305,6 +398,7 @@ fn gather_candidates(txn: &mut Txn<'_>, features: &Features) -> Result<Vec<Candi
             person_id,
             features,
             n_records: header.n_records,
+            held_apart_from_record: false,
         });
     }
     Ok(candidates)
@@ -337,7 +431,7 @@ fn persons_sharing(
 /// The persons holding a blocking key, none if it is too common; a key found too common for
 /// the first time is marked so that later lookups cost one read.
 fn postings(txn: &mut Txn<'_>, key: &str) -> Result<Vec<PersonId>, StoreError> {
-    match txn.postings(key, POSTINGS_CAP)? {
+    match txn.postings(key, postings_cap(key))? {
         Postings::Persons(persons) => Ok(persons),
         Postings::Common { marked } => {
             if !marked {
@@ -372,6 +466,7 @@ fn add_fuzzy_candidates(
             person_id,
             features: person_features,
             n_records: header.n_records,
+            held_apart_from_record: false,
         });
         added += 1;
     }
@@ -417,6 +512,7 @@ fn consolidate(
     person_id: &PersonId,
     new_keys: &BTreeSet<String>,
     touched: &mut BTreeMap<PersonId, Touched>,
+    at: EpochMillis,
 ) -> Result<(PersonId, Vec<PersonId>), StoreError> {
     let ranked = persons_sharing(txn, new_keys, Some(person_id))?;
     let mut current = person_id.clone();
@@ -431,7 +527,7 @@ fn consolidate(
             let name_share = name_share(txn, model);
             resolve::explain_pair(&current_features, &other_features, model, txn.n_persons()?, &name_share)
         };
-        if hold.is_some() || score.probability() < model.match_probability {
+        if hold.is_some() || score.probability() < model.match_probability || txn.held_apart(&current, &other)? {
             continue;
         }
         let keep_current = current_header.n_records > other_header.n_records
@@ -441,7 +537,7 @@ fn consolidate(
         } else {
             (other, current.clone())
         };
-        merge_person(txn, &loser, &survivor, touched)?;
+        merge_person(txn, &loser, &survivor, touched, at, Cause::Matcher)?;
         merged.push(loser);
         current = survivor;
     }
@@ -450,7 +546,7 @@ fn consolidate(
 
 /// Recomputes a person's features from its records after one left, dropping the postings of
 /// values no record holds any more.
-fn refresh_features(txn: &mut Txn<'_>, catalog: &Catalog, person_id: &PersonId) -> Result<(), StoreError> {
+pub(super) fn refresh_features(txn: &mut Txn<'_>, catalog: &Catalog, person_id: &PersonId) -> Result<(), StoreError> {
     let before: Features = txn.person_features(person_id)?.unwrap_or_default();
     let mut after = Features::default();
     for (_, record) in load_records(txn, &txn.members(person_id)?)? {
@@ -466,13 +562,15 @@ fn refresh_features(txn: &mut Txn<'_>, catalog: &Catalog, person_id: &PersonId) 
     txn.put_person_features(person_id, &after)
 }
 
-/// Moves every record of `loser` into `survivor`, hands its features and postings over, and
-/// retires its id as an alias of the survivor.
-fn merge_person(
+/// Moves every record of `loser` into `survivor`, hands its features, postings and steward
+/// decisions over, and retires its id as an alias of the survivor; both histories say so.
+pub(super) fn merge_person(
     txn: &mut Txn<'_>,
     loser: &PersonId,
     survivor: &PersonId,
     touched: &mut BTreeMap<PersonId, Touched>,
+    at: EpochMillis,
+    cause: Cause,
 ) -> Result<(), StoreError> {
     for key in txn.members(loser)? {
         txn.remove_member(loser, &key)?;
@@ -484,13 +582,21 @@ fn merge_person(
         txn.remove_posting(&key, loser)?;
     }
     add_features(txn, survivor, &loser_features)?;
-    txn.retire_person(loser, survivor)?;
-    touched.remove(loser);
-    touched.entry(survivor.clone()).or_default().full = true;
+    txn.move_held_apart(loser, survivor)?;
+    txn.retire_person(loser, survivor, at, cause.clone())?;
+    // What the batch did to the loser so far is now the survivor's story.
+    let loser_events = touched.remove(loser).map(|change| change.events).unwrap_or_default();
+    let change = touched.entry(survivor.clone()).or_default();
+    change.full = true;
+    change.events.extend(loser_events);
+    change.events.push(PersonEvent::Absorbed {
+        person: loser.clone(),
+        cause,
+    });
     Ok(())
 }
 
-fn count_names(txn: &mut Txn<'_>, features: &Features, delta: i64) -> Result<(), StoreError> {
+pub(super) fn count_names(txn: &mut Txn<'_>, features: &Features, delta: i64) -> Result<(), StoreError> {
     for name in features.texts(Feature::Name) {
         txn.count_name(name, delta)?;
     }
@@ -525,24 +631,27 @@ fn names_another_person(txn: &Txn<'_>, owner: &PersonId, clean: &CleanRecord) ->
 
 /// What a batch did to one person's records.
 #[derive(Default)]
-struct Touched {
+pub(super) struct Touched {
     /// Records whose previous version this person held (replaced or moved away).
     removed: BTreeSet<RecordKey>,
     /// Records whose new version was placed in this person.
     added: BTreeSet<RecordKey>,
     /// Another person merged into this one: recompute the whole profile.
-    full: bool,
+    pub(super) full: bool,
+    /// What happened, for the person's history.
+    pub(super) events: Vec<PersonEvent>,
 }
 
 /// Brings a person's profile up to date without reading every record when it can: tags won
 /// by a removed record version are recomputed (from that department's records only, for a
 /// department tag), then every added record competes for the tags it carries. The result
 /// equals survivorship over all the person's records (see `profile::offer`).
-fn refresh_person(
+pub(super) fn refresh_person(
     txn: &mut Txn<'_>,
     catalog: &Catalog,
     person_id: &PersonId,
-    change: &Touched,
+    change: Touched,
+    at: EpochMillis,
 ) -> Result<(), StoreError> {
     if txn.person(person_id)?.is_none() {
         return Ok(());
@@ -550,7 +659,7 @@ fn refresh_person(
     if change.full {
         let loaded = load_records(txn, &txn.members(person_id)?)?;
         let profile = survive(&views_of(&loaded), catalog);
-        txn.write_person(person_id, &profile)?;
+        txn.write_person(person_id, &profile, at, change.events)?;
         return Ok(());
     }
     let mut profile = txn.profile(person_id, &[])?;
@@ -590,11 +699,11 @@ fn refresh_person(
     for view in views_of(&loaded) {
         offer(&mut profile, &view, catalog);
     }
-    txn.write_person(person_id, &profile)?;
+    txn.write_person(person_id, &profile, at, change.events)?;
     Ok(())
 }
 
-fn load_records(txn: &Txn<'_>, keys: &[RecordKey]) -> Result<Vec<(RecordKey, StoredRecord)>, StoreError> {
+pub(super) fn load_records(txn: &Txn<'_>, keys: &[RecordKey]) -> Result<Vec<(RecordKey, StoredRecord)>, StoreError> {
     keys.iter()
         .map(|key| {
             let record = txn.record(key)?.ok_or_else(|| StoreError::Corrupt {
@@ -606,7 +715,7 @@ fn load_records(txn: &Txn<'_>, keys: &[RecordKey]) -> Result<Vec<(RecordKey, Sto
         .collect()
 }
 
-fn views_of(loaded: &[(RecordKey, StoredRecord)]) -> Vec<RecordView<'_>> {
+pub(super) fn views_of(loaded: &[(RecordKey, StoredRecord)]) -> Vec<RecordView<'_>> {
     loaded
         .iter()
         .map(|(key, record)| RecordView {
@@ -676,6 +785,7 @@ mod tests {
                 records: chunk.iter().map(|&idx| records[idx].clone()).collect(),
                 rejected: vec![],
                 model: None,
+                steward: None,
             };
             apply_entry(&store, &catalog, entry.clone()).expect("applies");
         }
@@ -742,7 +852,7 @@ mod tests {
                 all.push(record);
             }
             for (batch_idx, chunk) in all.chunks(batch_size).enumerate() {
-                let entry = WalEntry { sequence: batch_idx as u64 + 1, received_at: 0, records: chunk.to_vec(), rejected: vec![], model: None };
+                let entry = WalEntry { sequence: batch_idx as u64 + 1, received_at: 0, records: chunk.to_vec(), rejected: vec![], model: None, steward: None };
                 apply_entry(&store, &catalog, entry.clone()).expect("applies");
             }
             assert_profiles_consistent(&store, &catalog);
@@ -796,6 +906,7 @@ mod tests {
             ],
             rejected: vec![(SourceId::parse("D07").expect("well-formed"), rules::UNKNOWN_TAG.into())],
             model: None,
+            steward: None,
         };
         apply_entry(&store, &catalog, entry.clone()).expect("applies");
         // A typo (张玮 for 张伟) is not a different person; 李娜 clearly is.
@@ -822,6 +933,7 @@ mod tests {
             records: records(),
             rejected: vec![],
             model: None,
+            steward: None,
         };
         let first = apply_entry(&store, &catalog, entry.clone()).expect("applies");
         let stats = store.stats().expect("stats");

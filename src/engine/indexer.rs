@@ -183,8 +183,8 @@ fn catch_up(shared: &Shared) -> Result<(), EngineError> {
         let mut ops = Vec::with_capacity(latest.len());
         for (person_id, kind) in latest {
             let header = match kind {
-                ChangeKind::Deleted => None,
-                ChangeKind::Upserted => txn.person(&person_id)?,
+                ChangeKind::Deleted | ChangeKind::MergedInto { .. } => None,
+                ChangeKind::Created | ChangeKind::Updated | ChangeKind::Split { .. } => txn.person(&person_id)?,
             };
             // A person deleted after this event is removed now; its delete event follows.
             let Some(header) = header else {

@@ -8,14 +8,17 @@
 
 mod apply;
 mod indexer;
+mod steward;
+mod stewardship;
 mod train;
 
 pub use apply::{Placed, ReviewItem, StageTimes};
+pub use stewardship::{ReviewEntry, StewardOutcome, STEWARD_LIST_MAX};
 
 use crate::catalog::Catalog;
 use crate::cleanse::id_number::normalize_id_number;
 use crate::config::Config;
-use crate::model::{EpochMillis, PersonId, RawRecord, RecordKey, SourceId, TagCode};
+use crate::model::{EpochMillis, PersonId, RawRecord, RecordKey, SourceId, StewardAction, TagCode};
 use crate::resolve::decide::Hold;
 use crate::resolve::model::Score;
 use crate::resolve::{self, Evidence, Features, MatchModel};
@@ -96,6 +99,7 @@ enum WriterMessage {
         records: Vec<RawRecord>,
         rejected: Vec<(SourceId, String)>,
         model: Option<Vec<u8>>,
+        steward: Option<StewardAction>,
         reply: oneshot::Sender<Result<Applied, EngineError>>,
     },
     Shutdown(oneshot::Sender<()>),
@@ -197,7 +201,7 @@ impl Engine {
         records: Vec<RawRecord>,
         rejected: Vec<(SourceId, String)>,
     ) -> Result<Applied, EngineError> {
-        self.write(received_at, records, rejected, None).await
+        self.write(received_at, records, rejected, None, None).await
     }
 
     async fn write(
@@ -206,6 +210,7 @@ impl Engine {
         records: Vec<RawRecord>,
         rejected: Vec<(SourceId, String)>,
         model: Option<Vec<u8>>,
+        steward: Option<StewardAction>,
     ) -> Result<Applied, EngineError> {
         if self.write_path_failed.load(Ordering::Acquire) {
             return Err(EngineError::WritePathFailed);
@@ -217,6 +222,7 @@ impl Engine {
                 records,
                 rejected,
                 model,
+                steward,
                 reply,
             })
             .await
@@ -275,6 +281,7 @@ impl Engine {
             Vec::new(),
             Vec::new(),
             Some(encoded),
+            None,
         )
         .await?;
         Ok(model)
@@ -407,6 +414,7 @@ impl Writer {
                         records,
                         rejected,
                         model,
+                        steward,
                         reply,
                     } => {
                         n_records += records.len();
@@ -418,6 +426,7 @@ impl Writer {
                                 records,
                                 rejected,
                                 model,
+                                steward,
                             },
                             reply,
                         ));

@@ -3,7 +3,7 @@
 //! over the record pairs the blocking keys bring together. A seeded sample keeps the cost
 //! bounded and the result repeatable on the same data.
 
-use super::apply::{record_features, POSTINGS_CAP};
+use super::apply::{postings_cap, record_features};
 use crate::catalog::Catalog;
 use crate::model::{PersonId, RecordKey};
 use crate::resolve::compare::compare_feature;
@@ -62,7 +62,7 @@ pub fn sample(store: &Store, catalog: &Catalog) -> Result<TrainingSample, StoreE
             break;
         }
     }
-    let txn = store.begin();
+    let mut txn = store.begin();
     let mut sampled: Vec<(RecordKey, PersonId, Features)> = Vec::with_capacity(reservoir.len());
     for (key, person_id) in reservoir {
         if let Some(record) = txn.record(&key)? {
@@ -88,7 +88,7 @@ pub fn sample(store: &Store, catalog: &Catalog) -> Result<TrainingSample, StoreE
     for (key, _, features) in &sampled {
         let mut persons = BTreeSet::new();
         for blocking_key in blocking_keys(features) {
-            if let Postings::Persons(found) = txn.postings(&blocking_key, POSTINGS_CAP)? {
+            if let Postings::Persons(found) = txn.postings(&blocking_key, postings_cap(&blocking_key))? {
                 persons.extend(found);
             }
         }

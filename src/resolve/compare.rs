@@ -95,26 +95,48 @@ pub fn levels_of(feature: Feature) -> &'static [Level] {
     }
 }
 
+/// The words of every address of a set of features, computed once when one record is compared
+/// with many candidates.
+pub struct AddressWords(Vec<Vec<String>>);
+
+impl AddressWords {
+    pub fn of(features: &Features) -> AddressWords {
+        AddressWords(
+            features
+                .values(Feature::Address)
+                .map(|value| address_words(&value.text))
+                .collect(),
+        )
+    }
+}
+
 /// The best agreement of one feature between two sets of values, with whether the pair that
 /// reached it involves a weak value. `None` when either side has no value (no evidence).
 pub fn compare_feature(feature: Feature, a: &Features, b: &Features) -> Option<(Level, bool)> {
+    if feature == Feature::Address {
+        compare_feature_with(feature, a, &AddressWords::of(a), b)
+    } else {
+        compare_feature_with(feature, a, &AddressWords(Vec::new()), b)
+    }
+}
+
+/// `compare_feature` with the address words of `a` already computed (`AddressWords::of(a)`).
+pub fn compare_feature_with(
+    feature: Feature,
+    a: &Features,
+    words_a: &AddressWords,
+    b: &Features,
+) -> Option<(Level, bool)> {
     let mut best: Option<(Level, bool)> = None;
-    // Address words are computed once per value, not once per pair.
-    let words = |features: &Features| -> Vec<Vec<String>> {
-        if feature == Feature::Address {
-            features
-                .values(feature)
-                .map(|value| address_words(&value.text))
-                .collect()
-        } else {
-            Vec::new()
-        }
+    let words_b = if feature == Feature::Address && a.values(feature).next().is_some() {
+        AddressWords::of(b)
+    } else {
+        AddressWords(Vec::new())
     };
-    let (words_a, words_b) = (words(a), words(b));
     for (idx_a, x) in a.values(feature).enumerate() {
         for (idx_b, y) in b.values(feature).enumerate() {
             let level = if feature == Feature::Address {
-                compare_addresses(x, y, &words_a[idx_a], &words_b[idx_b])
+                compare_addresses(x, y, &words_a.0[idx_a], &words_b.0[idx_b])
             } else {
                 compare_values(feature, x, y)
             };
@@ -219,14 +241,15 @@ fn compare_names(a: &str, b: &str) -> Level {
         return Level::Exact;
     }
     if is_cjk(a) && is_cjk(b) {
-        if name_pinyin(a) == name_pinyin(b) {
+        let (pinyin_a, pinyin_b) = (name_pinyin(a), name_pinyin(b));
+        if pinyin_a == pinyin_b {
             return Level::Phonetic;
         }
         let (n_a, n_b) = (a.chars().count(), b.chars().count());
         if n_a == n_b && n_a >= 2 && strsim::levenshtein(a, b) == 1 {
             return Level::Close;
         }
-        let similarity = strsim::jaro_winkler(&name_pinyin(a), &name_pinyin(b));
+        let similarity = strsim::jaro_winkler(&pinyin_a, &pinyin_b);
         return if similarity >= 0.92 {
             Level::Similar
         } else {
@@ -338,36 +361,59 @@ fn address_words(text: &str) -> Vec<String> {
     words
 }
 
-/// Jaccard overlap of the words of two addresses, a misspelled word (Jaro–Winkler at least
-/// 0.9, four letters or more) counting as shared.
-fn address_overlap(a: &str, b: &str, words_a: &[String], words_b: &[String]) -> f64 {
+/// How much of two addresses' words agree, a misspelled word (Jaro–Winkler at least 0.9, four
+/// letters or more) counting as shared.
+struct Overlap {
+    /// Shared words over all distinct words (Jaccard).
+    jaccard: f64,
+    /// Shared words over the average word count (Dice): a part one department leaves out (a
+    /// second address line, a state) costs less than a part that differs.
+    dice: f64,
+}
+
+fn address_overlap(a: &str, b: &str, words_a: &[String], words_b: &[String]) -> Overlap {
     if words_a.is_empty() || words_b.is_empty() {
-        return 0.0;
+        return Overlap {
+            jaccard: 0.0,
+            dice: 0.0,
+        };
     }
-    let shared = words_a
-        .iter()
-        .filter(|word| {
-            words_b.iter().any(|other| {
-                other == *word
+    // Counted from both sides, so the overlap is symmetric: a word of one address may match a
+    // misspelled or split word of the other.
+    // Both word lists are sorted (`address_words`), so an exact match is a binary search.
+    let matched = |words: &[String], others: &[String]| -> f64 {
+        words
+            .iter()
+            .filter(|word| {
+                others.binary_search(word).is_ok()
                     || (word.chars().count() >= 4
-                        && !word.chars().all(|c| c.is_ascii_digit())
-                        && strsim::jaro_winkler(word, other) >= 0.9)
+                        && !word.bytes().all(|b| b.is_ascii_digit())
+                        && others.iter().any(|other| strsim::jaro_winkler(word, other) >= 0.9))
             })
-        })
-        .count();
-    let jaccard = shared as f64 / (words_a.len() + words_b.len() - shared) as f64;
+            .count() as f64
+    };
+    let (n_a, n_b) = (words_a.len() as f64, words_b.len() as f64);
+    let shared = (matched(words_a, words_b) + matched(words_b, words_a)) / 2.0;
+    let mut overlap = Overlap {
+        jaccard: shared / (n_a + n_b - shared),
+        dice: 2.0 * shared / (n_a + n_b),
+    };
     // Words run together or split apart ("goodwinstreet", "tes bury") defeat the word overlap;
     // the letters and digits without the spaces still agree.
     let squeeze = |text: &str| -> String { text.chars().filter(|c| c.is_alphanumeric()).collect() };
     let squeezed = strsim::normalized_levenshtein(&squeeze(a), &squeeze(b));
     if squeezed >= 0.9 {
-        jaccard.max(squeezed)
-    } else {
-        jaccard
+        overlap.jaccard = overlap.jaccard.max(squeezed);
+        overlap.dice = overlap.dice.max(squeezed);
     }
+    overlap
 }
 
+/// Same street: the texts agree, or (within one district, when both are placed) at least three
+/// quarters of the words by Dice. Otherwise same district at a Jaccard overlap of 0.3, same city
+/// at any shared word; placed addresses compare their district codes instead.
 fn compare_addresses(a: &FeatureValue, b: &FeatureValue, words_a: &[String], words_b: &[String]) -> Level {
+    const SAME_STREET_DICE: f64 = 0.75;
     if a.text == b.text {
         return Level::SameStreet;
     }
@@ -379,17 +425,17 @@ fn compare_addresses(a: &FeatureValue, b: &FeatureValue, words_a: &[String], wor
             } else {
                 Level::Different
             }
-        } else if overlap >= 0.7 {
+        } else if overlap.dice >= SAME_STREET_DICE {
             Level::SameStreet
         } else {
             Level::SameDistrict
         };
     }
-    if overlap >= 0.7 {
+    if overlap.dice >= SAME_STREET_DICE {
         Level::SameStreet
-    } else if overlap >= 0.3 {
+    } else if overlap.jaccard >= 0.3 {
         Level::SameDistrict
-    } else if overlap > 0.0 {
+    } else if overlap.jaccard > 0.0 {
         Level::SameCity
     } else {
         Level::Different
@@ -537,6 +583,15 @@ mod tests {
             ),
             Level::SameStreet
         );
+        // A second address line one department leaves out, a state another gets wrong.
+        assert_eq!(
+            compare_values(
+                Feature::Address,
+                &home,
+                &value("7, WALLABY PLACE, CLEVELAND, QLD, 2119")
+            ),
+            Level::SameStreet
+        );
         assert_eq!(
             compare_values(Feature::Address, &home, &value("12, KING STREET, CLEVELAND, SA, 2119")),
             Level::SameDistrict
@@ -549,6 +604,31 @@ mod tests {
             ),
             Level::Different
         );
+    }
+
+    #[test]
+    fn address_comparison_is_symmetric() {
+        let pairs = [
+            (
+                "23, BATH PLACE, EVENTIDE HOME, CASINO, SA, 5118",
+                "23, BAT H PACE, CASNIO, SA, 5118",
+            ),
+            (
+                "95, LEAHY PLACE, CRESTFIELD, SHENTON PARK, NSW, 6302",
+                "95, LEAHY LPLACE, CRESTKIELD, SHENTO MPARK, NSW, 6320",
+            ),
+            ("杭州西湖区文三路1号", "杭州市西湖区文三路一号"),
+        ];
+        for (a, b) in pairs {
+            let (a, b) = (value(a), value(b));
+            assert_eq!(
+                compare_values(Feature::Address, &a, &b),
+                compare_values(Feature::Address, &b, &a),
+                "{} / {}",
+                a.text,
+                b.text
+            );
+        }
     }
 
     #[test]

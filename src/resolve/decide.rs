@@ -13,7 +13,7 @@
 //! Every decision keeps its evidence: the candidates, each feature's level and weight, the
 //! prior and the total.
 
-use super::compare::{compare_feature, Level};
+use super::compare::{compare_feature_with, AddressWords, Level};
 use super::features::{conflicting_id_numbers, Feature, Features};
 use super::model::{MatchModel, Score};
 use crate::model::{Decision, PersonId};
@@ -26,6 +26,9 @@ pub struct Candidate {
     pub person_id: PersonId,
     pub features: Features,
     pub n_records: u32,
+    /// A steward said this person differs from the person the record was in before it was
+    /// re-sent: the record must not join it.
+    pub held_apart_from_record: bool,
 }
 
 /// Where the record goes.
@@ -46,6 +49,8 @@ pub enum Hold {
     ConflictingIdNumbers,
     /// The same valid ID number, but the names are different: a duplicated number.
     SharedIdNumberDifferentName,
+    /// A steward said they are different people.
+    StewardSaidDifferent,
 }
 
 impl Hold {
@@ -55,6 +60,7 @@ impl Hold {
             Hold::SharedIdNumberDifferentName => {
                 "the same ID number with a different name is a duplicated number, not a match"
             }
+            Hold::StewardSaidDifferent => "a steward said these are different people",
         }
     }
 }
@@ -108,9 +114,22 @@ pub fn score(
     n_persons: u64,
     name_share: &dyn Fn(&str) -> Option<f64>,
 ) -> Score {
+    score_with(record, &AddressWords::of(record), person, model, n_persons, name_share)
+}
+
+/// `score` with the record's address words already computed, for one record against many
+/// candidates.
+fn score_with(
+    record: &Features,
+    record_words: &AddressWords,
+    person: &Features,
+    model: &MatchModel,
+    n_persons: u64,
+    name_share: &dyn Fn(&str) -> Option<f64>,
+) -> Score {
     let mut comparisons = Vec::new();
     for feature in Feature::ALL {
-        let Some((level, weak)) = compare_feature(feature, record, person) else {
+        let Some((level, weak)) = compare_feature_with(feature, record, record_words, person) else {
             continue;
         };
         let share = if feature == Feature::Name && level == Level::Exact {
@@ -151,12 +170,31 @@ pub fn decide(
     n_persons: u64,
     name_share: &dyn Fn(&str) -> Option<f64>,
 ) -> Resolution {
+    decide_with_stewards(record, candidates, model, n_persons, name_share, &|_, _| false)
+}
+
+/// `decide`, respecting what stewards said: `held_apart(a, b)` tells whether a steward said
+/// persons `a` and `b` differ. Such persons are never joined or merged, and not queued for
+/// review again.
+pub fn decide_with_stewards(
+    record: &Features,
+    candidates: &[Candidate],
+    model: &MatchModel,
+    n_persons: u64,
+    name_share: &dyn Fn(&str) -> Option<f64>,
+    held_apart: &dyn Fn(&PersonId, &PersonId) -> bool,
+) -> Resolution {
+    let record_words = AddressWords::of(record);
     let mut scored: Vec<(ScoredCandidate, &Candidate)> = candidates
         .iter()
         .map(|candidate| {
-            let score = score(record, &candidate.features, model, n_persons, name_share);
+            let score = score_with(record, &record_words, &candidate.features, model, n_persons, name_share);
             let probability = score.probability();
-            let hold = hold_of(record, &candidate.features, &score);
+            let hold = if candidate.held_apart_from_record {
+                Some(Hold::StewardSaidDifferent)
+            } else {
+                hold_of(record, &candidate.features, &score)
+            };
             (
                 ScoredCandidate {
                     person_id: candidate.person_id.clone(),
@@ -202,6 +240,12 @@ pub fn decide(
             let mut joined = best.features.clone();
             let mut group: Vec<&Candidate> = vec![best];
             for candidate in others {
+                let apart = group
+                    .iter()
+                    .any(|member| held_apart(&member.person_id, &candidate.person_id));
+                if apart {
+                    continue;
+                }
                 if conflicting_id_numbers(&joined, &candidate.features) {
                     if let Some((scored, _)) = scored.iter().find(|(s, _)| s.person_id == candidate.person_id) {
                         review.push(scored.clone());
@@ -239,9 +283,9 @@ pub fn decide(
             }
         }
     };
-    // A held candidate that scored as a match is the stewards' to judge.
+    // A held candidate that scored as a match is the stewards' to judge (unless they did).
     for (scored, _) in &scored {
-        if scored.hold.is_some()
+        if scored.hold.is_some_and(|hold| hold != Hold::StewardSaidDifferent)
             && scored.probability >= model.review_probability
             && !review.iter().any(|item| item.person_id == scored.person_id)
         {
@@ -397,6 +441,7 @@ mod tests {
 
     fn candidate(id: &str, n_records: u32, pairs: &[(Feature, &str)]) -> Candidate {
         Candidate {
+            held_apart_from_record: false,
             person_id: PersonId::new(id),
             features: features(pairs),
             n_records,

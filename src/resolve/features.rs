@@ -193,7 +193,9 @@ impl Features {
 /// up (see `store::Txn::postings`). Variants catch the usual errors: the pinyin or reordered
 /// words of a name with the birth date (homophones, swapped given name and surname), each
 /// word of a name with the birth date (a misspelled other word), the birth date with the
-/// locality (a misspelled name).
+/// locality (a misspelled name). Some keys stand alone where a rare value is enough to look
+/// further: the name's variant, the digits of another identifier in sorted order (swapped
+/// digits), the start of a street address.
 pub fn blocking_keys(features: &Features) -> BTreeSet<String> {
     const SEP: char = '\u{1f}';
     let mut keys = BTreeSet::new();
@@ -202,6 +204,12 @@ pub fn blocking_keys(features: &Features) -> BTreeSet<String> {
     }
     for value in features.texts(Feature::OtherId) {
         keys.insert(format!("oi/{value}"));
+        // The same digits in any order: two swapped digits still meet.
+        let mut digits: Vec<char> = value.chars().filter(char::is_ascii_digit).collect();
+        if digits.len() >= 6 {
+            digits.sort_unstable();
+            keys.insert(format!("os/{}", digits.into_iter().collect::<String>()));
+        }
     }
     for value in features.texts(Feature::Phone) {
         let digits: String = value.chars().filter(char::is_ascii_digit).collect();
@@ -218,6 +226,9 @@ pub fn blocking_keys(features: &Features) -> BTreeSet<String> {
     for name in features.texts(Feature::Name) {
         let variant = name_variant(name);
         let words = name_words(name);
+        // The name alone, for a person whose birth date and address both differ or are missing;
+        // a common name is held by too many persons and ignored.
+        keys.insert(format!("nm/{variant}"));
         for date in &dates {
             keys.insert(format!("nd/{name}{SEP}{date}"));
             if variant != name {
@@ -241,6 +252,9 @@ pub fn blocking_keys(features: &Features) -> BTreeSet<String> {
         }
     }
     let leads: BTreeSet<String> = features.values(Feature::Address).filter_map(street_lead).collect();
+    for lead in &leads {
+        keys.insert(format!("sl/{lead}"));
+    }
     for date in &dates {
         for locality in &localities {
             keys.insert(format!("dl/{date}{SEP}{locality}"));
@@ -458,11 +472,12 @@ mod tests {
             format!("wd/伟{sep}19900102"),
             format!("nl/zhang wei{sep}330106"),
             format!("dl/19900102{sep}330106"),
+            "nm/zhang wei".to_string(),
             "ph/13800001234".to_string(),
         ] {
             assert!(keys.contains(&expected), "{expected:?} in {keys:?}");
         }
-        assert_eq!(keys.len(), 7);
+        assert_eq!(keys.len(), 8);
     }
 
     #[test]
@@ -476,8 +491,13 @@ mod tests {
         features.insert(Feature::Name, value("MITCHELL GREEN"));
         features.insert(Feature::BirthDate, value("1956-04-09"));
         features.insert(Feature::Address, value("7 WALLABY PLACE, DELMAR, CLEVELAND, SA, 2119"));
+        features.insert(Feature::OtherId, value("1804974"));
         let keys = blocking_keys(&features);
         let sep = '\u{1f}';
+        assert!(keys.contains("nm/GREEN MITCHELL"));
+        assert!(keys.contains("sl/7 WALLABY"));
+        assert!(keys.contains("oi/1804974"));
+        assert!(keys.contains("os/0144789"));
         assert!(keys.contains(&format!("pd/GREEN MITCHELL{sep}19560409")));
         assert!(keys.contains(&format!("wd/GREEN{sep}19560409")));
         assert!(keys.contains(&format!("dl/19560409{sep}2119")));

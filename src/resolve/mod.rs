@@ -12,6 +12,8 @@ pub mod decide;
 pub mod features;
 pub mod model;
 
-pub use decide::{decide, explain_pair, Candidate, Evidence, Placement, Resolution, ScoredCandidate};
+pub use decide::{
+    decide, decide_with_stewards, explain_pair, Candidate, Evidence, Placement, Resolution, ScoredCandidate,
+};
 pub use features::{blocking_keys, Feature, Features};
 pub use model::MatchModel;

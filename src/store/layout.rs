@@ -18,6 +18,12 @@
 //! v/<source>\0<record_id>                the record's open review item (possible matches)
 //! q/<source>\0<rule id | #records | #rejected>   quality counters of a source
 //! o/<sequence, 8 bytes big-endian>       change feed (outbox) of person versions
+//! h/<person_id>\0<version, 8 bytes BE>    the person's history: what each version changed, and why
+//! d/<person_id>\0<person_id>              a steward said the two persons differ (both directions)
+//! s/<source>\0<record_id>\0<source>\0<record_id>   a steward said the two records' persons are one
+//!                                        (both directions; keeps them together when a person is
+//!                                        re-clustered after a deletion)
+//! w/<rank, 8 bytes BE>\0<source>\0<record_id>   the review queue by best score (highest first)
 //! c/<key>\0<part, 2 bytes big-endian>    continuation parts of a value longer than one part
 //! ```
 //!
@@ -53,6 +59,10 @@ pub const REVIEW_ITEMS: &[u8] = b"v/";
 pub const CHANGES: &[u8] = b"o/";
 pub const CONTINUATIONS: &[u8] = b"c/";
 pub const QUALITY: &[u8] = b"q/";
+pub const HISTORY: &[u8] = b"h/";
+pub const HELD_APART: &[u8] = b"d/";
+pub const HELD_TOGETHER: &[u8] = b"s/";
+pub const REVIEW_QUEUE: &[u8] = b"w/";
 /// Quality counter of the records a source sent (admitted ones).
 pub const QUALITY_RECORDS: &str = "#records";
 /// Quality counter of the records of a source that were refused.
@@ -167,6 +177,58 @@ pub fn change(sequence: u64) -> Vec<u8> {
     let mut key = CHANGES.to_vec();
     key.extend_from_slice(&sequence.to_be_bytes());
     key
+}
+
+pub fn history_prefix(person_id: &PersonId) -> Vec<u8> {
+    let mut prefix = join(HISTORY, &[person_id.as_str()]);
+    prefix.push(SEP);
+    prefix
+}
+
+pub fn history(person_id: &PersonId, version: u64) -> Vec<u8> {
+    let mut key = history_prefix(person_id);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+pub fn held_apart_prefix(person_id: &PersonId) -> Vec<u8> {
+    let mut prefix = join(HELD_APART, &[person_id.as_str()]);
+    prefix.push(SEP);
+    prefix
+}
+
+pub fn held_apart(person_id: &PersonId, other: &PersonId) -> Vec<u8> {
+    join(HELD_APART, &[person_id.as_str(), other.as_str()])
+}
+
+pub fn held_together_prefix(key: &RecordKey) -> Vec<u8> {
+    let mut prefix = join(HELD_TOGETHER, &[key.source.as_str(), &key.record_id]);
+    prefix.push(SEP);
+    prefix
+}
+
+pub fn held_together(key: &RecordKey, other: &RecordKey) -> Vec<u8> {
+    join(
+        HELD_TOGETHER,
+        &[
+            key.source.as_str(),
+            &key.record_id,
+            other.source.as_str(),
+            &other.record_id,
+        ],
+    )
+}
+
+/// The review queue's order: `rank` is the best candidate's probability scaled to u64 and
+/// inverted, so the most likely matches come first.
+pub fn review_queue(rank: u64, key: &RecordKey) -> Vec<u8> {
+    let mut full = REVIEW_QUEUE.to_vec();
+    full.extend_from_slice(&rank.to_be_bytes());
+    full.push(SEP);
+    full.extend_from_slice(key.source.as_str().as_bytes());
+    full.push(SEP);
+    full.extend_from_slice(key.record_id.as_bytes());
+    full
 }
 
 /// The part of `key` after `prefix`, split at separators.

@@ -5,16 +5,16 @@
 pub mod kv;
 pub mod layout;
 
-use crate::model::{EpochMillis, Finding, PersonId, RecordKey, SourceId, TagCode, TagValue};
+use crate::model::{Cause, EpochMillis, Finding, PersonEvent, PersonId, RecordKey, SourceId, TagCode, TagValue};
 use kv::{KvStore, WriteBatch};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 /// The on-disk format this build reads and writes.
 /// 2: findings carry the original value; the WAL logs rejections; quality counters.
 /// 3: blocking-key postings, person features, aliases, name counts, evidence, review items.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -63,10 +63,82 @@ pub struct ProfileEntry {
     pub observed_at: EpochMillis,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What happened to a person at one version, as the change feed says it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChangeKind {
-    Upserted,
+    /// A new person (its first version).
+    Created,
+    /// The person's records or tags changed.
+    Updated,
+    /// A new person made of records split off `from`.
+    Split { from: PersonId },
+    /// The person was merged into `survivor`; its id redirects there.
+    MergedInto { survivor: PersonId },
+    /// The person has no records left.
     Deleted,
+}
+
+/// One version of a person: when, which change-feed entry announced it, what happened and
+/// which profile tags changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub version: u64,
+    pub change_sequence: u64,
+    pub at: EpochMillis,
+    pub kind: ChangeKind,
+    pub events: Vec<PersonEvent>,
+    /// The tags whose winning value appeared, changed or disappeared, at most
+    /// `HISTORY_TAGS_MAX` of them; `n_changed_tags` counts them all.
+    pub changed_tags: Vec<TagCode>,
+    pub n_changed_tags: u32,
+}
+
+/// The most changed tags a history entry lists by name.
+pub const HISTORY_TAGS_MAX: usize = 64;
+
+/// The tags a new profile version changed.
+#[derive(Default)]
+struct ChangedTags {
+    tags: Vec<TagCode>,
+    n: u32,
+}
+
+impl ChangedTags {
+    fn extend(&mut self, tags: impl IntoIterator<Item = TagCode>) {
+        for tag in tags {
+            self.n += 1;
+            if self.tags.len() < HISTORY_TAGS_MAX {
+                self.tags.push(tag);
+            }
+        }
+    }
+
+    /// The tags whose winning value or provenance differs between two versions of a group.
+    fn diff(&mut self, old: &BTreeMap<TagCode, ProfileEntry>, new: &BTreeMap<TagCode, ProfileEntry>) {
+        let gone = old.keys().filter(|tag| !new.contains_key(*tag));
+        let changed = new
+            .iter()
+            .filter(|(tag, entry)| old.get(*tag) != Some(entry))
+            .map(|(tag, _)| tag);
+        let mut tags: Vec<TagCode> = gone.chain(changed).cloned().collect();
+        tags.sort();
+        self.extend(tags);
+    }
+}
+
+/// One page of the review queue: the items, and the key to start the next page after.
+pub type ReviewPage<T> = (Vec<(RecordKey, T)>, Option<Vec<u8>>);
+
+/// A review item with its place in the queue.
+#[derive(Serialize, Deserialize)]
+struct Queued<T> {
+    rank: u64,
+    item: T,
+}
+
+/// The queue order of a review item: higher probabilities first.
+fn review_rank(best: f64) -> u64 {
+    u64::MAX - (best.clamp(0.0, 1.0) * 1e12) as u64
 }
 
 /// One entry of the change feed: a person reached `version`.
@@ -137,6 +209,7 @@ impl Store {
         Txn {
             store: self,
             pending: BTreeMap::new(),
+            common_keys: HashSet::new(),
         }
     }
 
@@ -271,6 +344,8 @@ fn decode<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, St
 pub struct Txn<'s> {
     store: &'s Store,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Blocking keys this transaction found too common: their postings are no longer kept.
+    common_keys: HashSet<String>,
 }
 
 impl Txn<'_> {
@@ -565,12 +640,15 @@ impl Txn<'_> {
     }
 
     /// Replaces the profile with `profile` (writing only the groups that changed), bumps the
-    /// version and appends to the change feed. A person left with no records is deleted.
+    /// version, records the version in the person's history with `events` and the tags that
+    /// changed, and appends it to the change feed. A person left with no records is deleted.
     /// Returns the new version.
     pub fn write_person(
         &mut self,
         person_id: &PersonId,
         profile: &BTreeMap<TagCode, ProfileEntry>,
+        at: EpochMillis,
+        events: Vec<PersonEvent>,
     ) -> Result<u64, StoreError> {
         let header = self
             .person(person_id)?
@@ -584,21 +662,30 @@ impl Txn<'_> {
         }
         let prefix = layout::profile_prefix(person_id);
         let old_groups = self.scan_all(&prefix)?;
+        let mut changed = ChangedTags::default();
         for (key, bytes) in &old_groups {
             let group = std::str::from_utf8(&key[prefix.len()..]).map_err(|_| StoreError::Corrupt {
                 kind: "profile group",
                 message: "group name is not UTF-8".into(),
             })?;
             match new_groups.remove(group) {
-                None => self.delete(key.clone())?,
+                None => {
+                    let old_group: BTreeMap<TagCode, ProfileEntry> = decode("profile group", bytes)?;
+                    changed.extend(old_group.into_keys());
+                    self.delete(key.clone())?;
+                }
                 Some(new_group) => {
-                    if encode(&new_group) != *bytes {
+                    let encoded = encode(&new_group);
+                    if encoded != *bytes {
+                        let old_group: BTreeMap<TagCode, ProfileEntry> = decode("profile group", bytes)?;
+                        changed.diff(&old_group, &new_group);
                         self.put(key.clone(), &new_group)?;
                     }
                 }
             }
         }
         for (group, entries) in new_groups {
+            changed.extend(entries.keys().cloned());
             self.put(layout::profile_group(person_id, &group), &entries)?;
         }
         let version = header.version + 1;
@@ -610,8 +697,30 @@ impl Txn<'_> {
             ChangeKind::Deleted
         } else {
             self.put_small(layout::person(person_id), &PersonHeader { version, n_records })?;
-            ChangeKind::Upserted
+            let split_from = events.iter().find_map(|event| match event {
+                PersonEvent::SplitFrom { person, .. } => Some(person.clone()),
+                _ => None,
+            });
+            match split_from {
+                Some(from) if version == 1 => ChangeKind::Split { from },
+                _ if version == 1 => ChangeKind::Created,
+                _ => ChangeKind::Updated,
+            }
         };
+        self.record_version(person_id, version, at, kind, events, changed)?;
+        Ok(version)
+    }
+
+    /// Appends a person's version to the change feed and its history.
+    fn record_version(
+        &mut self,
+        person_id: &PersonId,
+        version: u64,
+        at: EpochMillis,
+        kind: ChangeKind,
+        events: Vec<PersonEvent>,
+        changed: ChangedTags,
+    ) -> Result<(), StoreError> {
         let change_sequence = self.counter(layout::META_NEXT_CHANGE)? + 1;
         self.put_small(layout::META_NEXT_CHANGE.to_vec(), &change_sequence)?;
         self.put_small(
@@ -619,10 +728,40 @@ impl Txn<'_> {
             &ChangeEvent {
                 person_id: person_id.clone(),
                 version,
-                kind,
+                kind: kind.clone(),
             },
         )?;
-        Ok(version)
+        self.put(
+            layout::history(person_id, version),
+            &HistoryEntry {
+                version,
+                change_sequence,
+                at,
+                kind,
+                events,
+                changed_tags: changed.tags,
+                n_changed_tags: changed.n,
+            },
+        )
+    }
+
+    /// A person's history from `from_version` on, oldest first, at most `limit` versions.
+    /// A merged person's history ends with its merge; the survivor's goes on.
+    pub fn history(
+        &self,
+        person_id: &PersonId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let prefix = layout::history_prefix(person_id);
+        let start = layout::history(person_id, from_version);
+        let mut entries = Vec::new();
+        for (key, _) in self.store.kv.scan(&prefix, Some(&start), limit)? {
+            if let Some(bytes) = self.get(&key)? {
+                entries.push(decode("history", &bytes)?);
+            }
+        }
+        Ok(entries)
     }
 
     // --- matching ---
@@ -633,13 +772,15 @@ impl Txn<'_> {
 
     /// The persons holding a blocking key's value, unless more than `cap` do: then the value
     /// is too common to say anything (a shared phone, 张伟 born on a common day).
-    pub fn postings(&self, blocking_key: &str, cap: usize) -> Result<Postings, StoreError> {
+    pub fn postings(&mut self, blocking_key: &str, cap: usize) -> Result<Postings, StoreError> {
         if self.get_raw(&layout::common_key(blocking_key))?.is_some() {
+            self.common_keys.insert(blocking_key.to_owned());
             return Ok(Postings::Common { marked: true });
         }
         let prefix = layout::postings_prefix(blocking_key);
         let keys = self.scan_keys(&prefix, cap + 1)?;
         if keys.len() > cap {
+            self.common_keys.insert(blocking_key.to_owned());
             return Ok(Postings::Common { marked: false });
         }
         Ok(Postings::Persons(
@@ -649,12 +790,17 @@ impl Txn<'_> {
         ))
     }
 
+    /// Adds a person to a key's postings, unless this transaction found the key too common:
+    /// such a key is never read again, so its postings would only cost writes and disk.
     pub fn add_posting(&mut self, blocking_key: &str, person_id: &PersonId) -> Result<(), StoreError> {
+        if self.common_keys.contains(blocking_key) {
+            return Ok(());
+        }
         self.put_small(layout::posting(blocking_key, person_id), &())
     }
 
     /// Remembers that a blocking key is held by more persons than the matcher looks at, so
-    /// later lookups cost one read instead of a scan. Postings still go on being kept.
+    /// later lookups cost one read instead of a scan, and no more postings are kept for it.
     pub fn mark_common_key(&mut self, blocking_key: &str) -> Result<(), StoreError> {
         self.put_small(layout::common_key(blocking_key), &())
     }
@@ -695,7 +841,15 @@ impl Txn<'_> {
     /// Removes a person whose records all moved to `survivor`: its header, profile and
     /// features go, its id becomes an alias of the survivor (and every alias of it is pointed
     /// at the survivor), and the change feed says it was deleted.
-    pub fn retire_person(&mut self, person_id: &PersonId, survivor: &PersonId) -> Result<(), StoreError> {
+    /// Retires a person emptied by a merge: its id becomes an alias of `survivor`, its history
+    /// ends with the merge, and the feed says where it went.
+    pub fn retire_person(
+        &mut self,
+        person_id: &PersonId,
+        survivor: &PersonId,
+        at: EpochMillis,
+        cause: Cause,
+    ) -> Result<(), StoreError> {
         let header = self
             .person(person_id)?
             .ok_or_else(|| StoreError::PersonNotFound(person_id.clone()))?;
@@ -706,8 +860,114 @@ impl Txn<'_> {
             });
         }
         self.put_small(layout::alias(person_id), survivor)?;
-        self.write_person(person_id, &BTreeMap::new())?;
+        let prefix = layout::profile_prefix(person_id);
+        let mut changed = ChangedTags::default();
+        for (key, bytes) in self.scan_all(&prefix)? {
+            let group: BTreeMap<TagCode, ProfileEntry> = decode("profile group", &bytes)?;
+            changed.extend(group.into_keys());
+            self.delete(key)?;
+        }
+        self.delete_small(layout::person(person_id));
+        self.delete(layout::person_features(person_id))?;
+        self.add_to_counter(layout::META_N_PERSONS, -1)?;
+        let event = PersonEvent::MergedInto {
+            survivor: survivor.clone(),
+            cause,
+        };
+        let kind = ChangeKind::MergedInto {
+            survivor: survivor.clone(),
+        };
+        self.record_version(person_id, header.version + 1, at, kind, vec![event], changed)
+    }
+
+    // --- steward decisions ---
+
+    /// Remembers that a steward said two persons differ.
+    pub fn hold_apart(&mut self, a: &PersonId, b: &PersonId, note: &str) -> Result<(), StoreError> {
+        self.put_small(layout::held_apart(a, b), &note)?;
+        self.put_small(layout::held_apart(b, a), &note)
+    }
+
+    /// Forgets that two persons were held apart (a steward merged them after all).
+    pub fn release_apart(&mut self, a: &PersonId, b: &PersonId) {
+        self.delete_small(layout::held_apart(a, b));
+        self.delete_small(layout::held_apart(b, a));
+    }
+
+    pub fn held_apart(&self, a: &PersonId, b: &PersonId) -> Result<bool, StoreError> {
+        Ok(self.get_raw(&layout::held_apart(a, b))?.is_some())
+    }
+
+    /// The persons a steward said differ from `person_id`, with the steward's note.
+    pub fn persons_held_apart(&self, person_id: &PersonId) -> Result<Vec<(PersonId, String)>, StoreError> {
+        let prefix = layout::held_apart_prefix(person_id);
+        self.scan_all(&prefix)?
+            .into_iter()
+            .map(|(key, value)| {
+                let other = PersonId::new(layout::split_suffix(&key, &prefix).concat());
+                Ok((other, decode("steward note", &value)?))
+            })
+            .collect()
+    }
+
+    /// Hands what a steward said about `loser` over to `survivor` when they merge.
+    pub fn move_held_apart(&mut self, loser: &PersonId, survivor: &PersonId) -> Result<(), StoreError> {
+        for (other, note) in self.persons_held_apart(loser)? {
+            self.release_apart(loser, &other);
+            if other != *survivor {
+                self.hold_apart(survivor, &other, &note)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Remembers that a steward said these records are one person, so re-clustering after a
+    /// deletion keeps them together: they are chained (each to the next), and a deleted
+    /// record's neighbours are chained to each other, so the group stays connected.
+    pub fn hold_together(&mut self, keys: &[RecordKey]) -> Result<(), StoreError> {
+        for pair in keys.windows(2) {
+            if pair[0] != pair[1] {
+                self.put_small(layout::held_together(&pair[0], &pair[1]), &())?;
+                self.put_small(layout::held_together(&pair[1], &pair[0]), &())?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn records_held_together(&self, key: &RecordKey) -> Result<Vec<RecordKey>, StoreError> {
+        let prefix = layout::held_together_prefix(key);
+        self.scan_all(&prefix)?
+            .into_keys()
+            .map(|full| record_key_from(&layout::split_suffix(&full, &prefix), "held together"))
+            .collect()
+    }
+
+    /// Forgets that a steward joined the persons of two records (an unmerge separated them).
+    pub fn release_together(&mut self, a: &RecordKey, b: &RecordKey) {
+        self.delete_small(layout::held_together(a, b));
+        self.delete_small(layout::held_together(b, a));
+    }
+
+    /// Takes a deleted record out of what stewards said, keeping its neighbours connected.
+    fn forget_held_together(&mut self, key: &RecordKey) -> Result<(), StoreError> {
+        let neighbours = self.records_held_together(key)?;
+        for other in &neighbours {
+            self.release_together(key, other);
+        }
+        self.hold_together(&neighbours)
+    }
+
+    /// Deletes a record and everything kept about it: its evidence, its review item, what
+    /// stewards said about it. Its person's membership is the caller's.
+    pub fn delete_record(&mut self, key: &RecordKey) -> Result<(), StoreError> {
+        if self.get_raw(&layout::record(key))?.is_none() {
+            return Ok(());
+        }
+        self.add_to_counter(layout::META_N_RECORDS, -1)?;
+        self.delete(layout::record(key))?;
+        self.delete(layout::evidence(key))?;
+        self.set_review_item::<()>(key, None)?;
+        self.forget_held_together(key)
     }
 
     /// Records carrying `name` (for the term-frequency adjustment) and records carrying any
@@ -740,18 +1000,39 @@ impl Txn<'_> {
         self.put(layout::evidence(key), evidence)
     }
 
-    /// Sets (or with `None` clears) the record's open review item.
-    pub fn set_review_item<T: Serialize>(&mut self, key: &RecordKey, item: Option<&T>) -> Result<(), StoreError> {
+    /// Sets (or with `None` clears) the record's open review item; `best` (the highest
+    /// candidate probability) orders the queue.
+    pub fn set_review_item<T: Serialize>(
+        &mut self,
+        key: &RecordKey,
+        item: Option<(&T, f64)>,
+    ) -> Result<(), StoreError> {
         let storage_key = layout::review_item(key);
-        let existed = self.get_raw(&storage_key)?.is_some();
+        // The rank is the value's first field: read it alone, whatever the item's type.
+        let existing: Option<u64> = self
+            .get(&storage_key)?
+            .map(|bytes| {
+                postcard::take_from_bytes::<u64>(&bytes)
+                    .map(|(rank, _)| rank)
+                    .map_err(|error| StoreError::Corrupt {
+                        kind: "review item",
+                        message: error.to_string(),
+                    })
+            })
+            .transpose()?;
+        if let Some(rank) = existing {
+            self.delete_small(layout::review_queue(rank, key));
+        }
         match item {
-            Some(item) => {
-                if !existed {
+            Some((item, best)) => {
+                if existing.is_none() {
                     self.add_to_counter(layout::META_N_REVIEW_ITEMS, 1)?;
                 }
-                self.put(storage_key, item)
+                let rank = review_rank(best);
+                self.put_small(layout::review_queue(rank, key), &())?;
+                self.put(storage_key, &Queued { rank, item })
             }
-            None if existed => {
+            None if existing.is_some() => {
                 self.add_to_counter(layout::META_N_REVIEW_ITEMS, -1)?;
                 self.delete(storage_key)
             }
@@ -761,8 +1042,35 @@ impl Txn<'_> {
 
     pub fn review_item<T: DeserializeOwned>(&self, key: &RecordKey) -> Result<Option<T>, StoreError> {
         self.get(&layout::review_item(key))?
-            .map(|bytes| decode("review item", &bytes))
+            .map(|bytes| decode::<Queued<T>>("review item", &bytes).map(|queued| queued.item))
             .transpose()
+    }
+
+    /// Open review items, the most likely matches first, after `after` (the last key of the
+    /// previous page), at most `limit`; with the key to pass for the next page.
+    pub fn review_page<T: DeserializeOwned>(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ReviewPage<T>, StoreError> {
+        let start = after.map(|after| {
+            let mut start = after.to_vec();
+            start.push(0);
+            start
+        });
+        let mut items = Vec::new();
+        let mut last = None;
+        for (full, _) in self.store.kv.scan(layout::REVIEW_QUEUE, start.as_deref(), limit)? {
+            let prefix_len = layout::REVIEW_QUEUE.len() + 8 + 1;
+            let parts = layout::split_suffix(&full, &full[..prefix_len]);
+            let key = record_key_from(&parts, "review queue")?;
+            if let Some(item) = self.review_item(&key)? {
+                items.push((key, item));
+            }
+            last = Some(full);
+        }
+        let next = if items.len() < limit { None } else { last };
+        Ok((items, next))
     }
 
     /// The stored model, in the matcher's encoding.
@@ -926,7 +1234,7 @@ mod tests {
         .collect();
         let mut txn = store.begin();
         txn.add_member(&person_id, &key("1")).expect("member");
-        txn.write_person(&person_id, &profile).expect("write");
+        txn.write_person(&person_id, &profile, 0, Vec::new()).expect("write");
         txn.commit().expect("commit");
         let txn = store.begin();
         assert_eq!(txn.profile(&person_id, &[]).expect("read"), profile);
@@ -958,17 +1266,53 @@ mod tests {
         );
         txn.mark_common_key("nd/张伟\u{1f}19900102").expect("mark");
         txn.commit().expect("commit");
-        let txn = store.begin();
+        let mut txn = store.begin();
         assert_eq!(
             txn.postings("nd/张伟\u{1f}19900102", 10).expect("read"),
             Postings::Common { marked: true }
         );
+        // A key found common keeps no more postings.
+        txn.add_posting("nd/张伟\u{1f}19900102", &PersonId::new("P9"))
+            .expect("posting");
+        txn.commit().expect("commit");
+        let mut txn = store.begin();
+        let prefix = layout::postings_prefix("nd/张伟\u{1f}19900102");
+        assert_eq!(txn.scan_keys(&prefix, 10).expect("scan").len(), 3);
         // A key that merely extends another is not mistaken for it.
         assert_eq!(
             txn.postings("nd/张伟\u{1f}1990010", 10).expect("read"),
             Postings::Persons(vec![])
         );
         assert_eq!(txn.person_for_id_number("1").expect("read"), None);
+    }
+
+    #[test]
+    fn the_review_queue_pages_by_score() {
+        let store = mem_store();
+        let mut txn = store.begin();
+        for (record_id, best) in [("low", 0.55), ("high", 0.98), ("mid", 0.7)] {
+            txn.set_review_item(&key(record_id), Some((&record_id.to_string(), best)))
+                .expect("set");
+        }
+        // Re-ranking an item moves it; clearing one removes it.
+        txn.set_review_item(&key("mid"), Some((&"mid".to_string(), 0.99)))
+            .expect("set");
+        txn.commit().expect("commit");
+        let txn = store.begin();
+        let (first, next) = txn.review_page::<String>(None, 2).expect("page");
+        assert_eq!(
+            first.iter().map(|(_, item)| item.as_str()).collect::<Vec<_>>(),
+            ["mid", "high"]
+        );
+        let (rest, next) = txn.review_page::<String>(next.as_deref(), 2).expect("page");
+        assert_eq!(rest.iter().map(|(_, item)| item.as_str()).collect::<Vec<_>>(), ["low"]);
+        assert!(next.is_none());
+        let mut txn = store.begin();
+        txn.set_review_item::<String>(&key("high"), None).expect("clear");
+        txn.commit().expect("commit");
+        let (all, _) = store.begin().review_page::<String>(None, 10).expect("page");
+        assert_eq!(all.len(), 2);
+        assert_eq!(store.stats().expect("stats").n_review_items, 2);
     }
 
     #[test]

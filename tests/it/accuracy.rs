@@ -69,7 +69,7 @@ async fn febrl3_is_scored_over_every_true_pair() {
     );
     let recall = counts.recall().expect("there are true pairs");
     assert!(
-        recall >= 0.98,
+        recall >= 0.99,
         "recall {recall} ({} pairs missed)",
         counts.false_negatives()
     );

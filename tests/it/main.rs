@@ -9,3 +9,4 @@ mod matching;
 mod profiles;
 mod quality;
 mod shutdown;
+mod stewardship;
