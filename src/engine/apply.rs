@@ -808,6 +808,68 @@ mod tests {
         }
     }
 
+    /// The partition of the stored records into persons.
+    fn stored_partition(store: &Store) -> BTreeSet<BTreeSet<RecordKey>> {
+        let mut persons: BTreeMap<PersonId, BTreeSet<RecordKey>> = BTreeMap::new();
+        for (key, person_id) in store.mapping_page(None, usize::MAX).expect("mapping") {
+            persons.entry(person_id).or_default().insert(key);
+        }
+        persons.into_values().collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// DESIGN.md's promise with deletes and re-sends interleaved: records loaded in any
+        /// order and batching, some deleted (and some of those sent again later), some re-sent
+        /// with other values that do not change who they are, end as the same persons as the
+        /// surviving records loaded once.
+        #[test]
+        fn deletes_and_resends_in_any_order_give_the_same_persons(
+            order in Just((0..60usize).collect::<Vec<_>>()).prop_shuffle(),
+            fates in proptest::collection::vec(0u8..4, 60),
+            batch_size in 1usize..20,
+        ) {
+            let records = records();
+            let catalog = Catalog::shipped();
+            let store = Store::open(Box::new(MemKv::default())).expect("opens");
+            // 0: loaded once; 1: deleted; 2: deleted, then sent again; 3: re-sent with another
+            // ethnicity (not an identity value).
+            let mut loads: Vec<RawRecord> = order.iter().map(|&idx| records[idx].clone()).collect();
+            let mut later: Vec<(Option<RecordKey>, Vec<RawRecord>)> = Vec::new();
+            for &idx in &order {
+                let record = &records[idx];
+                match fates[idx] {
+                    1 => later.push((Some(record.key.clone()), vec![])),
+                    2 => later.push((Some(record.key.clone()), vec![record.clone()])),
+                    3 => {
+                        let mut changed = record.clone();
+                        changed.tags.insert(TagCode::new("ethnicity"), "回族".into());
+                        loads.push(changed);
+                    }
+                    _ => {}
+                }
+            }
+            let mut sequence = 0;
+            let mut apply = |records: Vec<RawRecord>, steward: Option<crate::model::StewardAction>| {
+                sequence += 1;
+                let entry = WalEntry { sequence, received_at: 0, records, rejected: vec![], model: None, steward };
+                apply_entry(&store, &catalog, entry).expect("applies");
+            };
+            for chunk in loads.chunks(batch_size) {
+                apply(chunk.to_vec(), None);
+            }
+            for (deleted, resent) in later {
+                apply(vec![], deleted.map(|record| crate::model::StewardAction::DeleteRecord { record }));
+                if !resent.is_empty() {
+                    apply(resent, None);
+                }
+            }
+            let surviving: Vec<usize> = (0..records.len()).filter(|idx| fates[*idx] != 1).collect();
+            prop_assert_eq!(stored_partition(&store), partition(&records, &surviving, 60));
+            assert_profiles_consistent(&store, &catalog);
+        }
+    }
+
     /// Every stored profile equals survivorship over all of its person's records.
     fn assert_profiles_consistent(store: &Store, catalog: &Catalog) {
         let txn = store.begin();
