@@ -60,6 +60,23 @@ pub enum Survivorship {
     SourcePriority,
     /// The most recently observed value wins, whatever its source.
     MostRecent,
+    /// The value most of the person's records carry wins (ties: the most recent). It depends
+    /// on all the records at once, so every change of such a tag re-reads them.
+    MostFrequent,
+    /// The longest value wins, as the most detailed (ties: the most recent).
+    MostComplete,
+}
+
+impl Survivorship {
+    /// The rule's name as the catalog file writes it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Survivorship::SourcePriority => "source_priority",
+            Survivorship::MostRecent => "most_recent",
+            Survivorship::MostFrequent => "most_frequent",
+            Survivorship::MostComplete => "most_complete",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +131,22 @@ impl Catalog {
     /// The catalog shipped with this build.
     pub fn shipped() -> Catalog {
         Catalog::parse(SHIPPED_SOURCES, SHIPPED_TAGS).expect("the shipped catalog is validated by its tests")
+    }
+
+    /// The shipped catalog with some tags' survivorship rules replaced (for tests of the rules
+    /// the shipped catalog does not use).
+    #[cfg(test)]
+    pub fn shipped_with_rules(rules: &[(&str, Survivorship)]) -> Catalog {
+        let mut tags = String::new();
+        for line in SHIPPED_TAGS.lines() {
+            let mut fields: Vec<&str> = line.split(',').collect();
+            if let Some((_, rule)) = rules.iter().find(|(code, _)| Some(code) == fields.first()) {
+                fields[5] = rule.label();
+            }
+            tags.push_str(&fields.join(","));
+            tags.push('\n');
+        }
+        Catalog::parse(SHIPPED_SOURCES, &tags).expect("only rules changed")
     }
 
     /// Loads `sources.csv` and `tags.csv` from an operator's directory.

@@ -21,6 +21,13 @@ pub fn survive(records: &[RecordView<'_>], catalog: &Catalog) -> BTreeMap<TagCod
     for record in records {
         offer(&mut profile, record, catalog);
     }
+    let collective: BTreeSet<TagCode> = records
+        .iter()
+        .flat_map(|record| record.tags.keys())
+        .filter(|tag| is_collective(tag, catalog))
+        .cloned()
+        .collect();
+    profile.extend(survive_tags(records, &collective, catalog));
     profile
 }
 
@@ -31,46 +38,84 @@ pub fn survive_tags(
     catalog: &Catalog,
 ) -> BTreeMap<TagCode, ProfileEntry> {
     let mut profile = BTreeMap::new();
+    let mut counts: BTreeMap<&TagCode, BTreeMap<&str, usize>> = BTreeMap::new();
     for record in records {
         for (tag, value) in record.tags.range(..).filter(|(tag, _)| tags.contains(*tag)) {
-            offer_value(&mut profile, record, tag, value, catalog);
+            if !value.standardized.is_empty() && is_collective(tag, catalog) {
+                *counts
+                    .entry(tag)
+                    .or_default()
+                    .entry(value.standardized.as_str())
+                    .or_default() += 1;
+            }
+        }
+    }
+    for record in records {
+        for (tag, value) in record.tags.range(..).filter(|(tag, _)| tags.contains(*tag)) {
+            offer_value(&mut profile, record, tag, value, counts.get(tag), catalog);
         }
     }
     profile
 }
 
+/// Whether a tag's winner depends on all the person's records at once (most frequent):
+/// `offer` leaves such tags alone, and they are recomputed with `survive_tags` over every
+/// record.
+pub fn is_collective(tag: &TagCode, catalog: &Catalog) -> bool {
+    rule_of(tag, catalog) == Survivorship::MostFrequent
+}
+
+fn rule_of(tag: &TagCode, catalog: &Catalog) -> Survivorship {
+    catalog
+        .tag(tag.as_str())
+        .map_or(Survivorship::MostRecent, |def| def.survivorship)
+}
+
 /// Lets one record compete for every tag it carries: each value replaces the current winner
 /// if it ranks better. Offering records one by one gives the same profile as `survive` over
-/// all of them, which is what lets the engine update a profile without reading every record.
+/// all of them, which is what lets the engine update a profile without reading every record;
+/// the exception is the collective tags (`is_collective`), which it leaves to `survive_tags`.
 pub fn offer(profile: &mut BTreeMap<TagCode, ProfileEntry>, record: &RecordView<'_>, catalog: &Catalog) {
     for (tag, value) in record.tags {
-        offer_value(profile, record, tag, value, catalog);
+        if !is_collective(tag, catalog) {
+            offer_value(profile, record, tag, value, None, catalog);
+        }
     }
 }
 
+/// `counts`: how many of the person's records carry each value of the tag (most frequent).
 fn offer_value(
     profile: &mut BTreeMap<TagCode, ProfileEntry>,
     record: &RecordView<'_>,
     tag: &TagCode,
     value: &TagValue,
+    counts: Option<&BTreeMap<&str, usize>>,
     catalog: &Catalog,
 ) {
     if value.standardized.is_empty() {
         return;
     }
-    let rule = catalog
-        .tag(tag.as_str())
-        .map_or(Survivorship::MostRecent, |def| def.survivorship);
-    let challenger = rank(
-        &record.key.source,
-        record.observed_at,
-        &record.key.record_id,
-        rule,
-        catalog,
-    );
+    let rule = rule_of(tag, catalog);
+    let count_of = |value: &str| counts.and_then(|counts| counts.get(value)).copied().unwrap_or(0);
+    let challenger = Contender {
+        source: &record.key.source,
+        observed_at: record.observed_at,
+        record_id: &record.key.record_id,
+        value: &value.standardized,
+        count: count_of(&value.standardized),
+    };
     let better = match profile.get(tag) {
         None => true,
-        Some(current) => challenger < rank(&current.source, current.observed_at, &current.record_id, rule, catalog),
+        Some(current) => {
+            let holder = Contender {
+                source: &current.source,
+                observed_at: current.observed_at,
+                record_id: &current.record_id,
+                value: &current.value,
+                count: count_of(&current.value),
+            };
+            challenger.rank(rule, catalog) < holder.rank(rule, catalog)
+        }
     };
     if better {
         profile.insert(
@@ -82,6 +127,42 @@ fn offer_value(
                 observed_at: record.observed_at,
             },
         );
+    }
+}
+
+/// A value competing for a tag, with what the rules rank it by.
+struct Contender<'r> {
+    source: &'r SourceId,
+    observed_at: EpochMillis,
+    record_id: &'r str,
+    value: &'r str,
+    /// Records carrying the value (most frequent only).
+    count: usize,
+}
+
+impl<'r> Contender<'r> {
+    /// Smaller ranks win. Every rule ends with the source and record id, so there are no ties.
+    fn rank(
+        &self,
+        rule: Survivorship,
+        catalog: &Catalog,
+    ) -> (Reverse<usize>, u32, Reverse<EpochMillis>, u32, &'r SourceId, &'r str) {
+        let authority = catalog.authority_rank(self.source);
+        let recency = Reverse(self.observed_at);
+        match rule {
+            Survivorship::SourcePriority => (Reverse(0), authority, recency, 0, self.source, self.record_id),
+            // Equal times fall back to authority.
+            Survivorship::MostRecent => (Reverse(0), 0, recency, authority, self.source, self.record_id),
+            Survivorship::MostFrequent => (Reverse(self.count), 0, recency, authority, self.source, self.record_id),
+            Survivorship::MostComplete => (
+                Reverse(self.value.chars().count()),
+                0,
+                recency,
+                authority,
+                self.source,
+                self.record_id,
+            ),
+        }
     }
 }
 
@@ -167,6 +248,13 @@ pub fn lineage(records: &[RecordView<'_>], tag: &TagCode, catalog: &Catalog) -> 
             Survivorship::MostRecent => {
                 "most recent: the latest observation wins, whatever its source".to_string()
             }
+            Survivorship::MostFrequent => {
+                let n = contributions.iter().filter(|c| c.standardized == entry.value).count();
+                format!("most frequent: {n} of the {} records carrying the tag hold this value", contributions.len())
+            }
+            Survivorship::MostComplete => {
+                "most complete: the longest value wins, as the most detailed; then the most recent".to_string()
+            }
         },
     };
     TagLineage {
@@ -175,22 +263,6 @@ pub fn lineage(records: &[RecordView<'_>], tag: &TagCode, catalog: &Catalog) -> 
         reason,
         contributions,
         values,
-    }
-}
-
-/// Smaller ranks win.
-fn rank<'r>(
-    source: &'r SourceId,
-    observed_at: EpochMillis,
-    record_id: &'r str,
-    rule: Survivorship,
-    catalog: &Catalog,
-) -> (u32, Reverse<EpochMillis>, u32, &'r SourceId, &'r str) {
-    let authority = catalog.authority_rank(source);
-    match rule {
-        Survivorship::SourcePriority => (authority, Reverse(observed_at), 0, source, record_id),
-        // Equal times fall back to authority.
-        Survivorship::MostRecent => (0, Reverse(observed_at), authority, source, record_id),
     }
 }
 
@@ -267,6 +339,50 @@ mod tests {
         assert!(name.reason.contains("D13"), "{}", name.reason);
         let none = super::lineage(&records, &TagCode::new("gender"), &catalog);
         assert!(none.winner.is_none() && none.contributions.is_empty());
+    }
+
+    #[test]
+    fn most_frequent_and_most_complete() {
+        let catalog = Catalog::shipped_with_rules(&[
+            ("ethnicity", Survivorship::MostFrequent),
+            ("hukou_address", Survivorship::MostComplete),
+        ]);
+        let keys = [key("D01", "a"), key("D07", "b"), key("D13", "c")];
+        let tag_maps = [
+            tags(&[("ethnicity", "回族"), ("hukou_address", "浙江省杭州市西湖区")]),
+            tags(&[("ethnicity", "汉族"), ("hukou_address", "浙江省杭州市西湖区文三路1号")]),
+            tags(&[("ethnicity", "汉族"), ("hukou_address", "杭州市")]),
+        ];
+        let views: Vec<RecordView<'_>> = (0..3)
+            .map(|idx| RecordView {
+                key: &keys[idx],
+                observed_at: [3_000, 1_000, 2_000][idx],
+                tags: &tag_maps[idx],
+            })
+            .collect();
+        let profile = survive(&views, &catalog);
+        // Two records of three say 汉族, although public security's more recent one says 回族.
+        assert_eq!(profile[&TagCode::new("ethnicity")].value, "汉族");
+        assert_eq!(
+            profile[&TagCode::new("hukou_address")].value,
+            "浙江省杭州市西湖区文三路1号"
+        );
+        // Offering record by record leaves most-frequent tags to the full computation.
+        let mut incremental = BTreeMap::new();
+        for view in &views {
+            offer(&mut incremental, view, &catalog);
+        }
+        assert!(!incremental.contains_key(&TagCode::new("ethnicity")));
+        assert_eq!(
+            incremental[&TagCode::new("hukou_address")],
+            profile[&TagCode::new("hukou_address")]
+        );
+        let ethnicity = lineage(&views, &TagCode::new("ethnicity"), &catalog);
+        assert!(
+            ethnicity.reason.starts_with("most frequent: 2 of the 3"),
+            "{}",
+            ethnicity.reason
+        );
     }
 
     #[test]

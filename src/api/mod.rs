@@ -415,7 +415,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
                     value_type: format!("{:?}", tag.value_type),
                     sensitivity: format!("{:?}", tag.sensitivity),
                     identity_role: format!("{:?}", tag.identity_role),
-                    survivorship: format!("{:?}", tag.survivorship),
+                    survivorship: tag.survivorship.label().into(),
                     owner_source: tag.owner_source.clone(),
                 })
                 .collect(),

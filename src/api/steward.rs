@@ -5,7 +5,6 @@
 use super::blocking;
 use super::convert::{candidate_to_pb, decision_to_pb, format_millis};
 use super::error::to_status;
-use crate::catalog::Survivorship;
 use crate::engine::{Engine, ReviewEntry, StewardOutcome, STEWARD_LIST_MAX};
 use crate::model::{Cause, PersonEvent, PersonId, RecordKey, SourceId, TagCode};
 use crate::pb;
@@ -290,11 +289,7 @@ fn lineage_to_pb(person: &PersonId, tag: &TagCode, lineage: TagLineage) -> pb::T
             record_id: entry.record_id,
             observed_at: format_millis(entry.observed_at),
         }),
-        rule: match lineage.rule {
-            Survivorship::SourcePriority => "source_priority",
-            Survivorship::MostRecent => "most_recent",
-        }
-        .into(),
+        rule: lineage.rule.label().into(),
         reason: lineage.reason,
         contributions: lineage
             .contributions

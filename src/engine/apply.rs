@@ -12,7 +12,7 @@ use crate::cleanse::{cleanse_record, rules};
 use crate::model::{
     Cause, CleanRecord, Decision, EpochMillis, Finding, PersonEvent, PersonId, RecordKey, SourceId, TagCode,
 };
-use crate::profile::{offer, survive, survive_tags, RecordView};
+use crate::profile::{is_collective, offer, survive, survive_tags, RecordView};
 use crate::resolve::{self, blocking_keys, Candidate, Feature, Features, MatchModel, Placement};
 use crate::store::{layout, Postings, RecordHeader, Store, StoreError, StoredRecord, Txn};
 use crate::wal::WalEntry;
@@ -665,6 +665,7 @@ pub(super) fn refresh_person(
     let mut profile = txn.profile(person_id, &[])?;
     let stale: BTreeSet<TagCode> = profile
         .iter()
+        .filter(|(tag, _)| !is_collective(tag, catalog))
         .filter(|(_, entry)| {
             change
                 .removed
@@ -698,6 +699,23 @@ pub(super) fn refresh_person(
     loaded.retain(|(_, record)| record.header.person_id == *person_id);
     for view in views_of(&loaded) {
         offer(&mut profile, &view, catalog);
+    }
+    // Most-frequent tags depend on every record: recompute those an added record carries, and
+    // all of them when a record left.
+    let mut collective: BTreeSet<TagCode> = loaded
+        .iter()
+        .flat_map(|(_, record)| record.tags.keys())
+        .filter(|tag| is_collective(tag, catalog))
+        .cloned()
+        .collect();
+    if !change.removed.is_empty() {
+        collective.extend(profile.keys().filter(|tag| is_collective(tag, catalog)).cloned());
+    }
+    if !collective.is_empty() {
+        let everyone = load_records(txn, &txn.members(person_id)?)?;
+        let winners = survive_tags(&views_of(&everyone), &collective, catalog);
+        profile.retain(|tag, _| !collective.contains(tag));
+        profile.extend(winners);
     }
     txn.write_person(person_id, &profile, at, change.events)?;
     Ok(())
@@ -916,6 +934,47 @@ mod tests {
             for (batch_idx, chunk) in all.chunks(batch_size).enumerate() {
                 let entry = WalEntry { sequence: batch_idx as u64 + 1, received_at: 0, records: chunk.to_vec(), rejected: vec![], model: None, steward: None };
                 apply_entry(&store, &catalog, entry.clone()).expect("applies");
+            }
+            assert_profiles_consistent(&store, &catalog);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        /// With most-frequent and most-complete rules, re-sends and moves keep every profile
+        /// equal to survivorship over its records.
+        #[test]
+        fn collective_rules_stay_exact(resends in proptest::collection::vec((0usize..60, 0u32..4), 1..30), batch_size in 1usize..20) {
+            let catalog = Catalog::shipped_with_rules(&[
+                ("ethnicity", crate::catalog::Survivorship::MostFrequent),
+                ("hukou_address", crate::catalog::Survivorship::MostComplete),
+            ]);
+            let store = Store::open(Box::new(MemKv::default())).expect("opens");
+            let ethnicities = ["汉族", "回族", "满族", "壮族"];
+            let places = ["杭州市", "杭州市西湖区", "杭州市西湖区文三路", "杭州市西湖区文三路1号"];
+            let mut all: Vec<RawRecord> = records()
+                .into_iter()
+                .enumerate()
+                .map(|(idx, mut record)| {
+                    record.tags.insert(TagCode::new("ethnicity"), ethnicities[idx % 2].into());
+                    record.tags.insert(TagCode::new("hukou_address"), places[idx % 4].into());
+                    record
+                })
+                .collect();
+            let base = all.clone();
+            for (idx, variant) in resends {
+                let mut record = base[idx].clone();
+                record.tags.insert(TagCode::new("ethnicity"), ethnicities[variant as usize].into());
+                if variant == 0 {
+                    // Moves the record to another person, too.
+                    record.tags.remove(&TagCode::new("id_number"));
+                    record.tags.remove(&TagCode::new("hukou_address"));
+                }
+                all.push(record);
+            }
+            for (batch_idx, chunk) in all.chunks(batch_size).enumerate() {
+                let entry = WalEntry { sequence: batch_idx as u64 + 1, received_at: 0, records: chunk.to_vec(), rejected: vec![], model: None, steward: None };
+                apply_entry(&store, &catalog, entry).expect("applies");
             }
             assert_profiles_consistent(&store, &catalog);
         }
