@@ -3,80 +3,20 @@
 //! path (one prefix scan). Run: `cargo bench --bench profile_store`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use popmaster::catalog::{Catalog, ValueType};
-use popmaster::cleanse::id_number::check_digit;
+use popmaster::catalog::Catalog;
 use popmaster::config::Config;
 use popmaster::engine::Engine;
-use popmaster::model::{PersonId, RawRecord, RecordKey, SourceId, TagCode};
-use popmaster::synth::{Generator, SynthConfig};
-use std::collections::BTreeMap;
+use popmaster::model::{PersonId, RawRecord, TagCode};
+use popmaster::synth::{full_profile_records, Generator, SynthConfig};
 use std::time::Duration;
 
 const N_FULL_PERSONS: u32 = 100;
 
-fn id_number(n: u32) -> String {
-    let first17 = format!("3301061980{:02}{:02}{:03}", 1 + n % 12, 1 + n / 12 % 28, n % 1000);
-    let digits: &[u8; 17] = first17.as_bytes().try_into().expect("17 digits");
-    format!("{first17}{}", char::from(check_digit(digits)))
-}
-
-/// A value its tag's type accepts, so cleansing keeps every tag.
-fn value_for(value_type: ValueType, label: &str, person_idx: u32, variant: u32) -> String {
-    match value_type {
-        ValueType::Integer => format!("{}", person_idx * 10 + variant % 10),
-        ValueType::Decimal => format!("{person_idx}.{}", variant % 10),
-        ValueType::Boolean => if variant.is_multiple_of(2) { "true" } else { "false" }.to_string(),
-        ValueType::Date => format!(
-            "20{:02}-0{}-1{}",
-            10 + variant % 10,
-            1 + person_idx % 9,
-            person_idx % 10
-        ),
-        ValueType::Phone => format!("139{person_idx:04}{:04}", variant % 10_000),
-        ValueType::Gender => "女".to_string(),
-        ValueType::IdNumber => id_number(person_idx + 5_000),
-        ValueType::Address => "浙江省杭州市西湖区文三路1号".to_string(),
-        ValueType::Name => "王芳".to_string(),
-        _ => format!("{label}-{person_idx}-{variant}"),
-    }
-}
-
-/// One record per source, each carrying every tag that source owns plus identity tags: the
-/// person's profile ends up with every tag of the catalog.
+/// A full person's records (one per source, every tag of the catalog between them).
 fn full_person_records(catalog: &Catalog, person_idx: u32, variant: u32) -> Vec<RawRecord> {
-    catalog
-        .sources()
-        .map(|source| {
-            let source_id = SourceId::parse(&source.code).expect("catalog codes are well-formed");
-            let mut tags: BTreeMap<TagCode, String> = catalog
-                .tags()
-                .iter()
-                .filter(|tag| tag.owner_source == source.code)
-                .map(|tag| {
-                    (
-                        TagCode::new(&tag.code),
-                        value_for(tag.value_type, &tag.label, person_idx, variant),
-                    )
-                })
-                .collect();
-            tags.insert(TagCode::new("id_number"), id_number(person_idx));
-            tags.insert(TagCode::new("name"), "欧阳文静".into());
-            tags.insert(TagCode::new("phone"), format!("138{person_idx:08}"));
-            tags.insert(TagCode::new("address"), "浙江省杭州市西湖区文三路1号".into());
-            tags.insert(TagCode::new("hukou_address"), "浙江省杭州市西湖区文三路1号".into());
-            tags.insert(TagCode::new("ethnicity"), "汉族".into());
-            tags.insert(TagCode::new("gender"), "女".into());
-            tags.insert(TagCode::new("birth_date"), "1980-01-01".into());
-            tags.insert(TagCode::new("other_id"), format!("E{person_idx:08}"));
-            RawRecord {
-                key: RecordKey {
-                    source: source_id,
-                    record_id: format!("full-{person_idx}"),
-                },
-                observed_at: Some(1_600_000_000_000 + i64::from(variant)),
-                tags,
-            }
-        })
+    full_profile_records(catalog, person_idx, variant)
+        .iter()
+        .map(|record| record.to_raw_record())
         .collect()
 }
 

@@ -89,6 +89,31 @@ impl InterchangeRecord {
             })
             .collect()
     }
+
+    /// The record as the engine takes it after admission, for benches and tests that feed the
+    /// engine directly; the caller knows the record is admissible (a well-formed source).
+    pub fn to_raw_record(&self) -> crate::model::RawRecord {
+        let observed_at = self
+            .observed_at
+            .as_deref()
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+            .map(|time| time.timestamp_millis());
+        let source =
+            crate::model::SourceId::parse(&self.source).expect("an admissible record has a well-formed source");
+        crate::model::RawRecord {
+            key: crate::model::RecordKey {
+                source,
+                record_id: self.record_id.clone(),
+            },
+            observed_at,
+            tags: self
+                .clone()
+                .present_tags()
+                .into_iter()
+                .map(|(tag, value)| (crate::model::TagCode::new(tag), value))
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]

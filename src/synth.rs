@@ -41,6 +41,78 @@ impl Default for SynthConfig {
     }
 }
 
+/// The records of one resident known to every department: one record per source, each carrying
+/// every tag that source owns plus the identity tags, so the profile holds every tag of the
+/// catalog (about 2,100). For benchmarks of full-profile reads and writes; `variant` changes
+/// the department values (and the observation time) for re-sends. Record ids are
+/// `full-<person_idx>` in every source.
+pub fn full_profile_records(catalog: &Catalog, person_idx: u32, variant: u32) -> Vec<InterchangeRecord> {
+    let id_number = |n: u32| -> String {
+        let first17 = format!("3301061980{:02}{:02}{:03}", 1 + n % 12, 1 + n / 12 % 28, n % 1000);
+        let digits: &[u8; 17] = first17.as_bytes().try_into().expect("17 digits");
+        format!("{first17}{}", char::from(check_digit(digits)))
+    };
+    // A value its tag's type accepts, so cleansing keeps every tag.
+    let value_for = |value_type: ValueType, label: &str| -> String {
+        match value_type {
+            ValueType::Integer => format!("{}", person_idx * 10 + variant % 10),
+            ValueType::Decimal => format!("{person_idx}.{}", variant % 10),
+            ValueType::Boolean => if variant.is_multiple_of(2) { "true" } else { "false" }.to_string(),
+            ValueType::Date => format!(
+                "20{:02}-0{}-1{}",
+                10 + variant % 10,
+                1 + person_idx % 9,
+                person_idx % 10
+            ),
+            ValueType::Phone => format!("139{:04}{:04}", person_idx % 10_000, variant % 10_000),
+            ValueType::Gender => "女".to_string(),
+            ValueType::IdNumber => id_number(person_idx + 5_000),
+            ValueType::Address => "浙江省杭州市西湖区文三路1号".to_string(),
+            ValueType::Name => "王芳".to_string(),
+            _ => format!("{label}-{person_idx}-{variant}"),
+        }
+    };
+    let observed_at = chrono::DateTime::from_timestamp_millis(1_600_000_000_000 + i64::from(variant))
+        .map(|time| time.to_rfc3339())
+        .expect("a valid time");
+    catalog
+        .sources()
+        .map(|source| {
+            let mut tags: BTreeMap<String, Option<TagText>> = catalog
+                .tags()
+                .iter()
+                .filter(|tag| tag.owner_source == source.code)
+                .map(|tag| {
+                    (
+                        tag.code.clone(),
+                        Some(TagText::Text(value_for(tag.value_type, &tag.label))),
+                    )
+                })
+                .collect();
+            let identity = [
+                ("id_number", id_number(person_idx)),
+                ("name", "欧阳文静".to_string()),
+                ("phone", format!("138{person_idx:08}")),
+                ("address", "浙江省杭州市西湖区文三路1号".to_string()),
+                ("hukou_address", "浙江省杭州市西湖区文三路1号".to_string()),
+                ("ethnicity", "汉族".to_string()),
+                ("gender", "女".to_string()),
+                ("birth_date", "1980-01-01".to_string()),
+                ("other_id", format!("E{person_idx:08}")),
+            ];
+            for (tag, value) in identity {
+                tags.insert(tag.to_string(), Some(TagText::Text(value)));
+            }
+            InterchangeRecord {
+                source: source.code.clone(),
+                record_id: format!("full-{person_idx}"),
+                observed_at: Some(observed_at.clone()),
+                tags,
+            }
+        })
+        .collect()
+}
+
 /// One generated record and the person it truly belongs to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SynthRecord {
@@ -53,27 +125,7 @@ impl SynthRecord {
     /// The record as the engine takes it after admission, for benches and tests that feed the
     /// engine directly. Generated records are always admissible.
     pub fn to_raw_record(&self) -> crate::model::RawRecord {
-        let observed_at = self
-            .record
-            .observed_at
-            .as_deref()
-            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
-            .map(|time| time.timestamp_millis());
-        let source = crate::model::SourceId::parse(&self.record.source).expect("generator sources are well-formed");
-        crate::model::RawRecord {
-            key: crate::model::RecordKey {
-                source,
-                record_id: self.record.record_id.clone(),
-            },
-            observed_at,
-            tags: self
-                .record
-                .clone()
-                .present_tags()
-                .into_iter()
-                .map(|(tag, value)| (crate::model::TagCode::new(tag), value))
-                .collect(),
-        }
+        self.record.to_raw_record()
     }
 }
 

@@ -385,6 +385,10 @@ pub struct GenerateArgs {
     /// Also write the ground truth as CSV (`source,record_id,true_person`).
     #[arg(long)]
     truth: Option<PathBuf>,
+    /// Also write this many residents known to every department, whose profiles hold every
+    /// tag of the catalog (record ids `full-N`, true person `full-N`), for read benchmarks.
+    #[arg(long, default_value_t = 0)]
+    full_profiles: u32,
 }
 
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
@@ -422,6 +426,16 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         serde_json::to_writer(&mut out, &synth.record)?;
         out.write_all(b"\n")?;
         n_records += 1;
+    }
+    for person_idx in 0..args.full_profiles {
+        for record in popmaster::synth::full_profile_records(&catalog, person_idx, 0) {
+            if let Some(truth) = &mut truth {
+                truth.write_record([&record.source, &record.record_id, &record.record_id])?;
+            }
+            serde_json::to_writer(&mut out, &record)?;
+            out.write_all(b"\n")?;
+            n_records += 1;
+        }
     }
     out.flush()?;
     if let Some(mut truth) = truth {

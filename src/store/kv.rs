@@ -65,6 +65,19 @@ impl SledKv {
     }
 }
 
+/// The first key after every key starting with `prefix` (`None`: no such key, the prefix is
+/// all 0xFF).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 impl KvStore for SledKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.tree.get(key)?.map(|value| value.to_vec()))
@@ -72,9 +85,11 @@ impl KvStore for SledKv {
 
     fn scan(&self, prefix: &[u8], start: Option<&[u8]>, limit: usize) -> Result<Vec<KvPair>, StoreError> {
         let mut out = Vec::new();
-        let iter = match start {
-            Some(start) => self.tree.range(start.to_vec()..),
-            None => self.tree.range(prefix.to_vec()..),
+        let start = start.unwrap_or(prefix).to_vec();
+        // A bounded range lets sled stop at the end of the prefix instead of reading ahead.
+        let iter = match prefix_end(prefix) {
+            Some(end) => self.tree.range(start..end),
+            None => self.tree.range(start..),
         };
         for item in iter {
             let (key, value) = item?;
@@ -163,5 +178,45 @@ impl KvStore for MemKv {
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"k/a"), Some(b"k/b".to_vec()));
+        assert_eq!(prefix_end(&[b'k', 0xFF]), Some(b"l".to_vec()));
+        assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
+    }
+
+    #[test]
+    fn sled_scans_stay_in_their_prefix() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kv = SledKv::open(dir.path(), 1 << 20).expect("opens");
+        let mut batch = WriteBatch::default();
+        for key in [&b"a/1"[..], b"a/2", b"a/3", b"a0", b"b/1", &[b'a', b'/', 0xFF]] {
+            batch.writes.push((key.to_vec(), Some(b"v".to_vec())));
+        }
+        kv.apply(batch).expect("apply");
+        let keys = |start: Option<&[u8]>, limit| -> Vec<Vec<u8>> {
+            kv.scan(b"a/", start, limit)
+                .expect("scan")
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect()
+        };
+        assert_eq!(
+            keys(None, 10),
+            [
+                b"a/1".to_vec(),
+                b"a/2".to_vec(),
+                b"a/3".to_vec(),
+                vec![b'a', b'/', 0xFF]
+            ]
+        );
+        assert_eq!(keys(Some(b"a/2"), 2), [b"a/2".to_vec(), b"a/3".to_vec()]);
     }
 }

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Read benchmark through gRPC: generates a synthetic population plus residents known to every
+# department (profiles of every catalog tag, ~2,100), loads it into a fresh server, and runs
+# concurrent GetProfile clients (benches/read_load.rs): on the full profiles, then on ordinary
+# persons spread over the whole store, and with a 3-tag mask. Prints reads/s and latency
+# percentiles.
+#
+#   scripts/read-bench.sh [PERSONS] [FULL_PROFILES] [CLIENTS]
+#       default 334,000 persons (about 1,000,000 records), 200 full profiles, 32 clients
+set -euo pipefail
+cd "$(dirname "$0")/.."
+persons=${1:-334000}
+full=${2:-200}
+clients=${3:-32}
+
+cargo build --release --quiet
+cargo bench --bench read_load --no-run --quiet 2>/dev/null || true
+bin="${CARGO_TARGET_DIR:-target}/release/popmaster"
+work=$(mktemp -d)
+trap 'kill -TERM "${server_pid:-0}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+"$bin" generate --persons "$persons" --seed 3 --full-profiles "$full" --out "$work/records.jsonl"
+port=$(( 20000 + RANDOM % 20000 ))
+export POPMASTER_SERVER="http://127.0.0.1:${port}"
+"$bin" serve --data-dir "$work/data" --listen "127.0.0.1:${port}" 2> "$work/server.log" &
+server_pid=$!
+for _ in $(seq 1 100); do "$bin" stats >/dev/null 2>&1 && break; sleep 0.2; done
+start=$(date +%s.%N)
+"$bin" load "$work/records.jsonl" > /dev/null
+end=$(date +%s.%N)
+awk -v a="$start" -v b="$end" 'BEGIN { printf "loaded in %.1f s\n", b - a }'
+"$bin" export --out "$work/mapping.csv" 2>/dev/null
+"$bin" stats | head -3
+# Persons with full profiles, and a spread of ordinary persons.
+grep ',full-' "$work/mapping.csv" | cut -d, -f3 | sort -u > "$work/full.txt"
+tail -n +2 "$work/mapping.csv" | grep -v ',full-' | cut -d, -f3 | sort -u | awk 'NR % 7 == 0' | head -n 50000 > "$work/ordinary.txt"
+echo "cores: $(nproc); full profiles: $(wc -l < "$work/full.txt"); ordinary persons sampled: $(wc -l < "$work/ordinary.txt")"
+run() { cargo bench --bench read_load --quiet -- --server "$POPMASTER_SERVER" "$@" 2>/dev/null | grep '^GetProfile'; }
+run --persons "$work/full.txt" --clients "$clients"
+run --persons "$work/ordinary.txt" --clients "$clients"
+run --persons "$work/full.txt" --clients "$clients" --tags name,id_number,phone
