@@ -8,4 +8,5 @@ mod ingest;
 mod matching;
 mod profiles;
 mod quality;
+mod reads;
 mod shutdown;
