@@ -447,3 +447,89 @@ async fn search_ranks_the_right_person_first() {
     }
     server.stop().await;
 }
+
+/// Runs the `popmaster` client with `args` against `server` (off the runtime, which serves).
+async fn popmaster(server: &TestServer, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_popmaster"));
+    command.args(args).args(["--server", &server.url()]);
+    tokio::task::spawn_blocking(move || command.output().expect("popmaster runs"))
+        .await
+        .expect("client task")
+}
+
+#[tokio::test]
+async fn client_commands_get_search_and_watch() {
+    let server = TestServer::start().await;
+    let (survivor, merged_away) = merge_two_persons(&server).await;
+
+    let output = popmaster(&server, &["get", "--record", "D07", "id-only", "--json"]).await;
+    assert!(output.status.success(), "{output:?}");
+    let profile: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(profile["person_id"], survivor.as_str());
+
+    let output = popmaster(
+        &server,
+        &["get", &survivor, &merged_away, "P0000000000000000", "--json"],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(answer["profiles"][1]["redirected_from"], merged_away.as_str());
+    assert_eq!(answer["not_found"], serde_json::json!(["P0000000000000000"]));
+
+    let output = popmaster(
+        &server,
+        &["search", "--name", "司馬相如", "--phone", "138 0013 8000", "--top", "1"],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let first = stdout.lines().next().expect("one line");
+    assert!(
+        first.contains(&survivor) && first.contains("name: the same; phone: the same"),
+        "{stdout}"
+    );
+    let output = popmaster(&server, &["search", "--top", "1"]).await;
+    assert!(!output.status.success(), "no attribute: refused before calling");
+
+    let output = popmaster(&server, &["get", "--record", "D5", "x"]).await;
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("InvalidArgument"),
+        "{output:?}"
+    );
+
+    // `watch` prints one line per change; a reader that stops early ends it quietly.
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_popmaster"))
+        .args(["watch", "--from", "3", "--server", &server.url()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("popmaster watch starts");
+    let stdout = watch.stdout.take().expect("stdout");
+    let first_line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).expect("a line");
+        line
+    })
+    .await
+    .expect("reader task");
+    let fields: Vec<&str> = first_line.split_whitespace().collect();
+    assert_eq!(fields.len(), 4, "{first_line}");
+    assert_eq!(fields[0], "3");
+    // The next change finds the pipe closed.
+    let mut ingest_client = server.ingest_client().await;
+    ingest(
+        &mut ingest_client,
+        vec![record("D05", "later", &[("name", "卓文君"), ("phone", "13900139000")])],
+    )
+    .await
+    .expect("ingest");
+    let output = tokio::task::spawn_blocking(move || watch.wait_with_output().expect("watch ends"))
+        .await
+        .expect("wait task");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.trim().is_empty(), "no panic, no broken-pipe error: {stderr}");
+    server.stop().await;
+}
