@@ -264,12 +264,12 @@ mod tests {
     fn index_candidates_are_scored_from_the_store() {
         let catalog = Catalog::shipped();
         let (store, persons) = world(&catalog);
-        // A name alone has no exact key: only the index can bring candidates. It names a
-        // person that no longer exists too, which is skipped.
+        // A misspelled name alone meets no exact key: only the index can bring candidates. It
+        // names a person that no longer exists too, which is skipped.
         let target = persons["d"].clone();
         let index = move |_: &Features| vec![PersonId::new("P-gone"), target.clone()];
         let query = PersonQuery {
-            name: Some("李那".into()),
+            name: Some("李娜娜".into()),
             ..PersonQuery::default()
         };
         let without = search(&store, &catalog, query.clone(), 10).expect("searches");
