@@ -44,6 +44,10 @@ pub struct LimitsConfig {
     pub value_bytes_max: usize,
     pub record_id_bytes_max: usize,
     pub message_bytes_max: usize,
+    /// Person ids one `BatchGetProfiles` call may ask for.
+    pub batch_get_persons_max: usize,
+    /// The most persons one `SearchPersons` call may return (its `top_k`).
+    pub search_results_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -54,6 +58,8 @@ impl Default for LimitsConfig {
             value_bytes_max: 2_048,
             record_id_bytes_max: 128,
             message_bytes_max: 16 * 1024 * 1024,
+            batch_get_persons_max: 1_000,
+            search_results_max: 100,
         }
     }
 }
@@ -135,6 +141,13 @@ pub struct ServerConfig {
     pub concurrent_streams_max: usize,
     /// A stream that sends nothing for this long is closed.
     pub stream_idle_timeout_ms: u64,
+    /// Concurrent `WatchChanges` streams.
+    pub watch_streams_max: usize,
+    /// Changes per message of a `WatchChanges` stream (one read of the change feed).
+    pub watch_batch_changes_max: usize,
+    /// Messages a `WatchChanges` stream holds for a slow client; when they are full the stream
+    /// stops reading the feed until the client catches up (the writer never waits).
+    pub watch_buffer_batches: usize,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +156,9 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             concurrent_streams_max: 256,
             stream_idle_timeout_ms: 300_000,
+            watch_streams_max: 256,
+            watch_batch_changes_max: 1_000,
+            watch_buffer_batches: 4,
         }
     }
 }
@@ -183,6 +199,11 @@ impl Config {
             ("wal.queue_batches_max", self.wal.queue_batches_max),
             ("wal.group_records_max", self.wal.group_records_max),
             ("server.concurrent_streams_max", self.server.concurrent_streams_max),
+            ("limits.batch_get_persons_max", self.limits.batch_get_persons_max),
+            ("limits.search_results_max", self.limits.search_results_max),
+            ("server.watch_streams_max", self.server.watch_streams_max),
+            ("server.watch_batch_changes_max", self.server.watch_batch_changes_max),
+            ("server.watch_buffer_batches", self.server.watch_buffer_batches),
         ];
         for (setting, value) in positive {
             if value == 0 {
@@ -205,6 +226,19 @@ impl Config {
                 message:
                     "must be at most 100 (each candidate is read and scored for every record the keys cannot place)"
                         .into(),
+            });
+        }
+        if self.limits.search_results_max > 1_000 {
+            return Err(ConfigError::Invalid {
+                setting: "limits.search_results_max",
+                message: "must be at most 1000 (each result is a candidate read and scored)".into(),
+            });
+        }
+        if self.server.watch_batch_changes_max > 100_000 {
+            return Err(ConfigError::Invalid {
+                setting: "server.watch_batch_changes_max",
+                message: "must be at most 100000 (a message of more changes could pass limits.message_bytes_max)"
+                    .into(),
             });
         }
         if self.limits.batch_records_max > 1 << 20 {
@@ -247,6 +281,18 @@ mod tests {
         config.index.fuzzy_candidates = 101;
         let error = config.validate().expect_err("too many");
         assert!(error.to_string().contains("index.fuzzy_candidates"), "{error}");
+        let mut config = Config::default();
+        config.limits.search_results_max = 1_001;
+        let error = config.validate().expect_err("too many");
+        assert!(error.to_string().contains("limits.search_results_max"), "{error}");
+        let mut config = Config::default();
+        config.server.watch_batch_changes_max = 100_001;
+        let error = config.validate().expect_err("too many");
+        assert!(error.to_string().contains("server.watch_batch_changes_max"), "{error}");
+        let mut config = Config::default();
+        config.server.watch_buffer_batches = 0;
+        let error = config.validate().expect_err("zero");
+        assert!(error.to_string().contains("server.watch_buffer_batches"), "{error}");
         let parsed = Config::from_toml("[index]\nfuzzy_candidates = 5\n").expect("parses");
         assert_eq!(parsed.index.fuzzy_candidates, 5);
     }

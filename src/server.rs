@@ -98,6 +98,9 @@ pub async fn serve(
     health_reporter
         .set_not_serving::<pb::ingest_service_server::IngestServiceServer<IngestApi>>()
         .await;
+    // Watch streams never end on their own: end them now, so they do not hold the graceful
+    // shutdown for the whole grace period.
+    engine.close_change_followers();
     let _ = stop_accepting.send(());
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     match tokio::time::timeout(grace, &mut server).await {

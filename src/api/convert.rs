@@ -3,7 +3,7 @@
 
 use crate::catalog::Catalog;
 use crate::config::LimitsConfig;
-use crate::engine::{ProfileView, ReviewItem};
+use crate::engine::{ChangeEvent, ChangeKind, PersonMatch, PersonQuery, ProfileView, ReviewItem};
 use crate::model::{Decision, EpochMillis, Outcome, RawRecord, RecordKey, Rejection, SourceId, TagCode};
 use crate::pb;
 use crate::resolve::compare::levels_of;
@@ -161,23 +161,27 @@ pub fn tag_mask(catalog: &Catalog, mask: Vec<String>) -> Result<Vec<TagCode>, to
         .collect()
 }
 
+fn comparisons_to_pb(score: &Score) -> Vec<pb::FeatureComparison> {
+    score
+        .comparisons
+        .iter()
+        .map(|comparison| pb::FeatureComparison {
+            feature: comparison.feature.label().to_string(),
+            level: comparison.level.label().to_string(),
+            weight: comparison.weight,
+            weak: comparison.weak,
+            term_frequency_adjusted: comparison.term_frequency.is_some(),
+        })
+        .collect()
+}
+
 fn score_to_pb(person_id: &str, score: &Score, hold: Option<Hold>) -> pb::CandidateScore {
     pb::CandidateScore {
         person_id: person_id.to_string(),
         probability: score.probability(),
         log_odds: score.log_odds(),
         prior: score.prior,
-        comparisons: score
-            .comparisons
-            .iter()
-            .map(|comparison| pb::FeatureComparison {
-                feature: comparison.feature.label().to_string(),
-                level: comparison.level.label().to_string(),
-                weight: comparison.weight,
-                weak: comparison.weak,
-                term_frequency_adjusted: comparison.term_frequency.is_some(),
-            })
-            .collect(),
+        comparisons: comparisons_to_pb(score),
         held_reason: hold.map(|hold| hold.words().to_string()).unwrap_or_default(),
     }
 }
@@ -213,6 +217,116 @@ pub fn pair_to_pb(person_a: &str, score: &Score, hold: Option<Hold>) -> pb::Pair
     pb::PairExplanation {
         score: Some(score_to_pb(person_a, score, hold)),
         text,
+    }
+}
+
+/// A record key from a call, checked against the catalog and the limits. The messages name
+/// the field, never echo more than a short prefix of what was sent.
+pub fn record_key(
+    source: &str,
+    record_id: String,
+    catalog: &Catalog,
+    limits: &LimitsConfig,
+) -> Result<RecordKey, tonic::Status> {
+    if source.trim().is_empty() {
+        return Err(tonic::Status::invalid_argument("source is empty"));
+    }
+    let source = SourceId::parse(source).ok_or_else(|| {
+        tonic::Status::invalid_argument(format!(
+            "source {} is not a source code (expected D01..D63)",
+            truncate(source)
+        ))
+    })?;
+    if catalog.source(&source).is_none() {
+        return Err(tonic::Status::invalid_argument(format!(
+            "source {source} is not in the catalog"
+        )));
+    }
+    if record_id.is_empty() {
+        return Err(tonic::Status::invalid_argument("record_id is empty"));
+    }
+    if record_id.len() > limits.record_id_bytes_max || record_id.chars().any(char::is_control) {
+        return Err(tonic::Status::invalid_argument(format!(
+            "record_id is longer than {} bytes or holds a control character, so no record has it",
+            limits.record_id_bytes_max
+        )));
+    }
+    Ok(RecordKey { source, record_id })
+}
+
+/// The change kind on the wire. Exhaustive on purpose: a new kind in the store must be given
+/// its proto kind here.
+pub fn change_kind_to_pb(kind: &ChangeKind) -> pb::ChangeKind {
+    match kind {
+        ChangeKind::Created => pb::ChangeKind::Created,
+        ChangeKind::Updated => pb::ChangeKind::Updated,
+        ChangeKind::Deleted => pb::ChangeKind::Deleted,
+        ChangeKind::MergedInto { .. } => pb::ChangeKind::Merged,
+        ChangeKind::Split { .. } => pb::ChangeKind::Split,
+    }
+}
+
+pub fn change_to_pb(sequence: u64, event: ChangeEvent) -> pb::PersonChange {
+    let (merged_into, split_from) = match &event.kind {
+        ChangeKind::MergedInto { survivor } => (survivor.to_string(), String::new()),
+        ChangeKind::Split { from } => (String::new(), from.to_string()),
+        _ => (String::new(), String::new()),
+    };
+    pb::PersonChange {
+        sequence,
+        kind: change_kind_to_pb(&event.kind) as i32,
+        version: event.version,
+        person_id: event.person_id.to_string(),
+        merged_into,
+        split_from,
+    }
+}
+
+/// How many persons a search returns when the call does not say.
+pub const SEARCH_RESULTS_DEFAULT: usize = 10;
+
+/// A search's attributes and `top_k`, checked against the limits. Empty attributes are "not
+/// given"; whether anything usable was given is the engine's to judge (after cleansing).
+pub fn person_query(
+    request: pb::SearchPersonsRequest,
+    limits: &LimitsConfig,
+) -> Result<(PersonQuery, usize), tonic::Status> {
+    let top_k = match usize::try_from(request.top_k).unwrap_or(usize::MAX) {
+        0 => SEARCH_RESULTS_DEFAULT,
+        top_k if top_k > limits.search_results_max => {
+            return Err(tonic::Status::invalid_argument(format!(
+                "top_k {top_k} is more than the limit of {}",
+                limits.search_results_max
+            )))
+        }
+        top_k => top_k,
+    };
+    let attribute = |field: &'static str, value: String| -> Result<Option<String>, tonic::Status> {
+        if value.len() > limits.value_bytes_max {
+            return Err(tonic::Status::invalid_argument(format!(
+                "{field} is longer than {} bytes",
+                limits.value_bytes_max
+            )));
+        }
+        Ok((!value.trim().is_empty()).then_some(value))
+    };
+    let query = PersonQuery {
+        name: attribute("name", request.name)?,
+        id_number: attribute("id_number", request.id_number)?,
+        birth_date: attribute("birth_date", request.birth_date)?,
+        gender: attribute("gender", request.gender)?,
+        phone: attribute("phone", request.phone)?,
+        address: attribute("address", request.address)?,
+    };
+    Ok((query, top_k))
+}
+
+pub fn person_match_to_pb(found: &PersonMatch) -> pb::PersonMatch {
+    pb::PersonMatch {
+        person_id: found.person_id.to_string(),
+        probability: found.score.probability(),
+        explanation: found.explanation.clone(),
+        comparisons: comparisons_to_pb(&found.score),
     }
 }
 
@@ -301,6 +415,97 @@ mod tests {
         let message = rejection.to_string();
         assert!(message.contains("secret_tag"), "{message}");
         assert!(!message.contains("13800001234"), "{message}");
+    }
+
+    #[test]
+    fn change_kinds() {
+        assert_eq!(change_kind_to_pb(&ChangeKind::Created), pb::ChangeKind::Created);
+        assert_eq!(change_kind_to_pb(&ChangeKind::Updated), pb::ChangeKind::Updated);
+        assert_eq!(change_kind_to_pb(&ChangeKind::Deleted), pb::ChangeKind::Deleted);
+        let survivor = crate::model::PersonId::new("P1");
+        let merged = change_to_pb(
+            7,
+            ChangeEvent {
+                person_id: crate::model::PersonId::new("P2"),
+                version: 3,
+                kind: ChangeKind::MergedInto { survivor },
+            },
+        );
+        assert_eq!(merged.kind, pb::ChangeKind::Merged as i32);
+        assert_eq!((merged.merged_into.as_str(), merged.split_from.as_str()), ("P1", ""));
+    }
+
+    #[track_caller]
+    fn check_key(source: &str, record_id: &str, expected: &str) {
+        let answer = match record_key(source, record_id.into(), &Catalog::shipped(), &LimitsConfig::default()) {
+            Ok(key) => key.to_string(),
+            Err(status) => format!("{:?}: {}", status.code(), status.message()),
+        };
+        assert_eq!(answer, expected);
+    }
+
+    #[test]
+    fn record_keys_of_calls() {
+        check_key("d07", "r1", "D07/r1");
+        check_key(" ", "r1", "InvalidArgument: source is empty");
+        check_key(
+            "Dept7",
+            "r1",
+            "InvalidArgument: source Dept7 is not a source code (expected D01..D63)",
+        );
+        check_key("D99", "r1", "InvalidArgument: source D99 is not in the catalog");
+        check_key("D07", "", "InvalidArgument: record_id is empty");
+        check_key(
+            "D07",
+            &"x".repeat(129),
+            "InvalidArgument: record_id is longer than 128 bytes or holds a control character, so no record has it",
+        );
+    }
+
+    #[track_caller]
+    fn check_top_k(top_k: u32, expected: &str) {
+        let request = pb::SearchPersonsRequest {
+            name: "张伟".into(),
+            top_k,
+            ..Default::default()
+        };
+        let answer = match person_query(request, &LimitsConfig::default()) {
+            Ok((_, top_k)) => top_k.to_string(),
+            Err(status) => format!("{:?}: {}", status.code(), status.message()),
+        };
+        assert_eq!(answer, expected);
+    }
+
+    #[test]
+    fn search_top_k() {
+        check_top_k(0, "10");
+        check_top_k(1, "1");
+        check_top_k(100, "100");
+        check_top_k(101, "InvalidArgument: top_k 101 is more than the limit of 100");
+    }
+
+    #[test]
+    fn search_attributes() {
+        let request = pb::SearchPersonsRequest {
+            name: "张伟".into(),
+            phone: " ".into(),
+            address: "长".repeat(1000),
+            ..Default::default()
+        };
+        let error = person_query(request.clone(), &LimitsConfig::default()).expect_err("too long");
+        assert_eq!(error.message(), "address is longer than 2048 bytes");
+        let request = pb::SearchPersonsRequest {
+            address: String::new(),
+            ..request
+        };
+        let (query, _) = person_query(request, &LimitsConfig::default()).expect("admitted");
+        assert_eq!(
+            query,
+            PersonQuery {
+                name: Some("张伟".into()),
+                ..PersonQuery::default()
+            }
+        );
     }
 
     proptest! {

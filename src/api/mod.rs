@@ -5,7 +5,7 @@ pub mod convert;
 pub mod error;
 pub mod steward;
 
-use crate::engine::Engine;
+use crate::engine::{ChangeFollower, Engine};
 use crate::model::{Outcome, PersonId, RecordKey, SourceId};
 use crate::pb;
 use error::to_status;
@@ -13,7 +13,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -206,12 +206,57 @@ impl pb::ingest_service_server::IngestService for IngestApi {
 #[derive(Clone)]
 pub struct ProfileApi {
     engine: Arc<Engine>,
+    watch_permits: Arc<Semaphore>,
 }
 
 impl ProfileApi {
     pub fn new(engine: Arc<Engine>) -> Self {
-        ProfileApi { engine }
+        let permits = engine.config().server.watch_streams_max;
+        ProfileApi {
+            engine,
+            watch_permits: Arc::new(Semaphore::new(permits)),
+        }
     }
+}
+
+/// Forwards a change-feed follower's batches to one watch stream until the client goes away or
+/// the service closes. The channel is bounded: a slow client holds this task (which then
+/// reads nothing), never the writer.
+async fn forward_changes(
+    mut follower: ChangeFollower,
+    sender: mpsc::Sender<Result<pb::ChangeBatch, Status>>,
+    permit: OwnedSemaphorePermit,
+) {
+    let _permit = permit;
+    let from_sequence = follower.next_sequence();
+    loop {
+        let next = tokio::select! {
+            next = follower.next_batch() => next,
+            () = sender.closed() => break,
+        };
+        let changes = match next {
+            Ok(Some(changes)) => changes,
+            Ok(None) => break,
+            Err(error) => {
+                let _ = sender.send(Err(to_status(error))).await;
+                break;
+            }
+        };
+        let batch = pb::ChangeBatch {
+            changes: changes
+                .into_iter()
+                .map(|(sequence, event)| convert::change_to_pb(sequence, event))
+                .collect(),
+        };
+        if sender.send(Ok(batch)).await.is_err() {
+            break;
+        }
+    }
+    tracing::debug!(
+        from_sequence,
+        next_sequence = follower.next_sequence(),
+        "watch stream ended"
+    );
 }
 
 #[tonic::async_trait]
@@ -310,6 +355,107 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
             Some(view) => Ok(Response::new(convert::profile_to_pb(view))),
             None => Err(Status::not_found("no person holds this ID number")),
         }
+    }
+
+    async fn batch_get_profiles(
+        &self,
+        request: Request<pb::BatchGetProfilesRequest>,
+    ) -> Result<Response<pb::BatchGetProfilesResponse>, Status> {
+        let request = request.into_inner();
+        let ids_max = self.engine.config().limits.batch_get_persons_max;
+        if request.person_ids.is_empty() {
+            return Err(Status::invalid_argument("person_ids is empty"));
+        }
+        if request.person_ids.len() > ids_max {
+            return Err(Status::invalid_argument(format!(
+                "person_ids has {} ids, more than the limit of {ids_max}",
+                request.person_ids.len()
+            )));
+        }
+        if let Some(position) = request.person_ids.iter().position(String::is_empty) {
+            return Err(Status::invalid_argument(format!("person_ids[{position}] is empty")));
+        }
+        let mask = convert::tag_mask(self.engine.catalog(), request.tag_mask)?;
+        let mut seen = std::collections::HashSet::new();
+        let person_ids: Vec<PersonId> = request
+            .person_ids
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .map(PersonId::new)
+            .collect();
+        let engine = Arc::clone(&self.engine);
+        let lookup = person_ids.clone();
+        let views = blocking(move || engine.get_profiles(&lookup, &mask))
+            .await
+            .map_err(to_status)?;
+        let mut answer = pb::BatchGetProfilesResponse::default();
+        for (person_id, view) in person_ids.into_iter().zip(views) {
+            match view {
+                Some(view) => answer.profiles.push(convert::profile_to_pb(view)),
+                None => answer.not_found.push(person_id.to_string()),
+            }
+        }
+        Ok(Response::new(answer))
+    }
+
+    async fn get_person_by_record(
+        &self,
+        request: Request<pb::GetPersonByRecordRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        let request = request.into_inner();
+        let key = convert::record_key(
+            &request.source,
+            request.record_id,
+            self.engine.catalog(),
+            &self.engine.config().limits,
+        )?;
+        let mask = convert::tag_mask(self.engine.catalog(), request.tag_mask)?;
+        let engine = Arc::clone(&self.engine);
+        let lookup = key.clone();
+        let view = blocking(move || engine.get_profile_by_record(&lookup, &mask))
+            .await
+            .map_err(to_status)?;
+        match view {
+            Some(view) => Ok(Response::new(convert::profile_to_pb(view))),
+            None => Err(Status::not_found(format!("record {key} is not stored"))),
+        }
+    }
+
+    type WatchChangesStream = BoxStream<pb::ChangeBatch>;
+
+    async fn watch_changes(
+        &self,
+        request: Request<pb::WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        let from_sequence = request.into_inner().from_sequence;
+        let permit = Arc::clone(&self.watch_permits).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "too many concurrent watch streams (limit {}); retry later",
+                self.engine.config().server.watch_streams_max
+            ))
+        })?;
+        let engine = Arc::clone(&self.engine);
+        let follower = blocking(move || engine.follow_changes(from_sequence))
+            .await
+            .map_err(to_status)?;
+        let (sender, receiver) = mpsc::channel(self.engine.config().server.watch_buffer_batches);
+        tokio::spawn(forward_changes(follower, sender, permit));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn search_persons(
+        &self,
+        request: Request<pb::SearchPersonsRequest>,
+    ) -> Result<Response<pb::SearchPersonsResponse>, Status> {
+        let (query, top_k) = convert::person_query(request.into_inner(), &self.engine.config().limits)?;
+        let engine = Arc::clone(&self.engine);
+        let result = blocking(move || engine.search_persons(query, top_k))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::SearchPersonsResponse {
+            persons: result.matches.iter().map(convert::person_match_to_pb).collect(),
+            n_candidates: u32::try_from(result.n_candidates).unwrap_or(u32::MAX),
+        }))
     }
 
     type ExportMappingStream = BoxStream<pb::MappingChunk>;

@@ -200,12 +200,15 @@ fn to_pb(record: InterchangeRecord) -> pb::Record {
 
 #[derive(clap::Args)]
 pub struct GetArgs {
-    /// The person id.
-    #[arg(required_unless_present = "id_number", conflicts_with = "id_number")]
-    person_id: Option<String>,
+    /// One person id, or several (one call for all of them).
+    #[arg(required_unless_present_any = ["id_number", "record"], conflicts_with_all = ["id_number", "record"])]
+    person_ids: Vec<String>,
     /// Look the person up by resident ID number (any form: 15 or 18 digits, full-width, x).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "record")]
     id_number: Option<String>,
+    /// Look up the person a record belongs to.
+    #[arg(long, num_args = 2, value_names = ["SOURCE", "RECORD_ID"])]
+    record: Option<Vec<String>>,
     /// Only these tags (comma-separated codes).
     #[arg(long, value_delimiter = ',')]
     tags: Vec<String>,
@@ -219,46 +222,61 @@ pub struct GetArgs {
 pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let channel = connect(&args.server).await?;
     let mut profiles = ProfileServiceClient::new(channel.clone()).max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
-    let profile = match (&args.person_id, &args.id_number) {
-        (Some(person_id), _) => profiles
-            .get_profile(pb::GetProfileRequest {
-                person_id: person_id.clone(),
-                tag_mask: args.tags.clone(),
-            })
-            .await
-            .map_err(status_error)?,
-        (None, Some(id_number)) => profiles
-            .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
-                id_number: id_number.clone(),
-                tag_mask: args.tags.clone(),
-            })
-            .await
-            .map_err(status_error)?,
-        (None, None) => bail!("give a person id or --id-number"),
-    }
-    .into_inner();
+    let (found, not_found) = match (args.person_ids.as_slice(), &args.id_number, &args.record) {
+        ([person_id], _, _) => {
+            let profile = profiles
+                .get_profile(pb::GetProfileRequest {
+                    person_id: person_id.clone(),
+                    tag_mask: args.tags.clone(),
+                })
+                .await
+                .map_err(status_error)?;
+            (vec![profile.into_inner()], Vec::new())
+        }
+        ([], Some(id_number), _) => {
+            let profile = profiles
+                .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
+                    id_number: id_number.clone(),
+                    tag_mask: args.tags.clone(),
+                })
+                .await
+                .map_err(status_error)?;
+            (vec![profile.into_inner()], Vec::new())
+        }
+        ([], None, Some(record)) => {
+            let [source, record_id] = record.as_slice() else {
+                bail!("--record takes a source and a record id");
+            };
+            let profile = profiles
+                .get_person_by_record(pb::GetPersonByRecordRequest {
+                    source: source.clone(),
+                    record_id: record_id.clone(),
+                    tag_mask: args.tags.clone(),
+                })
+                .await
+                .map_err(status_error)?;
+            (vec![profile.into_inner()], Vec::new())
+        }
+        ([], None, None) => bail!("give a person id, --id-number or --record"),
+        (person_ids, _, _) => {
+            let answer = profiles
+                .batch_get_profiles(pb::BatchGetProfilesRequest {
+                    person_ids: person_ids.to_vec(),
+                    tag_mask: args.tags.clone(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            (answer.profiles, answer.not_found)
+        }
+    };
     if args.json {
-        let tags: BTreeMap<&str, serde_json::Value> = profile
-            .tags
-            .iter()
-            .map(|tag| {
-                let value = serde_json::json!({
-                    "value": tag.value, "source": tag.source,
-                    "record_id": tag.record_id, "observed_at": tag.observed_at,
-                });
-                (tag.tag.as_str(), value)
-            })
-            .collect();
-        let records: Vec<String> = profile
-            .records
-            .iter()
-            .map(|r| format!("{}/{}", r.source, r.record_id))
-            .collect();
-        let json = serde_json::json!({
-            "person_id": profile.person_id, "version": profile.version,
-            "n_records": profile.n_records, "records": records, "tags": tags,
-            "redirected_from": profile.redirected_from,
-        });
+        let json = if args.person_ids.len() > 1 {
+            let profiles: Vec<serde_json::Value> = found.iter().map(profile_json).collect();
+            serde_json::json!({ "profiles": profiles, "not_found": not_found })
+        } else {
+            profile_json(&found[0])
+        };
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
@@ -273,6 +291,43 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
         .iter()
         .map(|tag| (tag.code.as_str(), tag.label.as_str()))
         .collect();
+    for (profile_idx, profile) in found.iter().enumerate() {
+        if profile_idx > 0 {
+            println!();
+        }
+        print_profile(profile, &labels);
+    }
+    for person_id in &not_found {
+        println!("person {person_id} not found");
+    }
+    Ok(())
+}
+
+fn profile_json(profile: &pb::Profile) -> serde_json::Value {
+    let tags: BTreeMap<&str, serde_json::Value> = profile
+        .tags
+        .iter()
+        .map(|tag| {
+            let value = serde_json::json!({
+                "value": tag.value, "source": tag.source,
+                "record_id": tag.record_id, "observed_at": tag.observed_at,
+            });
+            (tag.tag.as_str(), value)
+        })
+        .collect();
+    let records: Vec<String> = profile
+        .records
+        .iter()
+        .map(|r| format!("{}/{}", r.source, r.record_id))
+        .collect();
+    serde_json::json!({
+        "person_id": profile.person_id, "version": profile.version,
+        "n_records": profile.n_records, "records": records, "tags": tags,
+        "redirected_from": profile.redirected_from,
+    })
+}
+
+fn print_profile(profile: &pb::Profile, labels: &HashMap<&str, &str>) {
     if !profile.redirected_from.is_empty() {
         println!(
             "person {} was merged into {}",
@@ -290,7 +345,6 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
             tag.tag, label, tag.value, tag.source, tag.record_id, tag.observed_at
         );
     }
-    Ok(())
 }
 
 pub(super) fn status_error(status: tonic::Status) -> anyhow::Error {

@@ -5,6 +5,7 @@
 mod accuracy;
 mod client;
 mod matching;
+mod reads;
 mod steward;
 
 use anyhow::Context;
@@ -39,8 +40,12 @@ enum Command {
     Serve(ServeArgs),
     /// Stream a JSONL file of records (the interchange format) into the server.
     Load(client::LoadArgs),
-    /// Print a person's profile, by person id or by resident ID number.
+    /// Print profiles: of one or several person ids, by resident ID number, or by record.
     Get(client::GetArgs),
+    /// Find the persons most like some identity attributes, ranked by the match model.
+    Search(reads::SearchArgs),
+    /// Print the change feed of persons, one line per change, until interrupted.
+    Watch(reads::WatchArgs),
     /// Write the record -> person mapping of every stored record as CSV.
     Export(client::ExportArgs),
     /// Print record, person and index counts.
@@ -123,6 +128,8 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Load(args) => client::load(args).await,
             Command::Get(args) => client::get(args).await,
+            Command::Search(args) => reads::search(args).await,
+            Command::Watch(args) => reads::watch(args).await,
             Command::Export(args) => client::export(args).await,
             Command::Stats(args) => client::stats(args).await,
             Command::Generate(args) => client::generate(args),

@@ -386,7 +386,7 @@ pub(super) fn record_features(record: &StoredRecord, catalog: &Catalog) -> Featu
 
 /// The persons sharing a blocking key with the record, those sharing the most keys first, at
 /// most `CANDIDATES_MAX`, with their features.
-fn gather_candidates(txn: &mut Txn<'_>, features: &Features) -> Result<Vec<Candidate>, StoreError> {
+pub(super) fn gather_candidates(txn: &mut Txn<'_>, features: &Features) -> Result<Vec<Candidate>, StoreError> {
     let ranked = persons_sharing(txn, &blocking_keys(features), None)?;
     let mut candidates = Vec::with_capacity(ranked.len());
     for person_id in ranked {
@@ -446,7 +446,7 @@ fn postings(txn: &mut Txn<'_>, key: &str) -> Result<Vec<PersonId>, StoreError> {
 /// `candidates`. The index lags the store: a person it names may have been merged away since
 /// (skipped), and the store's features, not the index's, are what gets compared. Returns how
 /// many were added.
-fn add_fuzzy_candidates(
+pub(super) fn add_fuzzy_candidates(
     txn: &Txn<'_>,
     fuzzy: FuzzyCandidates<'_>,
     features: &Features,

@@ -5,14 +5,23 @@
 //! Write path: `ingest` queues a batch for the single writer thread, which group-commits
 //! queued batches to the WAL (one fdatasync), applies each to the store in one transaction,
 //! and answers. The indexer thread follows the store's change feed into the tantivy index.
+//!
+//! Read path: profiles (one, many, by ID number, by record), the change feed for watchers
+//! (`feed`, woken by the writer after every applied batch), person search (`search`), the
+//! explanations of decisions.
 
 mod apply;
+mod feed;
 mod indexer;
+mod search;
 mod steward;
 mod stewardship;
 mod train;
 
+pub use crate::store::{ChangeEvent, ChangeKind};
 pub use apply::{Placed, ReviewItem, StageTimes};
+pub use feed::ChangeFollower;
+pub use search::{PersonMatch, PersonQuery, SearchResult};
 pub use stewardship::{ReviewEntry, StewardOutcome, STEWARD_LIST_MAX};
 
 use crate::catalog::Catalog;
@@ -22,7 +31,7 @@ use crate::model::{EpochMillis, PersonId, RawRecord, RecordKey, SourceId, Stewar
 use crate::resolve::decide::Hold;
 use crate::resolve::model::Score;
 use crate::resolve::{self, Evidence, Features, MatchModel};
-use crate::store::{ProfileEntry, Store, StoreError, StoreStats};
+use crate::store::{ProfileEntry, Store, StoreError, StoreStats, Txn};
 use crate::wal::{Wal, WalEntry, WalError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +62,8 @@ pub enum EngineError {
     InvalidArgument(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    OutOfRange(String),
 }
 
 /// A batch the writer applied: its sequence and one placement per admitted record.
@@ -114,6 +125,7 @@ pub struct Engine {
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     indexer: indexer::Indexer,
     ingest_times: Arc<Mutex<IngestTimes>>,
+    feed: feed::FeedSignal,
 }
 
 impl Engine {
@@ -153,6 +165,7 @@ impl Engine {
         let (writer_queue, receiver) = mpsc::channel(config.wal.queue_batches_max);
         let write_path_failed = Arc::new(AtomicBool::new(false));
         let ingest_times = Arc::new(Mutex::new(IngestTimes::default()));
+        let feed = feed::FeedSignal::new();
         let writer = Writer {
             store: Arc::clone(&store),
             catalog: Arc::clone(&catalog),
@@ -164,6 +177,7 @@ impl Engine {
             indexer_wakeup: indexer.wakeup(),
             fuzzy: (config.index.fuzzy_candidates > 0).then(|| (indexer.fuzzy(), config.index.fuzzy_candidates)),
             times: Arc::clone(&ingest_times),
+            feed: feed.clone(),
         };
         let writer_thread = std::thread::Builder::new()
             .name("popmaster-writer".into())
@@ -181,6 +195,7 @@ impl Engine {
             writer_thread: Mutex::new(Some(writer_thread)),
             indexer,
             ingest_times,
+            feed,
         })
     }
 
@@ -233,6 +248,7 @@ impl Engine {
     /// Finishes queued batches, checkpoints the store, commits the index and stops the
     /// background threads. Later ingests fail with `ShuttingDown`.
     pub async fn shutdown(&self) {
+        self.feed.close();
         let (done, finished) = oneshot::channel();
         if self.writer_queue.send(WriterMessage::Shutdown(done)).await.is_ok() {
             let _ = finished.await;
@@ -312,29 +328,86 @@ impl Engine {
     /// A person's profile. An id merged into another person is followed to the survivor, and
     /// the view says it was redirected.
     pub fn get_profile(&self, person_id: &PersonId, tag_mask: &[TagCode]) -> Result<Option<ProfileView>, EngineError> {
+        profile_view(&self.store.begin(), person_id, tag_mask)
+    }
+
+    /// The profiles of many persons, through one read view, in the order asked (`None` for an
+    /// id no person holds). Merged-away ids are followed as `get_profile` follows them.
+    pub fn get_profiles(
+        &self,
+        person_ids: &[PersonId],
+        tag_mask: &[TagCode],
+    ) -> Result<Vec<Option<ProfileView>>, EngineError> {
         let txn = self.store.begin();
-        let mut current = person_id.clone();
-        let mut hops = 0;
-        let header = loop {
-            if let Some(header) = txn.person(&current)? {
-                break header;
-            }
-            match txn.alias(&current)? {
-                Some(survivor) if hops < ALIAS_HOPS_MAX => {
-                    current = survivor;
-                    hops += 1;
-                }
-                _ => return Ok(None),
-            }
+        person_ids
+            .iter()
+            .map(|person_id| profile_view(&txn, person_id, tag_mask))
+            .collect()
+    }
+
+    /// The profile of the person a record belongs to; `None` for a record never stored.
+    pub fn get_profile_by_record(
+        &self,
+        key: &RecordKey,
+        tag_mask: &[TagCode],
+    ) -> Result<Option<ProfileView>, EngineError> {
+        let txn = self.store.begin();
+        let Some(header) = txn.record_header(key)? else {
+            return Ok(None);
         };
-        let tags = txn.profile(&current, tag_mask)?.into_iter().collect();
-        Ok(Some(ProfileView {
-            version: header.version,
-            tags,
-            records: txn.members(&current)?,
-            redirected_from: (current != *person_id).then(|| person_id.clone()),
-            person_id: current,
-        }))
+        match profile_view(&txn, &header.person_id, tag_mask)? {
+            Some(mut view) => {
+                // The record names its person directly: no redirection to report.
+                view.redirected_from = None;
+                Ok(Some(view))
+            }
+            None => Err(StoreError::Corrupt {
+                kind: "record",
+                message: "a stored record names a person that does not exist".into(),
+            }
+            .into()),
+        }
+    }
+
+    /// Follows the change feed from `from_sequence` (0 and 1 both mean the start), in
+    /// batches of at most `server.watch_batch_changes_max`. A start beyond the end of the feed
+    /// plus one is `OutOfRange`: no change will ever have that sequence next.
+    pub fn follow_changes(&self, from_sequence: u64) -> Result<ChangeFollower, EngineError> {
+        let last_sequence = self.store.change_sequence()?;
+        if from_sequence > last_sequence + 1 {
+            return Err(EngineError::OutOfRange(format!(
+                "from_sequence {from_sequence} is beyond the end of the change feed (last sequence {last_sequence})"
+            )));
+        }
+        Ok(self.feed.follow(
+            Arc::clone(&self.store),
+            from_sequence,
+            self.config.server.watch_batch_changes_max,
+        ))
+    }
+
+    /// Ends every change-feed follower: called when the service starts shutting down, so that
+    /// open watch streams end instead of holding the shutdown.
+    pub fn close_change_followers(&self) {
+        self.feed.close();
+    }
+
+    /// The persons most like `query`, at most `top_k`, best first, scored by the current model.
+    /// Candidates come from the exact blocking keys and from the search index (which lags the
+    /// store by up to `index.refresh_interval_ms`).
+    pub fn search_persons(&self, query: PersonQuery, top_k: usize) -> Result<SearchResult, EngineError> {
+        let index = self.indexer.fuzzy();
+        // Enough index candidates to fill the answer, and never fewer than the exact keys give.
+        let k = top_k.max(apply::CANDIDATES_MAX);
+        let fuzzy = move |features: &Features| index.candidates(features, k);
+        search::search_persons(
+            &self.store,
+            &self.catalog,
+            &fuzzy,
+            query,
+            top_k,
+            chrono::Utc::now().timestamp_millis(),
+        )
     }
 
     /// The profile of the person holding this resident ID number, given in any form a
@@ -378,6 +451,32 @@ impl Engine {
     }
 }
 
+/// A person's profile through `txn`, following an alias chain to the survivor.
+fn profile_view(txn: &Txn<'_>, person_id: &PersonId, tag_mask: &[TagCode]) -> Result<Option<ProfileView>, EngineError> {
+    let mut current = person_id.clone();
+    let mut hops = 0;
+    let header = loop {
+        if let Some(header) = txn.person(&current)? {
+            break header;
+        }
+        match txn.alias(&current)? {
+            Some(survivor) if hops < ALIAS_HOPS_MAX => {
+                current = survivor;
+                hops += 1;
+            }
+            _ => return Ok(None),
+        }
+    };
+    let tags = txn.profile(&current, tag_mask)?.into_iter().collect();
+    Ok(Some(ProfileView {
+        version: header.version,
+        tags,
+        records: txn.members(&current)?,
+        redirected_from: (current != *person_id).then(|| person_id.clone()),
+        person_id: current,
+    }))
+}
+
 struct Writer {
     store: Arc<Store>,
     catalog: Arc<Catalog>,
@@ -390,6 +489,8 @@ struct Writer {
     /// The index and how many candidates to ask it for; `None`: exact keys only.
     fuzzy: Option<(indexer::FuzzyIndex, usize)>,
     times: Arc<Mutex<IngestTimes>>,
+    /// Wakes the change-feed followers after each applied batch.
+    feed: feed::FeedSignal,
 }
 
 type PendingReply = oneshot::Sender<Result<Applied, EngineError>>;
@@ -502,6 +603,7 @@ impl Writer {
             let fuzzy = fuzzy.as_ref().map(|search| search as apply::FuzzyCandidates<'_>);
             match apply::apply_entry_timed(&self.store, &self.catalog, entry, &mut stage_times, fuzzy) {
                 Ok(placed) => {
+                    self.feed.applied();
                     let _ = reply.send(Ok(Applied { sequence, placed }));
                 }
                 Err(error) => {

@@ -370,6 +370,20 @@ pub fn describe_score(score: &Score) -> String {
     out
 }
 
+/// A score in one short line: each feature's level in words ("name: the same pinyin; birth
+/// date: the same"), weak values marked; the weights are left to `describe_score`.
+pub fn describe_levels(score: &Score) -> String {
+    let parts: Vec<String> = score
+        .comparisons
+        .iter()
+        .map(|comparison| {
+            let flagged = if comparison.weak { " (flagged value)" } else { "" };
+            format!("{}: {}{flagged}", comparison.feature.label(), comparison.level.label())
+        })
+        .collect();
+    parts.join("; ")
+}
+
 /// The evidence of one decision in words a steward can read.
 pub fn describe_evidence(evidence: &Evidence) -> String {
     let mut out = String::new();
@@ -466,6 +480,21 @@ mod tests {
             pairs.push((Feature::IdNumber, id));
         }
         pairs
+    }
+
+    #[test]
+    fn levels_in_one_line() {
+        let record = features(&[
+            (Feature::Name, "章伟"),
+            (Feature::BirthDate, "1990-01-02"),
+            (Feature::Phone, "13900000000"),
+        ]);
+        let person = features(&zhang_wei(Some(ID_A)));
+        let score = score(&record, &person, &MatchModel::default(), 1_000, &no_tf);
+        assert_eq!(
+            describe_levels(&score),
+            "name: the same pinyin; birth date: the same; phone: different"
+        );
     }
 
     #[test]

@@ -233,6 +233,11 @@ impl Store {
         self.begin().counter(layout::META_APPLIED_SEQUENCE)
     }
 
+    /// The sequence of the last change-feed entry (0 while the feed is empty).
+    pub fn change_sequence(&self) -> Result<u64, StoreError> {
+        self.begin().counter(layout::META_NEXT_CHANGE)
+    }
+
     /// Change-feed entries with sequence >= `from`, at most `limit`.
     pub fn changes_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, ChangeEvent)>, StoreError> {
         let start = layout::change(from);
@@ -1246,6 +1251,35 @@ mod tests {
             vec!["d07.vehicle_plate", "name"]
         );
         assert_eq!(store.changes_from(1, 10).expect("feed").len(), 1);
+    }
+
+    #[test]
+    fn the_change_feed_is_read_by_sequence() {
+        let store = mem_store();
+        assert_eq!(store.change_sequence().expect("read"), 0);
+        let mut txn = store.begin();
+        for person in ["P1", "P2", "P1"] {
+            let person_id = PersonId::new(person);
+            txn.add_member(&person_id, &key(person)).expect("member");
+            txn.write_person(&person_id, &BTreeMap::new(), 0, Vec::new())
+                .expect("write");
+        }
+        txn.commit().expect("commit");
+        assert_eq!(store.change_sequence().expect("read"), 3);
+        let feed = |from, limit| -> Vec<(u64, String, u64)> {
+            store
+                .changes_from(from, limit)
+                .expect("feed")
+                .into_iter()
+                .map(|(sequence, event)| (sequence, event.person_id.to_string(), event.version))
+                .collect()
+        };
+        assert_eq!(
+            feed(1, 10),
+            [(1, "P1".into(), 1), (2, "P2".into(), 1), (3, "P1".into(), 2)]
+        );
+        assert_eq!(feed(2, 1), [(2, "P2".into(), 1)]);
+        assert_eq!(feed(4, 10), []);
     }
 
     #[test]

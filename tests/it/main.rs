@@ -8,5 +8,6 @@ mod ingest;
 mod matching;
 mod profiles;
 mod quality;
+mod reads;
 mod shutdown;
 mod stewardship;

@@ -1,0 +1,170 @@
+//! Followers of the change feed for downstream watchers (`ProfileService.WatchChanges`): each
+//! reads the store's feed (`o/` keys) by sequence and waits for the next commit when it has
+//! caught up. Owns the commit signal the writer raises after every applied batch and the
+//! "closing" signal of a shutdown.
+//!
+//! Must not: make the writer wait. The writer only replaces the value of a `tokio::sync::watch`
+//! channel; a follower that falls behind (its client reads slowly) simply reads further back in
+//! the store when it is asked for more, and never holds anything the writer needs.
+
+use super::EngineError;
+use crate::store::{ChangeEvent, Store};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What the writer tells the followers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Signal {
+    /// Batches applied since the start: a change wakes the followers.
+    n_applied: u64,
+    /// The service is shutting down: followers end.
+    closing: bool,
+}
+
+/// The sending side, held by the engine and (a clone) by the writer.
+#[derive(Clone)]
+pub(super) struct FeedSignal(watch::Sender<Signal>);
+
+impl FeedSignal {
+    pub(super) fn new() -> FeedSignal {
+        FeedSignal(watch::Sender::new(Signal::default()))
+    }
+
+    /// A batch was applied: its changes (if any) are in the store. Never blocks.
+    pub(super) fn applied(&self) {
+        self.0.send_modify(|signal| signal.n_applied += 1);
+    }
+
+    /// Ends every follower (after it has answered the call it is in).
+    pub(super) fn close(&self) {
+        self.0.send_modify(|signal| signal.closing = true);
+    }
+
+    pub(super) fn follow(&self, store: Arc<Store>, from_sequence: u64, batch_changes_max: usize) -> ChangeFollower {
+        ChangeFollower {
+            store,
+            signal: self.0.subscribe(),
+            next_sequence: from_sequence.max(1),
+            batch_changes_max: batch_changes_max.max(1),
+        }
+    }
+}
+
+/// Reads the change feed from a sequence on, in order, each change once.
+pub struct ChangeFollower {
+    store: Arc<Store>,
+    signal: watch::Receiver<Signal>,
+    next_sequence: u64,
+    batch_changes_max: usize,
+}
+
+impl ChangeFollower {
+    /// The next changes (at most the configured batch, consecutive, in feed order), waiting for
+    /// a commit when there are none yet. `None` once the service is closing.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<(u64, ChangeEvent)>>, EngineError> {
+        loop {
+            // Mark the signal seen before reading: a commit after this point wakes the wait
+            // below even if the read missed its changes.
+            if self.signal.borrow_and_update().closing {
+                return Ok(None);
+            }
+            let store = Arc::clone(&self.store);
+            let (from, limit) = (self.next_sequence, self.batch_changes_max);
+            let changes = tokio::task::spawn_blocking(move || store.changes_from(from, limit))
+                .await
+                .map_err(|_| EngineError::ShuttingDown)??;
+            if let Some((last_sequence, _)) = changes.last() {
+                self.next_sequence = last_sequence + 1;
+                return Ok(Some(changes));
+            }
+            if self.signal.changed().await.is_err() {
+                // The engine is gone.
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The sequence the next change will have.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{PersonId, RecordKey, SourceId};
+    use crate::store::kv::MemKv;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn store() -> Arc<Store> {
+        Arc::new(Store::open(Box::new(MemKv::default())).expect("opens"))
+    }
+
+    /// Commits one version of each person, as the writer would, and raises the signal.
+    fn commit(store: &Store, signal: &FeedSignal, persons: &[&str]) {
+        let mut txn = store.begin();
+        for person in persons {
+            let person_id = PersonId::new(*person);
+            let key = RecordKey {
+                source: SourceId::parse("D01").expect("well-formed"),
+                record_id: format!("r-{person}"),
+            };
+            txn.add_member(&person_id, &key).expect("member");
+            txn.write_person(&person_id, &BTreeMap::new(), 0, Vec::new())
+                .expect("person");
+        }
+        txn.commit().expect("commit");
+        signal.applied();
+    }
+
+    fn sequences(batch: &[(u64, ChangeEvent)]) -> Vec<u64> {
+        batch.iter().map(|(sequence, _)| *sequence).collect()
+    }
+
+    #[tokio::test]
+    async fn pages_then_waits_for_the_next_commit() {
+        let store = store();
+        let signal = FeedSignal::new();
+        commit(&store, &signal, &["P1", "P2", "P3"]);
+        let mut follower = signal.follow(Arc::clone(&store), 0, 2);
+        let first = follower.next_batch().await.expect("read").expect("open");
+        assert_eq!(sequences(&first), [1, 2]);
+        let second = follower.next_batch().await.expect("read").expect("open");
+        assert_eq!(sequences(&second), [3]);
+        assert_eq!(second[0].1.person_id, PersonId::new("P3"));
+
+        // Caught up: the follower waits until a commit raises the signal.
+        let waiting = tokio::spawn(async move { (follower.next_batch().await, follower) });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "nothing new: the follower waits");
+        commit(&store, &signal, &["P4"]);
+        let (third, mut follower) = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the commit")
+            .expect("task");
+        assert_eq!(sequences(&third.expect("read").expect("open")), [4]);
+        assert_eq!(follower.next_sequence(), 5);
+
+        // Closing ends a waiting follower.
+        let waiting = tokio::spawn(async move { follower.next_batch().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        signal.close();
+        let ended = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by closing")
+            .expect("task");
+        assert!(ended.expect("no error").is_none());
+    }
+
+    #[tokio::test]
+    async fn resumes_from_a_sequence() {
+        let store = store();
+        let signal = FeedSignal::new();
+        commit(&store, &signal, &["P1", "P2", "P3", "P4"]);
+        let mut follower = signal.follow(Arc::clone(&store), 3, 100);
+        let batch = follower.next_batch().await.expect("read").expect("open");
+        assert_eq!(sequences(&batch), [3, 4]);
+    }
+}
