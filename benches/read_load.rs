@@ -6,6 +6,8 @@
 //!         [--clients 32] [--seconds 20] [--tags name,phone]
 //!
 //! `ids.txt` holds one person id a line; every client cycles through them from its own offset.
+//! With `--search records.jsonl` the clients call SearchPersons instead, with the name and
+//! birth date of every 20th record that has both (as a clerk would type them).
 
 use clap::Parser;
 use popmaster::pb;
@@ -18,8 +20,11 @@ struct Args {
     #[arg(long)]
     server: String,
     /// A file of person ids, one a line.
+    #[arg(long, required_unless_present = "search")]
+    persons: Option<std::path::PathBuf>,
+    /// Interchange records (JSONL) whose names and birth dates become SearchPersons queries.
     #[arg(long)]
-    persons: std::path::PathBuf,
+    search: Option<std::path::PathBuf>,
     /// Concurrent clients (each with its own connection).
     #[arg(long, default_value_t = 32)]
     clients: usize,
@@ -33,38 +38,82 @@ struct Args {
     bench: bool,
 }
 
+/// What the clients ask: profiles by id, or searches by name and birth date.
+#[derive(Clone)]
+enum Work {
+    Profiles { persons: Vec<String>, mask: Vec<String> },
+    Searches(Vec<(String, String)>),
+}
+
+impl Work {
+    fn len(&self) -> usize {
+        match self {
+            Work::Profiles { persons, .. } => persons.len(),
+            Work::Searches(queries) => queries.len(),
+        }
+    }
+}
+
+/// Calls until `until`; returns the latencies (µs), the items returned (tags or persons) and
+/// the errors.
 async fn client_loop(
     channel: Channel,
-    persons: std::sync::Arc<Vec<String>>,
+    work: std::sync::Arc<Work>,
     offset: usize,
-    mask: Vec<String>,
     until: Instant,
 ) -> (Vec<u32>, u64, u64) {
     let mut client = ProfileServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let mut latencies = Vec::new();
-    let mut n_tags = 0u64;
+    let mut n_items = 0u64;
     let mut errors = 0u64;
     let mut next = offset;
     while Instant::now() < until {
-        let person_id = persons[next % persons.len()].clone();
+        let idx = next % work.len();
         next += 1;
         let started = Instant::now();
-        let answer = client
-            .get_profile(pb::GetProfileRequest {
-                person_id,
-                tag_mask: mask.clone(),
-            })
-            .await;
+        let items = match work.as_ref() {
+            Work::Profiles { persons, mask } => client
+                .get_profile(pb::GetProfileRequest {
+                    person_id: persons[idx].clone(),
+                    tag_mask: mask.clone(),
+                })
+                .await
+                .map(|profile| profile.into_inner().tags.len()),
+            Work::Searches(queries) => client
+                .search_persons(pb::SearchPersonsRequest {
+                    name: queries[idx].0.clone(),
+                    birth_date: queries[idx].1.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(|found| found.into_inner().persons.len()),
+        };
         let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-        match answer {
-            Ok(profile) => {
-                n_tags += profile.into_inner().tags.len() as u64;
+        match items {
+            Ok(items) => {
+                n_items += items as u64;
                 latencies.push(micros);
             }
             Err(_) => errors += 1,
         }
     }
-    (latencies, n_tags, errors)
+    (latencies, n_items, errors)
+}
+
+/// Name and birth date of every 20th record that has both.
+fn search_queries(path: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .expect("the records file is readable")
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|record| {
+            let tags = record.get("tags")?;
+            let name = tags.get("name")?.as_str()?.to_string();
+            let birth_date = tags.get("birth_date")?.as_str()?.to_string();
+            Some((name, birth_date))
+        })
+        .step_by(20)
+        .collect()
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -77,15 +126,6 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 
 fn main() {
     let args = Args::parse();
-    let persons: Vec<String> = std::fs::read_to_string(&args.persons)
-        .expect("the persons file is readable")
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(String::from)
-        .collect();
-    assert!(!persons.is_empty(), "the persons file lists no person");
-    let persons = std::sync::Arc::new(persons);
     let mask: Vec<String> = args
         .tags
         .split(',')
@@ -93,6 +133,32 @@ fn main() {
         .filter(|tag| !tag.is_empty())
         .map(String::from)
         .collect();
+    let work = match (&args.search, &args.persons) {
+        (Some(records), _) => Work::Searches(search_queries(records)),
+        (None, Some(persons)) => Work::Profiles {
+            persons: std::fs::read_to_string(persons)
+                .expect("the persons file is readable")
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(String::from)
+                .collect(),
+            mask: mask.clone(),
+        },
+        (None, None) => unreachable!("clap requires one"),
+    };
+    assert!(work.len() > 0, "nothing to ask for");
+    let label = match &work {
+        Work::Searches(_) => "SearchPersons (name and birth date)".to_string(),
+        Work::Profiles { .. } if mask.is_empty() => "GetProfile (whole profiles)".to_string(),
+        Work::Profiles { .. } => format!("GetProfile (mask {})", mask.join(",")),
+    };
+    let items = if matches!(work, Work::Searches(_)) {
+        "persons an answer"
+    } else {
+        "tags a profile"
+    };
+    let work = std::sync::Arc::new(work);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,15 +176,15 @@ fn main() {
         }
         // Warm-up: one pass over the persons, so the first reads of a cold cache do not count.
         let warm_until = Instant::now() + Duration::from_secs(2);
-        client_loop(channels[0].clone(), persons.clone(), 0, mask.clone(), warm_until).await;
+        client_loop(channels[0].clone(), work.clone(), 0, warm_until).await;
         let started = Instant::now();
         let until = started + Duration::from_secs(args.seconds);
         let tasks: Vec<_> = channels
             .into_iter()
             .enumerate()
             .map(|(idx, channel)| {
-                let offset = idx * persons.len() / args.clients.max(1);
-                tokio::spawn(client_loop(channel, persons.clone(), offset, mask.clone(), until))
+                let offset = idx * work.len() / args.clients.max(1);
+                tokio::spawn(client_loop(channel, work.clone(), offset, until))
             })
             .collect();
         let mut latencies = Vec::new();
@@ -133,8 +199,7 @@ fn main() {
         latencies.sort_unstable();
         let n = latencies.len();
         println!(
-            "GetProfile ({}): {} clients, {} reads in {:.1} s: {:.0} reads/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {:.0} tags a profile; {} errors",
-            if mask.is_empty() { "whole profiles".to_string() } else { format!("mask {}", mask.join(",")) },
+            "{label}: {} clients, {} calls in {:.1} s: {:.0} calls/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {:.1} {items}; {} errors",
             args.clients,
             n,
             elapsed,

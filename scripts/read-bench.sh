@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Read benchmark through gRPC: generates a synthetic population plus residents known to every
 # department (profiles of every catalog tag, ~2,100), loads it into a fresh server, and runs
-# concurrent GetProfile clients (benches/read_load.rs): on the full profiles, then on ordinary
-# persons spread over the whole store, and with a 3-tag mask. Prints reads/s and latency
-# percentiles.
+# concurrent clients (benches/read_load.rs) on the same machine: GetProfile of the full
+# profiles, of ordinary persons spread over the whole store, with a 3-tag mask, and
+# SearchPersons by name and birth date. Prints calls/s and latency percentiles.
 #
 #   scripts/read-bench.sh [PERSONS] [FULL_PROFILES] [CLIENTS]
 #       default 334,000 persons (about 1,000,000 records), 200 full profiles, 32 clients
@@ -35,7 +35,10 @@ awk -v a="$start" -v b="$end" 'BEGIN { printf "loaded in %.1f s\n", b - a }'
 grep ',full-' "$work/mapping.csv" | cut -d, -f3 | sort -u > "$work/full.txt"
 tail -n +2 "$work/mapping.csv" | grep -v ',full-' | cut -d, -f3 | sort -u | awk 'NR % 7 == 0' | head -n 50000 > "$work/ordinary.txt"
 echo "cores: $(nproc); full profiles: $(wc -l < "$work/full.txt"); ordinary persons sampled: $(wc -l < "$work/ordinary.txt")"
-run() { cargo bench --bench read_load --quiet -- --server "$POPMASTER_SERVER" "$@" 2>/dev/null | grep '^GetProfile'; }
-run --persons "$work/full.txt" --clients "$clients"
-run --persons "$work/ordinary.txt" --clients "$clients"
-run --persons "$work/full.txt" --clients "$clients" --tags name,id_number,phone
+run() { cargo bench --bench read_load --quiet -- --server "$POPMASTER_SERVER" "$@" 2>/dev/null | grep -E '^(GetProfile|SearchPersons)'; }
+for n in 8 "$clients"; do
+  run --persons "$work/full.txt" --clients "$n"
+  run --persons "$work/ordinary.txt" --clients "$n"
+  run --persons "$work/full.txt" --clients "$n" --tags name,id_number,phone
+  run --search "$work/records.jsonl" --clients "$n"
+done

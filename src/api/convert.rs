@@ -116,6 +116,20 @@ pub fn decision_to_pb(decision: Decision) -> pb::Decision {
 
 pub fn profile_to_pb(view: ProfileView) -> pb::Profile {
     let n_records = u32::try_from(view.records.len()).unwrap_or(u32::MAX);
+    // A full profile's ~2,100 tags come from a few dozen records: each time is formatted once.
+    let mut times: Vec<(EpochMillis, String)> = Vec::new();
+    let mut format_once = |millis: EpochMillis| -> String {
+        match times.iter().find(|(known, _)| *known == millis) {
+            Some((_, text)) => text.clone(),
+            None => {
+                let text = format_millis(millis);
+                if times.len() < 256 {
+                    times.push((millis, text.clone()));
+                }
+                text
+            }
+        }
+    };
     pb::Profile {
         redirected_from: view.redirected_from.map(|id| id.to_string()).unwrap_or_default(),
         person_id: view.person_id.to_string(),
@@ -123,11 +137,11 @@ pub fn profile_to_pb(view: ProfileView) -> pb::Profile {
             .tags
             .into_iter()
             .map(|(tag, entry)| pb::TagValue {
-                tag: tag.to_string(),
+                tag: tag.into_string(),
                 value: entry.value,
-                source: entry.source.to_string(),
+                source: entry.source.into_string(),
                 record_id: entry.record_id,
-                observed_at: format_millis(entry.observed_at),
+                observed_at: format_once(entry.observed_at),
             })
             .collect(),
         n_records,

@@ -467,7 +467,7 @@ fn profile_view(txn: &Txn<'_>, person_id: &PersonId, tag_mask: &[TagCode]) -> Re
             _ => return Ok(None),
         }
     };
-    let tags = txn.profile(&current, tag_mask)?.into_iter().collect();
+    let tags = txn.profile_entries(&current, tag_mask)?;
     Ok(Some(ProfileView {
         version: header.version,
         tags,

@@ -618,6 +618,16 @@ impl Txn<'_> {
         person_id: &PersonId,
         tag_mask: &[TagCode],
     ) -> Result<BTreeMap<TagCode, ProfileEntry>, StoreError> {
+        Ok(self.profile_entries(person_id, tag_mask)?.into_iter().collect())
+    }
+
+    /// `profile` as a list sorted by tag, for reads: no map is built. A group is stored as a
+    /// map of tag to entry, which postcard encodes exactly like a list of pairs.
+    pub fn profile_entries(
+        &self,
+        person_id: &PersonId,
+        tag_mask: &[TagCode],
+    ) -> Result<Vec<(TagCode, ProfileEntry)>, StoreError> {
         let groups: Vec<Vec<u8>> = if tag_mask.is_empty() {
             self.scan_all(&layout::profile_prefix(person_id))?
                 .into_values()
@@ -632,15 +642,16 @@ impl Txn<'_> {
             }
             groups
         };
-        let mut profile = BTreeMap::new();
+        let mut profile = Vec::new();
         for bytes in groups {
-            let group: BTreeMap<TagCode, ProfileEntry> = decode("profile group", &bytes)?;
-            profile.extend(
-                group
-                    .into_iter()
-                    .filter(|(tag, _)| tag_mask.is_empty() || tag_mask.contains(tag)),
-            );
+            let group: Vec<(TagCode, ProfileEntry)> = decode("profile group", &bytes)?;
+            if tag_mask.is_empty() {
+                profile.extend(group);
+            } else {
+                profile.extend(group.into_iter().filter(|(tag, _)| tag_mask.contains(tag)));
+            }
         }
+        profile.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         Ok(profile)
     }
 
