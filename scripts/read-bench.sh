@@ -28,9 +28,11 @@ for _ in $(seq 1 100); do "$bin" stats >/dev/null 2>&1 && break; sleep 0.2; done
 start=$(date +%s.%N)
 "$bin" load "$work/records.jsonl" > /dev/null
 end=$(date +%s.%N)
-awk -v a="$start" -v b="$end" 'BEGIN { printf "loaded in %.1f s\n", b - a }'
+n_records=$(wc -l < "$work/records.jsonl")
+awk -v a="$start" -v b="$end" -v n="$n_records" 'BEGIN { printf "loaded %d records in %.1f s: %.0f records/s\n", n, b - a, n / (b - a) }'
 "$bin" export --out "$work/mapping.csv" 2>/dev/null
-"$bin" stats | head -3
+"$bin" stats | grep -E '^(records|persons|store bytes|ingest cost)'
+grep -E '^VmHWM' "/proc/${server_pid}/status" | awk '{ printf "server peak resident memory: %d MiB\n", $2 / 1024 }' || true
 # Persons with full profiles, and a spread of ordinary persons.
 grep ',full-' "$work/mapping.csv" | cut -d, -f3 | sort -u > "$work/full.txt"
 tail -n +2 "$work/mapping.csv" | grep -v ',full-' | cut -d, -f3 | sort -u | awk 'NR % 7 == 0' | head -n 50000 > "$work/ordinary.txt"

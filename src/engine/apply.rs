@@ -13,6 +13,7 @@ use crate::model::{
     Cause, CleanRecord, Decision, EpochMillis, Finding, PersonEvent, PersonId, RecordKey, SourceId, TagCode,
 };
 use crate::profile::{is_collective, offer, survive, survive_tags, RecordView};
+use crate::resolve::features::is_fallback_key;
 use crate::resolve::{self, blocking_keys, Candidate, Feature, Features, MatchModel, Placement};
 use crate::store::{layout, Postings, RecordHeader, Store, StoreError, StoredRecord, Txn};
 use crate::wal::WalEntry;
@@ -225,35 +226,46 @@ pub fn apply_entry_timed(
             Some(person_id) => (person_id, Decision::Matched, None),
             None => {
                 let candidates_started = Instant::now();
-                let mut candidates = gather_candidates(&mut txn, &features)?;
+                let (fallback_keys, keys): (BTreeSet<String>, BTreeSet<String>) = blocking_keys(&features)
+                    .into_iter()
+                    .partition(|key| is_fallback_key(key));
+                let mut candidates = gather_candidates_from(&mut txn, &keys, &BTreeSet::new())?;
                 for candidate in &mut candidates {
                     candidate.held_apart_from_record = apart_from_previous.contains(&candidate.person_id);
                 }
                 let scoring_started = Instant::now();
                 stage_times.candidates += scoring_started - candidates_started;
                 let n_persons = txn.n_persons()?;
-                let mut resolution = {
-                    let name_share = name_share(&txn, &model);
-                    let held_apart = held_apart(&txn);
-                    resolve::decide_with_stewards(&features, &candidates, &model, n_persons, &name_share, &held_apart)
+                let decide = |txn: &Txn<'_>, candidates: &[Candidate]| {
+                    let name_share = name_share(txn, &model);
+                    let held_apart = held_apart(txn);
+                    resolve::decide_with_stewards(&features, candidates, &model, n_persons, &name_share, &held_apart)
                 };
+                let mut resolution = decide(&txn, &candidates);
                 stage_times.scoring += scoring_started.elapsed();
+                if resolution.decision == Decision::Created && !fallback_keys.is_empty() {
+                    // Nothing possible through the paired keys: look further, on single values.
+                    let fallback_started = Instant::now();
+                    let known: BTreeSet<PersonId> = candidates.iter().map(|c| c.person_id.clone()).collect();
+                    let mut more = gather_candidates_from(&mut txn, &fallback_keys, &known)?;
+                    for candidate in &mut more {
+                        candidate.held_apart_from_record = apart_from_previous.contains(&candidate.person_id);
+                    }
+                    let rescoring_started = Instant::now();
+                    stage_times.candidates += rescoring_started - fallback_started;
+                    if !more.is_empty() {
+                        candidates.extend(more);
+                        resolution = decide(&txn, &candidates);
+                    }
+                    stage_times.scoring += rescoring_started.elapsed();
+                }
                 if let Some(fuzzy) = fuzzy.filter(|_| resolution.decision == Decision::Created) {
                     let fuzzy_started = Instant::now();
                     let n_index_candidates = add_fuzzy_candidates(&txn, fuzzy, &features, &mut candidates)?;
                     let rescoring_started = Instant::now();
                     stage_times.candidates += rescoring_started - fuzzy_started;
                     if n_index_candidates > 0 {
-                        let name_share = name_share(&txn, &model);
-                        let held_apart = held_apart(&txn);
-                        resolution = resolve::decide_with_stewards(
-                            &features,
-                            &candidates,
-                            &model,
-                            n_persons,
-                            &name_share,
-                            &held_apart,
-                        );
+                        resolution = decide(&txn, &candidates);
                         resolution.evidence.n_index_candidates = n_index_candidates;
                     }
                     stage_times.scoring += rescoring_started.elapsed();
@@ -387,9 +399,19 @@ pub(super) fn record_features(record: &StoredRecord, catalog: &Catalog) -> Featu
 /// The persons sharing a blocking key with the record, those sharing the most keys first, at
 /// most `CANDIDATES_MAX`, with their features.
 pub(super) fn gather_candidates(txn: &mut Txn<'_>, features: &Features) -> Result<Vec<Candidate>, StoreError> {
-    let ranked = persons_sharing(txn, &blocking_keys(features), None)?;
+    gather_candidates_from(txn, &blocking_keys(features), &BTreeSet::new())
+}
+
+/// The persons sharing one of `keys`, other than those in `known`, best first (see
+/// `gather_candidates`).
+fn gather_candidates_from(
+    txn: &mut Txn<'_>,
+    keys: &BTreeSet<String>,
+    known: &BTreeSet<PersonId>,
+) -> Result<Vec<Candidate>, StoreError> {
+    let ranked = persons_sharing(txn, keys, None)?;
     let mut candidates = Vec::with_capacity(ranked.len());
-    for person_id in ranked {
+    for person_id in ranked.into_iter().filter(|person_id| !known.contains(person_id)) {
         let Some(header) = txn.person(&person_id)? else {
             continue;
         };
@@ -514,7 +536,9 @@ fn consolidate(
     touched: &mut BTreeMap<PersonId, Touched>,
     at: EpochMillis,
 ) -> Result<(PersonId, Vec<PersonId>), StoreError> {
-    let ranked = persons_sharing(txn, new_keys, Some(person_id))?;
+    // The stand-alone keys are for a record nothing else places, not for whole persons.
+    let paired: BTreeSet<String> = new_keys.iter().filter(|key| !is_fallback_key(key)).cloned().collect();
+    let ranked = persons_sharing(txn, &paired, Some(person_id))?;
     let mut current = person_id.clone();
     let mut merged = Vec::new();
     for other in ranked {
@@ -1006,6 +1030,28 @@ mod tests {
             .into_iter()
             .map(|finding| finding.rule_id.into_owned())
             .collect()
+    }
+
+    /// A record whose paired keys all miss (its identifier has two digits swapped) is still
+    /// placed, through the stand-alone keys the write path tries when nothing else matched.
+    #[test]
+    fn stand_alone_keys_place_what_paired_keys_miss() {
+        let store = Store::open(Box::new(MemKv::default())).expect("opens");
+        let catalog = Catalog::shipped();
+        let entry = WalEntry {
+            sequence: 1,
+            received_at: 0,
+            records: vec![
+                raw("D05", "a", &[("name", "诸葛青云"), ("other_id", "E12345678")]),
+                raw("D07", "b", &[("name", "诸葛青云"), ("other_id", "E12345687")]),
+            ],
+            rejected: vec![],
+            model: None,
+            steward: None,
+        };
+        let placed = apply_entry(&store, &catalog, entry).expect("applies");
+        assert_eq!(placed[1].decision, Decision::Matched, "{placed:?}");
+        assert_eq!(placed[0].person_id, placed[1].person_id);
     }
 
     /// UNI-001 and UNI-002, the uniqueness rules that need the store.

@@ -266,6 +266,14 @@ pub fn blocking_keys(features: &Features) -> BTreeSet<String> {
     keys
 }
 
+/// Keys that stand alone on one rare value (the name alone, another identifier's sorted
+/// digits, the start of a street address). The write path looks them up only when the other
+/// keys find no possible match: they are for the record whose paired values are all wrong,
+/// and most records do not need them.
+pub fn is_fallback_key(key: &str) -> bool {
+    key.starts_with("nm/") || key.starts_with("os/") || key.starts_with("sl/")
+}
+
 /// American Soundex of a Latin word (R163 for ROBERT and RUPERT), so a misspelled surname
 /// still meets its person; `None` for words that are not Latin letters.
 fn soundex(word: &str) -> Option<String> {
