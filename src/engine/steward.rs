@@ -63,17 +63,7 @@ pub(super) fn apply_action(
             for side in linked {
                 txn.hold_together(&side.into_iter().collect::<Vec<_>>())?;
             }
-            txn.hold_apart(&person, &new_person, note)?;
-            for (this, other) in [(&person, &new_person), (&new_person, &person)] {
-                touched
-                    .entry(this.clone())
-                    .or_default()
-                    .events
-                    .push(PersonEvent::HeldApart {
-                        person: other.clone(),
-                        note: note.clone(),
-                    });
-            }
+            hold_apart(txn, &person, &new_person, note, touched)?;
             Ok(vec![
                 Placed {
                     decision: Decision::Matched,
@@ -115,17 +105,7 @@ pub(super) fn apply_action(
                     .into_iter()
                     .collect())
             } else {
-                txn.hold_apart(&person, &candidate, note)?;
-                for (this, other) in [(&person, &candidate), (&candidate, &person)] {
-                    touched
-                        .entry(this.clone())
-                        .or_default()
-                        .events
-                        .push(PersonEvent::HeldApart {
-                            person: other.clone(),
-                            note: note.clone(),
-                        });
-                }
+                hold_apart(txn, &person, &candidate, note, touched)?;
                 Ok(vec![Placed {
                     decision: Decision::Review,
                     person_id: person,
@@ -160,6 +140,28 @@ pub(super) fn apply_action(
             Ok(placed)
         }
     }
+}
+
+/// Remembers that a steward said two persons differ, in both histories.
+fn hold_apart(
+    txn: &mut Txn<'_>,
+    a: &PersonId,
+    b: &PersonId,
+    note: &str,
+    touched: &mut BTreeMap<PersonId, Touched>,
+) -> Result<(), StoreError> {
+    txn.hold_apart(a, b, note)?;
+    for (this, other) in [(a, b), (b, a)] {
+        touched
+            .entry(this.clone())
+            .or_default()
+            .events
+            .push(PersonEvent::HeldApart {
+                person: other.clone(),
+                note: note.to_string(),
+            });
+    }
+    Ok(())
 }
 
 /// The person an id names now: itself, or the survivor it was merged into.
