@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs popmaster on its embedded default (sled in a local data directory) and shows it doing
-# its job on the shipped example data: load, look a person up by ID number, report what
-# cleansing did, export the record -> person mapping. Stops the server at the end unless
+# its job on the shipped example data: load, look a person up by ID number, explain a match,
+# trace a value's lineage and the person's history, search by name and birth date, list the
+# review queue, report what cleansing did, export the record -> person mapping. Stops the server at the end unless
 # --keep-running is given.
 #
 #   scripts/demo.sh [--keep-running]
@@ -48,7 +49,21 @@ echo "== one ID card is enough: the profile of 33010619900102177X (given here in
 "$bin" get --id-number 330106900102177
 
 echo "== why the record without an ID number joined him: the matcher's evidence"
-"$bin" explain D20 EP-2024-0042
+explanation=$("$bin" explain D20 EP-2024-0042)
+echo "$explanation"
+person=$(echo "$explanation" | awk 'NR == 1 { print $NF }')
+
+echo "== where his phone came from: every department's value, and why this one is in the profile"
+"$bin" lineage "$person" phone
+
+echo "== his history: every record that joined him, and why"
+"$bin" history "$person"
+
+echo "== a clerk searches by name and birth date, typed in traditional characters"
+"$bin" search --name "張偉" --birth-date "1990年1月2日" --top 3
+
+echo "== possible matches waiting for a steward"
+"$bin" review list --limit 2
 
 echo "== what cleansing did to the records of the public security department (D01)"
 "$bin" quality D01
