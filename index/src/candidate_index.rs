@@ -12,9 +12,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Mutex, MutexGuard};
 
-use tantivy::collector::sort_key::{SortBySimilarityScore, SortByString};
+use tantivy::collector::sort_key::{SortBySimilarityScore, SortByStaticFastValue};
 use tantivy::collector::TopDocs;
-use tantivy::columnar::Column;
+use tantivy::columnar::{Column, StrColumn};
 use tantivy::indexer::UserOperation;
 use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, TantivyDocument, TantivyError, Term,
@@ -228,7 +228,7 @@ impl CandidateIndex {
     }
 
     /// The top `k` candidate persons for `query`, best first, ties broken by ascending
-    /// `person_id`. Empty when `k` is 0, the query has no usable value, or nothing matches.
+    /// `person_id` (through its number, `schema::person_key`). Empty when `k` is 0, the query has no usable value, or nothing matches.
     ///
     /// The score is the sum of constant weights of the distinct matched terms (see the
     /// `query` module), identical for an incrementally maintained and a rebuilt index.
@@ -243,21 +243,22 @@ impl CandidateIndex {
         }
         let collector = TopDocs::with_limit(limit).order_by((
             (SortBySimilarityScore, Order::Desc),
-            (SortByString::for_field(schema::PERSON_ID), Order::Asc),
+            (SortByStaticFastValue::<u64>::for_field(schema::PERSON_KEY), Order::Asc),
         ));
-        let hits: Vec<((Score, Option<String>), DocAddress)> = searcher
+        let hits: Vec<((Score, Option<u64>), DocAddress)> = searcher
             .search(&tantivy_query, &collector)
             .map_err(IndexError::tantivy("searching candidates"))?;
 
-        let mut version_columns: Vec<Option<Column<u64>>> = vec![None; searcher.segment_readers().len()];
+        let n_segments = searcher.segment_readers().len();
+        let mut version_columns: Vec<Option<Column<u64>>> = vec![None; n_segments];
+        let mut id_columns: Vec<Option<StrColumn>> = vec![None; n_segments];
         let mut candidates = Vec::with_capacity(hits.len());
-        for ((score, person_id), address) in hits {
-            let person_id = person_id.ok_or(IndexError::corrupt("a document has no person id"))?;
+        for ((score, _), address) in hits {
+            let segment = searcher.segment_reader(address.segment_ord);
             let column = match version_columns.get_mut(address.segment_ord as usize) {
                 Some(Some(column)) => column,
                 Some(slot) => slot.insert(
-                    searcher
-                        .segment_reader(address.segment_ord)
+                    segment
                         .fast_fields()
                         .u64(schema::VERSION)
                         .map_err(|e| IndexError::corrupt_because("the version column is unreadable", e))?,
@@ -267,6 +268,29 @@ impl CandidateIndex {
             let version = column
                 .first(address.doc_id)
                 .ok_or(IndexError::corrupt("a document has no version"))?;
+            let ids = match &mut id_columns[address.segment_ord as usize] {
+                Some(ids) => ids,
+                slot => slot.insert(
+                    segment
+                        .fast_fields()
+                        .str(schema::PERSON_ID)
+                        .map_err(|e| IndexError::corrupt_because("the person id column is unreadable", e))?
+                        .ok_or(IndexError::corrupt("a segment has no person id column"))?,
+                ),
+            };
+            let ordinal = ids
+                .ords()
+                .first(address.doc_id)
+                .ok_or(IndexError::corrupt("a document has no person id"))?;
+            let mut bytes = Vec::new();
+            let found = ids
+                .dictionary()
+                .ord_to_term(ordinal, &mut bytes)
+                .map_err(|e| IndexError::corrupt_because("the person id dictionary is unreadable", e))?;
+            if !found {
+                return Err(IndexError::corrupt("a person id is missing from its dictionary"));
+            }
+            let person_id = String::from_utf8(bytes).map_err(|_| IndexError::corrupt("a person id is not UTF-8"))?;
             candidates.push(Candidate {
                 person_id,
                 version,

@@ -30,7 +30,7 @@ pub use error::{CorruptCause, IndexError};
 /// n-grams, pinyin table), marker and payload format. An index of another version is rejected
 /// by [`CandidateIndex::open`] with [`IndexError::Incompatible`] and must be rebuilt. Bump it on
 /// any such change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The identity fields of one person version, as the index sees them. All values are already
 /// standardized by the caller (simplified Chinese, half-width, normalized 18-digit ID numbers,

@@ -357,12 +357,14 @@ fn garbage_directories_are_corrupt_not_panics() -> TestResult {
     type Setup = fn(&Path) -> std::io::Result<()>;
     let cases: [(&str, Setup); 6] = [
         ("unrelated files", |d| fs::write(d.join("notes.txt"), "hello")),
-        ("marker only", |d| fs::write(d.join(layout::MARKER_FILE), "1\n")),
+        ("marker only", |d| {
+            fs::write(d.join(layout::MARKER_FILE), format!("{}\n", crate::FORMAT_VERSION))
+        }),
         ("binary marker", |d| {
             fs::write(d.join(layout::MARKER_FILE), [0xff, 0xfe, 0x00])
         }),
         ("garbage meta.json", |d| {
-            fs::write(d.join(layout::MARKER_FILE), "1\n")?;
+            fs::write(d.join(layout::MARKER_FILE), format!("{}\n", crate::FORMAT_VERSION))?;
             fs::write(d.join("meta.json"), "{ not json")
         }),
         ("tantivy files without marker", |d| {
@@ -370,7 +372,7 @@ fn garbage_directories_are_corrupt_not_panics() -> TestResult {
             fs::write(d.join(".managed.json"), "[]")
         }),
         ("empty managed list", |d| {
-            fs::write(d.join(layout::MARKER_FILE), "1\n")?;
+            fs::write(d.join(layout::MARKER_FILE), format!("{}\n", crate::FORMAT_VERSION))?;
             fs::write(d.join(".managed.json"), "garbage")?;
             fs::write(d.join("meta.json"), "")
         }),
