@@ -31,7 +31,7 @@ use crate::model::{EpochMillis, PersonId, RawRecord, RecordKey, SourceId, Stewar
 use crate::resolve::decide::Hold;
 use crate::resolve::model::Score;
 use crate::resolve::{self, Evidence, Features, MatchModel};
-use crate::store::{ProfileEntry, Store, StoreError, StoreStats, Txn};
+use crate::store::{PersonHeader, ProfileEntry, Store, StoreError, StoreStats, Txn};
 use crate::wal::{Wal, WalEntry, WalError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -451,21 +451,29 @@ impl Engine {
     }
 }
 
-/// A person's profile through `txn`, following an alias chain to the survivor.
-fn profile_view(txn: &Txn<'_>, person_id: &PersonId, tag_mask: &[TagCode]) -> Result<Option<ProfileView>, EngineError> {
+/// The person an id names now, with its header: itself, or the survivor it was merged into
+/// (following the alias chain). `None` for an id never used.
+pub(crate) fn current_person(
+    txn: &Txn<'_>,
+    person_id: &PersonId,
+) -> Result<Option<(PersonId, PersonHeader)>, StoreError> {
     let mut current = person_id.clone();
-    let mut hops = 0;
-    let header = loop {
+    for _ in 0..=ALIAS_HOPS_MAX {
         if let Some(header) = txn.person(&current)? {
-            break header;
+            return Ok(Some((current, header)));
         }
         match txn.alias(&current)? {
-            Some(survivor) if hops < ALIAS_HOPS_MAX => {
-                current = survivor;
-                hops += 1;
-            }
-            _ => return Ok(None),
+            Some(survivor) => current = survivor,
+            None => return Ok(None),
         }
+    }
+    Ok(None)
+}
+
+/// A person's profile through `txn`, following an alias chain to the survivor.
+fn profile_view(txn: &Txn<'_>, person_id: &PersonId, tag_mask: &[TagCode]) -> Result<Option<ProfileView>, EngineError> {
+    let Some((current, header)) = current_person(txn, person_id)? else {
+        return Ok(None);
     };
     let tags = txn.profile_entries(&current, tag_mask)?;
     Ok(Some(ProfileView {

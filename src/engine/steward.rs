@@ -166,17 +166,7 @@ fn hold_apart(
 
 /// The person an id names now: itself, or the survivor it was merged into.
 pub(super) fn current_person(txn: &Txn<'_>, person_id: &PersonId) -> Result<Option<PersonId>, StoreError> {
-    let mut current = person_id.clone();
-    for _ in 0..super::ALIAS_HOPS_MAX {
-        if txn.person(&current)?.is_some() {
-            return Ok(Some(current));
-        }
-        match txn.alias(&current)? {
-            Some(survivor) => current = survivor,
-            None => return Ok(None),
-        }
-    }
-    Ok(None)
+    Ok(super::current_person(txn, person_id)?.map(|(current, _)| current))
 }
 
 /// Joins two persons for a steward: the one with more records (then the smaller id) keeps its
