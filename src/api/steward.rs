@@ -138,17 +138,13 @@ pub async fn list_review_items(
                 .ok_or_else(|| Status::invalid_argument("page_token is not one this service gave"))?,
         )
     };
-    let (entries, next, n_open) = blocking(move || {
-        let (entries, next) = engine.review_items(after.as_deref(), page_size)?;
-        let n_open = engine.stats()?.store.n_review_items;
-        Ok::<_, crate::engine::EngineError>((entries, next, n_open))
-    })
-    .await
-    .map_err(to_status)?;
+    let page = blocking(move || engine.review_items(after.as_deref(), page_size))
+        .await
+        .map_err(to_status)?;
     Ok(pb::ReviewItemPage {
-        items: entries.into_iter().map(review_entry_to_pb).collect(),
-        next_page_token: next.map(|token| to_hex(&token)).unwrap_or_default(),
-        n_open,
+        items: page.entries.into_iter().map(review_entry_to_pb).collect(),
+        next_page_token: page.next.map(|token| to_hex(&token)).unwrap_or_default(),
+        n_open: page.n_open,
     })
 }
 

@@ -22,7 +22,7 @@ pub use crate::store::{ChangeEvent, ChangeKind};
 pub use apply::{Placed, ReviewItem, StageTimes};
 pub use feed::ChangeFollower;
 pub use search::{PersonMatch, PersonQuery, SearchResult};
-pub use stewardship::{ReviewEntry, StewardOutcome, STEWARD_LIST_MAX};
+pub use stewardship::{ReviewEntry, ReviewPage, StewardOutcome, STEWARD_LIST_MAX};
 
 use crate::catalog::Catalog;
 use crate::cleanse::id_number::normalize_id_number;

@@ -29,6 +29,16 @@ pub struct StewardOutcome {
     pub new_persons: Vec<PersonId>,
 }
 
+/// A page of the review queue.
+#[derive(Debug, Clone)]
+pub struct ReviewPage {
+    pub entries: Vec<ReviewEntry>,
+    /// The token of the next page; `None` on the last.
+    pub next: Option<Vec<u8>>,
+    /// Items open in all.
+    pub n_open: u64,
+}
+
 /// One open review item with what the matcher found.
 #[derive(Debug, Clone)]
 pub struct ReviewEntry {
@@ -156,13 +166,9 @@ impl Engine {
             .await
     }
 
-    /// Open review items, the most likely matches first. `after` is the token the previous
-    /// page returned.
-    pub fn review_items(
-        &self,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<(Vec<ReviewEntry>, Option<Vec<u8>>), EngineError> {
+    /// Open review items, the most likely matches first, with the token of the next page and
+    /// how many items are open in all. `after` is the token the previous page returned.
+    pub fn review_items(&self, after: Option<&[u8]>, limit: usize) -> Result<ReviewPage, EngineError> {
         let txn = self.store.begin();
         let (items, next) = txn.review_page::<ReviewItem>(after, limit.clamp(1, STEWARD_LIST_MAX))?;
         let entries = items
@@ -172,7 +178,11 @@ impl Engine {
                 Ok(ReviewEntry { record, item, evidence })
             })
             .collect::<Result<Vec<_>, EngineError>>()?;
-        Ok((entries, next))
+        Ok(ReviewPage {
+            entries,
+            next,
+            n_open: txn.n_review_items()?,
+        })
     }
 
     /// A person's history from `from_version` on, oldest first. A merged person's history

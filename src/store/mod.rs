@@ -786,6 +786,11 @@ impl Txn<'_> {
         self.counter(layout::META_N_PERSONS)
     }
 
+    /// Open review items.
+    pub fn n_review_items(&self) -> Result<u64, StoreError> {
+        self.counter(layout::META_N_REVIEW_ITEMS)
+    }
+
     /// The persons holding a blocking key's value, unless more than `cap` do: then the value
     /// is too common to say anything (a shared phone, 张伟 born on a common day).
     pub fn postings(&mut self, blocking_key: &str, cap: usize) -> Result<Postings, StoreError> {
