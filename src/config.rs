@@ -120,6 +120,10 @@ pub struct IndexConfig {
     /// default, matches with the exact keys only: a search costs about a millisecond, which
     /// cuts ingest to a third (see the README).
     pub fuzzy_candidates: usize,
+    /// Indexing threads of a rebuild (at start, or `RebuildIndex`), 1 to 8.
+    pub rebuild_threads: usize,
+    /// Memory a rebuild's indexing threads share; each needs at least 15 MB.
+    pub rebuild_memory_bytes: usize,
 }
 
 impl Default for IndexConfig {
@@ -129,6 +133,8 @@ impl Default for IndexConfig {
             refresh_interval_ms: 1_000,
             changes_per_round_max: 50_000,
             fuzzy_candidates: 0,
+            rebuild_threads: 2,
+            rebuild_memory_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -226,6 +232,18 @@ impl Config {
                 message:
                     "must be at most 100 (each candidate is read and scored for every record the keys cannot place)"
                         .into(),
+            });
+        }
+        if !(1..=8).contains(&self.index.rebuild_threads) {
+            return Err(ConfigError::Invalid {
+                setting: "index.rebuild_threads",
+                message: "must be between 1 and 8".into(),
+            });
+        }
+        if self.index.rebuild_memory_bytes / self.index.rebuild_threads < 15_000_000 {
+            return Err(ConfigError::Invalid {
+                setting: "index.rebuild_memory_bytes",
+                message: "must give each rebuild thread at least 15 MB".into(),
             });
         }
         if self.limits.search_results_max > 1_000 {

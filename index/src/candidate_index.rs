@@ -201,10 +201,11 @@ impl CandidateIndex {
             .map_err(IndexError::tantivy("preparing a commit"))?;
         prepared.set_payload(&layout::encode_payload(watermark));
         prepared.commit().map_err(IndexError::tantivy("committing"))?;
-        self.watermark.store(watermark, AtomicOrdering::Release);
+        // Searchable first: whoever sees the new watermark must find what it covers.
         self.reader
             .reload()
             .map_err(IndexError::tantivy("reloading the reader after a commit"))?;
+        self.watermark.store(watermark, AtomicOrdering::Release);
         debug!(watermark, "committed candidate index");
         Ok(())
     }

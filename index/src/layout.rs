@@ -115,14 +115,14 @@ pub(crate) fn write_marker_text(dir: &Path, text: &str) -> Result<(), IndexError
 }
 
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<(), IndexError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), IndexError> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(IndexError::io("syncing the index directory"))
 }
 
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<(), IndexError> {
+pub(crate) fn sync_dir(_dir: &Path) -> Result<(), IndexError> {
     Ok(())
 }
 

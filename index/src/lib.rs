@@ -12,11 +12,13 @@
 //!
 //! Module map: `analysis` (values → terms), `schema` (fields, documents), `query` (candidate
 //! query and weights), `layout` (format marker, commit payload, directory handling),
-//! `candidate_index` (the handle), `error`.
+//! `candidate_index` (the handle), `home` (the generations of an index home, for rebuilding
+//! beside the index in use and swapping atomically), `error`.
 
 mod analysis;
 mod candidate_index;
 mod error;
+mod home;
 mod layout;
 mod query;
 mod schema;
@@ -25,6 +27,7 @@ use std::fmt;
 
 pub use candidate_index::CandidateIndex;
 pub use error::{CorruptCause, IndexError};
+pub use home::IndexHome;
 
 /// Version of everything that determines what is on disk: schema, analyzer (normalization,
 /// n-grams, pinyin table), marker and payload format. An index of another version is rejected

@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod operations;
 pub mod steward;
 
 use crate::engine::{ChangeFollower, Engine};
@@ -643,6 +644,15 @@ impl pb::admin_service_server::AdminService for AdminApi {
         let model = self.engine.install_model(model).await.map_err(to_status)?;
         tracing::info!(version = model.version, "installed a match model");
         Ok(Response::new(convert::model_to_pb(&model, 0, 0)))
+    }
+
+    type RebuildIndexStream = operations::ProgressStream;
+
+    async fn rebuild_index(
+        &self,
+        _request: Request<pb::RebuildIndexRequest>,
+    ) -> Result<Response<Self::RebuildIndexStream>, Status> {
+        Ok(Response::new(operations::rebuild_index(Arc::clone(&self.engine))))
     }
 
     async fn train_model(&self, _request: Request<pb::TrainModelRequest>) -> Result<Response<pb::ModelInfo>, Status> {

@@ -72,6 +72,8 @@ pub enum AdminCommand {
     Train(ModelArgs),
     /// Install a model saved with `admin model --save` or `admin train --save` (no restart).
     InstallModel(InstallModelArgs),
+    /// Rebuild the candidate search index from the store while the service keeps serving.
+    RebuildIndex(super::operations::RebuildIndexArgs),
 }
 
 #[derive(clap::Args)]
@@ -93,6 +95,7 @@ pub struct InstallModelArgs {
 
 pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
     match command {
+        AdminCommand::RebuildIndex(args) => super::operations::rebuild_index(args).await?,
         AdminCommand::Model(args) => {
             let channel = connect(&args.server).await?;
             let model = AdminServiceClient::new(channel)

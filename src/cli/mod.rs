@@ -5,6 +5,7 @@
 mod accuracy;
 mod client;
 mod matching;
+mod operations;
 mod reads;
 mod steward;
 

@@ -1,19 +1,55 @@
-//! Keeps the derived candidate index caught up with the store's change feed. The index is
-//! never written from the write path directly: it only replays the feed, so a rebuilt or
-//! lagging index converges to the same state. A missing, damaged or incompatible index is
-//! recreated and replayed from the start of the feed.
+//! Keeps the derived candidate index caught up with the store, and rebuilds it beside the one in
+//! use. The index is never written from the write path directly: it follows the store's change
+//! feed, so a rebuilt or lagging index converges to the same state.
+//!
+//! A rebuild (at start when the index is missing, damaged, incompatible or empty while the
+//! store holds persons; or `rebuild` on an operator's call) writes a new generation of the
+//! index home from the store's persons, catches it up with the feed, and swaps it in under the
+//! same lock the follower applies under: searches use the old index until the swap, and every
+//! change made during the rebuild reaches the new one.
 
 use super::EngineError;
 use crate::config::IndexConfig;
 use crate::model::PersonId;
 use crate::resolve::{Feature, Features};
-use crate::store::{ChangeKind, Store};
-use popmaster_index::{CandidateIndex, CandidateQuery, IndexOp, PersonDoc};
+use crate::store::{ChangeKind, Store, Txn};
+use popmaster_index::{CandidateIndex, CandidateQuery, IndexHome, IndexOp, PersonDoc};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Persons read from the store and handed to the index at a time during a rebuild.
+const REBUILD_PAGE: usize = 2_048;
+/// How often a rebuild reports its progress.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a retired index may stay in use by searches before it is closed anyway.
+const RETIRE_WAIT: Duration = Duration::from_secs(10);
+
+/// Where a rebuild is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildPhase {
+    /// Reading the store's persons into the new index.
+    Scanning,
+    /// Applying the changes made since the scan began.
+    CatchingUp,
+    /// The new index answers every search.
+    Done,
+}
+
+/// A rebuild's progress. `persons_total` is the number of persons when the scan began; changes
+/// during the scan can make `persons_done` end a little above or below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildProgress {
+    pub phase: RebuildPhase,
+    pub persons_done: u64,
+    pub persons_total: u64,
+    pub elapsed: Duration,
+    /// The change-feed position the new index has caught up to.
+    pub watermark: u64,
+}
 
 #[derive(Default)]
 struct Signal {
@@ -22,11 +58,29 @@ struct Signal {
 }
 
 struct Shared {
-    index: CandidateIndex,
+    /// The index searches and the follower use; replaced whole by a rebuild.
+    index: RwLock<Arc<CandidateIndex>>,
+    home: Mutex<IndexHome>,
     store: Arc<Store>,
+    config: popmaster_index::IndexConfig,
+    rebuild_config: popmaster_index::IndexConfig,
     changes_per_round_max: usize,
+    /// Held while changes are applied to the index in use, and while a rebuilt index is
+    /// swapped in: the follower never applies to an index that is being replaced.
+    applying: Mutex<()>,
+    rebuilding: AtomicBool,
     signal: Mutex<Signal>,
     condvar: Condvar,
+}
+
+impl Shared {
+    fn index(&self) -> Arc<CandidateIndex> {
+        Arc::clone(&self.index.read().expect("lock poisoned"))
+    }
+
+    fn stopping(&self) -> bool {
+        self.signal.lock().expect("lock poisoned").stopping
+    }
 }
 
 pub(super) struct Indexer {
@@ -50,7 +104,7 @@ impl FuzzyIndex {
             phone: first(Feature::Phone),
             address: first(Feature::Address),
         };
-        match self.0.index.candidates(&query, k) {
+        match self.0.index().candidates(&query, k) {
             Ok(found) => found
                 .into_iter()
                 .map(|candidate| PersonId::new(candidate.person_id))
@@ -75,23 +129,37 @@ impl Wakeup {
 }
 
 impl Indexer {
-    pub(super) fn start(dir: &Path, config: &IndexConfig, store: Arc<Store>) -> Result<Indexer, EngineError> {
+    /// Opens the index home at `root` and the generation in use (recreating it, with a warning,
+    /// when it is damaged or of another format), and starts the follower thread. An empty
+    /// index over a store that holds persons is rebuilt from the store by that thread.
+    pub(super) fn start(root: &Path, config: &IndexConfig, store: Arc<Store>) -> Result<Indexer, EngineError> {
         let index_config = popmaster_index::IndexConfig {
             writer_memory_bytes: config.writer_memory_bytes,
             ..popmaster_index::IndexConfig::default()
         };
-        let index = match CandidateIndex::open(dir, &index_config) {
+        let rebuild_config = popmaster_index::IndexConfig {
+            writer_memory_bytes: config.rebuild_memory_bytes,
+            writer_threads: config.rebuild_threads,
+        };
+        let home = IndexHome::open(root)?;
+        let dir = home.current_dir();
+        let index = match CandidateIndex::open(&dir, &index_config) {
             Ok(index) => index,
             Err(error) if error.needs_rebuild() => {
-                tracing::warn!(%error, "candidate index is unusable; recreating it and replaying the change feed");
-                CandidateIndex::recreate(dir, &index_config)?
+                tracing::warn!(%error, "candidate index is unusable; rebuilding it from the store");
+                CandidateIndex::recreate(&dir, &index_config)?
             }
             Err(error) => return Err(error.into()),
         };
         let shared = Arc::new(Shared {
-            index,
+            index: RwLock::new(Arc::new(index)),
+            home: Mutex::new(home),
             store,
+            config: index_config,
+            rebuild_config,
             changes_per_round_max: config.changes_per_round_max,
+            applying: Mutex::new(()),
+            rebuilding: AtomicBool::new(false),
             signal: Mutex::new(Signal::default()),
             condvar: Condvar::new(),
         });
@@ -119,14 +187,23 @@ impl Indexer {
     }
 
     pub(super) fn watermark(&self) -> u64 {
-        self.shared.index.watermark()
+        self.shared.index().watermark()
     }
 
     pub(super) fn num_persons(&self) -> u64 {
-        self.shared.index.num_persons()
+        self.shared.index().num_persons()
     }
 
-    /// Catches up one last time, commits, and stops the thread.
+    /// Rebuilds the index from the store beside the one in use and swaps it in (see the
+    /// module documentation). Blocks until done; `progress` hears about it every quarter
+    /// second and at each phase. One rebuild at a time: a second call fails with
+    /// `FailedPrecondition`.
+    pub(super) fn rebuild(&self, progress: &mut dyn FnMut(&RebuildProgress)) -> Result<RebuildProgress, EngineError> {
+        rebuild(&self.shared, progress)
+    }
+
+    /// Catches up one last time, commits, and stops the thread. A rebuild in progress stops
+    /// at its next page and leaves the index in use as it was.
     pub(super) async fn shutdown(&self) {
         {
             let mut signal = self.shared.signal.lock().expect("lock poisoned");
@@ -141,6 +218,7 @@ impl Indexer {
 }
 
 fn run(shared: &Shared, interval: Duration) {
+    build_if_empty(shared);
     loop {
         let stopping = {
             let signal = shared.signal.lock().expect("lock poisoned");
@@ -151,11 +229,15 @@ fn run(shared: &Shared, interval: Duration) {
             signal.woken = false;
             signal.stopping
         };
-        if let Err(error) = catch_up(shared) {
-            // Drop what was applied but not committed, so the retry starts from the watermark.
-            tracing::error!(%error, "candidate index catch-up failed; will retry");
-            if let Err(error) = shared.index.rollback() {
-                tracing::error!(%error, "candidate index rollback failed");
+        {
+            let _applying = shared.applying.lock().expect("lock poisoned");
+            let index = shared.index();
+            if let Err(error) = catch_up(&shared.store, &index, shared.changes_per_round_max) {
+                // Drop what was applied but not committed, so the retry starts from the watermark.
+                tracing::error!(%error, "candidate index catch-up failed; will retry");
+                if let Err(error) = index.rollback() {
+                    tracing::error!(%error, "candidate index rollback failed");
+                }
             }
         }
         if stopping {
@@ -164,12 +246,163 @@ fn run(shared: &Shared, interval: Duration) {
     }
 }
 
+/// A new or recreated index over a store that already holds persons is built from the
+/// persons (one read of each), not by replaying the whole change feed.
+fn build_if_empty(shared: &Shared) {
+    let change_sequence = match shared.store.change_sequence() {
+        Ok(sequence) => sequence,
+        Err(error) => {
+            tracing::error!(%error, "cannot read the change feed position; following the feed from the index's watermark");
+            return;
+        }
+    };
+    if shared.index().watermark() > 0 || change_sequence == 0 {
+        return;
+    }
+    tracing::info!(
+        change_sequence,
+        "candidate index is empty; building it from the store's persons"
+    );
+    match rebuild(shared, &mut |_| {}) {
+        Ok(done) => tracing::info!(
+            persons = done.persons_done,
+            elapsed_ms = done.elapsed.as_millis() as u64,
+            watermark = done.watermark,
+            "candidate index built from the store"
+        ),
+        Err(EngineError::ShuttingDown) => {}
+        Err(error) => {
+            tracing::error!(%error, "building the candidate index from the store failed; replaying the change feed instead");
+        }
+    }
+}
+
+/// Clears the rebuilding flag however the rebuild ends.
+struct RebuildingFlag<'a>(&'a AtomicBool);
+
+impl Drop for RebuildingFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+fn rebuild(shared: &Shared, progress: &mut dyn FnMut(&RebuildProgress)) -> Result<RebuildProgress, EngineError> {
+    if shared.rebuilding.swap(true, Ordering::AcqRel) {
+        return Err(EngineError::FailedPrecondition(
+            "an index rebuild is already running; wait for it to finish".into(),
+        ));
+    }
+    let _flag = RebuildingFlag(&shared.rebuilding);
+    let (generation, dir) = shared.home.lock().expect("lock poisoned").prepare_next()?;
+    tracing::info!(generation, "index rebuild started");
+    let result = build_generation(shared, generation, &dir, progress);
+    match &result {
+        Ok(done) => tracing::info!(
+            generation,
+            persons = done.persons_done,
+            elapsed_ms = done.elapsed.as_millis() as u64,
+            watermark = done.watermark,
+            "index rebuild finished; the new index answers"
+        ),
+        Err(error) => {
+            tracing::warn!(generation, %error, "index rebuild did not finish; the index in use is unchanged");
+            if let Err(error) = shared.home.lock().expect("lock poisoned").remove_generation(generation) {
+                tracing::warn!(generation, %error, "cannot remove the unfinished index generation; it goes at the next start");
+            }
+        }
+    }
+    result
+}
+
+fn build_generation(
+    shared: &Shared,
+    generation: u64,
+    dir: &Path,
+    progress: &mut dyn FnMut(&RebuildProgress),
+) -> Result<RebuildProgress, EngineError> {
+    let started = Instant::now();
+    let store = &shared.store;
+    // Every change up to here is in the store; later ones are in the feed after it.
+    let from_change = store.change_sequence()?;
+    let mut state = RebuildProgress {
+        phase: RebuildPhase::Scanning,
+        persons_done: 0,
+        persons_total: store.begin().n_persons()?,
+        elapsed: Duration::ZERO,
+        watermark: 0,
+    };
+    progress(&state);
+    let index = CandidateIndex::recreate(dir, &shared.rebuild_config)?;
+    let mut after: Option<PersonId> = None;
+    let mut reported = Instant::now();
+    loop {
+        if shared.stopping() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let page = store.persons_page(after.as_ref(), REBUILD_PAGE)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        let txn = store.begin();
+        let ops = page
+            .into_iter()
+            .map(|(person_id, header)| upsert(&txn, person_id, header.version))
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        state.persons_done += ops.len() as u64;
+        index.apply(ops)?;
+        if reported.elapsed() >= PROGRESS_INTERVAL {
+            state.elapsed = started.elapsed();
+            progress(&state);
+            reported = Instant::now();
+        }
+    }
+    index.commit(from_change)?;
+    // Reopen with the follower's writer: the rebuild's threads and memory are not needed any
+    // more.
+    drop(index);
+    let index = Arc::new(CandidateIndex::open(dir, &shared.config)?);
+    state.phase = RebuildPhase::CatchingUp;
+    state.watermark = from_change;
+    state.elapsed = started.elapsed();
+    progress(&state);
+    // Most of the changes made during the scan, without holding the follower.
+    catch_up(store, &index, shared.changes_per_round_max)?;
+    let retired = {
+        let _applying = shared.applying.lock().expect("lock poisoned");
+        catch_up(store, &index, shared.changes_per_round_max)?;
+        let mut home = shared.home.lock().expect("lock poisoned");
+        let retired_generation = home.current();
+        // Durable first: a crash from here on starts with the new generation, which is
+        // complete and committed.
+        home.promote(generation)?;
+        let retired = std::mem::replace(&mut *shared.index.write().expect("lock poisoned"), Arc::clone(&index));
+        (retired_generation, retired)
+    };
+    retire(shared, retired);
+    state.phase = RebuildPhase::Done;
+    state.watermark = index.watermark();
+    state.elapsed = started.elapsed();
+    progress(&state);
+    Ok(state)
+}
+
+/// Closes a replaced index once the searches still using it are done, and deletes its files.
+fn retire(shared: &Shared, (generation, index): (u64, Arc<CandidateIndex>)) {
+    let waiting = Instant::now();
+    while Arc::strong_count(&index) > 1 && waiting.elapsed() < RETIRE_WAIT {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(index);
+    if let Err(error) = shared.home.lock().expect("lock poisoned").remove_generation(generation) {
+        tracing::warn!(generation, %error, "cannot remove the replaced index generation; it goes at the next start");
+    }
+}
+
 /// Applies every change after the index's watermark, in rounds, committing each round with
 /// its last feed sequence.
-fn catch_up(shared: &Shared) -> Result<(), EngineError> {
+fn catch_up(store: &Store, index: &CandidateIndex, changes_per_round_max: usize) -> Result<(), EngineError> {
     loop {
-        let from = shared.index.watermark() + 1;
-        let changes = shared.store.changes_from(from, shared.changes_per_round_max)?;
+        let from = index.watermark() + 1;
+        let changes = store.changes_from(from, changes_per_round_max)?;
         let Some((last_sequence, _)) = changes.last() else {
             return Ok(());
         };
@@ -179,7 +412,7 @@ fn catch_up(shared: &Shared) -> Result<(), EngineError> {
         for (_, event) in changes {
             latest.insert(event.person_id, event.kind);
         }
-        let txn = shared.store.begin();
+        let txn = store.begin();
         let mut ops = Vec::with_capacity(latest.len());
         for (person_id, kind) in latest {
             let header = match kind {
@@ -187,27 +420,225 @@ fn catch_up(shared: &Shared) -> Result<(), EngineError> {
                 ChangeKind::Created | ChangeKind::Updated | ChangeKind::Split { .. } => txn.person(&person_id)?,
             };
             // A person deleted after this event is removed now; its delete event follows.
-            let Some(header) = header else {
-                ops.push(IndexOp::Delete {
+            match header {
+                Some(header) => ops.push(upsert(&txn, person_id, header.version)?),
+                None => ops.push(IndexOp::Delete {
                     person_id: person_id.to_string(),
-                });
-                continue;
-            };
-            // Every value the person holds, not only the profile's winners: a record may meet
-            // the person through an older name or address.
-            let features: Features = txn.person_features(&person_id)?.unwrap_or_default();
-            let values = |feature: Feature| -> Vec<String> { features.texts(feature).map(str::to_string).collect() };
-            ops.push(IndexOp::Upsert(PersonDoc {
-                person_id: person_id.to_string(),
-                version: header.version,
-                names: values(Feature::Name),
-                id_numbers: values(Feature::IdNumber),
-                birth_dates: values(Feature::BirthDate),
-                phones: values(Feature::Phone),
-                addresses: values(Feature::Address),
-            }));
+                }),
+            }
         }
-        shared.index.apply(ops)?;
-        shared.index.commit(last_sequence)?;
+        index.apply(ops)?;
+        index.commit(last_sequence)?;
+    }
+}
+
+/// The index document of a person: every value it holds, not only the profile's winners (a
+/// record may meet the person through an older name or address).
+fn upsert(txn: &Txn<'_>, person_id: PersonId, version: u64) -> Result<IndexOp, EngineError> {
+    let features: Features = txn.person_features(&person_id)?.unwrap_or_default();
+    let values = |feature: Feature| -> Vec<String> { features.texts(feature).map(str::to_string).collect() };
+    Ok(IndexOp::Upsert(PersonDoc {
+        person_id: person_id.to_string(),
+        version,
+        names: values(Feature::Name),
+        id_numbers: values(Feature::IdNumber),
+        birth_dates: values(Feature::BirthDate),
+        phones: values(Feature::Phone),
+        addresses: values(Feature::Address),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::engine::apply;
+    use crate::model::RawRecord;
+    use crate::store::kv::MemKv;
+    use crate::synth::{Generator, SynthConfig};
+    use crate::wal::WalEntry;
+    use popmaster_index::Candidate;
+
+    /// 2024-05-01.
+    const NOW: i64 = 1_714_521_600_000;
+
+    fn config() -> IndexConfig {
+        IndexConfig {
+            refresh_interval_ms: 10,
+            // Small rounds: the follower builds its index in many commits, merges and
+            // deletions among them.
+            changes_per_round_max: 37,
+            rebuild_threads: 2,
+            rebuild_memory_bytes: 32 * 1024 * 1024,
+            ..IndexConfig::default()
+        }
+    }
+
+    /// Applies a synthetic population to the store in batches of 100 records, as the writer
+    /// would, waking the follower after each.
+    fn ingest(store: &Store, catalog: &Catalog, seed: u64, n_persons: usize, wake: Option<&Wakeup>) {
+        let records: Vec<RawRecord> = Generator::new(
+            SynthConfig {
+                seed,
+                n_persons,
+                ..SynthConfig::default()
+            },
+            catalog,
+        )
+        .map(|synth| synth.to_raw_record())
+        .collect();
+        for chunk in records.chunks(100) {
+            let entry = WalEntry {
+                sequence: store.applied_sequence().expect("reads") + 1,
+                received_at: NOW,
+                records: chunk.to_vec(),
+                rejected: vec![],
+                model: None,
+                steward: None,
+            };
+            apply::apply_entry(store, catalog, entry).expect("applies");
+            if let Some(wake) = wake {
+                wake.wake();
+            }
+        }
+    }
+
+    fn wait_caught_up(indexer: &Indexer, store: &Store) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while indexer.watermark() < store.change_sequence().expect("reads") {
+            assert!(Instant::now() < deadline, "the follower did not catch up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// For every person: the top candidates for all its values, and for its name alone.
+    fn answers(indexer: &Indexer, store: &Store) -> Vec<Vec<Candidate>> {
+        let index = indexer.shared.index();
+        let txn = store.begin();
+        let mut answers = Vec::new();
+        for (person_id, _) in store.persons_page(None, usize::MAX).expect("scans") {
+            let features: Features = txn.person_features(&person_id).expect("reads").expect("stored");
+            let first = |feature: Feature| features.texts(feature).next().map(str::to_string);
+            let whole = CandidateQuery {
+                name: first(Feature::Name),
+                id_number: first(Feature::IdNumber),
+                birth_date: first(Feature::BirthDate),
+                phone: first(Feature::Phone),
+                address: first(Feature::Address),
+            };
+            let name_only = CandidateQuery {
+                name: first(Feature::Name),
+                ..CandidateQuery::default()
+            };
+            for query in [whole, name_only] {
+                answers.push(index.candidates(&query, 10).expect("searches"));
+            }
+        }
+        answers
+    }
+
+    fn same(left: &[Vec<Candidate>], right: &[Vec<Candidate>]) {
+        assert_eq!(left.len(), right.len());
+        for (i, (l, r)) in left.iter().zip(right).enumerate() {
+            assert_eq!(l, r, "query {i}");
+        }
+    }
+
+    fn shut_down(indexer: &Indexer) {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(indexer.shutdown());
+    }
+
+    fn generations(root: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root)
+            .expect("lists")
+            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_rebuilt_index_answers_like_the_followed_one_and_catches_changes_made_meanwhile() {
+        let catalog = Catalog::shipped();
+        let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("opens"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("index");
+        let indexer = Indexer::start(&root, &config(), Arc::clone(&store)).expect("starts");
+
+        // The follower indexes a population batch by batch.
+        ingest(&store, &catalog, 1, 300, Some(&indexer.wakeup()));
+        wait_caught_up(&indexer, &store);
+        let followed = answers(&indexer, &store);
+        assert_eq!(indexer.num_persons(), store.begin().n_persons().expect("reads"));
+
+        // A rebuild from the store answers every query exactly as the followed index did.
+        let mut phases = Vec::new();
+        let done = indexer
+            .rebuild(&mut |progress| phases.push(progress.phase))
+            .expect("rebuilds");
+        assert_eq!(done.phase, RebuildPhase::Done);
+        assert_eq!(done.persons_done, store.begin().n_persons().expect("reads"));
+        assert_eq!(done.watermark, store.change_sequence().expect("reads"));
+        assert_eq!(phases.first(), Some(&RebuildPhase::Scanning));
+        assert!(phases.contains(&RebuildPhase::CatchingUp), "{phases:?}");
+        assert_eq!(phases.last(), Some(&RebuildPhase::Done));
+        same(&answers(&indexer, &store), &followed);
+        assert_eq!(
+            generations(&root),
+            ["CURRENT", "g2"],
+            "the replaced generation is removed"
+        );
+
+        // Records arriving after the scan began reach the new index through the feed.
+        let mut arrived = false;
+        let wake = indexer.wakeup();
+        indexer
+            .rebuild(&mut |progress| {
+                if progress.phase == RebuildPhase::Scanning && !arrived {
+                    arrived = true;
+                    ingest(&store, &catalog, 2, 150, Some(&wake));
+                }
+            })
+            .expect("rebuilds");
+        assert!(arrived);
+        wait_caught_up(&indexer, &store);
+        assert_eq!(indexer.num_persons(), store.begin().n_persons().expect("reads"));
+        let after_concurrent = answers(&indexer, &store);
+        // ... and it answers as one rebuilt with nothing moving.
+        indexer.rebuild(&mut |_| {}).expect("rebuilds");
+        same(&answers(&indexer, &store), &after_concurrent);
+        assert_eq!(generations(&root), ["CURRENT", "g4"]);
+
+        // Reopened, the home keeps the last generation and its watermark.
+        shut_down(&indexer);
+        drop((indexer, wake));
+        let reopened = Indexer::start(&root, &config(), Arc::clone(&store)).expect("starts");
+        assert_eq!(reopened.watermark(), store.change_sequence().expect("reads"));
+        same(&answers(&reopened, &store), &after_concurrent);
+        shut_down(&reopened);
+    }
+
+    #[test]
+    fn an_empty_index_over_a_populated_store_is_built_at_start_and_one_rebuild_runs_at_a_time() {
+        let catalog = Catalog::shipped();
+        let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("opens"));
+        ingest(&store, &catalog, 3, 100, None);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let indexer = Indexer::start(&dir.path().join("index"), &config(), Arc::clone(&store)).expect("starts");
+        wait_caught_up(&indexer, &store);
+        assert_eq!(indexer.num_persons(), store.begin().n_persons().expect("reads"));
+
+        indexer.shared.rebuilding.store(true, Ordering::Release);
+        match indexer.rebuild(&mut |_| {}) {
+            Err(EngineError::FailedPrecondition(message)) => {
+                assert_eq!(message, "an index rebuild is already running; wait for it to finish");
+            }
+            other => panic!("expected FailedPrecondition, got {other:?}"),
+        }
+        indexer.shared.rebuilding.store(false, Ordering::Release);
+        shut_down(&indexer);
     }
 }

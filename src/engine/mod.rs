@@ -21,6 +21,7 @@ mod train;
 pub use crate::store::{ChangeEvent, ChangeKind};
 pub use apply::{Placed, ReviewItem, StageTimes};
 pub use feed::ChangeFollower;
+pub use indexer::{RebuildPhase, RebuildProgress};
 pub use search::{PersonMatch, PersonQuery, SearchResult};
 pub use stewardship::{ReviewEntry, ReviewPage, StewardOutcome, STEWARD_LIST_MAX};
 
@@ -64,6 +65,8 @@ pub enum EngineError {
     NotFound(String),
     #[error("{0}")]
     OutOfRange(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
 }
 
 /// A batch the writer applied: its sequence and one placement per admitted record.
@@ -439,6 +442,13 @@ impl Engine {
     /// `#rejected`) -> count.
     pub fn quality(&self, source: Option<&SourceId>) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
         Ok(self.store.quality(source)?)
+    }
+
+    /// Rebuilds the candidate index from the store while the old one keeps answering, then
+    /// swaps it in; changes made meanwhile reach the new index. Blocks until done (run it on a
+    /// blocking thread); `progress` hears about it every quarter second and at each phase.
+    pub fn rebuild_index(&self, progress: &mut dyn FnMut(&RebuildProgress)) -> Result<RebuildProgress, EngineError> {
+        self.indexer.rebuild(progress)
     }
 
     pub fn stats(&self) -> Result<EngineStats, EngineError> {

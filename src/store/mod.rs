@@ -304,6 +304,30 @@ impl Store {
             })
             .collect()
     }
+    /// Live persons in id order, starting after `after`, at most `limit`, each with its header
+    /// (merged-away and deleted persons have none). Each page is one bounded scan: callers
+    /// walking every person (the index rebuild) never hold the writer or much memory.
+    pub fn persons_page(
+        &self,
+        after: Option<&PersonId>,
+        limit: usize,
+    ) -> Result<Vec<(PersonId, PersonHeader)>, StoreError> {
+        let start = after.map(|person_id| {
+            let mut start = layout::person(person_id);
+            start.push(0);
+            start
+        });
+        let txn = self.begin();
+        self.kv
+            .scan(layout::PERSONS, start.as_deref(), limit)?
+            .into_iter()
+            .map(|(key, stored)| {
+                let person_id = PersonId::new(layout::split_suffix(&key, layout::PERSONS).concat());
+                let value = txn.join_parts(&key, &stored)?;
+                Ok((person_id, decode("person", &value)?))
+            })
+            .collect()
+    }
 }
 
 fn record_key_from(parts: &[&str], kind: &'static str) -> Result<RecordKey, StoreError> {

@@ -111,6 +111,30 @@ pub async fn wait_until_serving(url: &str) {
     }
 }
 
+/// A seeded synthetic population (`popmaster::synth`) as records to send.
+pub fn synthetic_records(seed: u64, n_persons: usize) -> Vec<pb::Record> {
+    let config = popmaster::synth::SynthConfig {
+        seed,
+        n_persons,
+        ..popmaster::synth::SynthConfig::default()
+    };
+    popmaster::synth::Generator::new(config, &Catalog::shipped())
+        .map(|synth| {
+            let raw = synth.to_raw_record();
+            pb::Record {
+                source: raw.key.source.to_string(),
+                record_id: raw.key.record_id,
+                observed_at: String::new(),
+                tags: raw
+                    .tags
+                    .into_iter()
+                    .map(|(tag, value)| (tag.to_string(), value))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 pub fn record(source: &str, record_id: &str, tags: &[(&str, &str)]) -> pb::Record {
     pb::Record {
         source: source.into(),
@@ -160,6 +184,19 @@ pub async fn stats(server: &TestServer) -> pb::Stats {
         .await
         .expect("stats")
         .into_inner()
+}
+
+/// Waits until the search index has caught up with the store.
+pub async fn wait_for_index(server: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = stats(server).await;
+        if stats.index_watermark == stats.change_sequence {
+            return;
+        }
+        assert!(Instant::now() < deadline, "index did not catch up: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The whole record -> person mapping.

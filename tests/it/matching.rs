@@ -2,9 +2,7 @@
 //! review items, explanations, and training and installing the model.
 
 use crate::common::*;
-use popmaster::catalog::Catalog;
 use popmaster::pb;
-use popmaster::synth::{Generator, SynthConfig};
 use std::collections::HashMap;
 
 async fn explain(server: &TestServer, source: &str, record_id: &str) -> pb::RecordExplanation {
@@ -259,24 +257,7 @@ async fn explanations_answer_in_words_and_refuse_bad_requests() {
 async fn the_model_is_trained_installed_and_used_without_restart() {
     let server = TestServer::start().await;
     let mut ingest_client = server.ingest_client().await;
-    let catalog = Catalog::shipped();
-    let config = SynthConfig {
-        seed: 11,
-        n_persons: 400,
-        ..SynthConfig::default()
-    };
-    let records: Vec<pb::Record> = Generator::new(config, &catalog)
-        .map(|synth| {
-            let raw = synth.to_raw_record();
-            let tags: Vec<(String, String)> = raw
-                .tags
-                .into_iter()
-                .map(|(tag, value)| (tag.to_string(), value))
-                .collect();
-            let tags: Vec<(&str, &str)> = tags.iter().map(|(tag, value)| (tag.as_str(), value.as_str())).collect();
-            record(raw.key.source.as_str(), &raw.key.record_id, &tags)
-        })
-        .collect();
+    let records = synthetic_records(11, 400);
     for chunk in records.chunks(500) {
         ingest(&mut ingest_client, chunk.to_vec()).await.expect("ingest");
     }

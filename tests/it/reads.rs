@@ -327,19 +327,6 @@ async fn a_slow_watcher_does_not_hold_the_writer() {
     server.stop().await;
 }
 
-/// Waits until the search index has caught up with the store.
-async fn wait_for_index(server: &TestServer) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let stats = stats(server).await;
-        if stats.index_watermark == stats.change_sequence {
-            return;
-        }
-        assert!(Instant::now() < deadline, "index did not catch up: {stats:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn search_ranks_the_right_person_first() {
     let server = TestServer::start().await;
