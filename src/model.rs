@@ -212,6 +212,8 @@ pub enum Cause {
     Steward { note: String },
     /// A source deleted a record.
     Deletion,
+    /// An operator's re-resolution of every person, after the model or the rules changed.
+    Reevaluation,
 }
 
 /// One thing that happened to a person: a line of its history.
@@ -261,6 +263,10 @@ pub enum StewardAction {
     },
     /// A source withdraws one of its records.
     DeleteRecord { record: RecordKey },
+    /// Re-resolve these persons with the current model: split a person whose records no
+    /// longer hold together, merge it with the persons it now matches. What stewards said
+    /// (records held together, persons held apart) stands.
+    Reevaluate { persons: Vec<PersonId> },
 }
 
 #[cfg(test)]

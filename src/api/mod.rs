@@ -647,6 +647,14 @@ impl pb::admin_service_server::AdminService for AdminApi {
     }
 
     type RebuildIndexStream = operations::ProgressStream;
+    type ReevaluateStream = operations::ReevaluateStream;
+
+    async fn reevaluate(
+        &self,
+        _request: Request<pb::ReevaluateRequest>,
+    ) -> Result<Response<Self::ReevaluateStream>, Status> {
+        Ok(Response::new(operations::reevaluate(Arc::clone(&self.engine))))
+    }
 
     async fn rebuild_index(
         &self,

@@ -1,14 +1,17 @@
-//! The operators' calls that work on the service as a whole: rebuilding the candidate index.
+//! The operators' calls that work on the service as a whole: rebuilding the candidate index,
+//! re-resolving every person.
 //! Maps proto to engine calls and back; the work itself is the engine's.
 
 use super::error::to_status;
-use crate::engine::{Engine, RebuildPhase, RebuildProgress};
+use crate::engine::{Engine, RebuildPhase, RebuildProgress, Reevaluated, ReevaluationProgress};
 use crate::pb;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
+
+pub type ReevaluateStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ReevaluateProgress, Status>> + Send>>;
 
 pub type ProgressStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RebuildIndexProgress, Status>> + Send>>;
 
@@ -54,5 +57,54 @@ fn progress_to_pb(progress: &RebuildProgress) -> pb::RebuildIndexProgress {
         persons_per_second: rate,
         eta_seconds,
         index_watermark: progress.watermark,
+    }
+}
+
+/// Starts a re-resolution and streams one message per chunk. A client that goes away does not
+/// stop it: every chunk is a logged write, and stopping halfway would leave the model applied
+/// to some persons only.
+pub fn reevaluate(engine: Arc<Engine>) -> ReevaluateStream {
+    let (sender, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        tracing::info!("re-resolution requested");
+        let chunks = sender.clone();
+        let mut report = move |progress: &ReevaluationProgress| {
+            if !progress.done {
+                // A slow client misses intermediate chunks' messages, never the last one.
+                let _ = chunks.try_send(Ok(reevaluation_to_pb(progress)));
+            }
+        };
+        let last = match engine.reevaluate(&mut report).await {
+            Ok(done) => Ok(reevaluation_to_pb(&done)),
+            Err(error) => Err(to_status(error)),
+        };
+        let _ = sender.send(last).await;
+    });
+    Box::pin(ReceiverStream::new(receiver))
+}
+
+fn reevaluation_to_pb(progress: &ReevaluationProgress) -> pb::ReevaluateProgress {
+    use pb::reevaluate_change::Kind;
+    pb::ReevaluateProgress {
+        persons_done: progress.persons_done,
+        persons_total: progress.persons_total,
+        n_splits: progress.n_splits,
+        n_merges: progress.n_merges,
+        elapsed_seconds: progress.elapsed.as_secs_f64(),
+        changes: progress
+            .changes
+            .iter()
+            .map(|change| match change {
+                Reevaluated::Split { new_person } => pb::ReevaluateChange {
+                    kind: Kind::Split as i32,
+                    person_id: new_person.to_string(),
+                },
+                Reevaluated::Merged { survivor } => pb::ReevaluateChange {
+                    kind: Kind::Merged as i32,
+                    person_id: survivor.to_string(),
+                },
+            })
+            .collect(),
+        done: progress.done,
     }
 }

@@ -168,6 +168,7 @@ fn cause_words(cause: &Cause) -> (&'static str, String) {
         Cause::Matcher => ("matcher", String::new()),
         Cause::Steward { note } => ("steward", note.clone()),
         Cause::Deletion => ("deletion", String::new()),
+        Cause::Reevaluation => ("reevaluation", String::new()),
     }
 }
 

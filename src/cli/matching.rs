@@ -74,6 +74,9 @@ pub enum AdminCommand {
     InstallModel(InstallModelArgs),
     /// Rebuild the candidate search index from the store while the service keeps serving.
     RebuildIndex(super::operations::RebuildIndexArgs),
+    /// Re-resolve every person with the current model (after a new model, thresholds or
+    /// rules): split what no longer matches, merge what now does; steward decisions stand.
+    Reevaluate(super::operations::ReevaluateArgs),
 }
 
 #[derive(clap::Args)]
@@ -96,6 +99,7 @@ pub struct InstallModelArgs {
 pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
     match command {
         AdminCommand::RebuildIndex(args) => super::operations::rebuild_index(args).await?,
+        AdminCommand::Reevaluate(args) => super::operations::reevaluate(args).await?,
         AdminCommand::Model(args) => {
             let channel = connect(&args.server).await?;
             let model = AdminServiceClient::new(channel)

@@ -536,6 +536,19 @@ fn consolidate(
     touched: &mut BTreeMap<PersonId, Touched>,
     at: EpochMillis,
 ) -> Result<(PersonId, Vec<PersonId>), StoreError> {
+    consolidate_as(txn, model, person_id, new_keys, touched, at, Cause::Matcher)
+}
+
+/// `consolidate`, with the cause the merges are recorded under.
+pub(super) fn consolidate_as(
+    txn: &mut Txn<'_>,
+    model: &MatchModel,
+    person_id: &PersonId,
+    new_keys: &BTreeSet<String>,
+    touched: &mut BTreeMap<PersonId, Touched>,
+    at: EpochMillis,
+    cause: Cause,
+) -> Result<(PersonId, Vec<PersonId>), StoreError> {
     // The stand-alone keys are for a record nothing else places, not for whole persons.
     let paired: BTreeSet<String> = new_keys.iter().filter(|key| !is_fallback_key(key)).cloned().collect();
     let ranked = persons_sharing(txn, &paired, Some(person_id))?;
@@ -561,7 +574,7 @@ fn consolidate(
         } else {
             (other, current.clone())
         };
-        merge_person(txn, &loser, &survivor, touched, at, Cause::Matcher)?;
+        merge_person(txn, &loser, &survivor, touched, at, cause.clone())?;
         merged.push(loser);
         current = survivor;
     }

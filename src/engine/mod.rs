@@ -13,6 +13,7 @@
 mod apply;
 mod feed;
 mod indexer;
+mod reevaluation;
 mod search;
 mod steward;
 mod stewardship;
@@ -22,6 +23,7 @@ pub use crate::store::{ChangeEvent, ChangeKind};
 pub use apply::{Placed, ReviewItem, StageTimes};
 pub use feed::ChangeFollower;
 pub use indexer::{RebuildPhase, RebuildProgress};
+pub use reevaluation::{Reevaluated, ReevaluationProgress, REEVALUATE_CHUNK_PERSONS};
 pub use search::{PersonMatch, PersonQuery, SearchResult};
 pub use stewardship::{ReviewEntry, ReviewPage, StewardOutcome, STEWARD_LIST_MAX};
 
@@ -129,6 +131,8 @@ pub struct Engine {
     indexer: indexer::Indexer,
     ingest_times: Arc<Mutex<IngestTimes>>,
     feed: feed::FeedSignal,
+    /// A re-resolution of every person is running.
+    reevaluating: AtomicBool,
 }
 
 impl Engine {
@@ -199,6 +203,7 @@ impl Engine {
             indexer,
             ingest_times,
             feed,
+            reevaluating: AtomicBool::new(false),
         })
     }
 

@@ -1,14 +1,16 @@
 //! Steward actions and record deletions on the write path: merge, unmerge, review decisions,
-//! and a deletion's re-clustering of the person that held the record. They come through the
+//! a deletion's re-clustering of the person that held the record, and an operator's
+//! re-resolution of persons with the current model. They come through the
 //! write-ahead log like a batch, so a replay repeats them exactly, and each leaves its mark in
 //! the histories of the persons it touched.
 
 use super::apply::{
-    count_names, load_records, merge_person, name_share, record_features, refresh_features, Placed, ReviewItem, Touched,
+    consolidate_as, count_names, load_records, merge_person, name_share, record_features, refresh_features, Placed,
+    ReviewItem, Touched,
 };
 use crate::catalog::Catalog;
 use crate::model::{Cause, Decision, EpochMillis, PersonEvent, PersonId, RecordKey, StewardAction};
-use crate::resolve::{self, Features, MatchModel};
+use crate::resolve::{self, blocking_keys, Features, MatchModel};
 use crate::store::{layout, StoreError, Txn};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -131,13 +133,24 @@ pub(super) fn apply_action(
                 decision: Decision::Matched,
                 person_id: person.clone(),
             }];
-            for new_person in recluster(txn, catalog, model, &person, sequence, touched)? {
+            let mut ids = NewIds::after(sequence, 0);
+            for new_person in recluster(txn, catalog, model, &person, &mut ids, &Cause::Deletion, touched)? {
                 placed.push(Placed {
                     decision: Decision::Created,
                     person_id: new_person,
                 });
             }
             Ok(placed)
+        }
+        StewardAction::Reevaluate { persons } => {
+            let mut ids = NewIds::after(sequence, 0);
+            let mut changes = Vec::new();
+            for person in persons {
+                if let Some(person) = current_person(txn, person)? {
+                    changes.extend(reevaluate(txn, catalog, model, &person, &mut ids, at, touched)?);
+                }
+            }
+            Ok(changes)
         }
     }
 }
@@ -243,7 +256,8 @@ fn recluster(
     catalog: &Catalog,
     model: &MatchModel,
     person: &PersonId,
-    sequence: u64,
+    ids: &mut NewIds,
+    cause: &Cause,
     touched: &mut BTreeMap<PersonId, Touched>,
 ) -> Result<Vec<PersonId>, StoreError> {
     let members = txn.members(person)?;
@@ -300,12 +314,67 @@ fn recluster(
     // The largest group keeps the id; ties go to the group with the smallest record key.
     clusters.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.first().cmp(&b.first())));
     let mut new_persons = Vec::new();
-    for (idx, cluster) in clusters.iter().enumerate().skip(1) {
-        let new_person = layout::person_id_for(sequence, u32::try_from(idx).unwrap_or(u32::MAX));
-        split_off(txn, catalog, person, &new_person, cluster, Cause::Deletion, touched)?;
+    for cluster in clusters.iter().skip(1) {
+        let new_person = ids.next();
+        split_off(txn, catalog, person, &new_person, cluster, cause.clone(), touched)?;
         new_persons.push(new_person);
     }
     Ok(new_persons)
+}
+
+/// The ids of the persons one log entry creates: from its sequence and a running slot, so a
+/// replay gives the same ids.
+pub(super) struct NewIds {
+    sequence: u64,
+    slot: u32,
+}
+
+impl NewIds {
+    pub(super) fn after(sequence: u64, used: u32) -> NewIds {
+        NewIds { sequence, slot: used }
+    }
+
+    fn next(&mut self) -> PersonId {
+        self.slot = self.slot.saturating_add(1);
+        layout::person_id_for(self.sequence, self.slot)
+    }
+}
+
+/// Re-resolves one person with the current model: splits it when its records no longer hold
+/// together (records a steward joined stay together), then merges each part with the persons
+/// it now matches on its blocking keys (never with a person a steward held apart). Returns
+/// what changed: `Created` for each part split off, `Merged` (the survivor) for each merge.
+fn reevaluate(
+    txn: &mut Txn<'_>,
+    catalog: &Catalog,
+    model: &MatchModel,
+    person: &PersonId,
+    ids: &mut NewIds,
+    at: EpochMillis,
+    touched: &mut BTreeMap<PersonId, Touched>,
+) -> Result<Vec<Placed>, StoreError> {
+    let mut changes = Vec::new();
+    let mut parts = vec![person.clone()];
+    for new_person in recluster(txn, catalog, model, person, ids, &Cause::Reevaluation, touched)? {
+        changes.push(Placed {
+            decision: Decision::Created,
+            person_id: new_person.clone(),
+        });
+        parts.push(new_person);
+    }
+    for part in parts {
+        let Some(current) = current_person(txn, &part)? else {
+            continue;
+        };
+        let features: Features = txn.person_features(&current)?.unwrap_or_default();
+        let keys = blocking_keys(&features);
+        let (survivor, merged) = consolidate_as(txn, model, &current, &keys, touched, at, Cause::Reevaluation)?;
+        changes.extend(merged.iter().map(|_| Placed {
+            decision: Decision::Merged,
+            person_id: survivor.clone(),
+        }));
+    }
+    Ok(changes)
 }
 
 /// Union–find over record positions.

@@ -10,5 +10,6 @@ mod matching;
 mod profiles;
 mod quality;
 mod reads;
+mod reevaluate;
 mod shutdown;
 mod stewardship;
