@@ -617,6 +617,16 @@ impl pb::admin_service_server::AdminService for AdminApi {
             index_persons: stats.index_persons,
             store_bytes: stats.store.size_on_disk,
             n_review_items: stats.store.n_review_items,
+            index_lag: stats.index_lag(),
+            sources: stats
+                .store
+                .records_by_source
+                .iter()
+                .map(|(source, n_records)| pb::SourceRecords {
+                    source: source.to_string(),
+                    n_records: *n_records,
+                })
+                .collect(),
             ingest_cost: Some(pb::IngestCost {
                 n_records: stats.ingest.stages.records,
                 log_micros: stats.ingest.log.as_micros() as u64,

@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 /// The server in this process: temp data dir, 127.0.0.1:0, `popmaster::serve`.
 pub struct TestServer {
     pub addr: SocketAddr,
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), popmaster::server::ServeError>>>,
 }
@@ -28,10 +28,15 @@ impl TestServer {
         TestServer::start_with(Config::default()).await
     }
 
+    /// A fresh data directory; the index refreshes every 50 ms.
     pub async fn start_with(mut config: Config) -> TestServer {
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        config.data_dir = data_dir.path().join("data");
         config.index.refresh_interval_ms = 50;
+        TestServer::start_in(tempfile::tempdir().expect("temp dir"), config).await
+    }
+
+    /// On `data_dir` (which `stop` gives back), with `config` as it is.
+    pub async fn start_in(data_dir: tempfile::TempDir, mut config: Config) -> TestServer {
+        config.data_dir = data_dir.path().join("data");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (shutdown, stop) = oneshot::channel::<()>();
@@ -40,7 +45,7 @@ impl TestServer {
         }));
         let server = TestServer {
             addr,
-            _data_dir: data_dir,
+            data_dir,
             shutdown: Some(shutdown),
             task: Some(task),
         };
@@ -68,13 +73,15 @@ impl TestServer {
         AdminServiceClient::new(self.channel().await)
     }
 
-    pub async fn stop(mut self) {
+    /// Shuts the server down in order; returns its data directory, to start again on it.
+    pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.expect("server task").expect("server ends cleanly");
         }
+        self.data_dir
     }
 }
 

@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod ingest;
 mod matching;
+mod observability;
 mod profiles;
 mod quality;
 mod reads;
