@@ -10,7 +10,7 @@ mod steward;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use popmaster::config::Config;
+use popmaster::config::{Config, MetricsListen};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -96,7 +96,10 @@ struct ServeArgs {
     /// Directory with sources.csv and tags.csv replacing the shipped catalog.
     #[arg(long, env = "POPMASTER_CATALOG_DIR")]
     catalog_dir: Option<PathBuf>,
-    /// Log format.
+    /// Where the Prometheus endpoint (/metrics) listens, HOST:PORT, or `off`.
+    #[arg(long, env = "POPMASTER_METRICS_LISTEN")]
+    metrics_listen: Option<MetricsListen>,
+    /// Log format: text lines, or one JSON object a line.
     #[arg(long, env = "POPMASTER_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
@@ -186,6 +189,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(catalog_dir) = args.catalog_dir {
         config.catalog_dir = Some(catalog_dir);
     }
+    if let Some(metrics_listen) = args.metrics_listen {
+        config.metrics.listen = metrics_listen;
+    }
     config.validate()?;
     let catalog = match &config.catalog_dir {
         Some(dir) => popmaster::catalog::Catalog::load_dir(dir)?,
@@ -199,6 +205,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    popmaster::serve(config, catalog, listener, popmaster::server::termination_signal()).await?;
+    let metrics_listener = match config.metrics.listen {
+        MetricsListen::Off => None,
+        MetricsListen::On(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr} (set --metrics-listen, or off)"))?,
+        ),
+    };
+    popmaster::serve(
+        config,
+        catalog,
+        listener,
+        metrics_listener,
+        popmaster::server::termination_signal(),
+    )
+    .await?;
     Ok(())
 }

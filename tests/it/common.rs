@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-/// The server in this process: temp data dir, 127.0.0.1:0, `popmaster::serve`.
+/// The server in this process: temp data dir, 127.0.0.1:0 for gRPC and for the metrics
+/// endpoint, `popmaster::serve`.
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), popmaster::server::ServeError>>>,
@@ -39,12 +41,21 @@ impl TestServer {
         config.data_dir = data_dir.path().join("data");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let metrics_addr = metrics_listener.local_addr().expect("local addr");
         let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(popmaster::serve(config, Catalog::shipped(), listener, async {
-            let _ = stop.await;
-        }));
+        let task = tokio::spawn(popmaster::serve(
+            config,
+            Catalog::shipped(),
+            listener,
+            Some(metrics_listener),
+            async {
+                let _ = stop.await;
+            },
+        ));
         let server = TestServer {
             addr,
+            metrics_addr,
             data_dir,
             shutdown: Some(shutdown),
             task: Some(task),
@@ -213,6 +224,8 @@ impl ServerProcess {
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            // Any free port: several servers run at once, and these tests do not scrape.
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("POPMASTER_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))

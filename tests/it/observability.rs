@@ -1,9 +1,230 @@
-//! Watching the service: GetStats (per-source counts, index lag).
+//! Watching the service: GetStats (per-source counts, index lag) and the `/metrics` endpoint
+//! against a live server.
 
 use crate::common::*;
 use popmaster::config::Config;
 use popmaster::pb;
+use popmaster::pb::Decision;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+/// One HTTP/1.1 request to the metrics endpoint: status line, headers and body.
+async fn http_get(addr: SocketAddr, method: &str, path: &str) -> (String, String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to metrics");
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("headers end");
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_string(), headers.to_ascii_lowercase(), body.to_string())
+}
+
+/// Every sample of a scrape: `name{labels}` -> value.
+async fn scrape(server: &TestServer) -> BTreeMap<String, f64> {
+    let (status, headers, body) = http_get(server.metrics_addr, "GET", "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert!(
+        headers.contains("content-type: text/plain; version=0.0.4"),
+        "Prometheus text format: {headers}"
+    );
+    body.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("sample: series and value");
+            (series.to_string(), value.parse().expect("numeric sample"))
+        })
+        .collect()
+}
+
+#[track_caller]
+fn check(samples: &BTreeMap<String, f64>, series: &str, expected: f64) {
+    assert_eq!(samples.get(series).copied(), Some(expected), "{series} in {samples:#?}");
+}
+
+fn rpc(service: &str, method: &str, code: &str) -> String {
+    format!("popmaster_rpc_requests_total{{service=\"popmaster.v1.{service}\",method=\"{method}\",code=\"{code}\"}}")
+}
+
+/// Streams `batches` and reads every answer, until the server ends the stream with its status.
+async fn stream_to_the_end(server: &TestServer, batches: Vec<pb::RecordBatch>) -> Vec<pb::BatchOutcome> {
+    let mut client = server.ingest_client().await;
+    let mut answers = client
+        .stream_records(tokio_stream::iter(batches))
+        .await
+        .expect("stream starts")
+        .into_inner();
+    let mut outcomes = Vec::new();
+    while let Some(answer) = answers.message().await.expect("stream ends with OK") {
+        outcomes.push(answer);
+    }
+    outcomes
+}
+
+#[tokio::test]
+async fn metrics_count_ingest_outcomes_and_calls_by_status() {
+    let server = TestServer::start().await;
+    let before = scrape(&server).await;
+    assert!(
+        !before
+            .keys()
+            .any(|series| series.starts_with("popmaster_ingest_records_total")),
+        "nothing ingested yet: {before:#?}"
+    );
+    check(&before, "popmaster_records", 0.0);
+
+    let records = vec![
+        record(
+            "D01",
+            "m1",
+            &[("id_number", &id_number("19700101", 1)), ("name", "欧阳娜")],
+        ),
+        record(
+            "D01",
+            "m2",
+            &[("id_number", &id_number("19700101", 2)), ("name", "司徒雷")],
+        ),
+        record(
+            "D07",
+            "m3",
+            &[("id_number", &id_number("19700101", 3)), ("name", "上官婉")],
+        ),
+        record(
+            "D07",
+            "m4",
+            &[("id_number", &id_number("19700101", 1)), ("name", "欧阳娜")],
+        ),
+        record("D99", "m5", &[("name", "诸葛亮")]),
+    ];
+    let answers = stream_to_the_end(&server, vec![pb::RecordBatch { batch_id: 1, records }]).await;
+    assert_eq!(
+        decisions(&answers[0]),
+        vec![
+            Decision::Created,
+            Decision::Created,
+            Decision::Created,
+            Decision::Matched,
+            Decision::Rejected
+        ]
+    );
+    // A batch over the limit is refused whole, and the stream ends with INVALID_ARGUMENT.
+    let too_many = (0..10_001)
+        .map(|n| record("D01", &format!("x{n}"), &[("name", "x")]))
+        .collect();
+    let mut client = server.ingest_client().await;
+    let status = ingest(&mut client, too_many).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    let mut profiles = server.profile_client().await;
+    let person_id = answers[0].outcomes[0].person_id.clone();
+    profiles
+        .get_profile(pb::GetProfileRequest {
+            person_id,
+            tag_mask: vec![],
+        })
+        .await
+        .expect("found");
+    let status = profiles
+        .get_profile(pb::GetProfileRequest {
+            person_id: "P0000000000000000".into(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect_err("no such person");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = profiles
+        .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
+            id_number: "12345".into(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect_err("not an ID number");
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    let after = scrape(&server).await;
+    check(&after, "popmaster_ingest_records_total{outcome=\"created\"}", 3.0);
+    check(&after, "popmaster_ingest_records_total{outcome=\"matched\"}", 1.0);
+    check(&after, "popmaster_ingest_records_total{outcome=\"rejected\"}", 1.0);
+    assert!(!after.contains_key("popmaster_ingest_records_total{outcome=\"merged\"}"));
+    check(&after, "popmaster_ingest_batches_total{result=\"acknowledged\"}", 1.0);
+    check(&after, "popmaster_ingest_batches_total{result=\"refused\"}", 1.0);
+    check(&after, "popmaster_ingest_batch_duration_seconds_count", 1.0);
+    check(&after, &rpc("IngestService", "StreamRecords", "OK"), 1.0);
+    check(&after, &rpc("IngestService", "StreamRecords", "INVALID_ARGUMENT"), 1.0);
+    check(&after, &rpc("ProfileService", "GetProfile", "OK"), 1.0);
+    check(&after, &rpc("ProfileService", "GetProfile", "NOT_FOUND"), 1.0);
+    check(
+        &after,
+        &rpc("ProfileService", "GetProfileByIdNumber", "INVALID_ARGUMENT"),
+        1.0,
+    );
+    let get_profile = "service=\"popmaster.v1.ProfileService\",method=\"GetProfile\"";
+    check(
+        &after,
+        &format!("popmaster_rpc_duration_seconds_count{{{get_profile}}}"),
+        2.0,
+    );
+    check(
+        &after,
+        &format!("popmaster_rpc_duration_seconds_bucket{{{get_profile},le=\"+Inf\"}}"),
+        2.0,
+    );
+    check(&after, &format!("popmaster_rpc_in_flight{{{get_profile}}}"), 0.0);
+    let health_checks = after
+        .get("popmaster_rpc_requests_total{service=\"grpc.health.v1.Health\",method=\"Check\",code=\"OK\"}")
+        .copied()
+        .unwrap_or(0.0);
+    assert!(health_checks >= 1.0, "the start-up health check is counted too");
+    // The gauges are read from the store at the scrape.
+    check(&after, "popmaster_records", 4.0);
+    check(&after, "popmaster_persons", 3.0);
+    check(&after, "popmaster_source_records{source=\"D01\"}", 2.0);
+    check(&after, "popmaster_source_records{source=\"D07\"}", 2.0);
+    check(&after, "popmaster_review_items", 0.0);
+    check(&after, "popmaster_write_path_failed", 0.0);
+    assert!(after["popmaster_store_bytes"] > 0.0);
+    let stats = stats(&server).await;
+    assert_eq!(after["popmaster_store_bytes"], stats.store_bytes as f64);
+
+    // An open stream is in flight; one the client walks away from ends CANCELLED.
+    let mut watch = profiles
+        .watch_changes(pb::WatchChangesRequest { from_sequence: 0 })
+        .await
+        .expect("watch starts")
+        .into_inner();
+    watch.message().await.expect("changes").expect("a first batch");
+    let watch_in_flight = "popmaster_rpc_in_flight{service=\"popmaster.v1.ProfileService\",method=\"WatchChanges\"}";
+    check(&scrape(&server).await, watch_in_flight, 1.0);
+    drop(watch);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let samples = scrape(&server).await;
+        if samples.get(&rpc("ProfileService", "WatchChanges", "CANCELLED")) == Some(&1.0) {
+            check(&samples, watch_in_flight, 0.0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned watch is not counted: {samples:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (status, _, _) = http_get(server.metrics_addr, "GET", "/").await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (status, _, _) = http_get(server.metrics_addr, "POST", "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+
+    let metrics_addr = server.metrics_addr;
+    server.stop().await;
+    assert!(
+        tokio::net::TcpStream::connect(metrics_addr).await.is_err(),
+        "the metrics endpoint closes with the server"
+    );
+}
 
 /// Runs the `popmaster` client with `args` against `server` (off the runtime, which serves).
 async fn popmaster(server: &TestServer, args: &[&str]) -> std::process::Output {
@@ -85,6 +306,8 @@ async fn stats_count_records_per_source_and_the_index_lag() {
     assert_eq!(lagging.index_watermark, 0);
     assert_eq!(lagging.change_sequence, caught_up.change_sequence);
     assert_eq!(lagging.index_lag, caught_up.change_sequence);
+    let samples = scrape(&server).await;
+    check(&samples, "popmaster_index_lag", caught_up.change_sequence as f64);
 
     let output = popmaster(&server, &["stats"]).await;
     assert!(output.status.success(), "{output:?}");
