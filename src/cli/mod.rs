@@ -160,9 +160,18 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The log filter from `POPMASTER_LOG` (default `info`), with sled held at `info` whatever it
+/// says: sled logs its keys and write batches at trace level (and may print a tree node at
+/// debug), and the store's keys and values hold ID numbers, phones and names.
+fn log_filter(spec: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let filter = spec
+        .and_then(|spec| tracing_subscriber::EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    filter.add_directive("sled=info".parse().expect("a valid directive"))
+}
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POPMASTER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("POPMASTER_LOG").ok().as_deref());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -222,4 +231,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[track_caller]
+    fn check(spec: Option<&str>, expected: &str) {
+        assert_eq!(log_filter(spec).to_string(), expected);
+    }
+
+    #[test]
+    fn sled_never_logs_below_info() {
+        check(None, "sled=info,info");
+        check(Some("debug"), "sled=info,debug");
+        check(Some("trace,sled=trace"), "sled=info,trace");
+        check(Some("popmaster=debug,sled=debug"), "popmaster=debug,sled=info");
+        check(Some("not a filter=="), "sled=info,info");
+    }
 }

@@ -211,6 +211,11 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub async fn spawn(data_dir: &Path, log_path: &Path) -> ServerProcess {
+        ServerProcess::spawn_with(data_dir, log_path, "info", &[]).await
+    }
+
+    /// With the log filter `log` (`POPMASTER_LOG`) and more `serve` arguments.
+    pub async fn spawn_with(data_dir: &Path, log_path: &Path, log_filter: &str, args: &[&str]) -> ServerProcess {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe");
             probe.local_addr().expect("probe addr").port()
@@ -226,7 +231,8 @@ impl ServerProcess {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             // Any free port: several servers run at once, and these tests do not scrape.
             .args(["--metrics-listen", "127.0.0.1:0"])
-            .env("POPMASTER_LOG", "info")
+            .args(args)
+            .env("POPMASTER_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)

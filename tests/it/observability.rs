@@ -1,5 +1,5 @@
-//! Watching the service: GetStats (per-source counts, index lag) and the `/metrics` endpoint
-//! against a live server.
+//! Watching the service: GetStats (per-source counts, index lag), the `/metrics` endpoint
+//! against a live server, and the logs of the real binary at debug level.
 
 use crate::common::*;
 use popmaster::config::Config;
@@ -320,4 +320,165 @@ async fn stats_count_records_per_source_and_the_index_lag() {
     assert!(lines.contains(&"records of D01     1"), "{stdout}");
     assert!(lines.contains(&"records of D07     1"), "{stdout}");
     server.stop().await;
+}
+
+/// The real binary with JSON logs at the most verbose level (`POPMASTER_LOG=trace`, which
+/// holds every debug event too): every line is a JSON object, and no ID number, phone, name or
+/// address that went through it (records, reads, a search, bad input) appears in its log, as
+/// text or as bytes. sled logs its write batches at trace level; the server holds it at info.
+#[tokio::test]
+async fn debug_json_logs_carry_no_personal_values() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log_path = dir.path().join("server.log");
+    let mut server =
+        ServerProcess::spawn_with(&dir.path().join("data"), &log_path, "trace", &["--log-format", "json"]).await;
+    let id_a = id_number("19750505", 11);
+    let id_b = id_number("19750505", 22);
+    let id_unknown = id_number("19750505", 33);
+    let id_a_spaced = format!("{} {} {}", &id_a[..6], &id_a[6..14], &id_a[14..]);
+    let names = ["慕容复", "段誉", "王语嫣"];
+    let phones = ["13912345678", "+86 139-8765-4321", "13987654321"];
+    let address = "杭州西湖区文三路88号";
+    let bad_id = "3301061975050599";
+    let personal: Vec<&str> = [id_a.as_str(), id_b.as_str(), id_unknown.as_str(), id_a_spaced.as_str()]
+        .into_iter()
+        .chain(names)
+        .chain(phones)
+        .chain([address, bad_id, "小慕容"])
+        .collect();
+
+    let channel = connect(&server.url).await.expect("connect");
+    let mut ingest_client = pb::ingest_service_client::IngestServiceClient::new(channel.clone());
+    let answer = ingest(
+        &mut ingest_client,
+        vec![
+            record(
+                "D01",
+                "p1",
+                &[
+                    ("id_number", &id_a),
+                    ("name", names[0]),
+                    ("phone", phones[0]),
+                    ("address", address),
+                ],
+            ),
+            record(
+                "D07",
+                "p2",
+                &[("id_number", &id_a_spaced), ("name", names[0]), ("phone", phones[1])],
+            ),
+            record("D05", "p3", &[("id_number", &id_b), ("name", names[1])]),
+            // Bad input: an ID number that cannot be one, a tag outside the catalog, a malformed
+            // source.
+            record("D05", "p4", &[("id_number", bad_id), ("name", names[2])]),
+            record("D05", "p5", &[("nickname", "小慕容"), ("name", names[2])]),
+            record("Q5", "p6", &[("name", names[2]), ("phone", phones[2])]),
+        ],
+    )
+    .await
+    .expect("ingest");
+    let rejected = decisions(&answer).iter().filter(|d| **d == Decision::Rejected).count();
+    assert_eq!(rejected, 2, "{answer:?}");
+
+    let mut profiles = pb::profile_service_client::ProfileServiceClient::new(channel);
+    let found = profiles
+        .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
+            id_number: id_a.clone(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect("found")
+        .into_inner();
+    assert_eq!(profile_values(&found)["name"], names[0]);
+    profiles
+        .get_profile(pb::GetProfileRequest {
+            person_id: found.person_id.clone(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect("found");
+    profiles
+        .get_person_by_record(pb::GetPersonByRecordRequest {
+            source: "D05".into(),
+            record_id: "p3".into(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect("found");
+    let search = profiles
+        .search_persons(pb::SearchPersonsRequest {
+            name: names[0].into(),
+            phone: phones[1].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("search")
+        .into_inner();
+    assert_eq!(search.persons[0].person_id, found.person_id);
+    for (id_number, code) in [(id_unknown.as_str(), Code::NotFound), (bad_id, Code::InvalidArgument)] {
+        let status = profiles
+            .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
+                id_number: id_number.into(),
+                tag_mask: vec![],
+            })
+            .await
+            .expect_err("not found or invalid");
+        assert_eq!(status.code(), code);
+    }
+    let status = profiles
+        .search_persons(pb::SearchPersonsRequest {
+            name: "不详".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("nothing left to search by");
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    // SIGTERM: the log is complete once the server has exited.
+    let pid = i32::try_from(server.child.id()).expect("pid fits");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let log = server.log();
+    let mut n_lines = 0;
+    let mut messages = Vec::new();
+    for line in log.lines().filter(|line| !line.trim().is_empty()) {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not a JSON line ({error}): {line}"));
+        assert!(event["level"].is_string() && event["target"].is_string(), "{line}");
+        messages.push((
+            event["level"].as_str().unwrap_or_default().to_string(),
+            event["fields"]["message"].as_str().unwrap_or_default().to_string(),
+        ));
+        n_lines += 1;
+    }
+    assert!(n_lines > 0, "the server logged nothing");
+    assert!(
+        messages
+            .iter()
+            .any(|(level, message)| level == "DEBUG" && message == "call finished"),
+        "debug events are logged: {messages:?}"
+    );
+    assert!(
+        log.contains("\"method\":\"GetProfileByIdNumber\"") && log.contains("\"code\":\"NOT_FOUND\""),
+        "calls are logged with their method and code"
+    );
+    for value in personal {
+        assert!(!log.contains(value), "the log holds a personal value {value:?}");
+        // As a Debug-printed byte slice, the way a key-value store would print a key.
+        let bytes = value
+            .bytes()
+            .map(|byte| byte.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(
+            !log.contains(&bytes),
+            "the log holds a personal value {value:?} as bytes"
+        );
+    }
 }
