@@ -55,7 +55,7 @@ start_server() {
   mkdir -p "$dir"
   port=$(free_port)
   export POPMASTER_SERVER="http://127.0.0.1:${port}"
-  "$bin" serve --data-dir "$dir/data" --listen "127.0.0.1:${port}" 2> "$dir/server.log" &
+  "$bin" serve --data-dir "$dir/data" --listen "127.0.0.1:${port}" --metrics-listen 127.0.0.1:0 2> "$dir/server.log" &
   server_pid=$!
   for _ in $(seq 1 150); do
     "$bin" stats >/dev/null 2>&1 && return

@@ -22,7 +22,7 @@ trap 'kill -TERM "${server_pid:-0}" 2>/dev/null || true; wait 2>/dev/null || tru
 "$bin" generate --persons "$persons" --seed 3 --full-profiles "$full" --out "$work/records.jsonl"
 port=$(( 20000 + RANDOM % 20000 ))
 export POPMASTER_SERVER="http://127.0.0.1:${port}"
-"$bin" serve --data-dir "$work/data" --listen "127.0.0.1:${port}" 2> "$work/server.log" &
+"$bin" serve --data-dir "$work/data" --listen "127.0.0.1:${port}" --metrics-listen 127.0.0.1:0 2> "$work/server.log" &
 server_pid=$!
 for _ in $(seq 1 100); do "$bin" stats >/dev/null 2>&1 && break; sleep 0.2; done
 start=$(date +%s.%N)

@@ -18,6 +18,7 @@ pub struct Config {
     pub wal: WalConfig,
     pub index: IndexConfig,
     pub server: ServerConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -31,6 +32,7 @@ impl Default for Config {
             wal: WalConfig::default(),
             index: IndexConfig::default(),
             server: ServerConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -166,6 +168,61 @@ impl Default for ServerConfig {
             watch_batch_changes_max: 1_000,
             watch_buffer_batches: 4,
         }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where the Prometheus endpoint (`/metrics`, plain HTTP) listens, or `off`.
+    pub listen: MetricsListen,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            // Loopback, like the gRPC default: exposing it is a deliberate choice. 9464 is the
+            // port Prometheus exporters of OpenTelemetry use.
+            listen: MetricsListen::On("127.0.0.1:9464".parse().expect("valid literal address")),
+        }
+    }
+}
+
+/// Where the metrics endpoint listens: `HOST:PORT` (port 0 takes a free port, logged at start),
+/// or `off` for no endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    Off,
+    On(SocketAddr),
+}
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim().eq_ignore_ascii_case("off") {
+            return Ok(MetricsListen::Off);
+        }
+        text.trim()
+            .parse()
+            .map(MetricsListen::On)
+            .map_err(|_| format!("{text:?} is neither HOST:PORT nor \"off\""))
+    }
+}
+
+impl std::fmt::Display for MetricsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsListen::Off => f.write_str("off"),
+            MetricsListen::On(addr) => addr.fmt(f),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsListen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -313,5 +370,20 @@ mod tests {
         assert!(error.to_string().contains("server.watch_buffer_batches"), "{error}");
         let parsed = Config::from_toml("[index]\nfuzzy_candidates = 5\n").expect("parses");
         assert_eq!(parsed.index.fuzzy_candidates, 5);
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_or_off() {
+        let parsed = Config::from_toml("[metrics]\nlisten = \"0.0.0.0:9100\"\n").expect("parses");
+        assert_eq!(
+            parsed.metrics.listen,
+            MetricsListen::On("0.0.0.0:9100".parse().expect("address"))
+        );
+        let parsed = Config::from_toml("[metrics]\nlisten = \"off\"\n").expect("parses");
+        assert_eq!(parsed.metrics.listen, MetricsListen::Off);
+        let error = Config::from_toml("[metrics]\nlisten = \"9100\"\n").expect_err("no host");
+        assert!(error.contains("neither HOST:PORT nor \"off\""), "{error}");
+        assert_eq!("OFF".parse::<MetricsListen>(), Ok(MetricsListen::Off));
+        assert_eq!(MetricsConfig::default().listen.to_string(), "127.0.0.1:9464");
     }
 }

@@ -9,6 +9,7 @@ pub mod cleanse;
 pub mod config;
 pub mod engine;
 pub mod interchange;
+pub mod metrics;
 pub mod model;
 pub mod profile;
 pub mod resolve;

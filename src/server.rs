@@ -1,11 +1,15 @@
 //! Runs the gRPC server: the three services, grpc.health.v1, server reflection, message
-//! limits, and an orderly shutdown (stop accepting, let in-flight calls finish within the
-//! grace period, finish queued batches, checkpoint the store, commit the index).
+//! limits, the metrics of every call and the metrics endpoint, and an orderly shutdown (stop
+//! accepting, let in-flight calls finish within the grace period, finish queued batches,
+//! checkpoint the store, commit the index, close the metrics endpoint).
 
 use crate::api::{AdminApi, IngestApi, ProfileApi};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::engine::{Engine, EngineError};
+use crate::metrics::endpoint::MetricsEndpoint;
+use crate::metrics::rpc::RpcMetricsLayer;
+use crate::metrics::{Metrics, MetricsError};
 use crate::pb;
 use std::future::Future;
 use std::sync::Arc;
@@ -20,17 +24,26 @@ pub enum ServeError {
     Engine(#[from] EngineError),
     #[error("cannot build server reflection: {0}")]
     Reflection(String),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves on `listener` until `shutdown` completes, then shuts down in order.
+/// Serves gRPC on `listener`, and the metrics endpoint on `metrics_listener` if there is one,
+/// until `shutdown` completes, then shuts down in order.
 pub async fn serve(
     config: Config,
     catalog: Catalog,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let metrics = Arc::new(Metrics::new(&[
+        pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    ])?);
     let engine_config = config.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(&engine_config, catalog))
         .await
@@ -54,10 +67,11 @@ pub async fn serve(
         .build_v1()
         .map_err(|error| ServeError::Reflection(error.to_string()))?;
 
-    let ingest = pb::ingest_service_server::IngestServiceServer::new(IngestApi::new(Arc::clone(&engine)))
-        .max_decoding_message_size(limits.message_bytes_max)
-        .max_encoding_message_size(limits.message_bytes_max)
-        .accept_compressed(CompressionEncoding::Gzip);
+    let ingest =
+        pb::ingest_service_server::IngestServiceServer::new(IngestApi::new(Arc::clone(&engine), Arc::clone(&metrics)))
+            .max_decoding_message_size(limits.message_bytes_max)
+            .max_encoding_message_size(limits.message_bytes_max)
+            .accept_compressed(CompressionEncoding::Gzip);
     let profiles = pb::profile_service_server::ProfileServiceServer::new(ProfileApi::new(Arc::clone(&engine)))
         .max_decoding_message_size(limits.message_bytes_max)
         .max_encoding_message_size(limits.message_bytes_max)
@@ -71,6 +85,7 @@ pub async fn serve(
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(RpcMetricsLayer::new(Arc::clone(&metrics)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ingest)
@@ -87,11 +102,16 @@ pub async fn serve(
         let _ = stopped.await;
     }));
     tracing::info!(listen = ?local_addr, data_dir = %config.data_dir.display(), "popmaster serving");
+    let metrics_endpoint =
+        metrics_listener.map(|listener| MetricsEndpoint::start(listener, Arc::clone(&metrics), Arc::clone(&engine)));
 
     tokio::select! {
         result = &mut server => {
             // The transport ended on its own: an error, since nothing asked it to stop.
             engine.shutdown().await;
+            if let Some(endpoint) = metrics_endpoint {
+                endpoint.shutdown().await;
+            }
             return match result.expect("server task panicked") {
                 Ok(()) => Ok(()),
                 Err(error) => Err(error.into()),
@@ -108,8 +128,8 @@ pub async fn serve(
     engine.close_change_followers();
     let _ = stop_accepting.send(());
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(result) => result.expect("server task panicked")?,
+    let transport = match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => result.expect("server task panicked"),
         Err(_) => {
             // Open streams can hold the transport's graceful shutdown forever; stop waiting.
             tracing::warn!(
@@ -117,9 +137,16 @@ pub async fn serve(
                 "calls still open after the grace period; closing them"
             );
             server.abort();
+            Ok(())
         }
-    }
+    };
+    // A transport error at shutdown still lets queued batches finish and the store checkpoint.
     engine.shutdown().await;
+    // Last: the metrics show the shutdown's progress until the engine has stopped.
+    if let Some(endpoint) = metrics_endpoint {
+        endpoint.shutdown().await;
+    }
+    transport?;
     tracing::info!("shutdown complete");
     Ok(())
 }

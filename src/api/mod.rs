@@ -7,13 +7,14 @@ pub mod operations;
 pub mod steward;
 
 use crate::engine::{ChangeFollower, Engine};
+use crate::metrics::{BatchEnd, IngestTally, Metrics};
 use crate::model::{Outcome, PersonId, RecordKey, SourceId};
 use crate::pb;
 use error::to_status;
 use futures::stream::{FuturesOrdered, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -35,14 +36,16 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 #[derive(Clone)]
 pub struct IngestApi {
     engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
     stream_permits: Arc<Semaphore>,
 }
 
 impl IngestApi {
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub fn new(engine: Arc<Engine>, metrics: Arc<Metrics>) -> Self {
         let permits = engine.config().server.concurrent_streams_max;
         IngestApi {
             engine,
+            metrics,
             stream_permits: Arc::new(Semaphore::new(permits)),
         }
     }
@@ -50,8 +53,24 @@ impl IngestApi {
 
 type BoxStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
-/// Admits, ingests and answers one batch.
-async fn ingest_batch(engine: Arc<Engine>, batch: pb::RecordBatch) -> Result<pb::BatchOutcome, Status> {
+/// Admits, ingests and answers one batch, and counts it in the metrics.
+async fn ingest_batch(
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    batch: pb::RecordBatch,
+) -> Result<pb::BatchOutcome, Status> {
+    let started = Instant::now();
+    let answer = admit_and_ingest(&engine, batch).await;
+    let end = match &answer {
+        Ok((_, tally)) => BatchEnd::Acknowledged(*tally),
+        Err(status) if status.code() == tonic::Code::InvalidArgument => BatchEnd::Refused,
+        Err(_) => BatchEnd::Failed,
+    };
+    metrics.count_batch(end, started.elapsed());
+    answer.map(|(outcome, _)| outcome)
+}
+
+async fn admit_and_ingest(engine: &Engine, batch: pb::RecordBatch) -> Result<(pb::BatchOutcome, IngestTally), Status> {
     let limits = &engine.config().limits;
     if batch.records.len() > limits.batch_records_max {
         return Err(Status::invalid_argument(format!(
@@ -93,12 +112,13 @@ async fn ingest_batch(engine: Arc<Engine>, batch: pb::RecordBatch) -> Result<pb:
         (applied.sequence, applied.placed.into_iter())
     };
     let mut outcomes = Vec::with_capacity(slots.len());
-    let mut n_rejected = 0usize;
+    let mut tally = IngestTally::default();
     for (record_idx, slot) in slots.into_iter().enumerate() {
         let record_index = u32::try_from(record_idx).expect("batch size is bounded");
         let outcome = match slot {
             Ok(key) => {
                 let placed = placed.next().expect("one placement per admitted record");
+                tally.add(placed.decision);
                 let outcome = Outcome::Resolved {
                     decision: placed.decision,
                     person_id: placed.person_id,
@@ -106,7 +126,7 @@ async fn ingest_batch(engine: Arc<Engine>, batch: pb::RecordBatch) -> Result<pb:
                 convert::outcome_to_pb(record_index, Some(&key), outcome)
             }
             Err(((source, record_id), rejection)) => {
-                n_rejected += 1;
+                tally.rejected += 1;
                 let mut outcome = convert::outcome_to_pb(record_index, None, Outcome::Rejected(rejection));
                 outcome.source = source.chars().take(16).collect();
                 outcome.record_id = record_id
@@ -122,15 +142,16 @@ async fn ingest_batch(engine: Arc<Engine>, batch: pb::RecordBatch) -> Result<pb:
         batch_id = batch.batch_id,
         sequence,
         n_admitted,
-        n_rejected,
+        n_rejected = tally.rejected,
         "batch ingested"
     );
-    Ok(pb::BatchOutcome {
+    let outcome = pb::BatchOutcome {
         batch_id: batch.batch_id,
         durable: true,
         outcomes,
         sequence,
-    })
+    };
+    Ok((outcome, tally))
 }
 
 #[tonic::async_trait]
@@ -158,6 +179,7 @@ impl pb::ingest_service_server::IngestService for IngestApi {
         })?;
         let mut inbound = request.into_inner();
         let engine = Arc::clone(&self.engine);
+        let metrics = Arc::clone(&self.metrics);
         let idle_timeout = Duration::from_millis(engine.config().server.stream_idle_timeout_ms);
         let (sender, receiver) = mpsc::channel(STREAM_BATCHES_IN_FLIGHT_MAX);
         tokio::spawn(async move {
@@ -177,7 +199,7 @@ impl pb::ingest_service_server::IngestService for IngestApi {
                     message = tokio::time::timeout(idle_timeout, inbound.message()),
                         if !inbound_done && in_flight.len() < STREAM_BATCHES_IN_FLIGHT_MAX => {
                         match message {
-                            Ok(Ok(Some(batch))) => in_flight.push_back(ingest_batch(Arc::clone(&engine), batch)),
+                            Ok(Ok(Some(batch))) => in_flight.push_back(ingest_batch(Arc::clone(&engine), Arc::clone(&metrics), batch)),
                             Ok(Ok(None)) => inbound_done = true,
                             Ok(Err(status)) => {
                                 // A message the server could not decode (too large, malformed)
@@ -618,6 +640,16 @@ impl pb::admin_service_server::AdminService for AdminApi {
             index_persons: stats.index_persons,
             store_bytes: stats.store.size_on_disk,
             n_review_items: stats.store.n_review_items,
+            index_lag: stats.index_lag(),
+            sources: stats
+                .store
+                .records_by_source
+                .iter()
+                .map(|(source, n_records)| pb::SourceRecords {
+                    source: source.to_string(),
+                    n_records: *n_records,
+                })
+                .collect(),
             ingest_cost: Some(pb::IngestCost {
                 n_records: stats.ingest.stages.records,
                 log_micros: stats.ingest.log.as_micros() as u64,

@@ -405,9 +405,13 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<()> {
     println!("applied sequence   {}", stats.applied_sequence);
     println!("change sequence    {}", stats.change_sequence);
     println!("index watermark    {}", stats.index_watermark);
+    println!("index lag          {}", stats.index_lag);
     println!("index persons      {}", stats.index_persons);
     println!("store bytes        {}", stats.store_bytes);
     println!("review items       {}", stats.n_review_items);
+    for source in &stats.sources {
+        println!("records of {:<7} {}", source.source, source.n_records);
+    }
     if let Some(cost) = stats.ingest_cost.filter(|cost| cost.n_records > 0) {
         let per_record = |micros: u64| micros as f64 / cost.n_records as f64;
         println!(

@@ -11,7 +11,7 @@ mod steward;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use popmaster::config::Config;
+use popmaster::config::{Config, MetricsListen};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -97,7 +97,10 @@ struct ServeArgs {
     /// Directory with sources.csv and tags.csv replacing the shipped catalog.
     #[arg(long, env = "POPMASTER_CATALOG_DIR")]
     catalog_dir: Option<PathBuf>,
-    /// Log format.
+    /// Where the Prometheus endpoint (/metrics) listens, HOST:PORT, or `off`.
+    #[arg(long, env = "POPMASTER_METRICS_LISTEN")]
+    metrics_listen: Option<MetricsListen>,
+    /// Log format: text lines, or one JSON object a line.
     #[arg(long, env = "POPMASTER_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
@@ -158,9 +161,18 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The log filter from `POPMASTER_LOG` (default `info`), with sled held at `info` whatever it
+/// says: sled logs its keys and write batches at trace level (and may print a tree node at
+/// debug), and the store's keys and values hold ID numbers, phones and names.
+fn log_filter(spec: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let filter = spec
+        .and_then(|spec| tracing_subscriber::EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    filter.add_directive("sled=info".parse().expect("a valid directive"))
+}
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POPMASTER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("POPMASTER_LOG").ok().as_deref());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -187,6 +199,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(catalog_dir) = args.catalog_dir {
         config.catalog_dir = Some(catalog_dir);
     }
+    if let Some(metrics_listen) = args.metrics_listen {
+        config.metrics.listen = metrics_listen;
+    }
     config.validate()?;
     let catalog = match &config.catalog_dir {
         Some(dir) => popmaster::catalog::Catalog::load_dir(dir)?,
@@ -200,6 +215,40 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    popmaster::serve(config, catalog, listener, popmaster::server::termination_signal()).await?;
+    let metrics_listener = match config.metrics.listen {
+        MetricsListen::Off => None,
+        MetricsListen::On(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr} (set --metrics-listen, or off)"))?,
+        ),
+    };
+    popmaster::serve(
+        config,
+        catalog,
+        listener,
+        metrics_listener,
+        popmaster::server::termination_signal(),
+    )
+    .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[track_caller]
+    fn check(spec: Option<&str>, expected: &str) {
+        assert_eq!(log_filter(spec).to_string(), expected);
+    }
+
+    #[test]
+    fn sled_never_logs_below_info() {
+        check(None, "sled=info,info");
+        check(Some("debug"), "sled=info,debug");
+        check(Some("trace,sled=trace"), "sled=info,trace");
+        check(Some("popmaster=debug,sled=debug"), "popmaster=debug,sled=info");
+        check(Some("not a filter=="), "sled=info,info");
+    }
 }

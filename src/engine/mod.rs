@@ -101,6 +101,13 @@ pub struct EngineStats {
     pub ingest: IngestTimes,
 }
 
+impl EngineStats {
+    /// Change-feed entries the index has not applied yet.
+    pub fn index_lag(&self) -> u64 {
+        self.store.change_sequence.saturating_sub(self.index_watermark)
+    }
+}
+
 /// The writer's time since the start: logging (append and fdatasync, once per group) and the
 /// stages of applying each record.
 #[derive(Debug, Default, Clone, Copy)]
@@ -457,12 +464,21 @@ impl Engine {
     }
 
     pub fn stats(&self) -> Result<EngineStats, EngineError> {
+        // The watermark first: it never passes the change sequence, so read in this order the
+        // lag is never negative.
+        let index_watermark = self.indexer.watermark();
         Ok(EngineStats {
             store: self.store.stats()?,
-            index_watermark: self.indexer.watermark(),
+            index_watermark,
             index_persons: self.indexer.num_persons(),
             ingest: *self.ingest_times.lock().expect("lock poisoned"),
         })
+    }
+
+    /// Whether the write path has failed (a log append, apply or checkpoint error) and
+    /// acknowledges nothing more until a restart.
+    pub fn write_path_failed(&self) -> bool {
+        self.write_path_failed.load(Ordering::Acquire)
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! m/<name>                               metadata: format version, applied sequence, counters
+//! m/source_records/<source>              how many records of a source are stored
 //! r/<source>\0<record_id>                a record: person, observed_at, findings, every tag
 //! p/<person_id>                          person header (version, record count)
 //! a/<person_id>\0<source>\0<record_id>   membership: the records of a person
@@ -44,6 +45,8 @@ pub const META_N_PERSONS: &[u8] = b"m/n_persons";
 pub const META_N_NAMED_RECORDS: &[u8] = b"m/n_named_records";
 pub const META_N_REVIEW_ITEMS: &[u8] = b"m/n_review_items";
 pub const META_MODEL: &[u8] = b"m/model";
+/// Prefix of the per-source stored-record counters (`m/source_records/<source>`).
+pub const META_SOURCE_RECORDS: &[u8] = b"m/source_records/";
 
 pub const RECORDS: &[u8] = b"r/";
 pub const PERSONS: &[u8] = b"p/";
@@ -128,6 +131,13 @@ pub fn quality_prefix(source: &SourceId) -> Vec<u8> {
 
 pub fn quality(source: &SourceId, counter: &str) -> Vec<u8> {
     join(QUALITY, &[source.as_str(), counter])
+}
+
+/// The counter of the records of `source` that are stored now (re-sent records count once,
+/// deleted ones not at all; unlike the quality counter `#records`, which counts every version
+/// a source sent).
+pub fn source_records(source: &SourceId) -> Vec<u8> {
+    join(META_SOURCE_RECORDS, &[source.as_str()])
 }
 
 pub fn continuation(key: &[u8], part: u16) -> Vec<u8> {

@@ -14,7 +14,12 @@ use std::path::Path;
 /// The on-disk format this build reads and writes.
 /// 2: findings carry the original value; the WAL logs rejections; quality counters.
 /// 3: blocking-key postings, person features, aliases, name counts, evidence, review items.
-pub const FORMAT_VERSION: u32 = 4;
+/// 5: stored records counted per source (`m/source_records/`); a format 4 store is upgraded
+/// in place when it is opened.
+pub const FORMAT_VERSION: u32 = 5;
+
+/// The one older format this build upgrades in place (by counting its records per source).
+const UPGRADABLE_FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -157,6 +162,8 @@ pub struct StoreStats {
     pub applied_sequence: u64,
     pub change_sequence: u64,
     pub size_on_disk: u64,
+    /// Records stored per source, in source order; sources with none left out.
+    pub records_by_source: Vec<(SourceId, u64)>,
 }
 
 pub struct Store {
@@ -188,7 +195,9 @@ impl Store {
         match store.begin().get(layout::META_FORMAT)? {
             Some(bytes) => {
                 let found: u32 = decode("format", &bytes)?;
-                if found != FORMAT_VERSION {
+                if found == UPGRADABLE_FORMAT_VERSION {
+                    store.upgrade_from_format_4()?;
+                } else if found != FORMAT_VERSION {
                     return Err(StoreError::IncompatibleFormat {
                         found,
                         expected: FORMAT_VERSION,
@@ -202,6 +211,46 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Format 4 -> 5: counts the stored records of each source (one pass over the record
+    /// keys) and writes the counters with the new format version in one atomic batch, then
+    /// makes it durable. An upgrade cut short by a crash left nothing and runs again.
+    fn upgrade_from_format_4(&self) -> Result<(), StoreError> {
+        let mut counts: BTreeMap<SourceId, u64> = BTreeMap::new();
+        let mut start: Option<Vec<u8>> = None;
+        loop {
+            let page = self.kv.scan(layout::RECORDS, start.as_deref(), SCAN_PAGE)?;
+            let done = page.len() < SCAN_PAGE;
+            for (key, _) in &page {
+                let parts = layout::split_suffix(key, layout::RECORDS);
+                let record_key = record_key_from(&parts, "record")?;
+                *counts.entry(record_key.source).or_default() += 1;
+            }
+            match page.last() {
+                Some((last, _)) if !done => {
+                    let mut next = last.clone();
+                    next.push(0);
+                    start = Some(next);
+                }
+                _ => break,
+            }
+        }
+        let mut txn = self.begin();
+        for (source, n_records) in &counts {
+            txn.put_small(layout::source_records(source), n_records)?;
+        }
+        txn.put(layout::META_FORMAT.to_vec(), &FORMAT_VERSION)?;
+        txn.commit()?;
+        self.checkpoint()?;
+        tracing::info!(
+            from = UPGRADABLE_FORMAT_VERSION,
+            to = FORMAT_VERSION,
+            n_sources = counts.len(),
+            n_records = counts.values().sum::<u64>(),
+            "upgraded the store format: counted the stored records of each source"
+        );
+        Ok(())
     }
 
     /// A read view, or the start of a write: reads see the transaction's own writes.
@@ -226,7 +275,29 @@ impl Store {
             applied_sequence: txn.counter(layout::META_APPLIED_SEQUENCE)?,
             change_sequence: txn.counter(layout::META_NEXT_CHANGE)?,
             size_on_disk: self.kv.size_on_disk()?,
+            records_by_source: self.records_by_source()?,
         })
+    }
+
+    /// Records stored per source, in source order; sources with none left out. Reads one
+    /// counter per source, never the records.
+    pub fn records_by_source(&self) -> Result<Vec<(SourceId, u64)>, StoreError> {
+        let mut counts = Vec::new();
+        for (key, value) in self.begin().scan_all(layout::META_SOURCE_RECORDS)? {
+            let parts = layout::split_suffix(&key, layout::META_SOURCE_RECORDS);
+            let source = parts
+                .first()
+                .and_then(|source| SourceId::parse(source))
+                .ok_or_else(|| StoreError::Corrupt {
+                    kind: "source records counter",
+                    message: "source in key is malformed".into(),
+                })?;
+            let n_records: u64 = decode("source records counter", &value)?;
+            if n_records > 0 {
+                counts.push((source, n_records));
+            }
+        }
+        Ok(counts)
     }
 
     pub fn applied_sequence(&self) -> Result<u64, StoreError> {
@@ -568,6 +639,7 @@ impl Txn<'_> {
     pub fn put_record(&mut self, key: &RecordKey, record: &StoredRecord) -> Result<(), StoreError> {
         if self.get_raw(&layout::record(key))?.is_none() {
             self.add_to_counter(layout::META_N_RECORDS, 1)?;
+            self.add_to_counter(&layout::source_records(&key.source), 1)?;
         }
         self.put(layout::record(key), record)
     }
@@ -1009,6 +1081,7 @@ impl Txn<'_> {
             return Ok(());
         }
         self.add_to_counter(layout::META_N_RECORDS, -1)?;
+        self.add_to_counter(&layout::source_records(&key.source), -1)?;
         self.delete(layout::record(key))?;
         self.delete(layout::evidence(key))?;
         self.set_review_item::<()>(key, None)?;
@@ -1416,6 +1489,91 @@ mod tests {
             matches!(error, StoreError::IncompatibleFormat { found, expected } if found == expected + 1),
             "{error}"
         );
+    }
+
+    fn source_key(source: &str, record_id: &str) -> RecordKey {
+        RecordKey {
+            source: SourceId::parse(source).expect("well-formed"),
+            record_id: record_id.into(),
+        }
+    }
+
+    fn counts(store: &Store) -> Vec<(String, u64)> {
+        store
+            .records_by_source()
+            .expect("counts")
+            .into_iter()
+            .map(|(source, n)| (source.to_string(), n))
+            .collect()
+    }
+
+    #[test]
+    fn records_are_counted_per_source_once_each() {
+        let store = mem_store();
+        let mut txn = store.begin();
+        for (source, record_id) in [("D07", "1"), ("D01", "1"), ("D07", "2"), ("D07", "1")] {
+            txn.put_record(&source_key(source, record_id), &stored("P1", &[("name", "a")]))
+                .expect("put");
+        }
+        txn.commit().expect("commit");
+        assert_eq!(
+            counts(&store),
+            vec![("D01".into(), 1), ("D07".into(), 2)],
+            "a re-send counts once"
+        );
+        let mut txn = store.begin();
+        txn.delete_record(&source_key("D01", "1")).expect("delete");
+        txn.delete_record(&source_key("D07", "1")).expect("delete");
+        txn.delete_record(&source_key("D07", "9"))
+            .expect("delete of a record never stored");
+        txn.commit().expect("commit");
+        assert_eq!(
+            counts(&store),
+            vec![("D07".into(), 1)],
+            "a source with none left is left out"
+        );
+        assert_eq!(store.stats().expect("stats").records_by_source.len(), 1);
+    }
+
+    #[test]
+    fn a_format_4_store_is_upgraded_by_counting_its_records() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let store = Store::open_sled(dir.path(), 1 << 24).expect("opens");
+            let mut txn = store.begin();
+            // More records than one scan page, over two sources.
+            for record_idx in 0..SCAN_PAGE + 10 {
+                let source = if record_idx % 3 == 0 { "D03" } else { "D05" };
+                txn.put_record(&source_key(source, &record_idx.to_string()), &stored("P1", &[]))
+                    .expect("put");
+            }
+            txn.commit().expect("commit");
+            // What a format 4 build left: the same records, no per-source counters.
+            let mut txn = store.begin();
+            for (key, _) in store.kv.scan(layout::META_SOURCE_RECORDS, None, 100).expect("scan") {
+                txn.delete_small(key);
+            }
+            txn.put(layout::META_FORMAT.to_vec(), &UPGRADABLE_FORMAT_VERSION)
+                .expect("put");
+            txn.commit().expect("commit");
+            assert!(counts(&store).is_empty());
+            store.checkpoint().expect("checkpoint");
+        }
+        let store = Store::open_sled(dir.path(), 1 << 24).expect("upgrades");
+        let n_d03 = (SCAN_PAGE as u64 + 10).div_ceil(3);
+        assert_eq!(
+            counts(&store),
+            vec![("D03".into(), n_d03), ("D05".into(), SCAN_PAGE as u64 + 10 - n_d03)]
+        );
+        let format: u32 = decode(
+            "format",
+            &store.begin().get(layout::META_FORMAT).expect("read").expect("set"),
+        )
+        .expect("decodes");
+        assert_eq!(format, FORMAT_VERSION);
+        drop(store);
+        let store = Store::open_sled(dir.path(), 1 << 24).expect("opens upgraded");
+        assert_eq!(counts(&store).len(), 2, "the upgrade is kept");
     }
 
     #[test]

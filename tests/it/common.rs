@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-/// The server in this process: temp data dir, 127.0.0.1:0, `popmaster::serve`.
+/// The server in this process: temp data dir, 127.0.0.1:0 for gRPC and for the metrics
+/// endpoint, `popmaster::serve`.
 pub struct TestServer {
     pub addr: SocketAddr,
-    _data_dir: tempfile::TempDir,
+    pub metrics_addr: SocketAddr,
+    data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), popmaster::server::ServeError>>>,
 }
@@ -28,19 +30,33 @@ impl TestServer {
         TestServer::start_with(Config::default()).await
     }
 
+    /// A fresh data directory; the index refreshes every 50 ms.
     pub async fn start_with(mut config: Config) -> TestServer {
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        config.data_dir = data_dir.path().join("data");
         config.index.refresh_interval_ms = 50;
+        TestServer::start_in(tempfile::tempdir().expect("temp dir"), config).await
+    }
+
+    /// On `data_dir` (which `stop` gives back), with `config` as it is.
+    pub async fn start_in(data_dir: tempfile::TempDir, mut config: Config) -> TestServer {
+        config.data_dir = data_dir.path().join("data");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let metrics_addr = metrics_listener.local_addr().expect("local addr");
         let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(popmaster::serve(config, Catalog::shipped(), listener, async {
-            let _ = stop.await;
-        }));
+        let task = tokio::spawn(popmaster::serve(
+            config,
+            Catalog::shipped(),
+            listener,
+            Some(metrics_listener),
+            async {
+                let _ = stop.await;
+            },
+        ));
         let server = TestServer {
             addr,
-            _data_dir: data_dir,
+            metrics_addr,
+            data_dir,
             shutdown: Some(shutdown),
             task: Some(task),
         };
@@ -68,13 +84,15 @@ impl TestServer {
         AdminServiceClient::new(self.channel().await)
     }
 
-    pub async fn stop(mut self) {
+    /// Shuts the server down in order; returns its data directory, to start again on it.
+    pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.expect("server task").expect("server ends cleanly");
         }
+        self.data_dir
     }
 }
 
@@ -230,6 +248,11 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub async fn spawn(data_dir: &Path, log_path: &Path) -> ServerProcess {
+        ServerProcess::spawn_with(data_dir, log_path, "info", &[]).await
+    }
+
+    /// With the log filter `log` (`POPMASTER_LOG`) and more `serve` arguments.
+    pub async fn spawn_with(data_dir: &Path, log_path: &Path, log_filter: &str, args: &[&str]) -> ServerProcess {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe");
             probe.local_addr().expect("probe addr").port()
@@ -243,7 +266,10 @@ impl ServerProcess {
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("POPMASTER_LOG", "info")
+            // Any free port: several servers run at once, and these tests do not scrape.
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(args)
+            .env("POPMASTER_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)

@@ -7,6 +7,7 @@ mod crash;
 mod index_rebuild;
 mod ingest;
 mod matching;
+mod observability;
 mod profiles;
 mod quality;
 mod reads;
