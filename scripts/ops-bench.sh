@@ -21,7 +21,7 @@ trap 'kill -KILL "${server_pid:-0}" "${load_pid:-0}" 2>/dev/null || true; wait 2
 "$bin" generate --persons "$(( persons / 4 ))" --seed 4 --out "$work/more.jsonl"
 port=$(( 20000 + RANDOM % 20000 ))
 export POPMASTER_SERVER="http://127.0.0.1:${port}"
-serve() { "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:${port}" 2>> "$work/server.log" & server_pid=$!; }
+serve() { "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:${port}" --metrics-listen 127.0.0.1:0 2>> "$work/server.log" & server_pid=$!; }
 now() { date +%s.%N; }
 serve
 for _ in $(seq 1 100); do "$bin" stats >/dev/null 2>&1 && break; sleep 0.2; done
