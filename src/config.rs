@@ -18,6 +18,7 @@ pub struct Config {
     pub wal: WalConfig,
     pub index: IndexConfig,
     pub server: ServerConfig,
+    pub export: ExportConfig,
 }
 
 impl Default for Config {
@@ -31,6 +32,7 @@ impl Default for Config {
             wal: WalConfig::default(),
             index: IndexConfig::default(),
             server: ServerConfig::default(),
+            export: ExportConfig::default(),
         }
     }
 }
@@ -163,6 +165,25 @@ impl Default for ServerConfig {
     }
 }
 
+/// Exports of profiles (`ProfileService.ExportProfiles`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// Persons one read of an export takes (one message, or more for large profiles).
+    pub page_persons: usize,
+    /// Messages an export stream holds for a slow client before it stops reading the store.
+    pub buffer_chunks: usize,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            page_persons: 256,
+            buffer_chunks: 4,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -204,6 +225,8 @@ impl Config {
             ("server.watch_streams_max", self.server.watch_streams_max),
             ("server.watch_batch_changes_max", self.server.watch_batch_changes_max),
             ("server.watch_buffer_batches", self.server.watch_buffer_batches),
+            ("export.page_persons", self.export.page_persons),
+            ("export.buffer_chunks", self.export.buffer_chunks),
         ];
         for (setting, value) in positive {
             if value == 0 {
@@ -239,6 +262,12 @@ impl Config {
                 setting: "server.watch_batch_changes_max",
                 message: "must be at most 100000 (a message of more changes could pass limits.message_bytes_max)"
                     .into(),
+            });
+        }
+        if self.export.page_persons > 10_000 {
+            return Err(ConfigError::Invalid {
+                setting: "export.page_persons",
+                message: "must be at most 10000 (a page of persons is read at once)".into(),
             });
         }
         if self.limits.batch_records_max > 1 << 20 {
@@ -293,6 +322,10 @@ mod tests {
         config.server.watch_buffer_batches = 0;
         let error = config.validate().expect_err("zero");
         assert!(error.to_string().contains("server.watch_buffer_batches"), "{error}");
+        let mut config = Config::default();
+        config.export.page_persons = 10_001;
+        let error = config.validate().expect_err("too many");
+        assert!(error.to_string().contains("export.page_persons"), "{error}");
         let parsed = Config::from_toml("[index]\nfuzzy_candidates = 5\n").expect("parses");
         assert_eq!(parsed.index.fuzzy_candidates, 5);
     }

@@ -9,6 +9,7 @@ pub fn to_status(error: EngineError) -> Status {
         EngineError::InvalidArgument(message) => Status::invalid_argument(message),
         EngineError::NotFound(message) => Status::not_found(message),
         EngineError::OutOfRange(message) => Status::out_of_range(message),
+        EngineError::FailedPrecondition(message) => Status::failed_precondition(message),
         EngineError::ShuttingDown => {
             Status::unavailable("the service is shutting down; retry against a running server")
         }

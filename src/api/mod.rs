@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod operations;
 pub mod steward;
 
 use crate::engine::{ChangeFollower, Engine};
@@ -456,6 +457,17 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
             persons: result.matches.iter().map(convert::person_match_to_pb).collect(),
             n_candidates: u32::try_from(result.n_candidates).unwrap_or(u32::MAX),
         }))
+    }
+
+    type ExportProfilesStream = BoxStream<pb::ProfileChunk>;
+
+    async fn export_profiles(
+        &self,
+        request: Request<pb::ExportProfilesRequest>,
+    ) -> Result<Response<Self::ExportProfilesStream>, Status> {
+        operations::export_profiles(Arc::clone(&self.engine), request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type ExportMappingStream = BoxStream<pb::MappingChunk>;

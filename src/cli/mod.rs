@@ -5,6 +5,7 @@
 mod accuracy;
 mod client;
 mod matching;
+mod operations;
 mod reads;
 mod steward;
 
@@ -46,7 +47,8 @@ enum Command {
     Search(reads::SearchArgs),
     /// Print the change feed of persons, one line per change, until interrupted.
     Watch(reads::WatchArgs),
-    /// Write the record -> person mapping of every stored record as CSV.
+    /// Write the record -> person mapping of every stored record as CSV, or every profile as
+    /// JSONL.
     Export(client::ExportArgs),
     /// Print record, person and index counts.
     Stats(client::StatsArgs),

@@ -6,9 +6,9 @@
 //! queued batches to the WAL (one fdatasync), applies each to the store in one transaction,
 //! and answers. The indexer thread follows the store's change feed into the tantivy index.
 //!
-//! Read path: profiles (one, many, by ID number, by record), the change feed for watchers
-//! (`feed`, woken by the writer after every applied batch), person search (`search`), the
-//! explanations of decisions.
+//! Read path: profiles (one, many, by ID number, by record, or all of them page by page for
+//! an export), the change feed for watchers (`feed`, woken by the writer after every applied
+//! batch), person search (`search`), the explanations of decisions.
 
 mod apply;
 mod feed;
@@ -64,6 +64,8 @@ pub enum EngineError {
     NotFound(String),
     #[error("{0}")]
     OutOfRange(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
 }
 
 /// A batch the writer applied: its sequence and one placement per admitted record.
@@ -435,6 +437,33 @@ impl Engine {
         Ok(self.store.mapping_page(after, limit)?)
     }
 
+    /// Profiles of the persons after `after` in person-id order, from one read of at most
+    /// `limit` persons, narrowed to `tag_mask`; with the id to pass as `after` for the next page
+    /// (`None` after the last). Each page follows the store as it is when it is read: a person
+    /// merged away before its page is read is not in it, and no alias is followed, so no
+    /// person id is given twice across the pages.
+    pub fn profiles_page(
+        &self,
+        after: Option<&PersonId>,
+        limit: usize,
+        tag_mask: &[TagCode],
+    ) -> Result<(Vec<ProfileView>, Option<PersonId>), EngineError> {
+        let person_ids = self.store.persons_page(after, limit)?;
+        let next = if person_ids.len() < limit {
+            None
+        } else {
+            person_ids.last().cloned()
+        };
+        let txn = self.store.begin();
+        let mut views = Vec::with_capacity(person_ids.len());
+        for person_id in person_ids {
+            if let Some(view) = person_view_unchanged(&txn, person_id, tag_mask)? {
+                views.push(view);
+            }
+        }
+        Ok((views, next))
+    }
+
     /// Quality counters of one source, or of all sources: rule id (or `#records`,
     /// `#rejected`) -> count.
     pub fn quality(&self, source: Option<&SourceId>) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
@@ -468,6 +497,43 @@ pub(crate) fn current_person(
         }
     }
     Ok(None)
+}
+
+/// How often a profile read is retried when its person changes while it is read.
+const READ_ATTEMPTS_MAX: usize = 4;
+
+/// One person's profile, not following aliases: `None` once the person is gone (merged away,
+/// deleted). Reads see commits as they land, so the version is read before and after the
+/// profile and the read is repeated if a commit changed the person in between: the view is
+/// one version of the person, never half of a merge.
+fn person_view_unchanged(
+    txn: &Txn<'_>,
+    person_id: PersonId,
+    tag_mask: &[TagCode],
+) -> Result<Option<ProfileView>, EngineError> {
+    for _ in 0..READ_ATTEMPTS_MAX {
+        let Some(header) = txn.person(&person_id)? else {
+            return Ok(None);
+        };
+        let tags = txn.profile_entries(&person_id, tag_mask)?;
+        let records = txn.members(&person_id)?;
+        match txn.person(&person_id)? {
+            None => return Ok(None),
+            Some(after) if after.version == header.version => {
+                return Ok(Some(ProfileView {
+                    version: header.version,
+                    tags,
+                    records,
+                    redirected_from: None,
+                    person_id,
+                }))
+            }
+            Some(_) => continue,
+        }
+    }
+    Err(EngineError::FailedPrecondition(format!(
+        "person {person_id} changed during each of {READ_ATTEMPTS_MAX} reads; retry the export"
+    )))
 }
 
 /// A person's profile through `txn`, following an alias chain to the survivor.

@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod ingest;
 mod matching;
+mod operations;
 mod profiles;
 mod quality;
 mod reads;
