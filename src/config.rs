@@ -18,6 +18,7 @@ pub struct Config {
     pub wal: WalConfig,
     pub index: IndexConfig,
     pub server: ServerConfig,
+    pub backup: BackupConfig,
     pub export: ExportConfig,
 }
 
@@ -32,6 +33,7 @@ impl Default for Config {
             wal: WalConfig::default(),
             index: IndexConfig::default(),
             server: ServerConfig::default(),
+            backup: BackupConfig::default(),
             export: ExportConfig::default(),
         }
     }
@@ -165,6 +167,26 @@ impl Default for ServerConfig {
     }
 }
 
+/// Backups of the running service (`AdminService.Backup`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Keys one read of the store's snapshot takes; commits wait for at most one such read.
+    pub page_keys: usize,
+    /// Bytes of values the snapshot may keep for keys written during the backup; beyond it,
+    /// commits wait for the backup to pass those keys (ingest slows to the backup's pace).
+    pub preimage_bytes_max: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            page_keys: 1_024,
+            preimage_bytes_max: 256 * 1024 * 1024,
+        }
+    }
+}
+
 /// Exports of profiles (`ProfileService.ExportProfiles`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -225,6 +247,7 @@ impl Config {
             ("server.watch_streams_max", self.server.watch_streams_max),
             ("server.watch_batch_changes_max", self.server.watch_batch_changes_max),
             ("server.watch_buffer_batches", self.server.watch_buffer_batches),
+            ("backup.page_keys", self.backup.page_keys),
             ("export.page_persons", self.export.page_persons),
             ("export.buffer_chunks", self.export.buffer_chunks),
         ];
@@ -262,6 +285,12 @@ impl Config {
                 setting: "server.watch_batch_changes_max",
                 message: "must be at most 100000 (a message of more changes could pass limits.message_bytes_max)"
                     .into(),
+            });
+        }
+        if self.backup.page_keys > 100_000 {
+            return Err(ConfigError::Invalid {
+                setting: "backup.page_keys",
+                message: "must be at most 100000 (commits wait for one page read)".into(),
             });
         }
         if self.export.page_persons > 10_000 {
@@ -322,6 +351,10 @@ mod tests {
         config.server.watch_buffer_batches = 0;
         let error = config.validate().expect_err("zero");
         assert!(error.to_string().contains("server.watch_buffer_batches"), "{error}");
+        let mut config = Config::default();
+        config.backup.page_keys = 0;
+        let error = config.validate().expect_err("zero");
+        assert!(error.to_string().contains("backup.page_keys"), "{error}");
         let mut config = Config::default();
         config.export.page_persons = 10_001;
         let error = config.validate().expect_err("too many");

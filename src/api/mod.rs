@@ -523,6 +523,14 @@ impl AdminApi {
 
 #[tonic::async_trait]
 impl pb::admin_service_server::AdminService for AdminApi {
+    type BackupStream = BoxStream<pb::BackupProgress>;
+
+    async fn backup(&self, request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        operations::backup(Arc::clone(&self.engine), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn merge(&self, request: Request<pb::MergeRequest>) -> Result<Response<pb::StewardResult>, Status> {
         steward::merge(&self.engine, request.into_inner())
             .await

@@ -1,17 +1,103 @@
-//! The operations calls at the gRPC edge: the export of every profile. Checks that each call is
-//! well-formed, maps between proto and the engine, and bounds every stream; the work is the
-//! engine's.
+//! The operations calls at the gRPC edge: a backup of the running service with its progress,
+//! and the export of every profile. Checks that each call is well-formed, maps between proto
+//! and the engine, and bounds every stream; the work is the engine's.
 
 use super::error::to_status;
 use super::{blocking, convert, BoxStream};
-use crate::engine::Engine;
+use crate::engine::{BackupDone, BackupProgress, Engine};
 use crate::model::PersonId;
 use crate::pb;
 use prost::Message;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
+
+/// How often a backup's progress is sent.
+const BACKUP_PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// Progress messages held for a slow client; more are dropped (the next one says it all).
+const BACKUP_PROGRESS_BUFFER: usize = 4;
+
+fn progress_to_pb(progress: &BackupProgress) -> pb::BackupProgress {
+    let elapsed_ms = progress.elapsed.as_millis() as u64;
+    pb::BackupProgress {
+        n_keys_done: progress.n_keys,
+        n_bytes_done: progress.n_bytes,
+        n_records: progress.n_records,
+        n_persons: progress.n_persons,
+        elapsed_ms,
+        bytes_per_second: (progress.n_bytes as f64 / progress.elapsed.as_secs_f64().max(1e-3)) as u64,
+        done: None,
+    }
+}
+
+fn done_to_pb(dir: &str, done: &BackupDone) -> pb::BackupProgress {
+    let manifest = &done.manifest;
+    let elapsed_ms = done.elapsed.as_millis() as u64;
+    pb::BackupProgress {
+        n_keys_done: manifest.n_keys,
+        n_bytes_done: manifest.n_bytes,
+        n_records: manifest.n_records,
+        n_persons: manifest.n_persons,
+        elapsed_ms,
+        bytes_per_second: (manifest.n_bytes as f64 / done.elapsed.as_secs_f64().max(1e-3)) as u64,
+        done: Some(pb::BackupManifest {
+            dir: dir.to_string(),
+            backup_format: manifest.backup_format,
+            store_format: manifest.store_format,
+            applied_sequence: manifest.applied_sequence,
+            change_sequence: manifest.change_sequence,
+            n_records: manifest.n_records,
+            n_persons: manifest.n_persons,
+            n_keys: manifest.n_keys,
+            n_bytes: manifest.n_bytes,
+            dump_bytes: manifest.dump_bytes,
+            dump_crc32c: manifest.dump_crc32c,
+            created_at: manifest.created_at.clone(),
+            elapsed_ms,
+            n_commits_during: done.cost.n_commits,
+            commit_wait_max_micros: done.cost.commit_wait_max.as_micros() as u64,
+        }),
+    }
+}
+
+/// Starts a backup and streams its progress until it is durable. The backup runs on: a
+/// client that goes away does not stop it (the server log says when it is written).
+pub async fn backup(engine: Arc<Engine>, request: pb::BackupRequest) -> Result<BoxStream<pb::BackupProgress>, Status> {
+    if request.dir.trim().is_empty() {
+        return Err(Status::invalid_argument("dir is empty"));
+    }
+    let dir = request.dir;
+    let target = PathBuf::from(&dir);
+    let run = blocking(move || engine.start_backup(target)).await.map_err(to_status)?;
+    let (sender, receiver) = mpsc::channel(BACKUP_PROGRESS_BUFFER);
+    tokio::spawn(async move {
+        let mut progress = run.progress;
+        let mut finished = run.finished;
+        let mut ticker = tokio::time::interval(BACKUP_PROGRESS_INTERVAL);
+        loop {
+            tokio::select! {
+                result = &mut finished => {
+                    let message = match result {
+                        Ok(Ok(done)) => Ok(done_to_pb(&dir, &done)),
+                        Ok(Err(error)) => Err(to_status(error)),
+                        Err(_) => Err(Status::internal("the backup thread ended without an answer; see the server log")),
+                    };
+                    let _ = sender.send(message).await;
+                    return;
+                }
+                _ = ticker.tick() => {
+                    let current = progress_to_pb(&progress.borrow_and_update());
+                    // A slow client misses intermediate progress, never the end.
+                    let _ = sender.try_send(Ok(current));
+                }
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(receiver)))
+}
 
 /// Streams every profile, a page of persons at a time, through a bounded channel: a slow
 /// client stops the reading, and nothing is held for it but the channel.

@@ -72,6 +72,8 @@ pub enum AdminCommand {
     Train(ModelArgs),
     /// Install a model saved with `admin model --save` or `admin train --save` (no restart).
     InstallModel(InstallModelArgs),
+    /// Write a consistent backup of the running service into DIR on the server's machine.
+    Backup(super::operations::BackupArgs),
 }
 
 #[derive(clap::Args)]
@@ -93,6 +95,7 @@ pub struct InstallModelArgs {
 
 pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
     match command {
+        AdminCommand::Backup(args) => super::operations::backup(args).await?,
         AdminCommand::Model(args) => {
             let channel = connect(&args.server).await?;
             let model = AdminServiceClient::new(channel)

@@ -80,6 +80,16 @@ impl Indexer {
             writer_memory_bytes: config.writer_memory_bytes,
             ..popmaster_index::IndexConfig::default()
         };
+        // No index at all (a new data directory, a restore, an operator deleted it): say so
+        // when there is a change feed to build it from, since searches are incomplete until then.
+        let absent = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
+        let n_changes = store.change_sequence()?;
+        if absent && n_changes > 0 {
+            tracing::info!(
+                n_changes,
+                "no candidate index; building it from the change feed (searches find only exact-key matches until it catches up)"
+            );
+        }
         let index = match CandidateIndex::open(dir, &index_config) {
             Ok(index) => index,
             Err(error) if error.needs_rebuild() => {

@@ -9,8 +9,11 @@
 //! Read path: profiles (one, many, by ID number, by record, or all of them page by page for
 //! an export), the change feed for watchers (`feed`, woken by the writer after every applied
 //! batch), person search (`search`), the explanations of decisions.
+//!
+//! Operations: a consistent backup of the running service and an offline restore (`backup`).
 
 mod apply;
+mod backup;
 mod feed;
 mod indexer;
 mod search;
@@ -20,6 +23,7 @@ mod train;
 
 pub use crate::store::{ChangeEvent, ChangeKind};
 pub use apply::{Placed, ReviewItem, StageTimes};
+pub use backup::{restore, BackupDone, BackupProgress, BackupRun, RestoreStage};
 pub use feed::ChangeFollower;
 pub use search::{PersonMatch, PersonQuery, SearchResult};
 pub use stewardship::{ReviewEntry, ReviewPage, StewardOutcome, STEWARD_LIST_MAX};
@@ -54,6 +58,8 @@ pub enum EngineError {
     Wal(#[from] WalError),
     #[error(transparent)]
     Index(#[from] popmaster_index::IndexError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
     #[error("the service is shutting down")]
     ShuttingDown,
     #[error("the write path has failed and stopped acknowledging; restart the service")]
@@ -128,6 +134,8 @@ pub struct Engine {
     indexer: indexer::Indexer,
     ingest_times: Arc<Mutex<IngestTimes>>,
     feed: feed::FeedSignal,
+    /// Set at shutdown: a running backup stops and removes its partial files.
+    backup_cancelled: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -198,6 +206,7 @@ impl Engine {
             indexer,
             ingest_times,
             feed,
+            backup_cancelled: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -251,6 +260,7 @@ impl Engine {
     /// background threads. Later ingests fail with `ShuttingDown`.
     pub async fn shutdown(&self) {
         self.feed.close();
+        self.backup_cancelled.store(true, Ordering::Release);
         let (done, finished) = oneshot::channel();
         if self.writer_queue.send(WriterMessage::Shutdown(done)).await.is_ok() {
             let _ = finished.await;

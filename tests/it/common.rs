@@ -18,7 +18,8 @@ use tonic::transport::Channel;
 /// The server in this process: temp data dir, 127.0.0.1:0, `popmaster::serve`.
 pub struct TestServer {
     pub addr: SocketAddr,
-    _data_dir: tempfile::TempDir,
+    data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), popmaster::server::ServeError>>>,
 }
@@ -28,9 +29,19 @@ impl TestServer {
         TestServer::start_with(Config::default()).await
     }
 
-    pub async fn start_with(mut config: Config) -> TestServer {
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        config.data_dir = data_dir.path().join("data");
+    pub async fn start_with(config: Config) -> TestServer {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data_dir = temp.path().join("data");
+        TestServer::start_in(data_dir, Some(temp), config).await
+    }
+
+    /// A server on a data directory the caller owns (a restored one, say).
+    pub async fn start_on(data_dir: &Path, config: Config) -> TestServer {
+        TestServer::start_in(data_dir.to_path_buf(), None, config).await
+    }
+
+    async fn start_in(data_dir: PathBuf, temp: Option<tempfile::TempDir>, mut config: Config) -> TestServer {
+        config.data_dir = data_dir.clone();
         config.index.refresh_interval_ms = 50;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
@@ -40,12 +51,17 @@ impl TestServer {
         }));
         let server = TestServer {
             addr,
-            _data_dir: data_dir,
+            data_dir,
+            _temp: temp,
             shutdown: Some(shutdown),
             task: Some(task),
         };
         wait_until_serving(&server.url()).await;
         server
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     pub fn url(&self) -> String {
