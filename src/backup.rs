@@ -11,7 +11,7 @@
 //! ```
 
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -112,6 +112,15 @@ fn partial(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}{PARTIAL_SUFFIX}"))
 }
 
+/// A new file only its owner may read: a backup holds every resident's values.
+fn create_private(path: &Path) -> Result<File, BackupError> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map_err(io_error("cannot create", path))
+}
+
 /// Checks that `dir` can take a backup or a restore: an absolute path, and absent or an empty
 /// directory. Writes nothing.
 pub fn check_target(dir: &Path) -> Result<(), BackupError> {
@@ -136,11 +145,16 @@ pub fn check_target(dir: &Path) -> Result<(), BackupError> {
 }
 
 /// Creates a target `check_target` accepted, if absent, so that its name survives a power loss.
+/// It will hold every resident's values: only its owner may enter it.
 pub fn create_target(dir: &Path) -> Result<(), BackupError> {
     if dir.exists() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir).map_err(io_error("cannot create directory", dir))?;
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(io_error("cannot create directory", dir))?;
     if let Some(parent) = dir.parent() {
         fsync_dir(parent)?;
     }
@@ -172,12 +186,7 @@ impl BackupWriter {
     pub fn create(dir: &Path) -> Result<BackupWriter, BackupError> {
         check_target(dir)?;
         create_target(dir)?;
-        let path = partial(dir, DUMP_FILE);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_error("cannot create", &path))?;
+        let file = create_private(&partial(dir, DUMP_FILE))?;
         let mut writer = BackupWriter {
             dir: dir.to_path_buf(),
             dump: BufWriter::with_capacity(1 << 20, file),
@@ -256,11 +265,7 @@ impl BackupWriter {
         let manifest_path = partial(&self.dir, MANIFEST_FILE);
         let mut json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
         json.push(b'\n');
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&manifest_path)
-            .map_err(io_error("cannot create", &manifest_path))?;
+        let mut file = create_private(&manifest_path)?;
         file.write_all(&json)
             .and_then(|()| file.sync_all())
             .map_err(io_error("cannot write", &manifest_path))?;
@@ -500,6 +505,14 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, [MANIFEST_FILE, DUMP_FILE], "no partial file left");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |path: &Path| std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&dir.join(DUMP_FILE)), 0o600);
+            assert_eq!(mode(&dir.join(MANIFEST_FILE)), 0o600);
+        }
         assert!(matches!(
             BackupWriter::create(&dir).err(),
             Some(BackupError::HoldsBackup { .. })

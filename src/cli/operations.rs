@@ -154,7 +154,16 @@ pub async fn export_profiles(server: &ServerArgs, tags: Vec<String>, out: &Path)
     let sink: Box<dyn Write> = if out.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
     } else {
-        Box::new(std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?)
+        // Every resident's values: only the owner may read the file.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        Box::new(
+            options
+                .open(out)
+                .with_context(|| format!("cannot create {}", out.display()))?,
+        )
     };
     let mut writer = BufWriter::new(sink);
     let mut n_profiles = 0u64;
