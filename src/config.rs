@@ -19,6 +19,8 @@ pub struct Config {
     pub index: IndexConfig,
     pub server: ServerConfig,
     pub metrics: MetricsConfig,
+    pub backup: BackupConfig,
+    pub export: ExportConfig,
 }
 
 impl Default for Config {
@@ -33,6 +35,8 @@ impl Default for Config {
             index: IndexConfig::default(),
             server: ServerConfig::default(),
             metrics: MetricsConfig::default(),
+            backup: BackupConfig::default(),
+            export: ExportConfig::default(),
         }
     }
 }
@@ -188,6 +192,26 @@ impl Default for MetricsConfig {
     }
 }
 
+/// Backups of the running service (`AdminService.Backup`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Keys one read of the store's snapshot takes; commits wait for at most one such read.
+    pub page_keys: usize,
+    /// Bytes of values the snapshot may keep for keys written during the backup; beyond it,
+    /// commits wait for the backup to pass those keys (ingest slows to the backup's pace).
+    pub preimage_bytes_max: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            page_keys: 1_024,
+            preimage_bytes_max: 256 * 1024 * 1024,
+        }
+    }
+}
+
 /// Where the metrics endpoint listens: `HOST:PORT` (port 0 takes a free port, logged at start),
 /// or `off` for no endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +239,25 @@ impl std::fmt::Display for MetricsListen {
         match self {
             MetricsListen::Off => f.write_str("off"),
             MetricsListen::On(addr) => addr.fmt(f),
+        }
+    }
+}
+
+/// Exports of profiles (`ProfileService.ExportProfiles`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// Persons one read of an export takes (one message, or more for large profiles).
+    pub page_persons: usize,
+    /// Messages an export stream holds for a slow client before it stops reading the store.
+    pub buffer_chunks: usize,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            page_persons: 256,
+            buffer_chunks: 4,
         }
     }
 }
@@ -267,6 +310,9 @@ impl Config {
             ("server.watch_streams_max", self.server.watch_streams_max),
             ("server.watch_batch_changes_max", self.server.watch_batch_changes_max),
             ("server.watch_buffer_batches", self.server.watch_buffer_batches),
+            ("backup.page_keys", self.backup.page_keys),
+            ("export.page_persons", self.export.page_persons),
+            ("export.buffer_chunks", self.export.buffer_chunks),
         ];
         for (setting, value) in positive {
             if value == 0 {
@@ -314,6 +360,18 @@ impl Config {
                 setting: "server.watch_batch_changes_max",
                 message: "must be at most 100000 (a message of more changes could pass limits.message_bytes_max)"
                     .into(),
+            });
+        }
+        if self.backup.page_keys > 100_000 {
+            return Err(ConfigError::Invalid {
+                setting: "backup.page_keys",
+                message: "must be at most 100000 (commits wait for one page read)".into(),
+            });
+        }
+        if self.export.page_persons > 10_000 {
+            return Err(ConfigError::Invalid {
+                setting: "export.page_persons",
+                message: "must be at most 10000 (a page of persons is read at once)".into(),
             });
         }
         if self.limits.batch_records_max > 1 << 20 {
@@ -368,6 +426,14 @@ mod tests {
         config.server.watch_buffer_batches = 0;
         let error = config.validate().expect_err("zero");
         assert!(error.to_string().contains("server.watch_buffer_batches"), "{error}");
+        let mut config = Config::default();
+        config.backup.page_keys = 0;
+        let error = config.validate().expect_err("zero");
+        assert!(error.to_string().contains("backup.page_keys"), "{error}");
+        let mut config = Config::default();
+        config.export.page_persons = 10_001;
+        let error = config.validate().expect_err("too many");
+        assert!(error.to_string().contains("export.page_persons"), "{error}");
         let parsed = Config::from_toml("[index]\nfuzzy_candidates = 5\n").expect("parses");
         assert_eq!(parsed.index.fuzzy_candidates, 5);
     }

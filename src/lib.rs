@@ -4,6 +4,7 @@
 
 pub mod accuracy;
 pub mod api;
+pub mod backup;
 pub mod catalog;
 pub mod cleanse;
 pub mod config;

@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod error;
 pub mod operations;
+pub mod rebuild;
 pub mod steward;
 
 use crate::engine::{ChangeFollower, Engine};
@@ -481,6 +482,17 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         }))
     }
 
+    type ExportProfilesStream = BoxStream<pb::ProfileChunk>;
+
+    async fn export_profiles(
+        &self,
+        request: Request<pb::ExportProfilesRequest>,
+    ) -> Result<Response<Self::ExportProfilesStream>, Status> {
+        operations::export_profiles(Arc::clone(&self.engine), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     type ExportMappingStream = BoxStream<pb::MappingChunk>;
 
     async fn export_mapping(
@@ -534,6 +546,14 @@ impl AdminApi {
 
 #[tonic::async_trait]
 impl pb::admin_service_server::AdminService for AdminApi {
+    type BackupStream = BoxStream<pb::BackupProgress>;
+
+    async fn backup(&self, request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        operations::backup(Arc::clone(&self.engine), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn merge(&self, request: Request<pb::MergeRequest>) -> Result<Response<pb::StewardResult>, Status> {
         steward::merge(&self.engine, request.into_inner())
             .await
@@ -678,21 +698,21 @@ impl pb::admin_service_server::AdminService for AdminApi {
         Ok(Response::new(convert::model_to_pb(&model, 0, 0)))
     }
 
-    type RebuildIndexStream = operations::ProgressStream;
-    type ReevaluateStream = operations::ReevaluateStream;
+    type RebuildIndexStream = rebuild::ProgressStream;
+    type ReevaluateStream = rebuild::ReevaluateStream;
 
     async fn reevaluate(
         &self,
         _request: Request<pb::ReevaluateRequest>,
     ) -> Result<Response<Self::ReevaluateStream>, Status> {
-        Ok(Response::new(operations::reevaluate(Arc::clone(&self.engine))))
+        Ok(Response::new(rebuild::reevaluate(Arc::clone(&self.engine))))
     }
 
     async fn rebuild_index(
         &self,
         _request: Request<pb::RebuildIndexRequest>,
     ) -> Result<Response<Self::RebuildIndexStream>, Status> {
-        Ok(Response::new(operations::rebuild_index(Arc::clone(&self.engine))))
+        Ok(Response::new(rebuild::rebuild_index(Arc::clone(&self.engine))))
     }
 
     async fn train_model(&self, _request: Request<pb::TrainModelRequest>) -> Result<Response<pb::ModelInfo>, Status> {

@@ -1,110 +1,185 @@
-//! The operators' calls that work on the service as a whole: rebuilding the candidate index,
-//! re-resolving every person.
-//! Maps proto to engine calls and back; the work itself is the engine's.
+//! The operations calls at the gRPC edge: a backup of the running service with its progress,
+//! and the export of every profile. Checks that each call is well-formed, maps between proto
+//! and the engine, and bounds every stream; the work is the engine's.
 
 use super::error::to_status;
-use crate::engine::{Engine, RebuildPhase, RebuildProgress, Reevaluated, ReevaluationProgress};
+use super::{blocking, convert, BoxStream};
+use crate::engine::{BackupDone, BackupProgress, Engine};
+use crate::model::PersonId;
 use crate::pb;
-use std::pin::Pin;
+use prost::Message;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-pub type ReevaluateStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ReevaluateProgress, Status>> + Send>>;
+/// How often a backup's progress is sent.
+const BACKUP_PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// Progress messages held for a slow client; more are dropped (the next one says it all).
+const BACKUP_PROGRESS_BUFFER: usize = 4;
 
-pub type ProgressStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RebuildIndexProgress, Status>> + Send>>;
-
-/// Starts a rebuild on a blocking thread and streams its progress. A client that goes away
-/// does not stop the rebuild: it finishes and swaps the new index in.
-pub fn rebuild_index(engine: Arc<Engine>) -> ProgressStream {
-    let (sender, receiver) = mpsc::channel(16);
-    tokio::task::spawn_blocking(move || {
-        tracing::info!("index rebuild requested");
-        let mut report = |progress: &RebuildProgress| {
-            // A full channel only drops an intermediate report; the last one is sent below.
-            let _ = sender.try_send(Ok(progress_to_pb(progress)));
-        };
-        let result = engine.rebuild_index(&mut report);
-        let last = match result {
-            Ok(done) => Ok(progress_to_pb(&done)),
-            Err(error) => Err(to_status(error)),
-        };
-        let _ = sender.blocking_send(last);
-    });
-    Box::pin(ReceiverStream::new(receiver))
-}
-
-fn progress_to_pb(progress: &RebuildProgress) -> pb::RebuildIndexProgress {
-    use pb::rebuild_index_progress::Phase;
-    let elapsed = progress.elapsed.as_secs_f64();
-    let rate = if elapsed > 0.0 {
-        progress.persons_done as f64 / elapsed
-    } else {
-        0.0
-    };
-    let left = progress.persons_total.saturating_sub(progress.persons_done) as f64;
-    let (phase, eta_seconds) = match progress.phase {
-        RebuildPhase::Scanning => (Phase::Scanning, if rate > 0.0 { left / rate } else { 0.0 }),
-        RebuildPhase::CatchingUp => (Phase::CatchingUp, 0.0),
-        RebuildPhase::Done => (Phase::Done, 0.0),
-    };
-    pb::RebuildIndexProgress {
-        phase: phase as i32,
-        persons_done: progress.persons_done,
-        persons_total: progress.persons_total,
-        elapsed_seconds: elapsed,
-        persons_per_second: rate,
-        eta_seconds,
-        index_watermark: progress.watermark,
+fn progress_to_pb(progress: &BackupProgress) -> pb::BackupProgress {
+    let elapsed_ms = progress.elapsed.as_millis() as u64;
+    pb::BackupProgress {
+        n_keys_done: progress.n_keys,
+        n_bytes_done: progress.n_bytes,
+        n_records: progress.n_records,
+        n_persons: progress.n_persons,
+        elapsed_ms,
+        bytes_per_second: (progress.n_bytes as f64 / progress.elapsed.as_secs_f64().max(1e-3)) as u64,
+        done: None,
     }
 }
 
-/// Starts a re-resolution and streams one message per chunk. A client that goes away does not
-/// stop it: every chunk is a logged write, and stopping halfway would leave the model applied
-/// to some persons only.
-pub fn reevaluate(engine: Arc<Engine>) -> ReevaluateStream {
-    let (sender, receiver) = mpsc::channel(64);
+fn done_to_pb(dir: &str, done: &BackupDone) -> pb::BackupProgress {
+    let manifest = &done.manifest;
+    let elapsed_ms = done.elapsed.as_millis() as u64;
+    pb::BackupProgress {
+        n_keys_done: manifest.n_keys,
+        n_bytes_done: manifest.n_bytes,
+        n_records: manifest.n_records,
+        n_persons: manifest.n_persons,
+        elapsed_ms,
+        bytes_per_second: (manifest.n_bytes as f64 / done.elapsed.as_secs_f64().max(1e-3)) as u64,
+        done: Some(pb::BackupManifest {
+            dir: dir.to_string(),
+            backup_format: manifest.backup_format,
+            store_format: manifest.store_format,
+            applied_sequence: manifest.applied_sequence,
+            change_sequence: manifest.change_sequence,
+            n_records: manifest.n_records,
+            n_persons: manifest.n_persons,
+            n_keys: manifest.n_keys,
+            n_bytes: manifest.n_bytes,
+            dump_bytes: manifest.dump_bytes,
+            dump_crc32c: manifest.dump_crc32c,
+            created_at: manifest.created_at.clone(),
+            elapsed_ms,
+            n_commits_during: done.cost.n_commits,
+            commit_wait_max_micros: done.cost.commit_wait_max.as_micros() as u64,
+        }),
+    }
+}
+
+/// Starts a backup and streams its progress until it is durable. The backup runs on: a
+/// client that goes away does not stop it (the server log says when it is written).
+pub async fn backup(engine: Arc<Engine>, request: pb::BackupRequest) -> Result<BoxStream<pb::BackupProgress>, Status> {
+    if request.dir.trim().is_empty() {
+        return Err(Status::invalid_argument("dir is empty"));
+    }
+    let dir = request.dir;
+    let target = PathBuf::from(&dir);
+    let run = blocking(move || engine.start_backup(target)).await.map_err(to_status)?;
+    let (sender, receiver) = mpsc::channel(BACKUP_PROGRESS_BUFFER);
     tokio::spawn(async move {
-        tracing::info!("re-resolution requested");
-        let chunks = sender.clone();
-        let mut report = move |progress: &ReevaluationProgress| {
-            if !progress.done {
-                // A slow client misses intermediate chunks' messages, never the last one.
-                let _ = chunks.try_send(Ok(reevaluation_to_pb(progress)));
+        let mut progress = run.progress;
+        let mut finished = run.finished;
+        let mut ticker = tokio::time::interval(BACKUP_PROGRESS_INTERVAL);
+        loop {
+            tokio::select! {
+                result = &mut finished => {
+                    let message = match result {
+                        Ok(Ok(done)) => Ok(done_to_pb(&dir, &done)),
+                        Ok(Err(error)) => Err(to_status(error)),
+                        Err(_) => Err(Status::internal("the backup thread ended without an answer; see the server log")),
+                    };
+                    let _ = sender.send(message).await;
+                    return;
+                }
+                _ = ticker.tick() => {
+                    let current = progress_to_pb(&progress.borrow_and_update());
+                    // A slow client misses intermediate progress, never the end.
+                    let _ = sender.try_send(Ok(current));
+                }
             }
-        };
-        let last = match engine.reevaluate(&mut report).await {
-            Ok(done) => Ok(reevaluation_to_pb(&done)),
-            Err(error) => Err(to_status(error)),
-        };
-        let _ = sender.send(last).await;
+        }
     });
-    Box::pin(ReceiverStream::new(receiver))
+    Ok(Box::pin(ReceiverStream::new(receiver)))
 }
 
-fn reevaluation_to_pb(progress: &ReevaluationProgress) -> pb::ReevaluateProgress {
-    use pb::reevaluate_change::Kind;
-    pb::ReevaluateProgress {
-        persons_done: progress.persons_done,
-        persons_total: progress.persons_total,
-        n_splits: progress.n_splits,
-        n_merges: progress.n_merges,
-        elapsed_seconds: progress.elapsed.as_secs_f64(),
-        changes: progress
-            .changes
-            .iter()
-            .map(|change| match change {
-                Reevaluated::Split { new_person } => pb::ReevaluateChange {
-                    kind: Kind::Split as i32,
-                    person_id: new_person.to_string(),
-                },
-                Reevaluated::Merged { survivor } => pb::ReevaluateChange {
-                    kind: Kind::Merged as i32,
-                    person_id: survivor.to_string(),
-                },
-            })
-            .collect(),
-        done: progress.done,
-    }
+/// Streams every profile, a page of persons at a time, through a bounded channel: a slow
+/// client stops the reading, and nothing is held for it but the channel.
+pub async fn export_profiles(
+    engine: Arc<Engine>,
+    request: pb::ExportProfilesRequest,
+) -> Result<BoxStream<pb::ProfileChunk>, Status> {
+    let mask = convert::tag_mask(engine.catalog(), request.tag_mask)?;
+    let config = engine.config();
+    let (page_persons, buffer) = (config.export.page_persons, config.export.buffer_chunks);
+    // A chunk is sent before it would pass half the message limit, so one profile more
+    // always fits.
+    let chunk_bytes_max = config.limits.message_bytes_max / 2;
+    let (sender, receiver) = mpsc::channel(buffer);
+    let start_engine = Arc::clone(&engine);
+    let change_sequence = blocking(move || start_engine.stats())
+        .await
+        .map_err(to_status)?
+        .store
+        .change_sequence;
+    tokio::spawn(async move {
+        let mut after: Option<PersonId> = None;
+        let mut start = Some(change_sequence);
+        let mut pending: Vec<pb::Profile> = Vec::new();
+        let mut pending_bytes = 0usize;
+        let mut n_persons = 0u64;
+        loop {
+            let page_engine = Arc::clone(&engine);
+            let page_after = after.clone();
+            let page_mask = mask.clone();
+            let page = blocking(move || page_engine.profiles_page(page_after.as_ref(), page_persons, &page_mask)).await;
+            let (views, next) = match page {
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = sender.send(Err(to_status(error))).await;
+                    return;
+                }
+            };
+            for view in views {
+                let profile = convert::profile_to_pb(view);
+                // The field's tag and length prefix: a few bytes per profile.
+                let profile_bytes = profile.encoded_len() + 8;
+                if !pending.is_empty() && pending_bytes + profile_bytes > chunk_bytes_max {
+                    if !send_chunk(&sender, std::mem::take(&mut pending), &mut start).await {
+                        return;
+                    }
+                    pending_bytes = 0;
+                }
+                pending_bytes += profile_bytes;
+                pending.push(profile);
+                n_persons += 1;
+            }
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+            if !pending.is_empty() {
+                if !send_chunk(&sender, std::mem::take(&mut pending), &mut start).await {
+                    return;
+                }
+                pending_bytes = 0;
+            }
+        }
+        // The last chunk; also the first (with the start sequence) of an export of no one.
+        if (!pending.is_empty() || start.is_some()) && !send_chunk(&sender, pending, &mut start).await {
+            return;
+        }
+        tracing::debug!(n_persons, "profile export ended");
+    });
+    Ok(Box::pin(ReceiverStream::new(receiver)))
+}
+
+/// Sends one chunk; the first carries the change-feed sequence the export started at. False
+/// when the client has gone.
+async fn send_chunk(
+    sender: &mpsc::Sender<Result<pb::ProfileChunk, Status>>,
+    profiles: Vec<pb::Profile>,
+    start: &mut Option<u64>,
+) -> bool {
+    let chunk = pb::ProfileChunk {
+        profiles,
+        change_sequence: start.take().unwrap_or(0),
+    };
+    sender.send(Ok(chunk)).await.is_ok()
 }

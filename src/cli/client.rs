@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 /// Batches a load keeps in flight on its stream.
 const LOAD_BATCHES_IN_FLIGHT: usize = 8;
 /// The largest message the client accepts (a full profile is far smaller).
-const CLIENT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub(super) const CLIENT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 pub(super) async fn connect(server: &ServerArgs) -> anyhow::Result<Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(server.server.clone())
@@ -303,7 +303,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn profile_json(profile: &pb::Profile) -> serde_json::Value {
+pub(super) fn profile_json(profile: &pb::Profile) -> serde_json::Value {
     let tags: BTreeMap<&str, serde_json::Value> = profile
         .tags
         .iter()
@@ -353,14 +353,25 @@ pub(super) fn status_error(status: tonic::Status) -> anyhow::Error {
 
 #[derive(clap::Args)]
 pub struct ExportArgs {
-    /// Output CSV file (`source,record_id,person_id`); `-` writes standard output.
+    /// Output file: CSV (`source,record_id,person_id`), or JSONL with `--profiles`; `-` writes
+    /// standard output.
     #[arg(long)]
     out: PathBuf,
+    /// Write every profile (one JSON object a line, as `get --json` prints it) instead of the
+    /// record -> person mapping.
+    #[arg(long)]
+    profiles: bool,
+    /// With --profiles: only these tags (comma-separated codes).
+    #[arg(long, value_delimiter = ',', requires = "profiles")]
+    tags: Vec<String>,
     #[command(flatten)]
     server: ServerArgs,
 }
 
 pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    if args.profiles {
+        return super::operations::export_profiles(&args.server, args.tags, &args.out).await;
+    }
     let channel = connect(&args.server).await?;
     let mut chunks = ProfileServiceClient::new(channel)
         .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)

@@ -73,10 +73,12 @@ pub enum AdminCommand {
     /// Install a model saved with `admin model --save` or `admin train --save` (no restart).
     InstallModel(InstallModelArgs),
     /// Rebuild the candidate search index from the store while the service keeps serving.
-    RebuildIndex(super::operations::RebuildIndexArgs),
+    RebuildIndex(super::rebuild::RebuildIndexArgs),
     /// Re-resolve every person with the current model (after a new model, thresholds or
     /// rules): split what no longer matches, merge what now does; steward decisions stand.
-    Reevaluate(super::operations::ReevaluateArgs),
+    Reevaluate(super::rebuild::ReevaluateArgs),
+    /// Write a consistent backup of the running service into DIR on the server's machine.
+    Backup(super::operations::BackupArgs),
 }
 
 #[derive(clap::Args)]
@@ -98,8 +100,9 @@ pub struct InstallModelArgs {
 
 pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
     match command {
-        AdminCommand::RebuildIndex(args) => super::operations::rebuild_index(args).await?,
-        AdminCommand::Reevaluate(args) => super::operations::reevaluate(args).await?,
+        AdminCommand::RebuildIndex(args) => super::rebuild::rebuild_index(args).await?,
+        AdminCommand::Reevaluate(args) => super::rebuild::reevaluate(args).await?,
+        AdminCommand::Backup(args) => super::operations::backup(args).await?,
         AdminCommand::Model(args) => {
             let channel = connect(&args.server).await?;
             let model = AdminServiceClient::new(channel)

@@ -1,12 +1,13 @@
-//! The command line: `popmaster serve` runs the service; `generate`, `rules`, `febrl-to-jsonl`
-//! and `accuracy` work locally; every other subcommand is a gRPC client of a running server
-//! (`--server`, environment `POPMASTER_SERVER`).
+//! The command line: `popmaster serve` runs the service; `generate`, `rules`, `febrl-to-jsonl`,
+//! `accuracy` and `restore` work locally; every other subcommand is a gRPC client of a running
+//! server (`--server`, environment `POPMASTER_SERVER`).
 
 mod accuracy;
 mod client;
 mod matching;
 mod operations;
 mod reads;
+mod rebuild;
 mod steward;
 
 use anyhow::Context;
@@ -47,8 +48,11 @@ enum Command {
     Search(reads::SearchArgs),
     /// Print the change feed of persons, one line per change, until interrupted.
     Watch(reads::WatchArgs),
-    /// Write the record -> person mapping of every stored record as CSV.
+    /// Write the record -> person mapping of every stored record as CSV, or every profile as
+    /// JSONL.
     Export(client::ExportArgs),
+    /// Restore a backup into a new data directory (offline: no server runs on it yet).
+    Restore(operations::RestoreArgs),
     /// Print record, person and index counts.
     Stats(client::StatsArgs),
     /// Write a synthetic population in the interchange format (seeded, deterministic).
@@ -135,6 +139,7 @@ pub fn main() -> ExitCode {
             Command::Search(args) => reads::search(args).await,
             Command::Watch(args) => reads::watch(args).await,
             Command::Export(args) => client::export(args).await,
+            Command::Restore(args) => operations::restore(args),
             Command::Stats(args) => client::stats(args).await,
             Command::Generate(args) => client::generate(args),
             Command::Rules(args) => client::rules(args),

@@ -6,11 +6,14 @@
 //! queued batches to the WAL (one fdatasync), applies each to the store in one transaction,
 //! and answers. The indexer thread follows the store's change feed into the tantivy index.
 //!
-//! Read path: profiles (one, many, by ID number, by record), the change feed for watchers
-//! (`feed`, woken by the writer after every applied batch), person search (`search`), the
-//! explanations of decisions.
+//! Read path: profiles (one, many, by ID number, by record, or all of them page by page for
+//! an export), the change feed for watchers (`feed`, woken by the writer after every applied
+//! batch), person search (`search`), the explanations of decisions.
+//!
+//! Operations: a consistent backup of the running service and an offline restore (`backup`).
 
 mod apply;
+mod backup;
 mod feed;
 mod indexer;
 mod reevaluation;
@@ -21,6 +24,7 @@ mod train;
 
 pub use crate::store::{ChangeEvent, ChangeKind};
 pub use apply::{Placed, ReviewItem, StageTimes};
+pub use backup::{restore, BackupDone, BackupProgress, BackupRun, RestoreStage};
 pub use feed::ChangeFollower;
 pub use indexer::{RebuildPhase, RebuildProgress};
 pub use reevaluation::{Reevaluated, ReevaluationProgress, REEVALUATE_CHUNK_PERSONS};
@@ -57,6 +61,8 @@ pub enum EngineError {
     Wal(#[from] WalError),
     #[error(transparent)]
     Index(#[from] popmaster_index::IndexError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
     #[error("the service is shutting down")]
     ShuttingDown,
     #[error("the write path has failed and stopped acknowledging; restart the service")]
@@ -140,6 +146,8 @@ pub struct Engine {
     feed: feed::FeedSignal,
     /// A re-resolution of every person is running.
     reevaluating: AtomicBool,
+    /// Set at shutdown: a running backup stops and removes its partial files.
+    backup_cancelled: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -211,6 +219,7 @@ impl Engine {
             ingest_times,
             feed,
             reevaluating: AtomicBool::new(false),
+            backup_cancelled: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -264,6 +273,7 @@ impl Engine {
     /// background threads. Later ingests fail with `ShuttingDown`.
     pub async fn shutdown(&self) {
         self.feed.close();
+        self.backup_cancelled.store(true, Ordering::Release);
         let (done, finished) = oneshot::channel();
         if self.writer_queue.send(WriterMessage::Shutdown(done)).await.is_ok() {
             let _ = finished.await;
@@ -450,6 +460,35 @@ impl Engine {
         Ok(self.store.mapping_page(after, limit)?)
     }
 
+    /// Profiles of the persons after `after` in person-id order, from one read of at most
+    /// `limit` persons, narrowed to `tag_mask`; with the id to pass as `after` for the next page
+    /// (`None` after the last). Each page follows the store as it is when it is read: a person
+    /// merged away before its page is read is not in it, and no alias is followed, so no
+    /// person id is given twice across the pages.
+    pub fn profiles_page(
+        &self,
+        after: Option<&PersonId>,
+        limit: usize,
+        tag_mask: &[TagCode],
+    ) -> Result<(Vec<ProfileView>, Option<PersonId>), EngineError> {
+        let person_ids: Vec<PersonId> = (self.store.persons_page(after, limit)?.into_iter())
+            .map(|(person_id, _)| person_id)
+            .collect();
+        let next = if person_ids.len() < limit {
+            None
+        } else {
+            person_ids.last().cloned()
+        };
+        let txn = self.store.begin();
+        let mut views = Vec::with_capacity(person_ids.len());
+        for person_id in person_ids {
+            if let Some(view) = person_view_unchanged(&txn, person_id, tag_mask)? {
+                views.push(view);
+            }
+        }
+        Ok((views, next))
+    }
+
     /// Quality counters of one source, or of all sources: rule id (or `#records`,
     /// `#rejected`) -> count.
     pub fn quality(&self, source: Option<&SourceId>) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
@@ -499,6 +538,43 @@ pub(crate) fn current_person(
         }
     }
     Ok(None)
+}
+
+/// How often a profile read is retried when its person changes while it is read.
+const READ_ATTEMPTS_MAX: usize = 4;
+
+/// One person's profile, not following aliases: `None` once the person is gone (merged away,
+/// deleted). Reads see commits as they land, so the version is read before and after the
+/// profile and the read is repeated if a commit changed the person in between: the view is
+/// one version of the person, never half of a merge.
+fn person_view_unchanged(
+    txn: &Txn<'_>,
+    person_id: PersonId,
+    tag_mask: &[TagCode],
+) -> Result<Option<ProfileView>, EngineError> {
+    for _ in 0..READ_ATTEMPTS_MAX {
+        let Some(header) = txn.person(&person_id)? else {
+            return Ok(None);
+        };
+        let tags = txn.profile_entries(&person_id, tag_mask)?;
+        let records = txn.members(&person_id)?;
+        match txn.person(&person_id)? {
+            None => return Ok(None),
+            Some(after) if after.version == header.version => {
+                return Ok(Some(ProfileView {
+                    version: header.version,
+                    tags,
+                    records,
+                    redirected_from: None,
+                    person_id,
+                }))
+            }
+            Some(_) => continue,
+        }
+    }
+    Err(EngineError::FailedPrecondition(format!(
+        "person {person_id} changed during each of {READ_ATTEMPTS_MAX} reads; retry the export"
+    )))
 }
 
 /// A person's profile through `txn`, following an alias chain to the survivor.

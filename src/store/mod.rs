@@ -1,15 +1,21 @@
 //! The store: the only source of truth. Owns the key layout, the value encoding, the format
-//! version and atomic write batches, over the narrow `KvStore` boundary. Knows nothing of how
-//! records are resolved; the engine decides, the store keeps.
+//! version and atomic write batches, over the narrow `KvStore` boundary; and for backups, a
+//! consistent snapshot of every pair while writes go on (`snapshot`) and the loading of such
+//! pairs into a new store (`StoreLoader`). Knows nothing of how records are resolved; the
+//! engine decides, the store keeps.
 
 pub mod kv;
 pub mod layout;
+mod snapshot;
+
+pub use snapshot::SnapshotStats;
 
 use crate::model::{Cause, EpochMillis, Finding, PersonEvent, PersonId, RecordKey, SourceId, TagCode, TagValue};
 use kv::{KvStore, WriteBatch};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The on-disk format this build reads and writes.
 /// 2: findings carry the original value; the WAL logs rejections; quality counters.
@@ -29,6 +35,12 @@ pub enum StoreError {
     IncompatibleFormat { found: u32, expected: u32 },
     #[error("stored value under a {kind} key cannot be decoded: {message}")]
     Corrupt { kind: &'static str, message: String },
+    #[error("the store holds data but no format version: it was never written to the end (an interrupted restore?); restore again into an empty directory")]
+    Unfinished,
+    #[error("a snapshot of the store is already open (another backup is running)")]
+    SnapshotOpen,
+    #[error("the store directory already holds data; a restore writes only into an empty one")]
+    NotEmpty,
     #[error(transparent)]
     Sled(#[from] sled::Error),
     #[error(transparent)]
@@ -168,6 +180,8 @@ pub struct StoreStats {
 
 pub struct Store {
     kv: Box<dyn KvStore>,
+    /// Every write batch goes through it, so that an open snapshot keeps what it needs.
+    cow: snapshot::CopyOnWrite,
 }
 
 /// What a blocking key's postings hold.
@@ -183,6 +197,135 @@ pub enum Postings {
 /// How many pairs a scan reads per round trip.
 const SCAN_PAGE: usize = 4_096;
 
+/// What a snapshot holds, read when it opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub format: u32,
+    pub applied_sequence: u64,
+    pub change_sequence: u64,
+    pub n_records: u64,
+    pub n_persons: u64,
+}
+
+/// A consistent read of every key and value as stored (continuation parts and all), in key
+/// order, while writes go on (see `snapshot`). One at a time; closed when dropped.
+pub struct Snapshot {
+    store: Arc<Store>,
+    info: SnapshotInfo,
+}
+
+impl Snapshot {
+    pub fn info(&self) -> SnapshotInfo {
+        self.info
+    }
+
+    /// The next pairs in key order, from one bounded read of at most `limit` live keys;
+    /// `None` once every pair has been given.
+    pub fn next_page(&mut self, limit: usize) -> Result<Option<Vec<kv::KvPair>>, StoreError> {
+        self.store.cow.next_page(self.store.kv.as_ref(), limit)
+    }
+
+    /// What keeping the snapshot has cost the write path so far.
+    pub fn stats(&self) -> SnapshotStats {
+        self.store.cow.stats()
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        self.store.cow.close();
+    }
+}
+
+/// The metadata a dump of raw pairs carries about the store it came from.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DumpMeta {
+    pub format: Option<u32>,
+    pub applied_sequence: u64,
+    pub change_sequence: u64,
+}
+
+impl DumpMeta {
+    /// Notes what `key` says, if it is one of the metadata keys.
+    pub fn observe(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let small = |kind: &'static str| -> Result<&[u8], StoreError> {
+            match split_parts_header(value)? {
+                (1, bytes) => Ok(bytes),
+                (n_parts, _) => Err(StoreError::Corrupt {
+                    kind,
+                    message: format!("{n_parts} parts, expected 1"),
+                }),
+            }
+        };
+        match key {
+            layout::META_FORMAT => self.format = Some(decode("format", small("format")?)?),
+            layout::META_APPLIED_SEQUENCE => self.applied_sequence = decode("counter", small("counter")?)?,
+            layout::META_NEXT_CHANGE => self.change_sequence = decode("counter", small("counter")?)?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Writes a dump of raw pairs into a new, empty store, in bounded batches. The format version
+/// goes in last, so a store cut short (a crash, a damaged dump found half-way) is refused at
+/// open (`StoreError::Unfinished`) instead of served.
+pub struct StoreLoader {
+    kv: Box<dyn KvStore>,
+    batch: WriteBatch,
+    batch_bytes: usize,
+    format: Option<Vec<u8>>,
+}
+
+/// Bytes of one loader batch.
+const LOAD_BATCH_BYTES: usize = 4 << 20;
+
+impl StoreLoader {
+    pub fn create_sled(dir: &Path, cache_capacity_bytes: u64) -> Result<StoreLoader, StoreError> {
+        StoreLoader::create(Box::new(kv::SledKv::open(dir, cache_capacity_bytes)?))
+    }
+
+    pub fn create(kv: Box<dyn KvStore>) -> Result<StoreLoader, StoreError> {
+        if !kv.scan(b"", None, 1)?.is_empty() {
+            return Err(StoreError::NotEmpty);
+        }
+        Ok(StoreLoader {
+            kv,
+            batch: WriteBatch::default(),
+            batch_bytes: 0,
+            format: None,
+        })
+    }
+
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        if key == layout::META_FORMAT {
+            self.format = Some(value.to_vec());
+            return Ok(());
+        }
+        self.batch_bytes += key.len() + value.len();
+        self.batch.put(key.to_vec(), value.to_vec());
+        if self.batch_bytes >= LOAD_BATCH_BYTES {
+            self.kv.apply(std::mem::take(&mut self.batch))?;
+            self.batch_bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes the rest and the format version, makes the store durable and opens it.
+    pub fn finish(mut self) -> Result<Store, StoreError> {
+        let format = self.format.take().ok_or_else(|| StoreError::Corrupt {
+            kind: "format",
+            message: "the dump holds no format version".into(),
+        })?;
+        self.kv.apply(std::mem::take(&mut self.batch))?;
+        let mut last = WriteBatch::default();
+        last.put(layout::META_FORMAT.to_vec(), format);
+        self.kv.apply(last)?;
+        self.kv.checkpoint()?;
+        Store::open(self.kv)
+    }
+}
+
 impl Store {
     /// Opens sled in `dir`, writing the format version into a new directory and refusing a
     /// directory written in another format.
@@ -191,7 +334,10 @@ impl Store {
     }
 
     pub fn open(kv: Box<dyn KvStore>) -> Result<Store, StoreError> {
-        let store = Store { kv };
+        let store = Store {
+            kv,
+            cow: snapshot::CopyOnWrite::default(),
+        };
         match store.begin().get(layout::META_FORMAT)? {
             Some(bytes) => {
                 let found: u32 = decode("format", &bytes)?;
@@ -205,6 +351,11 @@ impl Store {
                 }
             }
             None => {
+                // A restore writes the format version last: data without it is a restore
+                // that never finished, not a new store.
+                if !store.kv.scan(b"", None, 1)?.is_empty() {
+                    return Err(StoreError::Unfinished);
+                }
                 let mut txn = store.begin();
                 txn.put(layout::META_FORMAT.to_vec(), &FORMAT_VERSION)?;
                 txn.commit()?;
@@ -298,6 +449,25 @@ impl Store {
             }
         }
         Ok(counts)
+    }
+
+    /// Opens the one snapshot of the store (`SnapshotOpen` while another is open). Past
+    /// `preimage_bytes_max` of kept values, commits wait for the snapshot's reader.
+    pub fn open_snapshot(self: &Arc<Self>, preimage_bytes_max: usize) -> Result<Snapshot, StoreError> {
+        let info = self.cow.open(preimage_bytes_max, || {
+            let txn = self.begin();
+            Ok(SnapshotInfo {
+                format: FORMAT_VERSION,
+                applied_sequence: txn.counter(layout::META_APPLIED_SEQUENCE)?,
+                change_sequence: txn.counter(layout::META_NEXT_CHANGE)?,
+                n_records: txn.counter(layout::META_N_RECORDS)?,
+                n_persons: txn.counter(layout::META_N_PERSONS)?,
+            })
+        })?;
+        Ok(Snapshot {
+            store: Arc::clone(self),
+            info,
+        })
     }
 
     pub fn applied_sequence(&self) -> Result<u64, StoreError> {
@@ -620,7 +790,7 @@ impl Txn<'_> {
                 None => batch.delete(key),
             }
         }
-        self.store.kv.apply(batch)
+        self.store.cow.apply(self.store.kv.as_ref(), batch)
     }
 
     // --- records ---
@@ -1471,6 +1641,82 @@ mod tests {
         assert!(store.begin().record(&key("1")).expect("read").is_none());
         drop(txn);
         assert!(store.begin().record(&key("1")).expect("read").is_none());
+    }
+
+    fn everything(store: &Store) -> Vec<kv::KvPair> {
+        store.kv.scan(b"", None, usize::MAX).expect("scan")
+    }
+
+    /// A snapshot loaded into a new store gives the same pairs; the loader refuses a store
+    /// that holds anything, and a store holding data without its format version is refused.
+    #[test]
+    fn a_snapshot_loads_into_an_equal_store() {
+        let store = Arc::new(mem_store());
+        let mut txn = store.begin();
+        for n in 0..30 {
+            let long = "长".repeat(n * 300);
+            txn.put_record(&key(&format!("r{n}")), &stored("P1", &[("d01.note", &long)]))
+                .expect("put");
+        }
+        txn.set_applied_sequence(17).expect("sequence");
+        txn.commit().expect("commit");
+        let mut snapshot = store.open_snapshot(usize::MAX).expect("snapshot");
+        assert_eq!(snapshot.info().applied_sequence, 17);
+        assert_eq!(snapshot.info().n_records, 30);
+        let mut meta = DumpMeta::default();
+        let mut loader = StoreLoader::create(Box::new(kv::MemKv::default())).expect("loader");
+        while let Some(page) = snapshot.next_page(7).expect("page") {
+            for (key, value) in page {
+                meta.observe(&key, &value).expect("meta");
+                loader.put(&key, &value).expect("put");
+            }
+        }
+        drop(snapshot);
+        assert_eq!(
+            meta,
+            DumpMeta {
+                format: Some(FORMAT_VERSION),
+                applied_sequence: 17,
+                change_sequence: 0
+            }
+        );
+        let restored = loader.finish().expect("finish");
+        assert_eq!(everything(&restored), everything(&store));
+        assert_eq!(
+            restored.begin().record(&key("r29")).expect("read"),
+            store.begin().record(&key("r29")).expect("read")
+        );
+
+        let full = kv::MemKv::default();
+        let mut batch = WriteBatch::default();
+        batch.put(b"r/D01\0x".to_vec(), b"\x01\x00".to_vec());
+        full.apply(batch).expect("apply");
+        let full: Box<dyn KvStore> = Box::new(full);
+        assert!(matches!(StoreLoader::create(full).err(), Some(StoreError::NotEmpty)));
+        let unfinished = kv::MemKv::default();
+        let mut batch = WriteBatch::default();
+        batch.put(b"r/D01\0x".to_vec(), b"\x01\x00".to_vec());
+        unfinished.apply(batch).expect("apply");
+        assert!(matches!(
+            Store::open(Box::new(unfinished)).err(),
+            Some(StoreError::Unfinished)
+        ));
+    }
+
+    #[test]
+    fn persons_are_paged_in_id_order() {
+        let store = mem_store();
+        let mut txn = store.begin();
+        for person in ["P3", "P1", "P2", "P10"] {
+            txn.add_member(&PersonId::new(person), &key(person)).expect("member");
+        }
+        txn.commit().expect("commit");
+        let ids =
+            |page: Vec<(PersonId, PersonHeader)>| -> Vec<PersonId> { page.into_iter().map(|(id, _)| id).collect() };
+        let page = ids(store.persons_page(None, 3).expect("page"));
+        assert_eq!(page, [PersonId::new("P1"), PersonId::new("P10"), PersonId::new("P2")]);
+        let rest = ids(store.persons_page(page.last(), 3).expect("page"));
+        assert_eq!(rest, [PersonId::new("P3")]);
     }
 
     #[test]

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-/// The server in this process: temp data dir, 127.0.0.1:0 for gRPC and for the metrics
-/// endpoint, `popmaster::serve`.
+/// The server in this process: a data directory (its own temp dir, or the caller's),
+/// 127.0.0.1:0 for gRPC and for the metrics endpoint, `popmaster::serve`.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
-    data_dir: tempfile::TempDir,
+    data_dir: PathBuf,
+    temp: Option<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), popmaster::server::ServeError>>>,
 }
@@ -37,8 +38,19 @@ impl TestServer {
     }
 
     /// On `data_dir` (which `stop` gives back), with `config` as it is.
-    pub async fn start_in(data_dir: tempfile::TempDir, mut config: Config) -> TestServer {
-        config.data_dir = data_dir.path().join("data");
+    pub async fn start_in(data_dir: tempfile::TempDir, config: Config) -> TestServer {
+        TestServer::launch(data_dir.path().join("data"), Some(data_dir), config).await
+    }
+
+    /// On a data directory the caller owns (a restored one, say); the index refreshes every
+    /// 50 ms.
+    pub async fn start_on(data_dir: &Path, mut config: Config) -> TestServer {
+        config.index.refresh_interval_ms = 50;
+        TestServer::launch(data_dir.to_path_buf(), None, config).await
+    }
+
+    async fn launch(data_dir: PathBuf, temp: Option<tempfile::TempDir>, mut config: Config) -> TestServer {
+        config.data_dir = data_dir.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -57,11 +69,16 @@ impl TestServer {
             addr,
             metrics_addr,
             data_dir,
+            temp,
             shutdown: Some(shutdown),
             task: Some(task),
         };
         wait_until_serving(&server.url()).await;
         server
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     pub fn url(&self) -> String {
@@ -85,14 +102,16 @@ impl TestServer {
     }
 
     /// Shuts the server down in order; returns its data directory, to start again on it.
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    /// Shuts the server down in order; returns its own temp dir (none for a directory the
+    /// caller owns), to start again on it.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.expect("server task").expect("server ends cleanly");
         }
-        self.data_dir
+        self.temp.take()
     }
 }
 

@@ -8,6 +8,7 @@ mod index_rebuild;
 mod ingest;
 mod matching;
 mod observability;
+mod operations;
 mod profiles;
 mod quality;
 mod reads;
