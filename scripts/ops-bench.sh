@@ -29,7 +29,7 @@ start=$(now)
 "$bin" load "$work/records.jsonl" > /dev/null
 awk -v a="$start" -v b="$(now)" -v n="$(wc -l < "$work/records.jsonl")" \
   'BEGIN { printf "loaded %d records in %.1f s: %.0f records/s\n", n, b - a, n / (b - a) }'
-"$bin" stats | grep -E '^(records|persons|store bytes)'
+"$bin" stats | grep -E '^(records  |persons|store bytes)'
 echo "cores: $(nproc)"
 
 echo "--- online index rebuild"
@@ -38,16 +38,19 @@ echo "--- online index rebuild"
 echo "--- kill -9 during heavy ingest, then restart"
 "$bin" load "$work/more.jsonl" > /dev/null 2>&1 & load_pid=$!
 sleep "$ingest_seconds"
-"$bin" stats | grep -E '^(records|applied sequence)' | sed 's/^/before the kill: /'
+"$bin" stats | grep -E '^(records  |applied sequence)' | sed 's/^/before the kill: /'
 kill -KILL "$server_pid"; wait "$server_pid" 2>/dev/null || true
 kill -KILL "$load_pid" 2>/dev/null || true; wait "$load_pid" 2>/dev/null || true
 start=$(now)
 serve
-until "$bin" stats >/dev/null 2>&1; do sleep 0.05; done
+until "$bin" stats >/dev/null 2>&1; do
+  kill -0 "$server_pid" 2>/dev/null || { echo "the server exited while recovering:"; tail -5 "$work/server.log"; exit 1; }
+  sleep 0.05
+done
 serving=$(now)
 until "$bin" stats | awk '/^change sequence/ { c = $3 } /^index watermark/ { w = $3 } END { exit !(c == w) }'; do sleep 0.1; done
 caught_up=$(now)
 grep -o 'n_replayed=[0-9]*' "$work/server.log" | tail -1 | sed 's/^/write-ahead log entries replayed: /' || echo "write-ahead log entries replayed: 0"
-"$bin" stats | grep -E '^(records|applied sequence)' | sed 's/^/after the restart: /'
+"$bin" stats | grep -E '^(records  |applied sequence)' | sed 's/^/after the restart: /'
 awk -v a="$start" -v b="$serving" -v c="$caught_up" \
   'BEGIN { printf "recovery: serving again %.1f s after the restart, index caught up after %.1f s\n", b - a, c - a }'

@@ -24,16 +24,7 @@ pub async fn rebuild_index(args: RebuildIndexArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(0)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} persons {msg}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
+    let bar = persons_bar();
     let mut last_phase = Phase::Unspecified;
     while let Some(progress) = stream.message().await.map_err(status_error)? {
         let phase = progress.phase();
@@ -109,16 +100,7 @@ pub async fn reevaluate(args: ReevaluateArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(0)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} persons {msg}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
+    let bar = persons_bar();
     while let Some(progress) = stream.message().await.map_err(status_error)? {
         bar.set_length(progress.persons_total.max(progress.persons_done));
         bar.set_position(progress.persons_done);
@@ -147,4 +129,19 @@ pub async fn reevaluate(args: ReevaluateArgs) -> anyhow::Result<()> {
     }
     bar.abandon();
     anyhow::bail!("the server ended the re-resolution stream before it finished; see the server log")
+}
+
+/// A bar counting persons on a terminal; hidden otherwise.
+fn persons_bar() -> ProgressBar {
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} persons {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar
 }

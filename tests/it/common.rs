@@ -223,6 +223,15 @@ pub async fn stats(server: &TestServer) -> pb::Stats {
         .into_inner()
 }
 
+/// Runs the `popmaster` client with `args` against `server` (off the runtime, which serves).
+pub async fn popmaster(server: &TestServer, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_popmaster"));
+    command.args(args).args(["--server", &server.url()]);
+    tokio::task::spawn_blocking(move || command.output().expect("popmaster runs"))
+        .await
+        .expect("client task")
+}
+
 /// Waits until the search index has caught up with the store.
 pub async fn wait_for_index(server: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(30);

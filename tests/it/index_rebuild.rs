@@ -104,15 +104,7 @@ async fn rebuild_index_answers_as_before_and_takes_in_what_arrives_meanwhile() {
     assert_eq!(stats_late.index_persons, stats_late.n_persons);
 
     // The operator's command.
-    let url = server.url();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_popmaster"))
-            .args(["admin", "rebuild-index", "--server", &url])
-            .output()
-            .expect("popmaster runs")
-    })
-    .await
-    .expect("client task");
+    let output = popmaster(&server, &["admin", "rebuild-index"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

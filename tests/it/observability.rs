@@ -226,15 +226,6 @@ async fn metrics_count_ingest_outcomes_and_calls_by_status() {
     );
 }
 
-/// Runs the `popmaster` client with `args` against `server` (off the runtime, which serves).
-async fn popmaster(server: &TestServer, args: &[&str]) -> std::process::Output {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_popmaster"));
-    command.args(args).args(["--server", &server.url()]);
-    tokio::task::spawn_blocking(move || command.output().expect("popmaster runs"))
-        .await
-        .expect("client task")
-}
-
 #[tokio::test]
 async fn stats_count_records_per_source_and_the_index_lag() {
     let server = TestServer::start().await;

@@ -438,15 +438,6 @@ async fn search_ranks_the_right_person_first() {
     server.stop().await;
 }
 
-/// Runs the `popmaster` client with `args` against `server` (off the runtime, which serves).
-async fn popmaster(server: &TestServer, args: &[&str]) -> std::process::Output {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_popmaster"));
-    command.args(args).args(["--server", &server.url()]);
-    tokio::task::spawn_blocking(move || command.output().expect("popmaster runs"))
-        .await
-        .expect("client task")
-}
-
 #[tokio::test]
 async fn client_commands_get_search_and_watch() {
     let server = TestServer::start().await;

@@ -151,22 +151,12 @@ async fn reevaluate_splits_and_merges_with_the_new_model_and_keeps_steward_decis
         person_a: a.into(),
         person_b: b.into(),
     };
-    let p_bc = profiles
-        .explain_pair(pair(&b, &c))
-        .await
-        .expect("pair")
-        .into_inner()
-        .score
-        .expect("a score")
-        .probability;
-    let p_f = profiles
-        .explain_pair(pair(&f1, &f2))
-        .await
-        .expect("pair")
-        .into_inner()
-        .score
-        .expect("a score")
-        .probability;
+    let mut pair_probability = async |a: &str, b: &str| -> f64 {
+        let explained = profiles.explain_pair(pair(a, b)).await.expect("pair").into_inner();
+        explained.score.expect("a score").probability
+    };
+    let p_bc = pair_probability(&b, &c).await;
+    let p_f = pair_probability(&f1, &f2).await;
     assert!(p_bc < p_join && p_join < 1.0, "p_bc {p_bc}, p_join {p_join}");
 
     // Steward decisions: e1 and e2 are one person, f1 and f2 are two.
@@ -259,17 +249,8 @@ async fn reevaluate_splits_and_merges_with_the_new_model_and_keeps_steward_decis
     // The operator's command, with the changes written to a file.
     let dir = tempfile::tempdir().expect("temp dir");
     let changes_path = dir.path().join("changes.txt");
-    let url = server.url();
-    let path = changes_path.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_popmaster"))
-            .args(["admin", "reevaluate", "--server", &url, "--changes"])
-            .arg(&path)
-            .output()
-            .expect("popmaster runs")
-    })
-    .await
-    .expect("client task");
+    let changes_arg = changes_path.to_str().expect("a UTF-8 temp path");
+    let output = popmaster(&server, &["admin", "reevaluate", "--changes", changes_arg]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
