@@ -74,12 +74,17 @@ impl Default for LimitsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub cache_capacity_bytes: u64,
+    /// Below this many free bytes on the data directory's file system, every write (ingest,
+    /// steward actions, models, re-resolution) is refused until space is freed: sled 0.34.7
+    /// can leave a store it cannot open again when a write meets a full disk. 0: no check.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             cache_capacity_bytes: 512 * 1024 * 1024,
+            min_free_bytes: 256 * 1024 * 1024,
         }
     }
 }

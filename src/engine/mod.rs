@@ -14,6 +14,7 @@
 
 mod apply;
 mod backup;
+mod disk;
 mod feed;
 mod indexer;
 mod reevaluation;
@@ -75,6 +76,8 @@ pub enum EngineError {
     OutOfRange(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
 }
 
 /// A batch the writer applied: its sequence and one placement per admitted record.
@@ -146,6 +149,8 @@ pub struct Engine {
     feed: feed::FeedSignal,
     /// A re-resolution of every person is running.
     reevaluating: AtomicBool,
+    /// Refuses writes while the data directory's disk is nearly full.
+    disk: disk::DiskGuard,
     /// Set at shutdown: a running backup stops and removes its partial files.
     backup_cancelled: Arc<AtomicBool>,
 }
@@ -219,6 +224,7 @@ impl Engine {
             ingest_times,
             feed,
             reevaluating: AtomicBool::new(false),
+            disk: disk::DiskGuard::new(data_dir, config.storage.min_free_bytes),
             backup_cancelled: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -253,6 +259,17 @@ impl Engine {
     ) -> Result<Applied, EngineError> {
         if self.write_path_failed.load(Ordering::Acquire) {
             return Err(EngineError::WritePathFailed);
+        }
+        if let Err(free) = self.disk.check() {
+            tracing::warn!(
+                free_bytes = free,
+                min_free_bytes = self.disk.min_free_bytes(),
+                "write refused: the data directory's disk is nearly full"
+            );
+            return Err(EngineError::ResourceExhausted(format!(
+                "the data directory's disk has {free} bytes free, below storage.min_free_bytes ({}); writes are refused until space is freed (reads go on)",
+                self.disk.min_free_bytes()
+            )));
         }
         let (reply, answer) = oneshot::channel();
         self.writer_queue

@@ -51,11 +51,26 @@ pub struct SledKv {
 }
 
 impl SledKv {
+    /// Opens sled in `dir`. sled's flusher thread lets go of the directory's lock a moment
+    /// after the last handle is dropped, so a store closed and opened again in one process
+    /// (a restart in place) may find it still held: the open is retried for up to 3 s while
+    /// the lock is busy. Another process holding it fails after that.
     pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<SledKv, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_capacity_bytes)
-            .open()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_capacity_bytes)
+                .open()
+            {
+                Err(sled::Error::Io(error))
+                    if error.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                result => break result?,
+            }
+        };
         let tree = db.open_tree("popmaster")?;
         Ok(SledKv {
             db,

@@ -325,3 +325,45 @@ async fn batches_on_one_stream_are_answered_in_order() {
     assert_eq!((stats.n_records, stats.n_persons), (500, 5));
     server.stop().await;
 }
+
+/// With less free disk than `storage.min_free_bytes`, every write is refused with a clear
+/// status and nothing is applied; reads go on.
+#[tokio::test]
+async fn writes_are_refused_while_the_disk_is_nearly_full() {
+    let mut config = popmaster::config::Config::default();
+    config.storage.min_free_bytes = u64::MAX;
+    let server = TestServer::start_with(config).await;
+    let mut client = server.ingest_client().await;
+    let status = ingest(
+        &mut client,
+        vec![record("D01", "r1", &[("name", "张伟"), ("birth_date", "1980-01-02")])],
+    )
+    .await
+    .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        status.message().starts_with("the data directory's disk has ")
+            && status.message().ends_with(
+                " bytes free, below storage.min_free_bytes (18446744073709551615); writes are refused until space is freed (reads go on)"
+            ),
+        "{}",
+        status.message()
+    );
+    let stats = stats(&server).await;
+    assert_eq!((stats.n_records, stats.applied_sequence), (0, 0));
+    let status = server
+        .admin_client()
+        .await
+        .merge(popmaster::pb::MergeRequest {
+            person_a: "P1".into(),
+            person_b: "P2".into(),
+            note: String::new(),
+        })
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(status.code(), tonic::Code::ResourceExhausted | tonic::Code::NotFound),
+        "{status:?}"
+    );
+    server.stop().await;
+}
