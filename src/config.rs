@@ -21,6 +21,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub backup: BackupConfig,
     pub export: ExportConfig,
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -37,6 +38,30 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             backup: BackupConfig::default(),
             export: ExportConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// Who may call: the callers file and how it is reloaded.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The callers file (TOML: each caller's id, token hashes and roles). Absent: the open
+    /// mode, allowed on a loopback address only.
+    pub callers_file: Option<PathBuf>,
+    /// How often the callers file is checked for a change (it is also reread on SIGHUP).
+    pub reload_interval_ms: u64,
+    /// The longest `x-purpose` a reader may state.
+    pub purpose_bytes_max: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            callers_file: None,
+            reload_interval_ms: 2_000,
+            purpose_bytes_max: 256,
         }
     }
 }
@@ -313,6 +338,8 @@ impl Config {
             ("backup.page_keys", self.backup.page_keys),
             ("export.page_persons", self.export.page_persons),
             ("export.buffer_chunks", self.export.buffer_chunks),
+            ("auth.purpose_bytes_max", self.auth.purpose_bytes_max),
+            ("auth.reload_interval_ms", self.auth.reload_interval_ms as usize),
         ];
         for (setting, value) in positive {
             if value == 0 {

@@ -1,6 +1,8 @@
 //! The gRPC edge: tonic services, proto <-> domain mapping and admission. Holds no business
 //! rules; everything it decides is "is this call well-formed and within the limits".
 
+pub mod access;
+pub mod auth;
 pub mod convert;
 pub mod error;
 pub mod operations;
@@ -11,6 +13,7 @@ use crate::engine::{ChangeFollower, Engine};
 use crate::metrics::{BatchEnd, IngestTally, Metrics};
 use crate::model::{Outcome, PersonId, RecordKey, SourceId};
 use crate::pb;
+use auth::{identity, Identity};
 use error::to_status;
 use futures::stream::{FuturesOrdered, StreamExt};
 use std::pin::Pin;
@@ -58,20 +61,32 @@ type BoxStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send
 async fn ingest_batch(
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
+    identity: Identity,
     batch: pb::RecordBatch,
 ) -> Result<pb::BatchOutcome, Status> {
     let started = Instant::now();
-    let answer = admit_and_ingest(&engine, batch).await;
+    let answer = admit_and_ingest(&engine, &identity, batch).await;
     let end = match &answer {
         Ok((_, tally)) => BatchEnd::Acknowledged(*tally),
-        Err(status) if status.code() == tonic::Code::InvalidArgument => BatchEnd::Refused,
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::InvalidArgument | tonic::Code::PermissionDenied
+            ) =>
+        {
+            BatchEnd::Refused
+        }
         Err(_) => BatchEnd::Failed,
     };
     metrics.count_batch(end, started.elapsed());
     answer.map(|(outcome, _)| outcome)
 }
 
-async fn admit_and_ingest(engine: &Engine, batch: pb::RecordBatch) -> Result<(pb::BatchOutcome, IngestTally), Status> {
+async fn admit_and_ingest(
+    engine: &Engine,
+    identity: &Identity,
+    batch: pb::RecordBatch,
+) -> Result<(pb::BatchOutcome, IngestTally), Status> {
     let limits = &engine.config().limits;
     if batch.records.len() > limits.batch_records_max {
         return Err(Status::invalid_argument(format!(
@@ -81,6 +96,13 @@ async fn admit_and_ingest(engine: &Engine, batch: pb::RecordBatch) -> Result<(pb
             limits.batch_records_max
         )));
     }
+    // Before anything is admitted: a batch holding one record of another source is refused
+    // whole, so nothing of it is applied.
+    access::check_writer(
+        identity,
+        batch.records.iter().map(|record| record.source.as_str()),
+        &format!("batch {}", batch.batch_id),
+    )?;
     let received_at = now_millis();
     let mut admitted = Vec::new();
     let mut slots = Vec::with_capacity(batch.records.len());
@@ -161,7 +183,8 @@ impl pb::ingest_service_server::IngestService for IngestApi {
         &self,
         request: Request<pb::DeleteRecordRequest>,
     ) -> Result<Response<pb::StewardResult>, Status> {
-        steward::delete_record(&self.engine, request.into_inner())
+        let identity = identity(&request)?;
+        steward::delete_record(&self.engine, &identity, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -178,6 +201,7 @@ impl pb::ingest_service_server::IngestService for IngestApi {
                 self.engine.config().server.concurrent_streams_max
             ))
         })?;
+        let identity = identity(&request)?;
         let mut inbound = request.into_inner();
         let engine = Arc::clone(&self.engine);
         let metrics = Arc::clone(&self.metrics);
@@ -200,7 +224,12 @@ impl pb::ingest_service_server::IngestService for IngestApi {
                     message = tokio::time::timeout(idle_timeout, inbound.message()),
                         if !inbound_done && in_flight.len() < STREAM_BATCHES_IN_FLIGHT_MAX => {
                         match message {
-                            Ok(Ok(Some(batch))) => in_flight.push_back(ingest_batch(Arc::clone(&engine), Arc::clone(&metrics), batch)),
+                            Ok(Ok(Some(batch))) => in_flight.push_back(ingest_batch(
+                                Arc::clone(&engine),
+                                Arc::clone(&metrics),
+                                identity.clone(),
+                                batch,
+                            )),
                             Ok(Ok(None)) => inbound_done = true,
                             Ok(Err(status)) => {
                                 // A message the server could not decode (too large, malformed)
@@ -289,7 +318,8 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::GetProfileHistoryRequest>,
     ) -> Result<Response<pb::ProfileHistory>, Status> {
-        steward::profile_history(Arc::clone(&self.engine), request.into_inner())
+        let identity = identity(&request)?;
+        steward::profile_history(Arc::clone(&self.engine), identity, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -298,7 +328,8 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::GetTagLineageRequest>,
     ) -> Result<Response<pb::TagLineage>, Status> {
-        steward::tag_lineage(Arc::clone(&self.engine), request.into_inner())
+        let identity = identity(&request)?;
+        steward::tag_lineage(Arc::clone(&self.engine), identity, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -348,11 +379,14 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
     }
 
     async fn get_profile(&self, request: Request<pb::GetProfileRequest>) -> Result<Response<pb::Profile>, Status> {
+        let identity = identity(&request)?;
         let request = request.into_inner();
         if request.person_id.is_empty() {
             return Err(Status::invalid_argument("person_id is empty"));
         }
-        let mask = convert::tag_mask(self.engine.catalog(), request.tag_mask)?;
+        let method = "ProfileService/GetProfile";
+        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
+        let grant = access::reader_grant(&identity, method)?;
         let engine = Arc::clone(&self.engine);
         let person_id = PersonId::new(request.person_id);
         let lookup_id = person_id.clone();
@@ -360,7 +394,11 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
             .await
             .map_err(to_status)?;
         match view {
-            Some(view) => Ok(Response::new(convert::profile_to_pb(view))),
+            Some(view) => Ok(Response::new(convert::profile_to_pb(access::profile(
+                grant,
+                self.engine.catalog(),
+                view,
+            )))),
             None => Err(Status::not_found(format!("person {person_id} not found"))),
         }
     }
@@ -369,14 +407,21 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::GetProfileByIdNumberRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
+        let identity = identity(&request)?;
         let request = request.into_inner();
-        let mask = convert::tag_mask(self.engine.catalog(), request.tag_mask)?;
+        let method = "ProfileService/GetProfileByIdNumber";
+        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
+        let grant = access::reader_grant(&identity, method)?;
         let engine = Arc::clone(&self.engine);
         let view = blocking(move || engine.get_profile_by_id_number(&request.id_number, &mask))
             .await
             .map_err(to_status)?;
         match view {
-            Some(view) => Ok(Response::new(convert::profile_to_pb(view))),
+            Some(view) => Ok(Response::new(convert::profile_to_pb(access::profile(
+                grant,
+                self.engine.catalog(),
+                view,
+            )))),
             None => Err(Status::not_found("no person holds this ID number")),
         }
     }
@@ -385,6 +430,7 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::BatchGetProfilesRequest>,
     ) -> Result<Response<pb::BatchGetProfilesResponse>, Status> {
+        let identity = identity(&request)?;
         let request = request.into_inner();
         let ids_max = self.engine.config().limits.batch_get_persons_max;
         if request.person_ids.is_empty() {
@@ -399,7 +445,9 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         if let Some(position) = request.person_ids.iter().position(String::is_empty) {
             return Err(Status::invalid_argument(format!("person_ids[{position}] is empty")));
         }
-        let mask = convert::tag_mask(self.engine.catalog(), request.tag_mask)?;
+        let method = "ProfileService/BatchGetProfiles";
+        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
+        let grant = access::reader_grant(&identity, method)?;
         let mut seen = std::collections::HashSet::new();
         let person_ids: Vec<PersonId> = request
             .person_ids
@@ -415,7 +463,11 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         let mut answer = pb::BatchGetProfilesResponse::default();
         for (person_id, view) in person_ids.into_iter().zip(views) {
             match view {
-                Some(view) => answer.profiles.push(convert::profile_to_pb(view)),
+                Some(view) => answer.profiles.push(convert::profile_to_pb(access::profile(
+                    grant,
+                    self.engine.catalog(),
+                    view,
+                ))),
                 None => answer.not_found.push(person_id.to_string()),
             }
         }
@@ -426,6 +478,7 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::GetPersonByRecordRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
+        let identity = identity(&request)?;
         let request = request.into_inner();
         let key = convert::record_key(
             &request.source,
@@ -433,14 +486,20 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
             self.engine.catalog(),
             &self.engine.config().limits,
         )?;
-        let mask = convert::tag_mask(self.engine.catalog(), request.tag_mask)?;
+        let method = "ProfileService/GetPersonByRecord";
+        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
+        let grant = access::reader_grant(&identity, method)?;
         let engine = Arc::clone(&self.engine);
         let lookup = key.clone();
         let view = blocking(move || engine.get_profile_by_record(&lookup, &mask))
             .await
             .map_err(to_status)?;
         match view {
-            Some(view) => Ok(Response::new(convert::profile_to_pb(view))),
+            Some(view) => Ok(Response::new(convert::profile_to_pb(access::profile(
+                grant,
+                self.engine.catalog(),
+                view,
+            )))),
             None => Err(Status::not_found(format!("record {key} is not stored"))),
         }
     }
@@ -471,7 +530,21 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::SearchPersonsRequest>,
     ) -> Result<Response<pb::SearchPersonsResponse>, Status> {
-        let (query, top_k) = convert::person_query(request.into_inner(), &self.engine.config().limits)?;
+        let identity = identity(&request)?;
+        let request = request.into_inner();
+        access::check_search(
+            &identity,
+            self.engine.catalog(),
+            &[
+                ("name", !request.name.trim().is_empty()),
+                ("id_number", !request.id_number.trim().is_empty()),
+                ("birth_date", !request.birth_date.trim().is_empty()),
+                ("gender", !request.gender.trim().is_empty()),
+                ("phone", !request.phone.trim().is_empty()),
+                ("address", !request.address.trim().is_empty()),
+            ],
+        )?;
+        let (query, top_k) = convert::person_query(request, &self.engine.config().limits)?;
         let engine = Arc::clone(&self.engine);
         let result = blocking(move || engine.search_persons(query, top_k))
             .await
@@ -488,7 +561,8 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::ExportProfilesRequest>,
     ) -> Result<Response<Self::ExportProfilesStream>, Status> {
-        operations::export_profiles(Arc::clone(&self.engine), request.into_inner())
+        let identity = identity(&request)?;
+        operations::export_profiles(Arc::clone(&self.engine), identity, request.into_inner())
             .await
             .map(Response::new)
     }

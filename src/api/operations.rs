@@ -2,8 +2,9 @@
 //! and the export of every profile. Checks that each call is well-formed, maps between proto
 //! and the engine, and bounds every stream; the work is the engine's.
 
+use super::auth::Identity;
 use super::error::to_status;
-use super::{blocking, convert, BoxStream};
+use super::{access, blocking, convert, BoxStream};
 use crate::engine::{BackupDone, BackupProgress, Engine};
 use crate::model::PersonId;
 use crate::pb;
@@ -103,9 +104,12 @@ pub async fn backup(engine: Arc<Engine>, request: pb::BackupRequest) -> Result<B
 /// client stops the reading, and nothing is held for it but the channel.
 pub async fn export_profiles(
     engine: Arc<Engine>,
+    identity: Identity,
     request: pb::ExportProfilesRequest,
 ) -> Result<BoxStream<pb::ProfileChunk>, Status> {
-    let mask = convert::tag_mask(engine.catalog(), request.tag_mask)?;
+    let method = "ProfileService/ExportProfiles";
+    let mask = access::read_mask(&identity, engine.catalog(), method, request.tag_mask)?;
+    let grant = access::reader_grant(&identity, method)?.clone();
     let config = engine.config();
     let (page_persons, buffer) = (config.export.page_persons, config.export.buffer_chunks);
     // A chunk is sent before it would pass half the message limit, so one profile more
@@ -137,7 +141,7 @@ pub async fn export_profiles(
                 }
             };
             for view in views {
-                let profile = convert::profile_to_pb(view);
+                let profile = convert::profile_to_pb(access::profile(&grant, engine.catalog(), view));
                 // The field's tag and length prefix: a few bytes per profile.
                 let profile_bytes = profile.encoded_len() + 8;
                 if !pending.is_empty() && pending_bytes + profile_bytes > chunk_bytes_max {

@@ -1,5 +1,5 @@
 //! The command line: `popmaster serve` runs the service; `generate`, `rules`, `febrl-to-jsonl`,
-//! `accuracy` and `restore` work locally; every other subcommand is a gRPC client of a running
+//! `accuracy`, `restore` and `token` work locally; every other subcommand is a gRPC client of a running
 //! server (`--server`, environment `POPMASTER_SERVER`).
 
 mod accuracy;
@@ -34,6 +34,12 @@ pub struct ServerArgs {
     /// Address of a running popmaster server.
     #[arg(long, env = "POPMASTER_SERVER", default_value = DEFAULT_SERVER, global = true)]
     pub server: String,
+    /// The bearer token of this caller (prefer the environment: a flag shows in `ps`).
+    #[arg(long, env = "POPMASTER_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Why profiles are read (sent as x-purpose; readers must state one), e.g. a case number.
+    #[arg(long, env = "POPMASTER_PURPOSE", global = true)]
+    pub purpose: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -78,6 +84,9 @@ enum Command {
     Unmerge(steward::UnmergeArgs),
     /// Delete a record; its person splits if the record was the only link between its records.
     Delete(steward::DeleteArgs),
+    /// Make a new bearer token and print it with its SHA-256 (what the callers file holds),
+    /// or print the SHA-256 of a token read from standard input.
+    Token(client::TokenArgs),
     /// Operator commands.
     #[command(subcommand)]
     Admin(matching::AdminCommand),
@@ -153,6 +162,7 @@ pub fn main() -> ExitCode {
             Command::Unmerge(args) => steward::unmerge(args).await,
             Command::Delete(args) => steward::delete(args).await,
             Command::Admin(command) => matching::admin(command).await,
+            Command::Token(args) => client::token(args),
             Command::FebrlToJsonl(args) => accuracy::febrl_to_jsonl(args),
             Command::Accuracy(args) => accuracy::accuracy(args),
         }

@@ -1,0 +1,754 @@
+//! Access control through the real server: bearer tokens (missing, invalid, revoked, rotated),
+//! the roles each call needs, writers confined to their sources, readers confined to their tags
+//! and stated purposes, masking of what a reader is not cleared for, and the refusal to run
+//! open on a non-loopback address. Every refusal asserts its exact status, and that nothing
+//! leaked or changed.
+
+use crate::common::*;
+use popmaster::callers::{hash_token, to_hex};
+use popmaster::config::Config;
+use popmaster::pb;
+use popmaster::pb::admin_service_client::AdminServiceClient;
+use popmaster::pb::ingest_service_client::IngestServiceClient;
+use popmaster::pb::profile_service_client::ProfileServiceClient;
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// Sends a token and a purpose with every call.
+#[derive(Clone)]
+pub struct Credentials {
+    token: Option<String>,
+    purpose: Option<String>,
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.token {
+            let value = MetadataValue::try_from(format!("Bearer {token}")).expect("ASCII token");
+            request.metadata_mut().insert("authorization", value);
+        }
+        if let Some(purpose) = &self.purpose {
+            let value = MetadataValue::try_from(purpose.as_str()).expect("ASCII purpose");
+            request.metadata_mut().insert("x-purpose", value);
+        }
+        Ok(request)
+    }
+}
+
+pub type Authed = InterceptedService<Channel, Credentials>;
+
+/// The callers of these tests: two source writers, a reader under L3 (masked above L2), a
+/// cleared reader, a steward and an operator. Each token is `token-<id>`.
+pub fn callers_toml(portal_token: &str) -> String {
+    let hash = |token: &str| to_hex(&hash_token(token));
+    format!(
+        r#"
+[[caller]]
+id = "etl-d07"
+tokens_sha256 = ["{d07}"]
+writer = ["D07"]
+
+[[caller]]
+id = "etl-d08"
+tokens_sha256 = ["{d08}"]
+writer = ["D08"]
+
+[[caller]]
+id = "portal"
+tokens_sha256 = ["{portal}"]
+[caller.reader]
+sensitivity_max = "L3"
+
+[[caller]]
+id = "police"
+tokens_sha256 = ["{police}"]
+[caller.reader]
+sensitivity_max = "L4"
+unmasked_max = "L4"
+
+[[caller]]
+id = "steward"
+tokens_sha256 = ["{steward}"]
+steward = true
+
+[[caller]]
+id = "ops"
+tokens_sha256 = ["{ops}"]
+operator = true
+"#,
+        d07 = hash("token-etl-d07"),
+        d08 = hash("token-etl-d08"),
+        portal = hash(portal_token),
+        police = hash("token-police"),
+        steward = hash("token-steward"),
+        ops = hash("token-ops"),
+    )
+}
+
+/// A server with a callers file (reread every 100 ms).
+pub struct SecureServer {
+    pub server: TestServer,
+    pub callers_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SecureServer {
+    pub async fn start() -> SecureServer {
+        SecureServer::start_with(Config::default()).await
+    }
+
+    pub async fn start_with(mut config: Config) -> SecureServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let callers_path = dir.path().join("callers.toml");
+        std::fs::write(&callers_path, callers_toml("token-portal")).expect("write callers");
+        config.auth.callers_file = Some(callers_path.clone());
+        config.auth.reload_interval_ms = 100;
+        let server = TestServer::start_with(config).await;
+        SecureServer {
+            server,
+            callers_path,
+            _dir: dir,
+        }
+    }
+
+    async fn authed(&self, token: Option<&str>, purpose: Option<&str>) -> Authed {
+        InterceptedService::new(
+            self.server.channel().await,
+            Credentials {
+                token: token.map(String::from),
+                purpose: purpose.map(String::from),
+            },
+        )
+    }
+
+    pub async fn ingest(&self, token: Option<&str>) -> IngestServiceClient<Authed> {
+        IngestServiceClient::new(self.authed(token, None).await)
+    }
+
+    pub async fn profiles(&self, token: Option<&str>, purpose: Option<&str>) -> ProfileServiceClient<Authed> {
+        ProfileServiceClient::new(self.authed(token, purpose).await)
+    }
+
+    pub async fn admin(&self, token: Option<&str>) -> AdminServiceClient<Authed> {
+        AdminServiceClient::new(self.authed(token, None).await)
+    }
+
+    pub async fn n_records(&self) -> u64 {
+        self.admin(Some("token-ops"))
+            .await
+            .get_stats(pb::GetStatsRequest {})
+            .await
+            .expect("stats")
+            .into_inner()
+            .n_records
+    }
+}
+
+/// Sends one batch on a fresh stream; the status if the stream ends with one.
+pub async fn send_batch(
+    client: &mut IngestServiceClient<Authed>,
+    records: Vec<pb::Record>,
+) -> Result<pb::BatchOutcome, tonic::Status> {
+    let batch = pb::RecordBatch { batch_id: 7, records };
+    let mut answers = client
+        .stream_records(tokio_stream::iter(vec![batch]))
+        .await?
+        .into_inner();
+    match answers.message().await? {
+        Some(answer) => Ok(answer),
+        None => Err(tonic::Status::unknown("the stream ended without an answer")),
+    }
+}
+
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, message: &str) {
+    let status = result.expect_err("refused");
+    assert_eq!((status.code(), status.message()), (code, message), "{status:?}");
+}
+
+pub const NAME: &str = "张三明";
+pub const PHONE: &str = "13800001234";
+
+pub fn resident_id_number() -> String {
+    id_number("19900102", 123)
+}
+
+/// One resident from D07, with every identity tag and a department tag.
+pub fn resident(record_id: &str) -> pb::Record {
+    record(
+        "D07",
+        record_id,
+        &[
+            ("name", NAME),
+            ("id_number", &resident_id_number()),
+            ("phone", "138-0000-1234"),
+            ("gender", "男"),
+            ("birth_date", "1990-01-02"),
+            ("address", "浙江省杭州市西湖区文三路1号"),
+        ],
+    )
+}
+
+/// Loads the resident as its writer; returns the person id.
+pub async fn load_resident(secure: &SecureServer) -> String {
+    let outcome = send_batch(&mut secure.ingest(Some("token-etl-d07")).await, vec![resident("r1")])
+        .await
+        .expect("the writer of D07 writes D07");
+    assert_eq!(decisions(&outcome), [pb::Decision::Created]);
+    outcome.outcomes[0].person_id.clone()
+}
+
+/// Which of the personal values appear anywhere in an encoded answer.
+pub fn leaked(message: &impl Message) -> Vec<&'static str> {
+    let bytes = message.encode_to_vec();
+    let id_number = resident_id_number();
+    let secrets: [(&'static str, &[u8]); 4] = [
+        ("name", NAME.as_bytes()),
+        ("phone", PHONE.as_bytes()),
+        ("id_number", id_number.as_bytes()),
+        ("birth date", b"19900102"),
+    ];
+    secrets
+        .into_iter()
+        .filter(|(_, secret)| bytes.windows(secret.len()).any(|window| window == *secret))
+        .map(|(what, _)| what)
+        .collect()
+}
+
+#[tokio::test]
+async fn missing_invalid_and_malformed_tokens_are_unauthenticated_and_health_stays_open() {
+    let secure = SecureServer::start().await;
+    // The helper itself waits on health without a token: it is open.
+    wait_until_serving(&secure.server.url()).await;
+
+    let request = || pb::GetProfileRequest {
+        person_id: "P1".into(),
+        tag_mask: vec![],
+    };
+    assert_status(
+        secure.profiles(None, Some("case-1")).await.get_profile(request()).await,
+        Code::Unauthenticated,
+        "no bearer token: send the header authorization: Bearer <token>",
+    );
+    assert_status(
+        secure
+            .profiles(Some("token-nobody"), Some("case-1"))
+            .await
+            .get_profile(request())
+            .await,
+        Code::Unauthenticated,
+        "the bearer token is not valid (unknown or revoked)",
+    );
+    let mut malformed =
+        ProfileServiceClient::with_interceptor(secure.server.channel().await, |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", MetadataValue::from_static("Basic dG9rZW4tb3Bz"));
+            Ok(request)
+        });
+    assert_status(
+        malformed.get_profile(request()).await,
+        Code::Unauthenticated,
+        "the authorization header is not \"Bearer <token>\"",
+    );
+    // A stream without a token stores nothing.
+    assert_status(
+        send_batch(&mut secure.ingest(None).await, vec![resident("r1")]).await,
+        Code::Unauthenticated,
+        "no bearer token: send the header authorization: Bearer <token>",
+    );
+    assert_status(
+        send_batch(&mut secure.ingest(Some("token-nobody")).await, vec![resident("r1")]).await,
+        Code::Unauthenticated,
+        "the bearer token is not valid (unknown or revoked)",
+    );
+    assert_eq!(secure.n_records().await, 0);
+    secure.server.stop().await;
+}
+
+#[tokio::test]
+async fn each_role_reaches_only_its_calls() {
+    let secure = SecureServer::start().await;
+    let person_id = load_resident(&secure).await;
+
+    // A reader may not steward, operate or write.
+    assert_status(
+        secure
+            .admin(Some("token-portal"))
+            .await
+            .merge(pb::MergeRequest {
+                person_a: person_id.clone(),
+                person_b: "P2".into(),
+                note: String::new(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "caller portal may not call AdminService/Merge: it needs the steward role",
+    );
+    assert_status(
+        send_batch(&mut secure.ingest(Some("token-portal")).await, vec![resident("r2")]).await,
+        Code::PermissionDenied,
+        "caller portal may not call IngestService/StreamRecords: it needs the writer role",
+    );
+    // A writer may not read; a steward may not operate; an operator may not steward.
+    assert_status(
+        secure
+            .profiles(Some("token-etl-d07"), Some("case-1"))
+            .await
+            .get_profile(pb::GetProfileRequest {
+                person_id: person_id.clone(),
+                tag_mask: vec![],
+            })
+            .await,
+        Code::PermissionDenied,
+        "caller etl-d07 may not call ProfileService/GetProfile: it needs the reader role",
+    );
+    assert_status(
+        secure
+            .admin(Some("token-steward"))
+            .await
+            .get_stats(pb::GetStatsRequest {})
+            .await,
+        Code::PermissionDenied,
+        "caller steward may not call AdminService/GetStats: it needs the operator role",
+    );
+    assert_status(
+        secure
+            .admin(Some("token-ops"))
+            .await
+            .list_review_items(pb::ListReviewItemsRequest::default())
+            .await,
+        Code::PermissionDenied,
+        "caller ops may not call AdminService/ListReviewItems: it needs the steward role",
+    );
+    // A reader must say why.
+    assert_status(
+        secure
+            .profiles(Some("token-police"), None)
+            .await
+            .get_profile(pb::GetProfileRequest {
+                person_id: person_id.clone(),
+                tag_mask: vec![],
+            })
+            .await,
+        Code::PermissionDenied,
+        "caller police must state the purpose of ProfileService/GetProfile in the x-purpose header",
+    );
+    // What each role may do, it does.
+    secure
+        .admin(Some("token-steward"))
+        .await
+        .list_review_items(pb::ListReviewItemsRequest::default())
+        .await
+        .expect("a steward lists the review queue");
+    secure
+        .profiles(Some("token-steward"), None)
+        .await
+        .get_profile_history(pb::GetProfileHistoryRequest {
+            person_id: person_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("a steward reads histories");
+    secure
+        .admin(Some("token-etl-d07"))
+        .await
+        .get_catalog(pb::GetCatalogRequest {})
+        .await
+        .expect("any caller reads the catalog");
+    assert_eq!(secure.n_records().await, 1, "the refused batch stored nothing");
+    secure.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_writer_writes_and_deletes_only_its_own_sources_records() {
+    let secure = SecureServer::start().await;
+    let mut d07 = secure.ingest(Some("token-etl-d07")).await;
+    let mixed = vec![
+        resident("r1"),
+        record("D08", "x1", &[("name", "李四"), ("phone", "13900001111")]),
+    ];
+    assert_status(
+        send_batch(&mut d07, mixed).await,
+        Code::PermissionDenied,
+        "caller etl-d07 may not write records of source D08 (batch 7, record 1); it writes D07; nothing was applied",
+    );
+    assert_eq!(
+        secure.n_records().await,
+        0,
+        "not even the D07 record of the refused batch"
+    );
+
+    let mut d08 = secure.ingest(Some("token-etl-d08")).await;
+    let outcome = send_batch(
+        &mut d08,
+        vec![record("D08", "x1", &[("name", "李四"), ("phone", "13900001111")])],
+    )
+    .await
+    .expect("the writer of D08 writes D08");
+    assert_eq!(decisions(&outcome), [pb::Decision::Created]);
+
+    assert_status(
+        d07.delete_record(pb::DeleteRecordRequest {
+            source: "D08".into(),
+            record_id: "x1".into(),
+        })
+        .await,
+        Code::PermissionDenied,
+        "caller etl-d07 may not write records of source D08 (DeleteRecord, record 0); it writes D07; nothing was applied",
+    );
+    let still_there = secure
+        .profiles(Some("token-police"), Some("case-2"))
+        .await
+        .get_person_by_record(pb::GetPersonByRecordRequest {
+            source: "D08".into(),
+            record_id: "x1".into(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect("the record was not deleted")
+        .into_inner();
+    assert_eq!(still_there.person_id, outcome.outcomes[0].person_id);
+    d08.delete_record(pb::DeleteRecordRequest {
+        source: "D08".into(),
+        record_id: "x1".into(),
+    })
+    .await
+    .expect("its own writer deletes it");
+    assert_eq!(secure.n_records().await, 0);
+    secure.server.stop().await;
+}
+
+/// Rewrites the callers file and waits until `token` gets `expected` from GetCatalog.
+async fn wait_for_token(secure: &SecureServer, token: &str, expected: Code) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = secure
+            .admin(Some(token))
+            .await
+            .get_catalog(pb::GetCatalogRequest {})
+            .await;
+        let code = answer.map_or_else(|status| status.code(), |_| Code::Ok);
+        if code == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "token still answers {code:?}, not {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) {
+    let temporary = path.with_extension("new");
+    std::fs::write(&temporary, text).expect("write");
+    std::fs::rename(&temporary, path).expect("rename");
+}
+
+#[tokio::test]
+async fn tokens_rotate_and_revoke_without_a_restart_and_a_bad_file_keeps_the_callers() {
+    let secure = SecureServer::start().await;
+    wait_for_token(&secure, "token-portal", Code::Ok).await;
+
+    // Rotation: the portal's token is replaced; the old one is refused from the next reload.
+    write_atomically(&secure.callers_path, &callers_toml("token-portal-2"));
+    wait_for_token(&secure, "token-portal-2", Code::Ok).await;
+    wait_for_token(&secure, "token-portal", Code::Unauthenticated).await;
+
+    // A broken file is refused: the callers loaded before stay in force.
+    write_atomically(&secure.callers_path, "[[caller]]\nid = \"broken\"\n");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_token(&secure, "token-portal-2", Code::Ok).await;
+    wait_for_token(&secure, "token-portal", Code::Unauthenticated).await;
+
+    // Revocation: a file without the portal.
+    let without_portal: String = callers_toml("token-portal-2")
+        .split("[[caller]]")
+        .filter(|section| !section.contains("\"portal\""))
+        .collect::<Vec<_>>()
+        .join("[[caller]]");
+    write_atomically(&secure.callers_path, &without_portal);
+    wait_for_token(&secure, "token-portal-2", Code::Unauthenticated).await;
+    wait_for_token(&secure, "token-ops", Code::Ok).await;
+    secure.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_loopback_address_without_callers_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    // Bound to every interface, never connected to: the server must refuse before serving.
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("bind");
+    let error = popmaster::serve(config, popmaster::catalog::Catalog::shipped(), listener, None, async {})
+        .await
+        .expect_err("refused");
+    let message = error.to_string();
+    assert!(message.starts_with("refusing to serve 0.0.0.0:"), "{message}");
+    assert!(message.contains("Set auth.callers_file"), "{message}");
+    assert!(!dir.path().join("data").exists(), "no store was opened");
+}
+
+#[tokio::test]
+async fn readers_get_only_their_tags_and_masked_values_unless_cleared() {
+    let secure = SecureServer::start().await;
+    let person_id = load_resident(&secure).await;
+    let mut portal = secure.profiles(Some("token-portal"), Some("one-id-card/case-7")).await;
+    let mut police = secure.profiles(Some("token-police"), Some("investigation-12")).await;
+
+    // Under L3, masked above L2: no id_number (L4); name, phone, birth date, address masked.
+    let profile = portal
+        .get_profile(pb::GetProfileRequest {
+            person_id: person_id.clone(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect("portal reads")
+        .into_inner();
+    let values = profile_values(&profile);
+    assert_eq!(values.get("id_number"), None);
+    assert_eq!(values.get("name").map(String::as_str), Some("张*明"));
+    assert_eq!(values.get("phone").map(String::as_str), Some("138****1234"));
+    assert_eq!(values.get("birth_date").map(String::as_str), Some("1990-**-**"));
+    assert_eq!(values.get("gender").map(String::as_str), Some("男"));
+    let address = values.get("address").expect("address");
+    assert!(address.ends_with("******") && !address.contains("文三路"), "{address}");
+    assert_eq!(leaked(&profile), Vec::<&str>::new());
+
+    // Asking for a tag beyond the grant is refused whole.
+    assert_status(
+        portal
+            .get_profile(pb::GetProfileRequest {
+                person_id: person_id.clone(),
+                tag_mask: vec!["name".into(), "id_number".into()],
+            })
+            .await,
+        Code::PermissionDenied,
+        "caller portal may not read tag id_number",
+    );
+
+    // The cleared reader sees every value whole.
+    let full = police
+        .get_profile(pb::GetProfileRequest {
+            person_id: person_id.clone(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect("police reads")
+        .into_inner();
+    let full_values = profile_values(&full);
+    assert_eq!(full_values.get("id_number"), Some(&resident_id_number()));
+    assert_eq!(full_values.get("name").map(String::as_str), Some(NAME));
+    assert_eq!(full_values.get("phone").map(String::as_str), Some(PHONE));
+
+    // Every other read of a profile obeys the same grant.
+    let by_id_number = portal
+        .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
+            id_number: resident_id_number(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect("by ID number")
+        .into_inner();
+    assert_eq!(profile_values(&by_id_number), values);
+    assert_eq!(leaked(&by_id_number), Vec::<&str>::new());
+    let by_record = portal
+        .get_person_by_record(pb::GetPersonByRecordRequest {
+            source: "D07".into(),
+            record_id: "r1".into(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect("by record")
+        .into_inner();
+    assert_eq!(profile_values(&by_record), values);
+    let batch = portal
+        .batch_get_profiles(pb::BatchGetProfilesRequest {
+            person_ids: vec![person_id.clone()],
+            tag_mask: vec![],
+        })
+        .await
+        .expect("batch")
+        .into_inner();
+    assert_eq!(profile_values(&batch.profiles[0]), values);
+    assert_eq!(leaked(&batch), Vec::<&str>::new());
+    let mut chunks = portal
+        .export_profiles(pb::ExportProfilesRequest { tag_mask: vec![] })
+        .await
+        .expect("export")
+        .into_inner();
+    let mut exported = Vec::new();
+    while let Some(chunk) = chunks.message().await.expect("chunk") {
+        assert_eq!(leaked(&chunk), Vec::<&str>::new());
+        exported.extend(chunk.profiles);
+    }
+    assert_eq!(exported.len(), 1);
+    assert_eq!(profile_values(&exported[0]), values);
+    assert_status(
+        portal
+            .export_profiles(pb::ExportProfilesRequest {
+                tag_mask: vec!["id_number".into()],
+            })
+            .await,
+        Code::PermissionDenied,
+        "caller portal may not read tag id_number",
+    );
+
+    // Lineage: a forbidden tag is refused, a masked one is masked in every value it shows.
+    assert_status(
+        portal
+            .get_tag_lineage(pb::GetTagLineageRequest {
+                person_id: person_id.clone(),
+                tag: "id_number".into(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "caller portal may not read tag id_number",
+    );
+    let lineage = portal
+        .get_tag_lineage(pb::GetTagLineageRequest {
+            person_id: person_id.clone(),
+            tag: "phone".into(),
+        })
+        .await
+        .expect("lineage")
+        .into_inner();
+    assert_eq!(
+        lineage.winner.as_ref().map(|winner| winner.value.as_str()),
+        Some("138****1234")
+    );
+    assert_eq!(lineage.contributions[0].raw, "138******1234");
+    assert_eq!(leaked(&lineage), Vec::<&str>::new());
+
+    // History: only the tag names the reader may read.
+    let history = portal
+        .get_profile_history(pb::GetProfileHistoryRequest {
+            person_id: person_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner();
+    let changed = &history.entries[0].changed_tags;
+    assert!(changed.contains(&"phone".to_string()), "{changed:?}");
+    assert!(!changed.contains(&"id_number".to_string()), "{changed:?}");
+
+    // Search: not by an attribute the reader may not read; by the others, the person only.
+    assert_status(
+        portal
+            .search_persons(pb::SearchPersonsRequest {
+                id_number: resident_id_number(),
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        "caller portal may not search by id_number: it may not read tag id_number",
+    );
+    let found = portal
+        .search_persons(pb::SearchPersonsRequest {
+            name: NAME.into(),
+            phone: PHONE.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("search")
+        .into_inner();
+    assert_eq!(found.persons[0].person_id, person_id);
+    assert_eq!(leaked(&found), Vec::<&str>::new());
+    secure.server.stop().await;
+}
+
+/// Runs the `popmaster` client against `server` with `env` (off the runtime, which serves).
+pub async fn popmaster(server: &TestServer, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_popmaster"));
+    command
+        .args(args)
+        .args(["--server", &server.url()])
+        .env_remove("POPMASTER_TOKEN")
+        .env_remove("POPMASTER_PURPOSE");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    tokio::task::spawn_blocking(move || command.output().expect("popmaster runs"))
+        .await
+        .expect("client task")
+}
+
+#[tokio::test]
+async fn the_client_commands_send_the_token_and_the_purpose() {
+    let secure = SecureServer::start().await;
+    let person_id = load_resident(&secure).await;
+
+    let output = popmaster(&secure.server, &["get", &person_id, "--json"], &[]).await;
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Unauthenticated: no bearer token"), "{stderr}");
+
+    let output = popmaster(
+        &secure.server,
+        &["get", &person_id, "--json", "--token", "token-portal"],
+        &[],
+    )
+    .await;
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("must state the purpose"), "{stderr}");
+
+    let output = popmaster(
+        &secure.server,
+        &["get", &person_id, "--json"],
+        &[
+            ("POPMASTER_TOKEN", "token-portal"),
+            ("POPMASTER_PURPOSE", "one-id-card/case-7"),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("138****1234"), "{stdout}");
+    assert!(!stdout.contains(PHONE) && !stdout.contains(NAME), "{stdout}");
+    assert!(!stdout.contains(&resident_id_number()), "{stdout}");
+    secure.server.stop().await;
+}
+
+#[test]
+fn popmaster_token_makes_a_token_whose_hash_it_prints() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_popmaster"))
+        .arg("token")
+        .output()
+        .expect("popmaster token runs");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(|value| value.trim().to_string())
+            .expect("field printed")
+    };
+    let (token, hash) = (field("token:"), field("tokens_sha256:"));
+    assert_eq!(token.len(), 64);
+    assert_eq!(hash, to_hex(&hash_token(&token)));
+
+    let mut hashing = std::process::Command::new(env!("CARGO_BIN_EXE_popmaster"))
+        .args(["token", "--hash"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("popmaster token --hash runs");
+    std::io::Write::write_all(
+        &mut hashing.stdin.take().expect("stdin"),
+        format!("{token}\n").as_bytes(),
+    )
+    .expect("write the token");
+    let output = hashing.wait_with_output().expect("hash printed");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), hash);
+}
