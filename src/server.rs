@@ -5,6 +5,7 @@
 //! let in-flight calls finish within the grace period, finish queued batches, checkpoint the
 //! store, commit the index, close the metrics endpoint).
 
+use crate::api::audit::Auditor;
 use crate::api::auth::{AuthLayer, CallerRegistry, Gate};
 use crate::api::{AdminApi, IngestApi, ProfileApi};
 use crate::callers::CallersError;
@@ -117,7 +118,7 @@ pub async fn serve(
         .layer(RpcMetricsLayer::new(Arc::clone(&metrics)))
         .layer(AuthLayer::new(
             Arc::new(Gate::new(Arc::clone(&registry), config.auth.purpose_bytes_max)),
-            None,
+            Arc::new(Auditor::new(Arc::clone(&engine))),
         ))
         .add_service(health_service)
         .add_service(reflection)

@@ -3,8 +3,11 @@
 //! reader's purpose (`x-purpose`), and hands the handlers an `Identity`; the registry of
 //! callers, reloaded from the callers file without a restart. Health and reflection stay open.
 //! The finer rules (which sources a writer writes, which tags a reader reads) are in `access`.
-//! Never logs a token; a denial names the caller id and the method, nothing a caller sent.
+//! Every call but health and reflection leaves an audit entry (`audit`), refusals included,
+//! written before its answer goes out. Never logs a token; a denial names the caller id and
+//! the method, nothing a caller sent.
 
+use super::audit::{AuditNote, Auditor};
 use crate::callers::{Caller, Callers, CallersError};
 use crate::catalog::Catalog;
 use std::future::Future;
@@ -335,21 +338,16 @@ impl Gate {
     }
 }
 
-/// Is told of every call the gate refuses (the audit log).
-pub trait RefusalSink: Send + Sync {
-    fn refused(&self, path: &str, refusal: &Refusal, purpose: Option<&str>);
-}
-
-/// The tower layer that puts the gate in front of every service.
+/// The tower layer that puts the gate in front of every service and audits every call.
 #[derive(Clone)]
 pub struct AuthLayer {
     gate: Arc<Gate>,
-    sink: Option<Arc<dyn RefusalSink>>,
+    auditor: Arc<Auditor>,
 }
 
 impl AuthLayer {
-    pub fn new(gate: Arc<Gate>, sink: Option<Arc<dyn RefusalSink>>) -> Self {
-        AuthLayer { gate, sink }
+    pub fn new(gate: Arc<Gate>, auditor: Arc<Auditor>) -> Self {
+        AuthLayer { gate, auditor }
     }
 }
 
@@ -360,7 +358,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
         AuthService {
             inner,
             gate: Arc::clone(&self.gate),
-            sink: self.sink.clone(),
+            auditor: Arc::clone(&self.auditor),
         }
     }
 }
@@ -369,7 +367,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     gate: Arc<Gate>,
-    sink: Option<Arc<dyn RefusalSink>>,
+    auditor: Arc<Auditor>,
 }
 
 impl<S, RequestBody, ResponseBody> tower_service::Service<http::Request<RequestBody>> for AuthService<S>
@@ -388,27 +386,44 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<RequestBody>) -> Self::Future {
+        let method = method_words(request.uri().path()).to_string();
+        let auditor = Arc::clone(&self.auditor);
         match self.gate.admit(request.uri().path(), request.headers()) {
-            Ok(Some(identity)) => {
-                request.extensions_mut().insert(identity);
-            }
-            Ok(None) => {}
+            Ok(None) => Box::pin(self.inner.call(request)),
             Err(refusal) => {
                 tracing::info!(
-                    method = method_words(request.uri().path()),
+                    method,
                     caller = refusal.caller.as_ref().map_or("", |caller| caller.id.as_str()),
                     code = ?refusal.status.code(),
                     "call refused"
                 );
-                if let Some(sink) = &self.sink {
-                    let purpose = purpose(request.headers(), usize::MAX).ok().flatten();
-                    sink.refused(request.uri().path(), &refusal, purpose.as_deref());
-                }
-                let response = refusal.status.into_http::<ResponseBody>();
-                return Box::pin(async move { Ok(response) });
+                let stated = purpose(request.headers(), usize::MAX).ok().flatten();
+                Box::pin(async move {
+                    // The refusal stands whether or not its entry could be written.
+                    let _ = auditor.refused(&method, &refusal, stated.as_deref()).await;
+                    Ok(refusal.status.into_http::<ResponseBody>())
+                })
+            }
+            Ok(Some(identity)) => {
+                request.extensions_mut().insert(identity.clone());
+                let answer = self.inner.call(request);
+                Box::pin(async move {
+                    let mut response = answer.await?;
+                    let note = response.extensions_mut().remove::<AuditNote>().unwrap_or_default();
+                    // A refusal or failure comes as a trailers-only answer: its status is in the
+                    // headers. Otherwise the call answered (a stream: it opened).
+                    let (code, message) = match Status::from_header_map(response.headers()) {
+                        Some(status) => (status.code(), status.message().to_string()),
+                        None => (tonic::Code::Ok, String::new()),
+                    };
+                    match auditor.call(&identity, &method, code, &message, note).await {
+                        Ok(()) => Ok(response),
+                        // Nothing leaves unaudited.
+                        Err(status) => Ok(status.into_http::<ResponseBody>()),
+                    }
+                })
             }
         }
-        Box::pin(self.inner.call(request))
     }
 }
 

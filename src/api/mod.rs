@@ -2,6 +2,7 @@
 //! rules; everything it decides is "is this call well-formed and within the limits".
 
 pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod convert;
 pub mod error;
@@ -13,6 +14,7 @@ use crate::engine::{ChangeFollower, Engine};
 use crate::metrics::{BatchEnd, IngestTally, Metrics};
 use crate::model::{Outcome, PersonId, RecordKey, SourceId};
 use crate::pb;
+use audit::{noted, AuditNote};
 use auth::{identity, Identity};
 use error::to_status;
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -30,6 +32,21 @@ const EXPORT_CHUNK_ROWS: usize = 10_000;
 
 fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// A profile read's answer, noted for the audit as one profile shared.
+fn shared_profile(profile: pb::Profile) -> Response<pb::Profile> {
+    let note = AuditNote::shared(std::slice::from_ref(&profile));
+    noted(profile, note)
+}
+
+/// A steward action's or deletion's answer, noted for the audit with the persons it left.
+fn steward_noted(result: pb::StewardResult, detail: String) -> Response<pb::StewardResult> {
+    let persons = std::iter::once(result.person_id.clone())
+        .filter(|person| !person.is_empty())
+        .chain(result.new_person_ids.iter().cloned());
+    let note = AuditNote::persons(persons).with_detail(format!("{detail}; sequence {}", result.sequence));
+    noted(result, note)
 }
 
 /// Runs blocking store reads off the async workers.
@@ -65,7 +82,37 @@ async fn ingest_batch(
     batch: pb::RecordBatch,
 ) -> Result<pb::BatchOutcome, Status> {
     let started = Instant::now();
+    let (batch_id, n_records) = (batch.batch_id, batch.records.len());
     let answer = admit_and_ingest(&engine, &identity, batch).await;
+    // Every batch is audited, refused ones too; an answer whose entry cannot be written is an
+    // error (the batch is durable all the same: a re-sent batch is answered UNCHANGED).
+    let (code, message, note) = match &answer {
+        Ok((outcome, _)) => {
+            let persons: std::collections::BTreeSet<&str> = outcome
+                .outcomes
+                .iter()
+                .map(|record| record.person_id.as_str())
+                .filter(|person| !person.is_empty())
+                .collect();
+            let note = AuditNote::persons(persons).with_detail(format!(
+                "batch {batch_id}: {n_records} records, sequence {}",
+                outcome.sequence
+            ));
+            (tonic::Code::Ok, String::new(), note)
+        }
+        Err(status) => (
+            status.code(),
+            status.message().to_string(),
+            AuditNote::default().with_detail(format!("batch {batch_id}: {n_records} records")),
+        ),
+    };
+    let audited = audit::Auditor::new(Arc::clone(&engine))
+        .call(&identity, "IngestService/StreamRecords", code, &message, note)
+        .await;
+    let answer = match (answer, audited) {
+        (answer, Ok(())) => answer,
+        (_, Err(status)) => Err(status),
+    };
     let end = match &answer {
         Ok((_, tally)) => BatchEnd::Acknowledged(*tally),
         Err(status)
@@ -184,9 +231,11 @@ impl pb::ingest_service_server::IngestService for IngestApi {
         request: Request<pb::DeleteRecordRequest>,
     ) -> Result<Response<pb::StewardResult>, Status> {
         let identity = identity(&request)?;
-        steward::delete_record(&self.engine, &identity, request.into_inner())
+        let request = request.into_inner();
+        let detail = format!("record {}/{}", request.source.trim(), request.record_id);
+        steward::delete_record(&self.engine, &identity, request)
             .await
-            .map(Response::new)
+            .map(|result| steward_noted(result, detail))
     }
 
     type StreamRecordsStream = BoxStream<pb::BatchOutcome>;
@@ -321,7 +370,10 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         let identity = identity(&request)?;
         steward::profile_history(Arc::clone(&self.engine), identity, request.into_inner())
             .await
-            .map(Response::new)
+            .map(|history| {
+                let note = AuditNote::persons([history.person_id.clone()]);
+                noted(history, note)
+            })
     }
 
     async fn get_tag_lineage(
@@ -331,7 +383,11 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         let identity = identity(&request)?;
         steward::tag_lineage(Arc::clone(&self.engine), identity, request.into_inner())
             .await
-            .map(Response::new)
+            .map(|lineage| {
+                let mut note = AuditNote::persons([lineage.person_id.clone()]).with_tags([lineage.tag.clone()]);
+                note.shares = 1;
+                noted(lineage, note)
+            })
     }
 
     async fn explain_record(
@@ -394,7 +450,7 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
             .await
             .map_err(to_status)?;
         match view {
-            Some(view) => Ok(Response::new(convert::profile_to_pb(access::profile(
+            Some(view) => Ok(shared_profile(convert::profile_to_pb(access::profile(
                 grant,
                 self.engine.catalog(),
                 view,
@@ -417,7 +473,7 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
             .await
             .map_err(to_status)?;
         match view {
-            Some(view) => Ok(Response::new(convert::profile_to_pb(access::profile(
+            Some(view) => Ok(shared_profile(convert::profile_to_pb(access::profile(
                 grant,
                 self.engine.catalog(),
                 view,
@@ -471,7 +527,8 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
                 None => answer.not_found.push(person_id.to_string()),
             }
         }
-        Ok(Response::new(answer))
+        let note = AuditNote::shared(&answer.profiles);
+        Ok(noted(answer, note))
     }
 
     async fn get_person_by_record(
@@ -495,7 +552,7 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
             .await
             .map_err(to_status)?;
         match view {
-            Some(view) => Ok(Response::new(convert::profile_to_pb(access::profile(
+            Some(view) => Ok(shared_profile(convert::profile_to_pb(access::profile(
                 grant,
                 self.engine.catalog(),
                 view,
@@ -544,15 +601,29 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
                 ("address", !request.address.trim().is_empty()),
             ],
         )?;
+        let used: Vec<&'static str> = [
+            ("name", &request.name),
+            ("id_number", &request.id_number),
+            ("birth_date", &request.birth_date),
+            ("gender", &request.gender),
+            ("phone", &request.phone),
+            ("address", &request.address),
+        ]
+        .into_iter()
+        .filter(|(_, value)| !value.trim().is_empty())
+        .map(|(tag, _)| tag)
+        .collect();
         let (query, top_k) = convert::person_query(request, &self.engine.config().limits)?;
         let engine = Arc::clone(&self.engine);
         let result = blocking(move || engine.search_persons(query, top_k))
             .await
             .map_err(to_status)?;
-        Ok(Response::new(pb::SearchPersonsResponse {
+        let answer = pb::SearchPersonsResponse {
             persons: result.matches.iter().map(convert::person_match_to_pb).collect(),
             n_candidates: u32::try_from(result.n_candidates).unwrap_or(u32::MAX),
-        }))
+        };
+        let note = AuditNote::persons(answer.persons.iter().map(|found| found.person_id.clone())).with_tags(used);
+        Ok(noted(answer, note))
     }
 
     type ExportProfilesStream = BoxStream<pb::ProfileChunk>;
@@ -629,15 +700,23 @@ impl pb::admin_service_server::AdminService for AdminApi {
     }
 
     async fn merge(&self, request: Request<pb::MergeRequest>) -> Result<Response<pb::StewardResult>, Status> {
-        steward::merge(&self.engine, request.into_inner())
+        let request = request.into_inner();
+        let detail = format!("merge {} and {}", request.person_a.trim(), request.person_b.trim());
+        steward::merge(&self.engine, request)
             .await
-            .map(Response::new)
+            .map(|result| steward_noted(result, detail))
     }
 
     async fn unmerge(&self, request: Request<pb::UnmergeRequest>) -> Result<Response<pb::StewardResult>, Status> {
-        steward::unmerge(&self.engine, request.into_inner())
+        let request = request.into_inner();
+        let detail = format!(
+            "unmerge {} records from {}",
+            request.records.len(),
+            request.person_id.trim()
+        );
+        steward::unmerge(&self.engine, request)
             .await
-            .map(Response::new)
+            .map(|result| steward_noted(result, detail))
     }
 
     async fn list_review_items(
@@ -653,9 +732,19 @@ impl pb::admin_service_server::AdminService for AdminApi {
         &self,
         request: Request<pb::ResolveReviewItemRequest>,
     ) -> Result<Response<pb::StewardResult>, Status> {
-        steward::resolve_review_item(&self.engine, request.into_inner())
+        let request = request.into_inner();
+        let detail = format!(
+            "review item {}: {} {}",
+            request
+                .record
+                .as_ref()
+                .map_or_else(String::new, |record| format!("{}/{}", record.source, record.record_id)),
+            if request.same { "same as" } else { "different from" },
+            request.candidate_person_id.trim()
+        );
+        steward::resolve_review_item(&self.engine, request)
             .await
-            .map(Response::new)
+            .map(|result| steward_noted(result, detail))
     }
 
     async fn get_catalog(&self, _request: Request<pb::GetCatalogRequest>) -> Result<Response<pb::Catalog>, Status> {
@@ -753,6 +842,21 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 store_micros: stats.ingest.stages.store.as_micros() as u64,
             }),
         }))
+    }
+
+    async fn query_audit(&self, request: Request<pb::QueryAuditRequest>) -> Result<Response<pb::AuditPage>, Status> {
+        audit::query_audit(Arc::clone(&self.engine), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_share_counts(
+        &self,
+        request: Request<pb::GetShareCountsRequest>,
+    ) -> Result<Response<pb::ShareCounts>, Status> {
+        audit::share_counts(Arc::clone(&self.engine), request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_model(&self, _request: Request<pb::GetModelRequest>) -> Result<Response<pb::ModelInfo>, Status> {

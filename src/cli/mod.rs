@@ -3,6 +3,7 @@
 //! server (`--server`, environment `POPMASTER_SERVER`).
 
 mod accuracy;
+mod audit;
 mod client;
 mod matching;
 mod operations;
@@ -84,6 +85,9 @@ enum Command {
     Unmerge(steward::UnmergeArgs),
     /// Delete a record; its person splits if the record was the only link between its records.
     Delete(steward::DeleteArgs),
+    /// The audit log (who read or changed what, when and why) and the monthly share counts.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Make a new bearer token and print it with its SHA-256 (what the callers file holds),
     /// or print the SHA-256 of a token read from standard input.
     Token(client::TokenArgs),
@@ -163,6 +167,7 @@ pub fn main() -> ExitCode {
             Command::Delete(args) => steward::delete(args).await,
             Command::Admin(command) => matching::admin(command).await,
             Command::Token(args) => client::token(args),
+            Command::Audit(command) => audit::audit(command).await,
             Command::FebrlToJsonl(args) => accuracy::febrl_to_jsonl(args),
             Command::Accuracy(args) => accuracy::accuracy(args),
         }

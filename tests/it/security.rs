@@ -752,3 +752,250 @@ fn popmaster_token_makes_a_token_whose_hash_it_prints() {
     let output = hashing.wait_with_output().expect("hash printed");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), hash);
 }
+
+#[tokio::test]
+async fn reads_changes_and_refusals_are_audited_and_shares_counted() {
+    let secure = SecureServer::start().await;
+    let started = chrono::Utc::now();
+    let person_id = load_resident(&secure).await;
+    let mut portal = secure.profiles(Some("token-portal"), Some("one-id-card/case-7")).await;
+    let profile = portal
+        .get_profile(pb::GetProfileRequest {
+            person_id: person_id.clone(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect("portal reads")
+        .into_inner();
+    assert_status(
+        portal
+            .get_profile(pb::GetProfileRequest {
+                person_id: person_id.clone(),
+                tag_mask: vec!["id_number".into()],
+            })
+            .await,
+        Code::PermissionDenied,
+        "caller portal may not read tag id_number",
+    );
+    assert_status(
+        secure
+            .profiles(None, Some("curious"))
+            .await
+            .get_profile(pb::GetProfileRequest {
+                person_id: person_id.clone(),
+                tag_mask: vec![],
+            })
+            .await,
+        Code::Unauthenticated,
+        "no bearer token: send the header authorization: Bearer <token>",
+    );
+    let mut ops = secure.admin(Some("token-ops")).await;
+    let query = |caller: &str, person: &str| pb::QueryAuditRequest {
+        caller: caller.into(),
+        person_id: person.into(),
+        ..Default::default()
+    };
+
+    // By person: the ingest that created it, and the read that shared it.
+    let by_person = ops
+        .query_audit(query("", &person_id))
+        .await
+        .expect("query")
+        .into_inner();
+    let summary: Vec<(&str, &str, &str, u64)> = by_person
+        .entries
+        .iter()
+        .map(|entry| {
+            (
+                entry.caller.as_str(),
+                entry.action.as_str(),
+                entry.outcome.as_str(),
+                entry.shares,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("etl-d07", "IngestService/StreamRecords", "OK", 0),
+            ("portal", "ProfileService/GetProfile", "OK", 1),
+        ]
+    );
+    let read = &by_person.entries[1];
+    assert_eq!(read.purpose, "one-id-card/case-7");
+    assert_eq!(read.person_ids, std::slice::from_ref(&person_id));
+    let mut returned: Vec<String> = profile.tags.iter().map(|tag| tag.tag.clone()).collect();
+    returned.sort();
+    assert_eq!(read.tags, returned);
+    assert!(!read.tags.contains(&"id_number".to_string()));
+    assert_eq!(leaked(&by_person), Vec::<&str>::new());
+
+    // By caller: the refusal is there with its reason.
+    let by_portal = ops.query_audit(query("portal", "")).await.expect("query").into_inner();
+    let outcomes: Vec<&str> = by_portal.entries.iter().map(|entry| entry.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        ["OK", "PERMISSION_DENIED: caller portal may not read tag id_number"]
+    );
+    let unauthenticated = ops
+        .query_audit(query("unauthenticated", ""))
+        .await
+        .expect("query")
+        .into_inner();
+    assert_eq!(unauthenticated.entries.len(), 1);
+    assert_eq!(
+        unauthenticated.entries[0].outcome,
+        "UNAUTHENTICATED: no bearer token: send the header authorization: Bearer <token>"
+    );
+    assert_eq!(unauthenticated.entries[0].purpose, "curious");
+
+    // By time: nothing before the test began.
+    let before = ops
+        .query_audit(pb::QueryAuditRequest {
+            to: (started - chrono::Duration::seconds(1)).to_rfc3339(),
+            ..Default::default()
+        })
+        .await
+        .expect("query")
+        .into_inner();
+    assert_eq!(before.entries.len(), 0);
+    // Paged: one entry at a time, each page's token leading to the next.
+    let mut page_token = String::new();
+    let mut paged = Vec::new();
+    loop {
+        let page = ops
+            .query_audit(pb::QueryAuditRequest {
+                caller: "portal".into(),
+                page_size: 1,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        paged.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(paged.len(), 2);
+
+    // The month's shares: one profile to the portal.
+    let month = popmaster::store::month_of(chrono::Utc::now().timestamp_millis());
+    let shares = ops
+        .get_share_counts(pb::GetShareCountsRequest { month: month.clone() })
+        .await
+        .expect("shares")
+        .into_inner();
+    let counts: Vec<(&str, &str, u64, u64)> = shares
+        .counts
+        .iter()
+        .map(|count| {
+            (
+                count.month.as_str(),
+                count.caller.as_str(),
+                count.n_shares,
+                count.n_calls,
+            )
+        })
+        .collect();
+    assert_eq!(counts, [(month.as_str(), "portal", 1, 1)]);
+
+    // Only operators read the audit log.
+    assert_status(
+        secure
+            .admin(Some("token-steward"))
+            .await
+            .query_audit(query("", ""))
+            .await,
+        Code::PermissionDenied,
+        "caller steward may not call AdminService/QueryAudit: it needs the operator role",
+    );
+    assert_status(
+        ops.query_audit(pb::QueryAuditRequest {
+            from: "yesterday".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "from is not an RFC 3339 time such as 2026-11-01T00:00:00+08:00",
+    );
+
+    // The command line prints the same.
+    let output = popmaster(
+        &secure.server,
+        &["audit", "query", "--caller", "portal"],
+        &[("POPMASTER_TOKEN", "token-ops")],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(
+        stdout.contains("PERMISSION_DENIED: caller portal may not read tag id_number"),
+        "{stdout}"
+    );
+    let output = popmaster(
+        &secure.server,
+        &["audit", "shares", "--month", &month],
+        &[("POPMASTER_TOKEN", "token-ops")],
+    )
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.split_whitespace().collect::<Vec<_>>() == [month.as_str(), "portal", "1", "1"]),
+        "{stdout}"
+    );
+    secure.server.stop().await;
+}
+
+#[tokio::test]
+async fn audit_entries_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let callers_path = dir.path().join("callers.toml");
+    std::fs::write(&callers_path, callers_toml("token-portal")).expect("write callers");
+    let mut config = Config::default();
+    config.auth.callers_file = Some(callers_path);
+    let data = tempfile::tempdir().expect("data dir");
+    let server = TestServer::start_in(data, config.clone()).await;
+    let secure = SecureServer {
+        server,
+        callers_path: dir.path().join("callers.toml"),
+        _dir: tempfile::tempdir().expect("spare"),
+    };
+    let person_id = load_resident(&secure).await;
+    secure
+        .profiles(Some("token-police"), Some("investigation-12"))
+        .await
+        .get_profile(pb::GetProfileRequest {
+            person_id: person_id.clone(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect("police reads");
+    let data = secure.server.stop().await.expect("own data dir");
+    let server = TestServer::start_in(data, config).await;
+    let secure = SecureServer {
+        server,
+        callers_path: dir.path().join("callers.toml"),
+        _dir: tempfile::tempdir().expect("spare"),
+    };
+    let entries = secure
+        .admin(Some("token-ops"))
+        .await
+        .query_audit(pb::QueryAuditRequest {
+            person_id: person_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("query")
+        .into_inner()
+        .entries;
+    let callers: Vec<&str> = entries.iter().map(|entry| entry.caller.as_str()).collect();
+    assert_eq!(callers, ["etl-d07", "police"]);
+    secure.server.stop().await;
+}
