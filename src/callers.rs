@@ -60,6 +60,13 @@ struct RawCaller {
     steward: bool,
     #[serde(default)]
     operator: bool,
+    /// Calls a second this caller may make on average (token bucket); absent: the server's
+    /// `auth.calls_per_second`.
+    calls_per_second: Option<f64>,
+    /// Calls the bucket holds for a burst; absent: the server's `auth.calls_burst`.
+    calls_burst: Option<u32>,
+    /// Calls of this caller open at once; absent: the server's `auth.concurrent_calls_max`.
+    concurrent_calls_max: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +151,14 @@ pub enum WriterScope {
     Sources(BTreeSet<SourceId>),
 }
 
+/// The per-caller bounds of the rate limiter; `None` takes the server's default.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CallerLimits {
+    pub calls_per_second: Option<f64>,
+    pub calls_burst: Option<u32>,
+    pub concurrent_calls_max: Option<u32>,
+}
+
 /// An authenticated caller and what it may do.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
@@ -152,6 +167,9 @@ pub struct Caller {
     pub reader: Option<ReaderGrant>,
     pub steward: bool,
     pub operator: bool,
+    pub limits: CallerLimits,
+    /// The open mode's caller, which no limit applies to.
+    pub unlimited: bool,
 }
 
 /// The caller id the open mode gives every call.
@@ -166,6 +184,8 @@ impl Caller {
             reader: Some(ReaderGrant::everything()),
             steward: true,
             operator: true,
+            limits: CallerLimits::default(),
+            unlimited: true,
         }
     }
 
@@ -248,6 +268,13 @@ impl Callers {
                     .map_err(invalid)?,
                 steward: raw_caller.steward,
                 operator: raw_caller.operator,
+                limits: caller_limits(
+                    raw_caller.calls_per_second,
+                    raw_caller.calls_burst,
+                    raw_caller.concurrent_calls_max,
+                )
+                .map_err(invalid)?,
+                unlimited: false,
             });
             if !caller.is_writer() && caller.reader.is_none() && !caller.steward && !caller.operator {
                 return Err(invalid(
@@ -326,6 +353,27 @@ fn reader_grant(raw: RawReader, catalog: &Catalog) -> Result<ReaderGrant, String
         tags,
         sensitivity_max: raw.sensitivity_max.unwrap_or(Sensitivity::L4),
         unmasked_max: raw.unmasked_max.unwrap_or(Sensitivity::L2),
+    })
+}
+
+fn caller_limits(
+    calls_per_second: Option<f64>,
+    calls_burst: Option<u32>,
+    concurrent_calls_max: Option<u32>,
+) -> Result<CallerLimits, String> {
+    if calls_per_second.is_some_and(|rate| !(rate.is_finite() && rate > 0.0)) {
+        return Err("calls_per_second must be a positive number".into());
+    }
+    if calls_burst == Some(0) {
+        return Err("calls_burst must be at least 1".into());
+    }
+    if concurrent_calls_max == Some(0) {
+        return Err("concurrent_calls_max must be at least 1".into());
+    }
+    Ok(CallerLimits {
+        calls_per_second,
+        calls_burst,
+        concurrent_calls_max,
     })
 }
 
@@ -429,6 +477,15 @@ mod tests {
         check_refused(
             &format!("[[caller]]\nid = \"a b\"\ntokens_sha256 = [\"{TOKEN_HASH}\"]\noperator = true\n"),
             "an id is 1 to 64",
+        );
+        check_refused(
+            &format!("{head}operator = true\ncalls_per_second = 0.0\n"),
+            "calls_per_second",
+        );
+        check_refused(&format!("{head}operator = true\ncalls_burst = 0\n"), "calls_burst");
+        check_refused(
+            &format!("{head}operator = true\nconcurrent_calls_max = 0\n"),
+            "concurrent_calls_max",
         );
     }
 

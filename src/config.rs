@@ -43,7 +43,7 @@ impl Default for Config {
     }
 }
 
-/// Who may call: the callers file and how it is reloaded.
+/// Who may call: the callers file and how it is reloaded, and the per-caller limits.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -54,6 +54,13 @@ pub struct AuthConfig {
     pub reload_interval_ms: u64,
     /// The longest `x-purpose` a reader may state.
     pub purpose_bytes_max: usize,
+    /// A caller's average calls a second (token bucket), unless its entry says otherwise.
+    pub calls_per_second: f64,
+    /// Calls a caller's bucket holds for a burst, unless its entry says otherwise.
+    pub calls_burst: u32,
+    /// Calls of one caller open at once (streams until they end), unless its entry says
+    /// otherwise.
+    pub concurrent_calls_max: u32,
 }
 
 impl Default for AuthConfig {
@@ -62,6 +69,9 @@ impl Default for AuthConfig {
             callers_file: None,
             reload_interval_ms: 2_000,
             purpose_bytes_max: 256,
+            calls_per_second: 1_000.0,
+            calls_burst: 2_000,
+            concurrent_calls_max: 64,
         }
     }
 }
@@ -339,6 +349,8 @@ impl Config {
             ("export.page_persons", self.export.page_persons),
             ("export.buffer_chunks", self.export.buffer_chunks),
             ("auth.purpose_bytes_max", self.auth.purpose_bytes_max),
+            ("auth.calls_burst", self.auth.calls_burst as usize),
+            ("auth.concurrent_calls_max", self.auth.concurrent_calls_max as usize),
             ("auth.reload_interval_ms", self.auth.reload_interval_ms as usize),
         ];
         for (setting, value) in positive {
@@ -399,6 +411,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 setting: "export.page_persons",
                 message: "must be at most 10000 (a page of persons is read at once)".into(),
+            });
+        }
+        if !(self.auth.calls_per_second.is_finite() && self.auth.calls_per_second > 0.0) {
+            return Err(ConfigError::Invalid {
+                setting: "auth.calls_per_second",
+                message: "must be a positive number".into(),
             });
         }
         if self.limits.batch_records_max > 1 << 20 {

@@ -7,6 +7,7 @@
 
 use crate::api::audit::Auditor;
 use crate::api::auth::{AuthLayer, CallerRegistry, Gate};
+use crate::api::limiter::{CallerBounds, Limiter};
 use crate::api::{AdminApi, IngestApi, ProfileApi};
 use crate::callers::CallersError;
 use crate::catalog::Catalog;
@@ -117,7 +118,15 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(RpcMetricsLayer::new(Arc::clone(&metrics)))
         .layer(AuthLayer::new(
-            Arc::new(Gate::new(Arc::clone(&registry), config.auth.purpose_bytes_max)),
+            Arc::new(Gate::new(
+                Arc::clone(&registry),
+                config.auth.purpose_bytes_max,
+                Limiter::new(CallerBounds {
+                    calls_per_second: config.auth.calls_per_second,
+                    calls_burst: config.auth.calls_burst,
+                    concurrent_calls_max: config.auth.concurrent_calls_max,
+                }),
+            )),
             Arc::new(Auditor::new(Arc::clone(&engine))),
         ))
         .add_service(health_service)

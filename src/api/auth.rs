@@ -8,8 +8,10 @@
 //! the method, nothing a caller sent.
 
 use super::audit::{AuditNote, Auditor};
+use super::limiter::{CallPermit, Limiter};
 use crate::callers::{Caller, Callers, CallersError};
 use crate::catalog::Catalog;
+use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -288,6 +290,13 @@ fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&str>, Status> {
 pub struct Gate {
     registry: Arc<CallerRegistry>,
     purpose_bytes_max: usize,
+    limiter: Limiter,
+}
+
+/// An admitted call: who, and the caller's open-call permit, held until the call ends.
+pub struct Admitted {
+    pub identity: Identity,
+    pub permit: Option<CallPermit>,
 }
 
 /// A refused call: the status, and the caller when it was known (for the audit).
@@ -297,15 +306,16 @@ pub struct Refusal {
 }
 
 impl Gate {
-    pub fn new(registry: Arc<CallerRegistry>, purpose_bytes_max: usize) -> Gate {
+    pub fn new(registry: Arc<CallerRegistry>, purpose_bytes_max: usize, limiter: Limiter) -> Gate {
         Gate {
             registry,
             purpose_bytes_max,
+            limiter,
         }
     }
 
     /// `None` for a call that needs no identity (health, reflection).
-    pub fn admit(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<Identity>, Refusal> {
+    pub fn admit(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<Admitted>, Refusal> {
         let need = method_need(path);
         if need == Need::Nothing {
             return Ok(None);
@@ -334,7 +344,15 @@ impl Gate {
             ));
             return Err(refuse(status, Some(caller)));
         }
-        Ok(Some(Identity { caller, purpose }))
+        // Last: a refused call takes nothing from the caller's bucket.
+        let permit = self
+            .limiter
+            .admit(&caller)
+            .map_err(|status| refuse(status, Some(Arc::clone(&caller))))?;
+        Ok(Some(Admitted {
+            identity: Identity { caller, purpose },
+            permit,
+        }))
     }
 }
 
@@ -377,7 +395,7 @@ where
     ResponseBody: Default + Send + 'static,
     S::Error: Send + 'static,
 {
-    type Response = http::Response<ResponseBody>;
+    type Response = http::Response<PermittedBody<ResponseBody>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
@@ -389,7 +407,10 @@ where
         let method = method_words(request.uri().path()).to_string();
         let auditor = Arc::clone(&self.auditor);
         match self.gate.admit(request.uri().path(), request.headers()) {
-            Ok(None) => Box::pin(self.inner.call(request)),
+            Ok(None) => {
+                let answer = self.inner.call(request);
+                Box::pin(async move { Ok(answer.await?.map(|inner| PermittedBody { inner, permit: None })) })
+            }
             Err(refusal) => {
                 tracing::info!(
                     method,
@@ -401,10 +422,10 @@ where
                 Box::pin(async move {
                     // The refusal stands whether or not its entry could be written.
                     let _ = auditor.refused(&method, &refusal, stated.as_deref()).await;
-                    Ok(refusal.status.into_http::<ResponseBody>())
+                    Ok(refusal.status.into_http::<PermittedBody<ResponseBody>>())
                 })
             }
-            Ok(Some(identity)) => {
+            Ok(Some(Admitted { identity, permit })) => {
                 request.extensions_mut().insert(identity.clone());
                 let answer = self.inner.call(request);
                 Box::pin(async move {
@@ -417,13 +438,50 @@ where
                         None => (tonic::Code::Ok, String::new()),
                     };
                     match auditor.call(&identity, &method, code, &message, note).await {
-                        Ok(()) => Ok(response),
+                        // The permit goes with the answer: a stream holds it until it ends.
+                        Ok(()) => Ok(response.map(|inner| PermittedBody { inner, permit })),
                         // Nothing leaves unaudited.
-                        Err(status) => Ok(status.into_http::<ResponseBody>()),
+                        Err(status) => Ok(status.into_http::<PermittedBody<ResponseBody>>()),
                     }
                 })
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its call's open-call permit until it is dropped (a stream:
+    /// when it ends).
+    pub struct PermittedBody<B> {
+        #[pin]
+        inner: B,
+        permit: Option<CallPermit>,
+    }
+}
+
+impl<B: Default> Default for PermittedBody<B> {
+    fn default() -> Self {
+        PermittedBody {
+            inner: B::default(),
+            permit: None,
+        }
+    }
+}
+
+impl<B: Body> Body for PermittedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod convert;
 pub mod error;
+pub mod limiter;
 pub mod operations;
 pub mod rebuild;
 pub mod steward;

@@ -43,7 +43,8 @@ impl tonic::service::Interceptor for Credentials {
 pub type Authed = InterceptedService<Channel, Credentials>;
 
 /// The callers of these tests: two source writers, a reader under L3 (masked above L2), a
-/// cleared reader, a steward and an operator. Each token is `token-<id>`.
+/// cleared reader, a steward, an operator, an operator limited to 5 calls a second and a reader
+/// limited to 2 open calls. Each token is `token-<id>`.
 pub fn callers_toml(portal_token: &str) -> String {
     let hash = |token: &str| to_hex(&hash_token(token));
     format!(
@@ -80,6 +81,20 @@ steward = true
 id = "ops"
 tokens_sha256 = ["{ops}"]
 operator = true
+
+[[caller]]
+id = "flood"
+tokens_sha256 = ["{flood}"]
+operator = true
+calls_per_second = 5.0
+calls_burst = 5
+
+[[caller]]
+id = "streamer"
+tokens_sha256 = ["{streamer}"]
+concurrent_calls_max = 2
+[caller.reader]
+sensitivity_max = "L1"
 "#,
         d07 = hash("token-etl-d07"),
         d08 = hash("token-etl-d08"),
@@ -87,6 +102,8 @@ operator = true
         police = hash("token-police"),
         steward = hash("token-steward"),
         ops = hash("token-ops"),
+        flood = hash("token-flood"),
+        streamer = hash("token-streamer"),
     )
 }
 
@@ -997,5 +1014,103 @@ async fn audit_entries_survive_a_restart() {
         .entries;
     let callers: Vec<&str> = entries.iter().map(|entry| entry.caller.as_str()).collect();
     assert_eq!(callers, ["etl-d07", "police"]);
+    secure.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_flooding_caller_is_shed_while_another_is_served() {
+    let secure = SecureServer::start().await;
+    let mut flood = secure.admin(Some("token-flood")).await;
+    let mut calm = secure.admin(Some("token-ops")).await;
+    let mut n_served = 0;
+    let mut refusals = Vec::new();
+    for _ in 0..40 {
+        match flood.get_catalog(pb::GetCatalogRequest {}).await {
+            Ok(_) => n_served += 1,
+            Err(status) => refusals.push((status.code(), status.message().to_string())),
+        }
+        // The other caller is served throughout.
+        calm.get_stats(pb::GetStatsRequest {})
+            .await
+            .expect("the calm caller is served");
+    }
+    // The burst of 5, and at most a few more refilled at 5 a second while the loop ran.
+    assert!((5..=15).contains(&n_served), "{n_served} served");
+    assert_eq!(refusals.len(), 40 - n_served);
+    assert_eq!(
+        refusals[0],
+        (
+            Code::ResourceExhausted,
+            "caller flood is over its rate limit of 5 calls a second (burst 5); retry later".to_string()
+        )
+    );
+    // The bucket refills: a second later the caller is served again.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    flood.get_catalog(pb::GetCatalogRequest {}).await.expect("refilled");
+    // Refusals are audited.
+    let audited = calm
+        .query_audit(pb::QueryAuditRequest {
+            caller: "flood".into(),
+            page_size: 1_000,
+            ..Default::default()
+        })
+        .await
+        .expect("query")
+        .into_inner();
+    let n_refused = audited
+        .entries
+        .iter()
+        .filter(|entry| {
+            entry
+                .outcome
+                .starts_with("RESOURCE_EXHAUSTED: caller flood is over its rate limit")
+        })
+        .count();
+    assert_eq!(n_refused, refusals.len());
+    secure.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_caller_holds_at_most_its_open_calls_and_gets_them_back_when_streams_end() {
+    let secure = SecureServer::start().await;
+    let mut streamer = secure.profiles(Some("token-streamer"), Some("feed-follower")).await;
+    let first = streamer
+        .watch_changes(pb::WatchChangesRequest { from_sequence: 1 })
+        .await
+        .expect("first stream")
+        .into_inner();
+    let second = streamer
+        .watch_changes(pb::WatchChangesRequest { from_sequence: 1 })
+        .await
+        .expect("second stream")
+        .into_inner();
+    assert_status(
+        streamer
+            .watch_changes(pb::WatchChangesRequest { from_sequence: 1 })
+            .await,
+        Code::ResourceExhausted,
+        "caller streamer has 2 calls open, its limit; retry when one has ended",
+    );
+    // Another caller is not held by it.
+    secure
+        .profiles(Some("token-police"), Some("case-3"))
+        .await
+        .watch_changes(pb::WatchChangesRequest { from_sequence: 1 })
+        .await
+        .expect("another caller opens a stream");
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match streamer
+            .watch_changes(pb::WatchChangesRequest { from_sequence: 1 })
+            .await
+        {
+            Ok(_) => break,
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}"),
+        }
+        assert!(Instant::now() < deadline, "the ended stream's call was not given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(second);
     secure.server.stop().await;
 }
