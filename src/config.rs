@@ -22,6 +22,7 @@ pub struct Config {
     pub backup: BackupConfig,
     pub export: ExportConfig,
     pub auth: AuthConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -39,8 +40,22 @@ impl Default for Config {
             backup: BackupConfig::default(),
             export: ExportConfig::default(),
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
+}
+
+/// TLS of the gRPC port (rustls): the server's certificate and key, and for mutual TLS the CA
+/// that client certificates must chain to. All absent: plain text.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// The server's private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM); when set, every client must present a certificate they signed.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Who may call: the callers file and how it is reloaded, and the per-caller limits.
@@ -419,6 +434,18 @@ impl Config {
                 message: "must be a positive number".into(),
             });
         }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                setting: "tls.cert_file",
+                message: "tls.cert_file and tls.key_file go together".into(),
+            });
+        }
+        if self.tls.client_ca_file.is_some() && self.tls.cert_file.is_none() {
+            return Err(ConfigError::Invalid {
+                setting: "tls.client_ca_file",
+                message: "mutual TLS needs the server's own tls.cert_file and tls.key_file".into(),
+            });
+        }
         if self.limits.batch_records_max > 1 << 20 {
             return Err(ConfigError::Invalid {
                 setting: "limits.batch_records_max",
@@ -479,6 +506,21 @@ mod tests {
         config.export.page_persons = 10_001;
         let error = config.validate().expect_err("too many");
         assert!(error.to_string().contains("export.page_persons"), "{error}");
+        let mut config = Config::default();
+        config.tls.cert_file = Some(PathBuf::from("server.pem"));
+        let error = config.validate().expect_err("no key");
+        assert!(
+            error.to_string().contains("tls.cert_file and tls.key_file go together"),
+            "{error}"
+        );
+        let mut config = Config::default();
+        config.tls.client_ca_file = Some(PathBuf::from("ca.pem"));
+        let error = config.validate().expect_err("no server certificate");
+        assert!(error.to_string().contains("tls.client_ca_file"), "{error}");
+        let mut config = Config::default();
+        config.auth.calls_per_second = 0.0;
+        let error = config.validate().expect_err("no calls");
+        assert!(error.to_string().contains("auth.calls_per_second"), "{error}");
         let parsed = Config::from_toml("[index]\nfuzzy_candidates = 5\n").expect("parses");
         assert_eq!(parsed.index.fuzzy_candidates, 5);
     }

@@ -36,6 +36,12 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
     Callers(#[from] CallersError),
+    #[error("cannot read {setting} {path}: {source}")]
+    TlsFile {
+        setting: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
     #[error(
         "refusing to serve {addr} without authentication: only a loopback address may run open. \
          Set auth.callers_file (see the README, Security), or listen on 127.0.0.1"
@@ -52,6 +58,7 @@ pub async fn serve(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let tls = server_tls(&config.tls)?;
     let registry = match &config.auth.callers_file {
         Some(path) => Arc::new(CallerRegistry::load(path, catalog.clone())?),
         None => {
@@ -114,7 +121,11 @@ pub async fn serve(
 
     let local_addr = listener.local_addr().ok();
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(RpcMetricsLayer::new(Arc::clone(&metrics)))
         .layer(AuthLayer::new(
@@ -144,7 +155,12 @@ pub async fn serve(
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stopped.await;
     }));
-    tracing::info!(listen = ?local_addr, data_dir = %config.data_dir.display(), "popmaster serving");
+    let tls_mode = match (&config.tls.cert_file, &config.tls.client_ca_file) {
+        (None, _) => "off",
+        (Some(_), None) => "server",
+        (Some(_), Some(_)) => "mutual",
+    };
+    tracing::info!(listen = ?local_addr, data_dir = %config.data_dir.display(), tls = tls_mode, "popmaster serving");
     let reloader = tokio::spawn(reload_callers(
         registry,
         Duration::from_millis(config.auth.reload_interval_ms),
@@ -198,6 +214,30 @@ pub async fn serve(
     transport?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// The server's TLS settings from the PEM files the configuration names; `None` for plain text.
+fn server_tls(tls: &crate::config::TlsConfig) -> Result<Option<tonic::transport::ServerTlsConfig>, ServeError> {
+    let read = |setting: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ServeError::TlsFile {
+            setting,
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let (Some(cert_file), Some(key_file)) = (&tls.cert_file, &tls.key_file) else {
+        return Ok(None);
+    };
+    let identity =
+        tonic::transport::Identity::from_pem(read("tls.cert_file", cert_file)?, read("tls.key_file", key_file)?);
+    let mut server_tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(client_ca_file) = &tls.client_ca_file {
+        server_tls = server_tls.client_ca_root(tonic::transport::Certificate::from_pem(read(
+            "tls.client_ca_file",
+            client_ca_file,
+        )?));
+    }
+    Ok(Some(server_tls))
 }
 
 /// Rereads the callers file on SIGHUP and every `interval` (when it changed); a bad file keeps

@@ -64,14 +64,36 @@ pub(super) async fn connect(server: &ServerArgs) -> anyhow::Result<Connection> {
                 .map_err(|_| anyhow::anyhow!("the purpose (--purpose, POPMASTER_PURPOSE) must be printable ASCII"))
         })
         .transpose()?;
-    let endpoint = tonic::transport::Endpoint::from_shared(server.server.clone())
+    let mut endpoint = tonic::transport::Endpoint::from_shared(server.server.clone())
         .with_context(|| format!("{} is not a server address like http://127.0.0.1:50051", server.server))?
         .connect_timeout(std::time::Duration::from_secs(5));
+    if let Some(tls) = client_tls(server)? {
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("cannot set up TLS for the connection")?;
+    }
     let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot reach a popmaster server at {}", server.server))?;
     Ok(InterceptedService::new(channel, Credentials { authorization, purpose }))
+}
+
+/// The TLS settings of `--tls-ca`, `--tls-cert` and `--tls-key`; `None` without a CA.
+fn client_tls(server: &ServerArgs) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+    let Some(ca) = &server.tls_ca else {
+        if server.tls_cert.is_some() {
+            bail!("--tls-cert needs --tls-ca, the CA the server's certificate chains to");
+        }
+        return Ok(None);
+    };
+    let mut tls =
+        tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+    if let (Some(cert), Some(key)) = (&server.tls_cert, &server.tls_key) {
+        tls = tls.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
 }
 
 #[derive(clap::Args)]

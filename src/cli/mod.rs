@@ -41,6 +41,15 @@ pub struct ServerArgs {
     /// Why profiles are read (sent as x-purpose; readers must state one), e.g. a case number.
     #[arg(long, env = "POPMASTER_PURPOSE", global = true)]
     pub purpose: Option<String>,
+    /// The CA certificate (PEM) the server's TLS certificate must chain to (an https:// server).
+    #[arg(long, env = "POPMASTER_TLS_CA", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for a server that asks for mutual TLS.
+    #[arg(long, env = "POPMASTER_TLS_CERT", global = true, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, env = "POPMASTER_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -1114,3 +1114,175 @@ async fn a_caller_holds_at_most_its_open_calls_and_gets_them_back_when_streams_e
     drop(second);
     secure.server.stop().await;
 }
+
+/// A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, made for
+/// one test and written as PEM files.
+struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    fn new() -> TestPki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).expect("write PEM");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "popmaster test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key")).expect("CA");
+        write("ca.pem", ca.pem());
+        for (name, names, usage) in [
+            (
+                "server",
+                vec!["127.0.0.1".to_string(), "localhost".to_string()],
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ),
+            (
+                "client",
+                vec!["etl-d07".to_string()],
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ),
+        ] {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(names).expect("params");
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, &ca).expect("signed");
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        TestPki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).expect("read PEM")
+    }
+
+    /// A channel to `addr` over TLS trusting the test CA, with the client certificate or not.
+    async fn channel(
+        &self,
+        addr: std::net::SocketAddr,
+        with_client_cert: bool,
+    ) -> Result<Channel, tonic::transport::Error> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.read("ca.pem")));
+        if with_client_cert {
+            tls = tls.identity(Identity::from_pem(self.read("client.pem"), self.read("client.key")));
+        }
+        Endpoint::from_shared(format!("https://{addr}"))
+            .expect("url")
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+    }
+}
+
+/// A health check over `channel`: serving or not (any failure).
+async fn serving(channel: Result<Channel, tonic::transport::Error>) -> bool {
+    let Ok(channel) = channel else {
+        return false;
+    };
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: "popmaster.v1.IngestService".into(),
+    };
+    health.check(request).await.is_ok_and(|answer| {
+        answer.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    })
+}
+
+#[tokio::test]
+async fn mutual_tls_admits_only_clients_with_a_certificate_of_the_ca() {
+    let pki = TestPki::new();
+    let mut config = Config::default();
+    config.tls.cert_file = Some(pki.path("server.pem"));
+    config.tls.key_file = Some(pki.path("server.key"));
+    config.tls.client_ca_file = Some(pki.path("ca.pem"));
+    let secure = SecureServer::start_with(config).await;
+    let addr = secure.server.addr;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !serving(pki.channel(addr, true).await).await {
+        assert!(Instant::now() < deadline, "the TLS server did not start serving");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // With a client certificate and a token: served, and the token still decides the role.
+    let channel = pki.channel(addr, true).await.expect("TLS channel");
+    let credentials = |token: &str| Credentials {
+        token: Some(token.into()),
+        purpose: None,
+    };
+    let mut ops = AdminServiceClient::new(InterceptedService::new(channel.clone(), credentials("token-ops")));
+    ops.get_stats(pb::GetStatsRequest {})
+        .await
+        .expect("an operator over mutual TLS");
+    let mut writer = AdminServiceClient::new(InterceptedService::new(channel, credentials("token-etl-d07")));
+    assert_status(
+        writer.get_stats(pb::GetStatsRequest {}).await,
+        Code::PermissionDenied,
+        "caller etl-d07 may not call AdminService/GetStats: it needs the operator role",
+    );
+
+    // Without a client certificate, or in plain text, nothing is served, health included.
+    assert!(
+        !serving(pki.channel(addr, false).await).await,
+        "served without a client certificate"
+    );
+    assert!(
+        !serving(connect(&secure.server.url()).await).await,
+        "served in plain text"
+    );
+
+    // The command line connects with --tls-ca, --tls-cert and --tls-key.
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_popmaster"));
+    command
+        .args(["stats", "--server", &format!("https://{addr}")])
+        .arg("--tls-ca")
+        .arg(pki.path("ca.pem"))
+        .arg("--tls-cert")
+        .arg(pki.path("client.pem"))
+        .arg("--tls-key")
+        .arg(pki.path("client.key"))
+        .env("POPMASTER_TOKEN", "token-ops")
+        .env_remove("POPMASTER_PURPOSE");
+    let output = tokio::task::spawn_blocking(move || command.output().expect("popmaster runs"))
+        .await
+        .expect("client task");
+    assert!(output.status.success(), "{output:?}");
+    secure.server.stop().await;
+}
+
+#[tokio::test]
+async fn server_tls_without_client_certificates_encrypts_for_every_client() {
+    let pki = TestPki::new();
+    let mut config = Config::default();
+    config.tls.cert_file = Some(pki.path("server.pem"));
+    config.tls.key_file = Some(pki.path("server.key"));
+    let secure = SecureServer::start_with(config).await;
+    let addr = secure.server.addr;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !serving(pki.channel(addr, false).await).await {
+        assert!(Instant::now() < deadline, "the TLS server did not start serving");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !serving(connect(&secure.server.url()).await).await,
+        "served in plain text"
+    );
+    let channel = pki.channel(addr, false).await.expect("TLS channel");
+    let mut anonymous = AdminServiceClient::new(channel);
+    assert_status(
+        anonymous.get_stats(pb::GetStatsRequest {}).await,
+        Code::Unauthenticated,
+        "no bearer token: send the header authorization: Bearer <token>",
+    );
+    secure.server.stop().await;
+}
