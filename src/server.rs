@@ -77,6 +77,8 @@ pub async fn serve(
             Arc::new(CallerRegistry::open())
         }
     };
+    // Before anything serves: a SIGHUP that came before the listener would end the process.
+    let hangup = listen_for_hangup(&registry);
     let metrics = Arc::new(Metrics::new(&[
         pb::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -164,6 +166,7 @@ pub async fn serve(
     let reloader = tokio::spawn(reload_callers(
         registry,
         Duration::from_millis(config.auth.reload_interval_ms),
+        hangup,
     ));
     let metrics_endpoint =
         metrics_listener.map(|listener| MetricsEndpoint::start(listener, Arc::clone(&metrics), Arc::clone(&engine)));
@@ -240,20 +243,40 @@ fn server_tls(tls: &crate::config::TlsConfig) -> Result<Option<tonic::transport:
     Ok(Some(server_tls))
 }
 
-/// Rereads the callers file on SIGHUP and every `interval` (when it changed); a bad file keeps
-/// the callers in force. Runs until aborted; does nothing in the open mode.
-async fn reload_callers(registry: Arc<CallerRegistry>, interval: Duration) {
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// Listens for SIGHUP when there is a callers file to reread (the open mode leaves the signal's
+/// default action alone).
+#[cfg(unix)]
+fn listen_for_hangup(registry: &CallerRegistry) -> Hangup {
     if registry.is_open() {
-        return;
+        return None;
     }
-    #[cfg(unix)]
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),
         Err(error) => {
             tracing::warn!(%error, "cannot listen for SIGHUP; the callers file is still reread when it changes");
             None
         }
-    };
+    }
+}
+
+#[cfg(not(unix))]
+fn listen_for_hangup(_registry: &CallerRegistry) -> Hangup {}
+
+/// Rereads the callers file on SIGHUP and every `interval` (when it changed); a bad file keeps
+/// the callers in force. Runs until aborted; does nothing in the open mode.
+async fn reload_callers(registry: Arc<CallerRegistry>, interval: Duration, hangup: Hangup) {
+    if registry.is_open() {
+        return;
+    }
+    #[cfg(unix)]
+    let mut hangup = hangup;
+    #[cfg(not(unix))]
+    let () = hangup;
     loop {
         #[cfg(unix)]
         {
