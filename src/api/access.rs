@@ -139,6 +139,20 @@ pub fn changed_tags(identity: &Identity, catalog: &Catalog, tags: Vec<TagCode>) 
     }
 }
 
+/// A lookup by a value (a profile by ID number) is a read of that value: the reader must be
+/// granted its tag.
+pub fn check_lookup_by(identity: &Identity, catalog: &Catalog, method: &str, tag: &str) -> Result<(), Status> {
+    let grant = reader_grant(identity, method)?;
+    if catalog.tag(tag).is_some_and(|def| grant.may_read(def)) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "caller {} may not look a person up by {tag}: it may not read tag {tag}",
+            identity.caller_id()
+        )))
+    }
+}
+
 /// The canonical tag each search attribute is compared with.
 pub const SEARCH_ATTRIBUTE_TAGS: [(&str, &str); 6] = [
     ("name", "name"),

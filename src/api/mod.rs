@@ -467,6 +467,7 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         let identity = identity(&request)?;
         let request = request.into_inner();
         let method = "ProfileService/GetProfileByIdNumber";
+        access::check_lookup_by(&identity, self.engine.catalog(), method, "id_number")?;
         let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
         let grant = access::reader_grant(&identity, method)?;
         let engine = Arc::clone(&self.engine);
