@@ -21,6 +21,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub backup: BackupConfig,
     pub export: ExportConfig,
+    pub auth: AuthConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -37,6 +39,54 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             backup: BackupConfig::default(),
             export: ExportConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// TLS of the gRPC port (rustls): the server's certificate and key, and for mutual TLS the CA
+/// that client certificates must chain to. All absent: plain text.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// The server's private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM); when set, every client must present a certificate they signed.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// Who may call: the callers file and how it is reloaded, and the per-caller limits.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The callers file (TOML: each caller's id, token hashes and roles). Absent: the open
+    /// mode, allowed on a loopback address only.
+    pub callers_file: Option<PathBuf>,
+    /// How often the callers file is checked for a change (it is also reread on SIGHUP).
+    pub reload_interval_ms: u64,
+    /// The longest `x-purpose` a reader may state.
+    pub purpose_bytes_max: usize,
+    /// A caller's average calls a second (token bucket), unless its entry says otherwise.
+    pub calls_per_second: f64,
+    /// Calls a caller's bucket holds for a burst, unless its entry says otherwise.
+    pub calls_burst: u32,
+    /// Calls of one caller open at once (streams until they end), unless its entry says
+    /// otherwise.
+    pub concurrent_calls_max: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            callers_file: None,
+            reload_interval_ms: 2_000,
+            purpose_bytes_max: 256,
+            calls_per_second: 1_000.0,
+            calls_burst: 2_000,
+            concurrent_calls_max: 64,
         }
     }
 }
@@ -318,6 +368,10 @@ impl Config {
             ("backup.page_keys", self.backup.page_keys),
             ("export.page_persons", self.export.page_persons),
             ("export.buffer_chunks", self.export.buffer_chunks),
+            ("auth.purpose_bytes_max", self.auth.purpose_bytes_max),
+            ("auth.calls_burst", self.auth.calls_burst as usize),
+            ("auth.concurrent_calls_max", self.auth.concurrent_calls_max as usize),
+            ("auth.reload_interval_ms", self.auth.reload_interval_ms as usize),
         ];
         for (setting, value) in positive {
             if value == 0 {
@@ -377,6 +431,24 @@ impl Config {
             return Err(ConfigError::Invalid {
                 setting: "export.page_persons",
                 message: "must be at most 10000 (a page of persons is read at once)".into(),
+            });
+        }
+        if !(self.auth.calls_per_second.is_finite() && self.auth.calls_per_second > 0.0) {
+            return Err(ConfigError::Invalid {
+                setting: "auth.calls_per_second",
+                message: "must be a positive number".into(),
+            });
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                setting: "tls.cert_file",
+                message: "tls.cert_file and tls.key_file go together".into(),
+            });
+        }
+        if self.tls.client_ca_file.is_some() && self.tls.cert_file.is_none() {
+            return Err(ConfigError::Invalid {
+                setting: "tls.client_ca_file",
+                message: "mutual TLS needs the server's own tls.cert_file and tls.key_file".into(),
             });
         }
         if self.limits.batch_records_max > 1 << 20 {
@@ -439,6 +511,21 @@ mod tests {
         config.export.page_persons = 10_001;
         let error = config.validate().expect_err("too many");
         assert!(error.to_string().contains("export.page_persons"), "{error}");
+        let mut config = Config::default();
+        config.tls.cert_file = Some(PathBuf::from("server.pem"));
+        let error = config.validate().expect_err("no key");
+        assert!(
+            error.to_string().contains("tls.cert_file and tls.key_file go together"),
+            "{error}"
+        );
+        let mut config = Config::default();
+        config.tls.client_ca_file = Some(PathBuf::from("ca.pem"));
+        let error = config.validate().expect_err("no server certificate");
+        assert!(error.to_string().contains("tls.client_ca_file"), "{error}");
+        let mut config = Config::default();
+        config.auth.calls_per_second = 0.0;
+        let error = config.validate().expect_err("no calls");
+        assert!(error.to_string().contains("auth.calls_per_second"), "{error}");
         let parsed = Config::from_toml("[index]\nfuzzy_candidates = 5\n").expect("parses");
         assert_eq!(parsed.index.fuzzy_candidates, 5);
     }

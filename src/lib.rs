@@ -5,11 +5,13 @@
 pub mod accuracy;
 pub mod api;
 pub mod backup;
+pub mod callers;
 pub mod catalog;
 pub mod cleanse;
 pub mod config;
 pub mod engine;
 pub mod interchange;
+pub mod masking;
 pub mod metrics;
 pub mod model;
 pub mod profile;

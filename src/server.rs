@@ -1,9 +1,15 @@
 //! Runs the gRPC server: the three services, grpc.health.v1, server reflection, message
-//! limits, the metrics of every call and the metrics endpoint, and an orderly shutdown (stop
-//! accepting, let in-flight calls finish within the grace period, finish queued batches,
-//! checkpoint the store, commit the index, close the metrics endpoint).
+//! limits, the metrics of every call and the metrics endpoint, caller authentication and
+//! authorization (refusing to serve a non-loopback address without a callers file, reloading
+//! the callers file on SIGHUP and when it changes), and an orderly shutdown (stop accepting,
+//! let in-flight calls finish within the grace period, finish queued batches, checkpoint the
+//! store, commit the index, close the metrics endpoint).
 
+use crate::api::audit::Auditor;
+use crate::api::auth::{AuthLayer, CallerRegistry, Gate};
+use crate::api::limiter::{CallerBounds, Limiter};
 use crate::api::{AdminApi, IngestApi, ProfileApi};
+use crate::callers::CallersError;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::engine::{Engine, EngineError};
@@ -28,6 +34,19 @@ pub enum ServeError {
     Metrics(#[from] MetricsError),
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Callers(#[from] CallersError),
+    #[error("cannot read {setting} {path}: {source}")]
+    TlsFile {
+        setting: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "refusing to serve {addr} without authentication: only a loopback address may run open. \
+         Set auth.callers_file (see the README, Security), or listen on 127.0.0.1"
+    )]
+    OpenOnNonLoopback { addr: String },
 }
 
 /// Serves gRPC on `listener`, and the metrics endpoint on `metrics_listener` if there is one,
@@ -39,6 +58,27 @@ pub async fn serve(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let tls = server_tls(&config.tls)?;
+    let registry = match &config.auth.callers_file {
+        Some(path) => Arc::new(CallerRegistry::load(path, catalog.clone())?),
+        None => {
+            let local = listener.local_addr().ok();
+            if !local.is_some_and(|addr| addr.ip().is_loopback()) {
+                return Err(ServeError::OpenOnNonLoopback {
+                    addr: local.map_or_else(|| "an unknown address".into(), |addr| addr.to_string()),
+                });
+            }
+            tracing::warn!(
+                listen = ?local,
+                "AUTHENTICATION IS OFF: no auth.callers_file, so every local caller may read every \
+                 profile unmasked, write every source and run every admin call. This open mode is \
+                 for development on a loopback address only; set auth.callers_file for anything else"
+            );
+            Arc::new(CallerRegistry::open())
+        }
+    };
+    // Before anything serves: a SIGHUP that came before the listener would end the process.
+    let hangup = listen_for_hangup(&registry);
     let metrics = Arc::new(Metrics::new(&[
         pb::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -83,9 +123,25 @@ pub async fn serve(
 
     let local_addr = listener.local_addr().ok();
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(RpcMetricsLayer::new(Arc::clone(&metrics)))
+        .layer(AuthLayer::new(
+            Arc::new(Gate::new(
+                Arc::clone(&registry),
+                config.auth.purpose_bytes_max,
+                Limiter::new(CallerBounds {
+                    calls_per_second: config.auth.calls_per_second,
+                    calls_burst: config.auth.calls_burst,
+                    concurrent_calls_max: config.auth.concurrent_calls_max,
+                }),
+            )),
+            Arc::new(Auditor::new(Arc::clone(&engine))),
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ingest)
@@ -101,13 +157,24 @@ pub async fn serve(
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stopped.await;
     }));
-    tracing::info!(listen = ?local_addr, data_dir = %config.data_dir.display(), "popmaster serving");
+    let tls_mode = match (&config.tls.cert_file, &config.tls.client_ca_file) {
+        (None, _) => "off",
+        (Some(_), None) => "server",
+        (Some(_), Some(_)) => "mutual",
+    };
+    tracing::info!(listen = ?local_addr, data_dir = %config.data_dir.display(), tls = tls_mode, "popmaster serving");
+    let reloader = tokio::spawn(reload_callers(
+        registry,
+        Duration::from_millis(config.auth.reload_interval_ms),
+        hangup,
+    ));
     let metrics_endpoint =
         metrics_listener.map(|listener| MetricsEndpoint::start(listener, Arc::clone(&metrics), Arc::clone(&engine)));
 
     tokio::select! {
         result = &mut server => {
             // The transport ended on its own: an error, since nothing asked it to stop.
+            reloader.abort();
             engine.shutdown().await;
             if let Some(endpoint) = metrics_endpoint {
                 endpoint.shutdown().await;
@@ -120,6 +187,7 @@ pub async fn serve(
         () = shutdown => {}
     }
     tracing::info!("shutting down: no new calls accepted");
+    reloader.abort();
     health_reporter
         .set_not_serving::<pb::ingest_service_server::IngestServiceServer<IngestApi>>()
         .await;
@@ -149,6 +217,87 @@ pub async fn serve(
     transport?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// The server's TLS settings from the PEM files the configuration names; `None` for plain text.
+fn server_tls(tls: &crate::config::TlsConfig) -> Result<Option<tonic::transport::ServerTlsConfig>, ServeError> {
+    let read = |setting: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ServeError::TlsFile {
+            setting,
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let (Some(cert_file), Some(key_file)) = (&tls.cert_file, &tls.key_file) else {
+        return Ok(None);
+    };
+    let identity =
+        tonic::transport::Identity::from_pem(read("tls.cert_file", cert_file)?, read("tls.key_file", key_file)?);
+    let mut server_tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(client_ca_file) = &tls.client_ca_file {
+        server_tls = server_tls.client_ca_root(tonic::transport::Certificate::from_pem(read(
+            "tls.client_ca_file",
+            client_ca_file,
+        )?));
+    }
+    Ok(Some(server_tls))
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// Listens for SIGHUP when there is a callers file to reread (the open mode leaves the signal's
+/// default action alone).
+#[cfg(unix)]
+fn listen_for_hangup(registry: &CallerRegistry) -> Hangup {
+    if registry.is_open() {
+        return None;
+    }
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; the callers file is still reread when it changes");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn listen_for_hangup(_registry: &CallerRegistry) -> Hangup {}
+
+/// Rereads the callers file on SIGHUP and every `interval` (when it changed); a bad file keeps
+/// the callers in force. Runs until aborted; does nothing in the open mode.
+async fn reload_callers(registry: Arc<CallerRegistry>, interval: Duration, hangup: Hangup) {
+    if registry.is_open() {
+        return;
+    }
+    #[cfg(unix)]
+    let mut hangup = hangup;
+    #[cfg(not(unix))]
+    let () = hangup;
+    loop {
+        #[cfg(unix)]
+        {
+            let signalled = async {
+                match hangup.as_mut() {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = signalled => tracing::info!("SIGHUP: rereading the callers file"),
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::time::sleep(interval).await;
+        let registry = Arc::clone(&registry);
+        let _ = tokio::task::spawn_blocking(move || registry.reload()).await;
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -16,6 +16,10 @@ pub fn to_status(error: EngineError) -> Status {
         EngineError::ShuttingDown => {
             Status::unavailable("the service is shutting down; retry against a running server")
         }
+        EngineError::Audit(message) => {
+            tracing::error!(%message, "audit log failure");
+            Status::unavailable("the audit log cannot be written, so nothing is served; retry later")
+        }
         EngineError::WritePathFailed => {
             Status::unavailable("the write path has failed and stopped acknowledging; the service needs a restart")
         }

@@ -1,8 +1,12 @@
 //! The gRPC edge: tonic services, proto <-> domain mapping and admission. Holds no business
 //! rules; everything it decides is "is this call well-formed and within the limits".
 
+pub mod access;
+pub mod audit;
+pub mod auth;
 pub mod convert;
 pub mod error;
+pub mod limiter;
 pub mod operations;
 pub mod rebuild;
 pub mod steward;
@@ -11,6 +15,8 @@ use crate::engine::{ChangeFollower, Engine};
 use crate::metrics::{BatchEnd, IngestTally, Metrics};
 use crate::model::{Outcome, PersonId, RecordKey, SourceId};
 use crate::pb;
+use audit::{noted, AuditNote};
+use auth::{identity, Identity};
 use error::to_status;
 use futures::stream::{FuturesOrdered, StreamExt};
 use std::pin::Pin;
@@ -27,6 +33,21 @@ const EXPORT_CHUNK_ROWS: usize = 10_000;
 
 fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// A profile read's answer, noted for the audit as one profile shared.
+fn shared_profile(profile: pb::Profile) -> Response<pb::Profile> {
+    let note = AuditNote::shared(std::slice::from_ref(&profile));
+    noted(profile, note)
+}
+
+/// A steward action's or deletion's answer, noted for the audit with the persons it left.
+fn steward_noted(result: pb::StewardResult, detail: String) -> Response<pb::StewardResult> {
+    let persons = std::iter::once(result.person_id.clone())
+        .filter(|person| !person.is_empty())
+        .chain(result.new_person_ids.iter().cloned());
+    let note = AuditNote::persons(persons).with_detail(format!("{detail}; sequence {}", result.sequence));
+    noted(result, note)
 }
 
 /// Runs blocking store reads off the async workers.
@@ -58,20 +79,62 @@ type BoxStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send
 async fn ingest_batch(
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
+    identity: Identity,
     batch: pb::RecordBatch,
 ) -> Result<pb::BatchOutcome, Status> {
     let started = Instant::now();
-    let answer = admit_and_ingest(&engine, batch).await;
+    let (batch_id, n_records) = (batch.batch_id, batch.records.len());
+    let answer = admit_and_ingest(&engine, &identity, batch).await;
+    // Every batch is audited, refused ones too; an answer whose entry cannot be written is an
+    // error (the batch is durable all the same: a re-sent batch is answered UNCHANGED).
+    let (code, message, note) = match &answer {
+        Ok((outcome, _)) => {
+            let persons: std::collections::BTreeSet<&str> = outcome
+                .outcomes
+                .iter()
+                .map(|record| record.person_id.as_str())
+                .filter(|person| !person.is_empty())
+                .collect();
+            let note = AuditNote::persons(persons).with_detail(format!(
+                "batch {batch_id}: {n_records} records, sequence {}",
+                outcome.sequence
+            ));
+            (tonic::Code::Ok, String::new(), note)
+        }
+        Err(status) => (
+            status.code(),
+            status.message().to_string(),
+            AuditNote::default().with_detail(format!("batch {batch_id}: {n_records} records")),
+        ),
+    };
+    let audited = audit::Auditor::new(Arc::clone(&engine))
+        .call(&identity, "IngestService/StreamRecords", code, &message, note)
+        .await;
+    let answer = match (answer, audited) {
+        (answer, Ok(())) => answer,
+        (_, Err(status)) => Err(status),
+    };
     let end = match &answer {
         Ok((_, tally)) => BatchEnd::Acknowledged(*tally),
-        Err(status) if status.code() == tonic::Code::InvalidArgument => BatchEnd::Refused,
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::InvalidArgument | tonic::Code::PermissionDenied
+            ) =>
+        {
+            BatchEnd::Refused
+        }
         Err(_) => BatchEnd::Failed,
     };
     metrics.count_batch(end, started.elapsed());
     answer.map(|(outcome, _)| outcome)
 }
 
-async fn admit_and_ingest(engine: &Engine, batch: pb::RecordBatch) -> Result<(pb::BatchOutcome, IngestTally), Status> {
+async fn admit_and_ingest(
+    engine: &Engine,
+    identity: &Identity,
+    batch: pb::RecordBatch,
+) -> Result<(pb::BatchOutcome, IngestTally), Status> {
     let limits = &engine.config().limits;
     if batch.records.len() > limits.batch_records_max {
         return Err(Status::invalid_argument(format!(
@@ -81,6 +144,13 @@ async fn admit_and_ingest(engine: &Engine, batch: pb::RecordBatch) -> Result<(pb
             limits.batch_records_max
         )));
     }
+    // Before anything is admitted: a batch holding one record of another source is refused
+    // whole, so nothing of it is applied.
+    access::check_writer(
+        identity,
+        batch.records.iter().map(|record| record.source.as_str()),
+        &format!("batch {}", batch.batch_id),
+    )?;
     let received_at = now_millis();
     let mut admitted = Vec::new();
     let mut slots = Vec::with_capacity(batch.records.len());
@@ -161,9 +231,12 @@ impl pb::ingest_service_server::IngestService for IngestApi {
         &self,
         request: Request<pb::DeleteRecordRequest>,
     ) -> Result<Response<pb::StewardResult>, Status> {
-        steward::delete_record(&self.engine, request.into_inner())
+        let identity = identity(&request)?;
+        let request = request.into_inner();
+        let detail = format!("record {}/{}", request.source.trim(), request.record_id);
+        steward::delete_record(&self.engine, &identity, request)
             .await
-            .map(Response::new)
+            .map(|result| steward_noted(result, detail))
     }
 
     type StreamRecordsStream = BoxStream<pb::BatchOutcome>;
@@ -178,6 +251,7 @@ impl pb::ingest_service_server::IngestService for IngestApi {
                 self.engine.config().server.concurrent_streams_max
             ))
         })?;
+        let identity = identity(&request)?;
         let mut inbound = request.into_inner();
         let engine = Arc::clone(&self.engine);
         let metrics = Arc::clone(&self.metrics);
@@ -200,7 +274,12 @@ impl pb::ingest_service_server::IngestService for IngestApi {
                     message = tokio::time::timeout(idle_timeout, inbound.message()),
                         if !inbound_done && in_flight.len() < STREAM_BATCHES_IN_FLIGHT_MAX => {
                         match message {
-                            Ok(Ok(Some(batch))) => in_flight.push_back(ingest_batch(Arc::clone(&engine), Arc::clone(&metrics), batch)),
+                            Ok(Ok(Some(batch))) => in_flight.push_back(ingest_batch(
+                                Arc::clone(&engine),
+                                Arc::clone(&metrics),
+                                identity.clone(),
+                                batch,
+                            )),
                             Ok(Ok(None)) => inbound_done = true,
                             Ok(Err(status)) => {
                                 // A message the server could not decode (too large, malformed)
@@ -289,18 +368,27 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::GetProfileHistoryRequest>,
     ) -> Result<Response<pb::ProfileHistory>, Status> {
-        steward::profile_history(Arc::clone(&self.engine), request.into_inner())
+        let identity = identity(&request)?;
+        steward::profile_history(Arc::clone(&self.engine), identity, request.into_inner())
             .await
-            .map(Response::new)
+            .map(|history| {
+                let note = AuditNote::persons([history.person_id.clone()]);
+                noted(history, note)
+            })
     }
 
     async fn get_tag_lineage(
         &self,
         request: Request<pb::GetTagLineageRequest>,
     ) -> Result<Response<pb::TagLineage>, Status> {
-        steward::tag_lineage(Arc::clone(&self.engine), request.into_inner())
+        let identity = identity(&request)?;
+        steward::tag_lineage(Arc::clone(&self.engine), identity, request.into_inner())
             .await
-            .map(Response::new)
+            .map(|lineage| {
+                let mut note = AuditNote::persons([lineage.person_id.clone()]).with_tags([lineage.tag.clone()]);
+                note.shares = 1;
+                noted(lineage, note)
+            })
     }
 
     async fn explain_record(
@@ -348,11 +436,14 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
     }
 
     async fn get_profile(&self, request: Request<pb::GetProfileRequest>) -> Result<Response<pb::Profile>, Status> {
+        let identity = identity(&request)?;
         let request = request.into_inner();
         if request.person_id.is_empty() {
             return Err(Status::invalid_argument("person_id is empty"));
         }
-        let mask = convert::tag_mask(self.engine.catalog(), request.tag_mask)?;
+        let method = "ProfileService/GetProfile";
+        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
+        let grant = access::reader_grant(&identity, method)?;
         let engine = Arc::clone(&self.engine);
         let person_id = PersonId::new(request.person_id);
         let lookup_id = person_id.clone();
@@ -360,7 +451,11 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
             .await
             .map_err(to_status)?;
         match view {
-            Some(view) => Ok(Response::new(convert::profile_to_pb(view))),
+            Some(view) => Ok(shared_profile(convert::profile_to_pb(access::profile(
+                grant,
+                self.engine.catalog(),
+                view,
+            )))),
             None => Err(Status::not_found(format!("person {person_id} not found"))),
         }
     }
@@ -369,14 +464,22 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::GetProfileByIdNumberRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
+        let identity = identity(&request)?;
         let request = request.into_inner();
-        let mask = convert::tag_mask(self.engine.catalog(), request.tag_mask)?;
+        let method = "ProfileService/GetProfileByIdNumber";
+        access::check_lookup_by(&identity, self.engine.catalog(), method, "id_number")?;
+        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
+        let grant = access::reader_grant(&identity, method)?;
         let engine = Arc::clone(&self.engine);
         let view = blocking(move || engine.get_profile_by_id_number(&request.id_number, &mask))
             .await
             .map_err(to_status)?;
         match view {
-            Some(view) => Ok(Response::new(convert::profile_to_pb(view))),
+            Some(view) => Ok(shared_profile(convert::profile_to_pb(access::profile(
+                grant,
+                self.engine.catalog(),
+                view,
+            )))),
             None => Err(Status::not_found("no person holds this ID number")),
         }
     }
@@ -385,6 +488,7 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::BatchGetProfilesRequest>,
     ) -> Result<Response<pb::BatchGetProfilesResponse>, Status> {
+        let identity = identity(&request)?;
         let request = request.into_inner();
         let ids_max = self.engine.config().limits.batch_get_persons_max;
         if request.person_ids.is_empty() {
@@ -399,7 +503,9 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         if let Some(position) = request.person_ids.iter().position(String::is_empty) {
             return Err(Status::invalid_argument(format!("person_ids[{position}] is empty")));
         }
-        let mask = convert::tag_mask(self.engine.catalog(), request.tag_mask)?;
+        let method = "ProfileService/BatchGetProfiles";
+        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
+        let grant = access::reader_grant(&identity, method)?;
         let mut seen = std::collections::HashSet::new();
         let person_ids: Vec<PersonId> = request
             .person_ids
@@ -415,17 +521,23 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         let mut answer = pb::BatchGetProfilesResponse::default();
         for (person_id, view) in person_ids.into_iter().zip(views) {
             match view {
-                Some(view) => answer.profiles.push(convert::profile_to_pb(view)),
+                Some(view) => answer.profiles.push(convert::profile_to_pb(access::profile(
+                    grant,
+                    self.engine.catalog(),
+                    view,
+                ))),
                 None => answer.not_found.push(person_id.to_string()),
             }
         }
-        Ok(Response::new(answer))
+        let note = AuditNote::shared(&answer.profiles);
+        Ok(noted(answer, note))
     }
 
     async fn get_person_by_record(
         &self,
         request: Request<pb::GetPersonByRecordRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
+        let identity = identity(&request)?;
         let request = request.into_inner();
         let key = convert::record_key(
             &request.source,
@@ -433,14 +545,20 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
             self.engine.catalog(),
             &self.engine.config().limits,
         )?;
-        let mask = convert::tag_mask(self.engine.catalog(), request.tag_mask)?;
+        let method = "ProfileService/GetPersonByRecord";
+        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
+        let grant = access::reader_grant(&identity, method)?;
         let engine = Arc::clone(&self.engine);
         let lookup = key.clone();
         let view = blocking(move || engine.get_profile_by_record(&lookup, &mask))
             .await
             .map_err(to_status)?;
         match view {
-            Some(view) => Ok(Response::new(convert::profile_to_pb(view))),
+            Some(view) => Ok(shared_profile(convert::profile_to_pb(access::profile(
+                grant,
+                self.engine.catalog(),
+                view,
+            )))),
             None => Err(Status::not_found(format!("record {key} is not stored"))),
         }
     }
@@ -471,15 +589,43 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::SearchPersonsRequest>,
     ) -> Result<Response<pb::SearchPersonsResponse>, Status> {
-        let (query, top_k) = convert::person_query(request.into_inner(), &self.engine.config().limits)?;
+        let identity = identity(&request)?;
+        let request = request.into_inner();
+        access::check_search(
+            &identity,
+            self.engine.catalog(),
+            &[
+                ("name", !request.name.trim().is_empty()),
+                ("id_number", !request.id_number.trim().is_empty()),
+                ("birth_date", !request.birth_date.trim().is_empty()),
+                ("gender", !request.gender.trim().is_empty()),
+                ("phone", !request.phone.trim().is_empty()),
+                ("address", !request.address.trim().is_empty()),
+            ],
+        )?;
+        let used: Vec<&'static str> = [
+            ("name", &request.name),
+            ("id_number", &request.id_number),
+            ("birth_date", &request.birth_date),
+            ("gender", &request.gender),
+            ("phone", &request.phone),
+            ("address", &request.address),
+        ]
+        .into_iter()
+        .filter(|(_, value)| !value.trim().is_empty())
+        .map(|(tag, _)| tag)
+        .collect();
+        let (query, top_k) = convert::person_query(request, &self.engine.config().limits)?;
         let engine = Arc::clone(&self.engine);
         let result = blocking(move || engine.search_persons(query, top_k))
             .await
             .map_err(to_status)?;
-        Ok(Response::new(pb::SearchPersonsResponse {
+        let answer = pb::SearchPersonsResponse {
             persons: result.matches.iter().map(convert::person_match_to_pb).collect(),
             n_candidates: u32::try_from(result.n_candidates).unwrap_or(u32::MAX),
-        }))
+        };
+        let note = AuditNote::persons(answer.persons.iter().map(|found| found.person_id.clone())).with_tags(used);
+        Ok(noted(answer, note))
     }
 
     type ExportProfilesStream = BoxStream<pb::ProfileChunk>;
@@ -488,7 +634,8 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::ExportProfilesRequest>,
     ) -> Result<Response<Self::ExportProfilesStream>, Status> {
-        operations::export_profiles(Arc::clone(&self.engine), request.into_inner())
+        let identity = identity(&request)?;
+        operations::export_profiles(Arc::clone(&self.engine), identity, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -555,15 +702,23 @@ impl pb::admin_service_server::AdminService for AdminApi {
     }
 
     async fn merge(&self, request: Request<pb::MergeRequest>) -> Result<Response<pb::StewardResult>, Status> {
-        steward::merge(&self.engine, request.into_inner())
+        let request = request.into_inner();
+        let detail = format!("merge {} and {}", request.person_a.trim(), request.person_b.trim());
+        steward::merge(&self.engine, request)
             .await
-            .map(Response::new)
+            .map(|result| steward_noted(result, detail))
     }
 
     async fn unmerge(&self, request: Request<pb::UnmergeRequest>) -> Result<Response<pb::StewardResult>, Status> {
-        steward::unmerge(&self.engine, request.into_inner())
+        let request = request.into_inner();
+        let detail = format!(
+            "unmerge {} records from {}",
+            request.records.len(),
+            request.person_id.trim()
+        );
+        steward::unmerge(&self.engine, request)
             .await
-            .map(Response::new)
+            .map(|result| steward_noted(result, detail))
     }
 
     async fn list_review_items(
@@ -579,9 +734,19 @@ impl pb::admin_service_server::AdminService for AdminApi {
         &self,
         request: Request<pb::ResolveReviewItemRequest>,
     ) -> Result<Response<pb::StewardResult>, Status> {
-        steward::resolve_review_item(&self.engine, request.into_inner())
+        let request = request.into_inner();
+        let detail = format!(
+            "review item {}: {} {}",
+            request
+                .record
+                .as_ref()
+                .map_or_else(String::new, |record| format!("{}/{}", record.source, record.record_id)),
+            if request.same { "same as" } else { "different from" },
+            request.candidate_person_id.trim()
+        );
+        steward::resolve_review_item(&self.engine, request)
             .await
-            .map(Response::new)
+            .map(|result| steward_noted(result, detail))
     }
 
     async fn get_catalog(&self, _request: Request<pb::GetCatalogRequest>) -> Result<Response<pb::Catalog>, Status> {
@@ -679,6 +844,21 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 store_micros: stats.ingest.stages.store.as_micros() as u64,
             }),
         }))
+    }
+
+    async fn query_audit(&self, request: Request<pb::QueryAuditRequest>) -> Result<Response<pb::AuditPage>, Status> {
+        audit::query_audit(Arc::clone(&self.engine), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_share_counts(
+        &self,
+        request: Request<pb::GetShareCountsRequest>,
+    ) -> Result<Response<pb::ShareCounts>, Status> {
+        audit::share_counts(Arc::clone(&self.engine), request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_model(&self, _request: Request<pb::GetModelRequest>) -> Result<Response<pb::ModelInfo>, Status> {

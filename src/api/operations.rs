@@ -2,8 +2,10 @@
 //! and the export of every profile. Checks that each call is well-formed, maps between proto
 //! and the engine, and bounds every stream; the work is the engine's.
 
+use super::audit::{AuditNote, Auditor};
+use super::auth::Identity;
 use super::error::to_status;
-use super::{blocking, convert, BoxStream};
+use super::{access, blocking, convert, BoxStream};
 use crate::engine::{BackupDone, BackupProgress, Engine};
 use crate::model::PersonId;
 use crate::pb;
@@ -103,15 +105,22 @@ pub async fn backup(engine: Arc<Engine>, request: pb::BackupRequest) -> Result<B
 /// client stops the reading, and nothing is held for it but the channel.
 pub async fn export_profiles(
     engine: Arc<Engine>,
+    identity: Identity,
     request: pb::ExportProfilesRequest,
 ) -> Result<BoxStream<pb::ProfileChunk>, Status> {
-    let mask = convert::tag_mask(engine.catalog(), request.tag_mask)?;
+    let method = "ProfileService/ExportProfiles";
+    let mask = access::read_mask(&identity, engine.catalog(), method, request.tag_mask)?;
+    let grant = access::reader_grant(&identity, method)?.clone();
     let config = engine.config();
     let (page_persons, buffer) = (config.export.page_persons, config.export.buffer_chunks);
     // A chunk is sent before it would pass half the message limit, so one profile more
     // always fits.
     let chunk_bytes_max = config.limits.message_bytes_max / 2;
     let (sender, receiver) = mpsc::channel(buffer);
+    let audit = ChunkAudit {
+        auditor: Auditor::new(Arc::clone(&engine)),
+        identity,
+    };
     let start_engine = Arc::clone(&engine);
     let change_sequence = blocking(move || start_engine.stats())
         .await
@@ -137,11 +146,11 @@ pub async fn export_profiles(
                 }
             };
             for view in views {
-                let profile = convert::profile_to_pb(view);
+                let profile = convert::profile_to_pb(access::profile(&grant, engine.catalog(), view));
                 // The field's tag and length prefix: a few bytes per profile.
                 let profile_bytes = profile.encoded_len() + 8;
                 if !pending.is_empty() && pending_bytes + profile_bytes > chunk_bytes_max {
-                    if !send_chunk(&sender, std::mem::take(&mut pending), &mut start).await {
+                    if !send_chunk(&sender, &audit, std::mem::take(&mut pending), &mut start).await {
                         return;
                     }
                     pending_bytes = 0;
@@ -155,14 +164,14 @@ pub async fn export_profiles(
                 None => break,
             }
             if !pending.is_empty() {
-                if !send_chunk(&sender, std::mem::take(&mut pending), &mut start).await {
+                if !send_chunk(&sender, &audit, std::mem::take(&mut pending), &mut start).await {
                     return;
                 }
                 pending_bytes = 0;
             }
         }
         // The last chunk; also the first (with the start sequence) of an export of no one.
-        if (!pending.is_empty() || start.is_some()) && !send_chunk(&sender, pending, &mut start).await {
+        if (!pending.is_empty() || start.is_some()) && !send_chunk(&sender, &audit, pending, &mut start).await {
             return;
         }
         tracing::debug!(n_persons, "profile export ended");
@@ -170,13 +179,38 @@ pub async fn export_profiles(
     Ok(Box::pin(ReceiverStream::new(receiver)))
 }
 
-/// Sends one chunk; the first carries the change-feed sequence the export started at. False
-/// when the client has gone.
+/// Who an export shares its chunks with.
+struct ChunkAudit {
+    auditor: Auditor,
+    identity: Identity,
+}
+
+/// Audits and sends one chunk; the first carries the change-feed sequence the export started
+/// at. False when the client has gone, or the chunk's audit entry could not be written (the
+/// stream then ends with that status, and the chunk is not sent).
 async fn send_chunk(
     sender: &mpsc::Sender<Result<pb::ProfileChunk, Status>>,
+    audit: &ChunkAudit,
     profiles: Vec<pb::Profile>,
     start: &mut Option<u64>,
 ) -> bool {
+    if !profiles.is_empty() {
+        let note = AuditNote::shared(&profiles).with_detail("export chunk");
+        let written = audit
+            .auditor
+            .call(
+                &audit.identity,
+                "ProfileService/ExportProfiles",
+                tonic::Code::Ok,
+                "",
+                note,
+            )
+            .await;
+        if let Err(status) = written {
+            let _ = sender.send(Err(status)).await;
+            return false;
+        }
+    }
     let chunk = pb::ProfileChunk {
         profiles,
         change_sequence: start.take().unwrap_or(0),

@@ -2,9 +2,11 @@
 //! history and lineage. Checks that each call is well-formed and maps between proto and the
 //! engine; the rules live in the engine.
 
-use super::blocking;
+use super::auth::Identity;
 use super::convert::{candidate_to_pb, decision_to_pb, format_millis};
 use super::error::to_status;
+use super::{access, blocking};
+use crate::catalog::Catalog;
 use crate::engine::{Engine, ReviewEntry, StewardOutcome, STEWARD_LIST_MAX};
 use crate::model::{Cause, PersonEvent, PersonId, RecordKey, SourceId, TagCode};
 use crate::pb;
@@ -65,8 +67,13 @@ fn outcome_to_pb(outcome: StewardOutcome) -> pb::StewardResult {
     }
 }
 
-pub async fn delete_record(engine: &Engine, request: pb::DeleteRecordRequest) -> Result<pb::StewardResult, Status> {
+pub async fn delete_record(
+    engine: &Engine,
+    identity: &Identity,
+    request: pb::DeleteRecordRequest,
+) -> Result<pb::StewardResult, Status> {
     let key = record_key(&request.source, &request.record_id)?;
+    access::check_writer(identity, [key.source.as_str()], "DeleteRecord")?;
     let outcome = engine.delete_record(&key).await.map_err(to_status)?;
     tracing::info!(record = %key, sequence = outcome.sequence, n_new_persons = outcome.new_persons.len(), "record deleted");
     Ok(outcome_to_pb(outcome))
@@ -234,20 +241,26 @@ pub fn change_kind_words(kind: &ChangeKind) -> &'static str {
     }
 }
 
-fn history_entry_to_pb(entry: &HistoryEntry) -> pb::HistoryEntry {
+fn history_entry_to_pb(identity: &Identity, catalog: &Catalog, entry: &HistoryEntry) -> pb::HistoryEntry {
+    let changed_tags = access::changed_tags(identity, catalog, entry.changed_tags.clone());
+    let n_hidden = entry.changed_tags.len() - changed_tags.len();
     pb::HistoryEntry {
         version: entry.version,
         at: format_millis(entry.at),
         change_sequence: entry.change_sequence,
         kind: change_kind_words(&entry.kind).into(),
         events: entry.events.iter().map(event_to_pb).collect(),
-        changed_tags: entry.changed_tags.iter().map(ToString::to_string).collect(),
-        n_changed_tags: entry.n_changed_tags,
+        changed_tags: changed_tags.iter().map(ToString::to_string).collect(),
+        // The tags the caller may not read are left out of the count too.
+        n_changed_tags: entry
+            .n_changed_tags
+            .saturating_sub(u32::try_from(n_hidden).unwrap_or(u32::MAX)),
     }
 }
 
 pub async fn profile_history(
     engine: Arc<Engine>,
+    identity: Identity,
     request: pb::GetProfileHistoryRequest,
 ) -> Result<pb::ProfileHistory, Status> {
     let person = person_id("person_id", request.person_id)?;
@@ -256,7 +269,8 @@ pub async fn profile_history(
         n => (n as usize).min(STEWARD_LIST_MAX),
     };
     let lookup = person.clone();
-    let entries = blocking(move || engine.history(&lookup, request.from_version, page_size))
+    let history_engine = Arc::clone(&engine);
+    let entries = blocking(move || history_engine.history(&lookup, request.from_version, page_size))
         .await
         .map_err(to_status)?;
     let next_version = if entries.len() == page_size {
@@ -266,7 +280,10 @@ pub async fn profile_history(
     };
     Ok(pb::ProfileHistory {
         person_id: person.to_string(),
-        entries: entries.iter().map(history_entry_to_pb).collect(),
+        entries: entries
+            .iter()
+            .map(|entry| history_entry_to_pb(&identity, engine.catalog(), entry))
+            .collect(),
         next_version,
     })
 }
@@ -314,16 +331,24 @@ fn lineage_to_pb(person: &PersonId, tag: &TagCode, lineage: TagLineage) -> pb::T
     }
 }
 
-pub async fn tag_lineage(engine: Arc<Engine>, request: pb::GetTagLineageRequest) -> Result<pb::TagLineage, Status> {
+pub async fn tag_lineage(
+    engine: Arc<Engine>,
+    identity: Identity,
+    request: pb::GetTagLineageRequest,
+) -> Result<pb::TagLineage, Status> {
     let person = person_id("person_id", request.person_id)?;
     if request.tag.is_empty() {
         return Err(Status::invalid_argument("tag is empty"));
     }
     let tag = TagCode::new(request.tag);
+    access::check_lineage_tag(&identity, engine.catalog(), &tag)?;
+    let grant = access::reader_grant(&identity, "ProfileService/GetTagLineage")?;
     let lookup_tag = tag.clone();
-    let (person, lineage) = blocking(move || engine.lineage(&person, &lookup_tag))
+    let lineage_engine = Arc::clone(&engine);
+    let (person, lineage) = blocking(move || lineage_engine.lineage(&person, &lookup_tag))
         .await
         .map_err(to_status)?;
+    let lineage = access::lineage(grant, engine.catalog(), &tag, lineage);
     Ok(lineage_to_pb(&person, &tag, lineage))
 }
 

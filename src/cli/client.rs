@@ -15,6 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::Channel;
 
 /// Batches a load keeps in flight on its stream.
@@ -22,14 +25,109 @@ const LOAD_BATCHES_IN_FLIGHT: usize = 8;
 /// The largest message the client accepts (a full profile is far smaller).
 pub(super) const CLIENT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-pub(super) async fn connect(server: &ServerArgs) -> anyhow::Result<Channel> {
-    let endpoint = tonic::transport::Endpoint::from_shared(server.server.clone())
+/// A connection that sends this caller's token and purpose with every call.
+pub(super) type Connection = InterceptedService<Channel, Credentials>;
+
+/// The `authorization` and `x-purpose` headers of every call.
+#[derive(Clone)]
+pub(super) struct Credentials {
+    authorization: Option<MetadataValue<Ascii>>,
+    purpose: Option<MetadataValue<Ascii>>,
+}
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(authorization) = &self.authorization {
+            request.metadata_mut().insert("authorization", authorization.clone());
+        }
+        if let Some(purpose) = &self.purpose {
+            request.metadata_mut().insert("x-purpose", purpose.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub(super) async fn connect(server: &ServerArgs) -> anyhow::Result<Connection> {
+    let authorization = server
+        .token
+        .as_deref()
+        .map(|token| {
+            MetadataValue::try_from(format!("Bearer {}", token.trim()))
+                .map_err(|_| anyhow::anyhow!("the token (--token, POPMASTER_TOKEN) must be printable ASCII"))
+        })
+        .transpose()?;
+    let purpose = server
+        .purpose
+        .as_deref()
+        .map(|purpose| {
+            MetadataValue::try_from(purpose.trim())
+                .map_err(|_| anyhow::anyhow!("the purpose (--purpose, POPMASTER_PURPOSE) must be printable ASCII"))
+        })
+        .transpose()?;
+    let mut endpoint = tonic::transport::Endpoint::from_shared(server.server.clone())
         .with_context(|| format!("{} is not a server address like http://127.0.0.1:50051", server.server))?
         .connect_timeout(std::time::Duration::from_secs(5));
-    endpoint
+    if let Some(tls) = client_tls(server)? {
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("cannot set up TLS for the connection")?;
+    }
+    let channel = endpoint
         .connect()
         .await
-        .with_context(|| format!("cannot reach a popmaster server at {}", server.server))
+        .with_context(|| format!("cannot reach a popmaster server at {}", server.server))?;
+    Ok(InterceptedService::new(channel, Credentials { authorization, purpose }))
+}
+
+/// The TLS settings of `--tls-ca`, `--tls-cert` and `--tls-key`; `None` without a CA.
+fn client_tls(server: &ServerArgs) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+    let Some(ca) = &server.tls_ca else {
+        if server.tls_cert.is_some() {
+            bail!("--tls-cert needs --tls-ca, the CA the server's certificate chains to");
+        }
+        return Ok(None);
+    };
+    let mut tls =
+        tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+    if let (Some(cert), Some(key)) = (&server.tls_cert, &server.tls_key) {
+        tls = tls.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
+}
+
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    /// Read a token from standard input and print its SHA-256 only.
+    #[arg(long)]
+    hash: bool,
+}
+
+/// A new token (32 random bytes from the operating system, hex) and its hash, or the hash of a
+/// given token.
+pub fn token(args: TokenArgs) -> anyhow::Result<()> {
+    use rand::RngCore;
+    if args.hash {
+        let mut token = String::new();
+        std::io::stdin()
+            .read_line(&mut token)
+            .context("cannot read the token from standard input")?;
+        let token = token.trim();
+        if token.is_empty() {
+            bail!("no token on standard input");
+        }
+        println!("{}", popmaster::callers::to_hex(&popmaster::callers::hash_token(token)));
+        return Ok(());
+    }
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = popmaster::callers::to_hex(&bytes);
+    println!("token:         {token}");
+    println!(
+        "tokens_sha256: {}",
+        popmaster::callers::to_hex(&popmaster::callers::hash_token(&token))
+    );
+    Ok(())
 }
 
 #[derive(clap::Args)]

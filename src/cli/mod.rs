@@ -1,8 +1,9 @@
 //! The command line: `popmaster serve` runs the service; `generate`, `rules`, `febrl-to-jsonl`,
-//! `accuracy` and `restore` work locally; every other subcommand is a gRPC client of a running
+//! `accuracy`, `restore` and `token` work locally; every other subcommand is a gRPC client of a running
 //! server (`--server`, environment `POPMASTER_SERVER`).
 
 mod accuracy;
+mod audit;
 mod client;
 mod matching;
 mod operations;
@@ -34,6 +35,21 @@ pub struct ServerArgs {
     /// Address of a running popmaster server.
     #[arg(long, env = "POPMASTER_SERVER", default_value = DEFAULT_SERVER, global = true)]
     pub server: String,
+    /// The bearer token of this caller (prefer the environment: a flag shows in `ps`).
+    #[arg(long, env = "POPMASTER_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Why profiles are read (sent as x-purpose; readers must state one), e.g. a case number.
+    #[arg(long, env = "POPMASTER_PURPOSE", global = true)]
+    pub purpose: Option<String>,
+    /// The CA certificate (PEM) the server's TLS certificate must chain to (an https:// server).
+    #[arg(long, env = "POPMASTER_TLS_CA", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for a server that asks for mutual TLS.
+    #[arg(long, env = "POPMASTER_TLS_CERT", global = true, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, env = "POPMASTER_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -78,6 +94,12 @@ enum Command {
     Unmerge(steward::UnmergeArgs),
     /// Delete a record; its person splits if the record was the only link between its records.
     Delete(steward::DeleteArgs),
+    /// The audit log (who read or changed what, when and why) and the monthly share counts.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Make a new bearer token and print it with its SHA-256 (what the callers file holds),
+    /// or print the SHA-256 of a token read from standard input.
+    Token(client::TokenArgs),
     /// Operator commands.
     #[command(subcommand)]
     Admin(matching::AdminCommand),
@@ -153,6 +175,8 @@ pub fn main() -> ExitCode {
             Command::Unmerge(args) => steward::unmerge(args).await,
             Command::Delete(args) => steward::delete(args).await,
             Command::Admin(command) => matching::admin(command).await,
+            Command::Token(args) => client::token(args),
+            Command::Audit(command) => audit::audit(command).await,
             Command::FebrlToJsonl(args) => accuracy::febrl_to_jsonl(args),
             Command::Accuracy(args) => accuracy::accuracy(args),
         }

@@ -11,8 +11,11 @@
 //! batch), person search (`search`), the explanations of decisions.
 //!
 //! Operations: a consistent backup of the running service and an offline restore (`backup`).
+//!
+//! Audit: the audit log's writer thread and its queries (`audit`); what is audited is the api's.
 
 mod apply;
+mod audit;
 mod backup;
 mod disk;
 mod feed;
@@ -25,6 +28,7 @@ mod train;
 
 pub use crate::store::{ChangeEvent, ChangeKind};
 pub use apply::{Placed, ReviewItem, StageTimes};
+pub use audit::AuditLog;
 pub use backup::{restore, BackupDone, BackupProgress, BackupRun, RestoreStage};
 pub use feed::ChangeFollower;
 pub use indexer::{RebuildPhase, RebuildProgress};
@@ -78,6 +82,8 @@ pub enum EngineError {
     FailedPrecondition(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    #[error("cannot write the audit log: {0}")]
+    Audit(String),
 }
 
 /// A batch the writer applied: its sequence and one placement per admitted record.
@@ -153,6 +159,7 @@ pub struct Engine {
     disk: disk::DiskGuard,
     /// Set at shutdown: a running backup stops and removes its partial files.
     backup_cancelled: Arc<AtomicBool>,
+    audit: Arc<AuditLog>,
 }
 
 impl Engine {
@@ -189,6 +196,7 @@ impl Engine {
             );
         }
         let indexer = indexer::Indexer::start(&data_dir.join("index"), &config.index, Arc::clone(&store))?;
+        let audit = Arc::new(AuditLog::start(Arc::clone(&store))?);
         let (writer_queue, receiver) = mpsc::channel(config.wal.queue_batches_max);
         let write_path_failed = Arc::new(AtomicBool::new(false));
         let ingest_times = Arc::new(Mutex::new(IngestTimes::default()));
@@ -226,7 +234,13 @@ impl Engine {
             reevaluating: AtomicBool::new(false),
             disk: disk::DiskGuard::new(data_dir, config.storage.min_free_bytes),
             backup_cancelled: Arc::new(AtomicBool::new(false)),
+            audit,
         })
+    }
+
+    /// The audit log: its writer, and queries of it.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -289,6 +303,9 @@ impl Engine {
     /// Finishes queued batches, checkpoints the store, commits the index and stops the
     /// background threads. Later ingests fail with `ShuttingDown`.
     pub async fn shutdown(&self) {
+        // First, so the writer's last checkpoint makes every audit entry durable too.
+        let audit = Arc::clone(&self.audit);
+        let _ = tokio::task::spawn_blocking(move || audit.close()).await;
         self.feed.close();
         self.backup_cancelled.store(true, Ordering::Release);
         let (done, finished) = oneshot::channel();

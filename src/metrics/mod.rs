@@ -315,7 +315,7 @@ impl Metrics {
 }
 
 /// The gRPC name of a status code, as the grpc-status header carries it.
-fn code_name(code: tonic::Code) -> &'static str {
+pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "OK",

@@ -26,6 +26,9 @@
 //!                                        re-clustered after a deletion)
 //! w/<rank, 8 bytes BE>\0<source>\0<record_id>   the review queue by best score (highest first)
 //! c/<key>\0<part, 2 bytes big-endian>    continuation parts of a value longer than one part
+//! u/<at ms, 8 bytes BE><serial, 8 bytes BE>   the audit log: one entry per audited call,
+//!                                        append-only (written by the audit writer only)
+//! m/shares/<YYYY-MM>\0<caller>           profiles shared to a caller in a month, and its calls
 //! ```
 //!
 //! Values are packed (a record is one value, a profile is one value per tag group) because
@@ -47,6 +50,10 @@ pub const META_N_REVIEW_ITEMS: &[u8] = b"m/n_review_items";
 pub const META_MODEL: &[u8] = b"m/model";
 /// Prefix of the per-source stored-record counters (`m/source_records/<source>`).
 pub const META_SOURCE_RECORDS: &[u8] = b"m/source_records/";
+/// The serial the next audit entry takes.
+pub const META_AUDIT_SERIAL: &[u8] = b"m/audit_serial";
+/// Prefix of the monthly share counters (`m/shares/<YYYY-MM>\0<caller>`).
+pub const META_SHARES: &[u8] = b"m/shares/";
 
 pub const RECORDS: &[u8] = b"r/";
 pub const PERSONS: &[u8] = b"p/";
@@ -66,6 +73,7 @@ pub const HISTORY: &[u8] = b"h/";
 pub const HELD_APART: &[u8] = b"d/";
 pub const HELD_TOGETHER: &[u8] = b"s/";
 pub const REVIEW_QUEUE: &[u8] = b"w/";
+pub const AUDIT: &[u8] = b"u/";
 /// Quality counter of the records a source sent (admitted ones).
 pub const QUALITY_RECORDS: &str = "#records";
 /// Quality counter of the records of a source that were refused.
@@ -138,6 +146,40 @@ pub fn quality(source: &SourceId, counter: &str) -> Vec<u8> {
 /// a source sent).
 pub fn source_records(source: &SourceId) -> Vec<u8> {
     join(META_SOURCE_RECORDS, &[source.as_str()])
+}
+
+/// An audit entry: by time, then by serial (entries of one millisecond keep their order).
+pub fn audit(at_millis: i64, serial: u64) -> Vec<u8> {
+    let mut key = AUDIT.to_vec();
+    // Times before 1970 do not occur; clamp rather than wrap.
+    key.extend_from_slice(&u64::try_from(at_millis).unwrap_or(0).to_be_bytes());
+    key.extend_from_slice(&serial.to_be_bytes());
+    key
+}
+
+pub fn share_count(month: &str, caller: &str) -> Vec<u8> {
+    join(META_SHARES, &[month, caller])
+}
+
+/// The share counters of one month, or of all months.
+pub fn share_count_prefix(month: Option<&str>) -> Vec<u8> {
+    match month {
+        Some(month) => {
+            let mut prefix = join(META_SHARES, &[month]);
+            prefix.push(SEP);
+            prefix
+        }
+        None => META_SHARES.to_vec(),
+    }
+}
+
+/// (month, caller) of a share counter key.
+pub fn parse_share_count(key: &[u8]) -> Option<(String, String)> {
+    let rest = key.strip_prefix(META_SHARES)?;
+    let split = rest.iter().position(|&byte| byte == SEP)?;
+    let month = std::str::from_utf8(&rest[..split]).ok()?;
+    let caller = std::str::from_utf8(&rest[split + 1..]).ok()?;
+    Some((month.to_string(), caller.to_string()))
 }
 
 pub fn continuation(key: &[u8], part: u16) -> Vec<u8> {

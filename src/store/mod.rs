@@ -4,6 +4,7 @@
 //! pairs into a new store (`StoreLoader`). Knows nothing of how records are resolved; the
 //! engine decides, the store keeps.
 
+mod audit;
 pub mod kv;
 pub mod layout;
 mod snapshot;
@@ -11,6 +12,7 @@ mod snapshot;
 pub use snapshot::SnapshotStats;
 
 use crate::model::{Cause, EpochMillis, Finding, PersonEvent, PersonId, RecordKey, SourceId, TagCode, TagValue};
+pub use audit::{month_of, AuditPage, AuditQuery, AuditRecord, ShareCount, AUDIT_SCAN_MAX};
 use kv::{KvStore, WriteBatch};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -610,7 +612,8 @@ fn decode<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, St
 }
 
 /// Reads see the store plus this transaction's own writes; `commit` applies every write
-/// atomically. One writer at a time (the engine's), so there are no conflicts to detect yet.
+/// atomically. Two writers commit: the engine's writer thread, and the audit thread on its own
+/// keys only (`audit`), so there are no conflicts to detect yet.
 pub struct Txn<'s> {
     store: &'s Store,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,

@@ -13,5 +13,6 @@ mod profiles;
 mod quality;
 mod reads;
 mod reevaluate;
+mod security;
 mod shutdown;
 mod stewardship;

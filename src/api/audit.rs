@@ -1,0 +1,256 @@
+//! The audit at the gRPC edge: what each call leaves in the audit log (its caller, purpose,
+//! method and outcome from the auth layer; the persons, tags and shares from the handler, as an
+//! `AuditNote` in the response's extensions or, for streams, entry by entry), and the two
+//! operator calls that read the log back (`QueryAudit`, `GetShareCounts`). Entries hold ids and
+//! tag codes, never a value; writing them is the engine's.
+
+use super::auth::{Identity, Refusal};
+use super::error::to_status;
+use super::{blocking, now_millis};
+use crate::engine::Engine;
+use crate::model::{PersonId, TagCode};
+use crate::pb;
+use crate::store::{AuditQuery, AuditRecord};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tonic::Status;
+
+/// The caller of a call refused before its token was accepted.
+pub const UNAUTHENTICATED_CALLER: &str = "unauthenticated";
+
+/// What a handler tells the audit about its call: whom it read or changed, which tags it
+/// returned, how many profiles it shared.
+#[derive(Debug, Clone, Default)]
+pub struct AuditNote {
+    pub persons: Vec<String>,
+    pub tags: Vec<String>,
+    pub shares: u64,
+    pub detail: String,
+}
+
+impl AuditNote {
+    pub fn persons(persons: impl IntoIterator<Item = impl ToString>) -> AuditNote {
+        AuditNote {
+            persons: persons.into_iter().map(|person| person.to_string()).collect(),
+            ..AuditNote::default()
+        }
+    }
+
+    /// A read that shared `profiles`, with the union of their tags.
+    pub fn shared(profiles: &[pb::Profile]) -> AuditNote {
+        let tags: BTreeSet<&str> = profiles
+            .iter()
+            .flat_map(|profile| profile.tags.iter().map(|tag| tag.tag.as_str()))
+            .collect();
+        AuditNote {
+            persons: profiles.iter().map(|profile| profile.person_id.clone()).collect(),
+            tags: tags.into_iter().map(String::from).collect(),
+            shares: profiles.len() as u64,
+            detail: String::new(),
+        }
+    }
+
+    pub fn with_tags(mut self, tags: impl IntoIterator<Item = impl ToString>) -> AuditNote {
+        self.tags = tags.into_iter().map(|tag| tag.to_string()).collect();
+        self
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> AuditNote {
+        self.detail = detail.into();
+        self
+    }
+}
+
+/// A response with its note for the audit layer.
+pub fn noted<T>(message: T, note: AuditNote) -> tonic::Response<T> {
+    let mut response = tonic::Response::new(message);
+    response.extensions_mut().insert(note);
+    response
+}
+
+fn outcome(code: tonic::Code, message: &str) -> String {
+    if code == tonic::Code::Ok {
+        "OK".to_string()
+    } else {
+        format!("{}: {message}", crate::metrics::code_name(code))
+    }
+}
+
+/// Writes audit entries through the engine's audit writer.
+pub struct Auditor {
+    engine: Arc<Engine>,
+}
+
+impl Auditor {
+    pub fn new(engine: Arc<Engine>) -> Auditor {
+        Auditor { engine }
+    }
+
+    /// One finished call (or the opening of a stream). An error means the entry was not
+    /// written, and the answer must not go out.
+    pub async fn call(
+        &self,
+        identity: &Identity,
+        method: &str,
+        code: tonic::Code,
+        message: &str,
+        note: AuditNote,
+    ) -> Result<(), Status> {
+        self.write(AuditRecord {
+            at: now_millis(),
+            caller: identity.caller_id().to_string(),
+            purpose: identity.purpose.clone().unwrap_or_default(),
+            action: method.to_string(),
+            outcome: outcome(code, message),
+            persons: note.persons,
+            tags: note.tags,
+            shares: if code == tonic::Code::Ok { note.shares } else { 0 },
+            detail: note.detail,
+        })
+        .await
+    }
+
+    /// A call the auth layer refused.
+    pub async fn refused(&self, method: &str, refusal: &Refusal, purpose: Option<&str>) -> Result<(), Status> {
+        self.write(AuditRecord {
+            at: now_millis(),
+            caller: refusal
+                .caller
+                .as_ref()
+                .map_or(UNAUTHENTICATED_CALLER, |caller| caller.id.as_str())
+                .to_string(),
+            purpose: purpose.unwrap_or_default().to_string(),
+            action: method.to_string(),
+            outcome: outcome(refusal.status.code(), refusal.status.message()),
+            persons: Vec::new(),
+            tags: Vec::new(),
+            shares: 0,
+            detail: String::new(),
+        })
+        .await
+    }
+
+    async fn write(&self, record: AuditRecord) -> Result<(), Status> {
+        self.engine.audit().append(record).await.map_err(|error| {
+            tracing::error!(%error, "an audit entry could not be written; the call is refused");
+            Status::unavailable("the audit log cannot be written, so nothing is served; retry later")
+        })
+    }
+}
+
+/// Page tokens are the store key to go on from, in hex.
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|idx| u8::from_str_radix(&text[idx..idx + 2], 16).ok())
+        .collect()
+}
+
+fn time_bound(field: &str, text: &str, default: i64) -> Result<i64, Status> {
+    if text.trim().is_empty() {
+        return Ok(default);
+    }
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|time| time.timestamp_millis())
+        .map_err(|_| {
+            Status::invalid_argument(format!(
+                "{field} is not an RFC 3339 time such as 2026-11-01T00:00:00+08:00"
+            ))
+        })
+}
+
+/// The audit log's largest page.
+pub const AUDIT_PAGE_MAX: usize = 1_000;
+
+pub async fn query_audit(engine: Arc<Engine>, request: pb::QueryAuditRequest) -> Result<pb::AuditPage, Status> {
+    let query = AuditQuery {
+        caller: (!request.caller.trim().is_empty()).then(|| request.caller.trim().to_string()),
+        person: (!request.person_id.trim().is_empty()).then(|| request.person_id.trim().to_string()),
+        from: time_bound("from", &request.from, 0)?,
+        to: time_bound("to", &request.to, i64::MAX)?,
+    };
+    if query.from >= query.to {
+        return Err(Status::invalid_argument("from must be before to"));
+    }
+    let page_size = match request.page_size {
+        0 => 100,
+        n => (n as usize).min(AUDIT_PAGE_MAX),
+    };
+    let after = if request.page_token.is_empty() {
+        None
+    } else {
+        let token = from_hex(&request.page_token)
+            .filter(|token| token.starts_with(crate::store::layout::AUDIT))
+            .ok_or_else(|| Status::invalid_argument("page_token is not one this service gave"))?;
+        Some(token)
+    };
+    let page = blocking(move || engine.audit().query(&query, after.as_deref(), page_size))
+        .await
+        .map_err(to_status)?;
+    Ok(pb::AuditPage {
+        entries: page
+            .entries
+            .into_iter()
+            .map(|entry| pb::AuditEntry {
+                at: super::convert::format_millis(entry.at),
+                caller: entry.caller,
+                purpose: entry.purpose,
+                action: entry.action,
+                outcome: entry.outcome,
+                person_ids: entry.persons,
+                tags: entry.tags,
+                shares: entry.shares,
+                detail: entry.detail,
+            })
+            .collect(),
+        next_page_token: page.next.map(|token| to_hex(&token)).unwrap_or_default(),
+    })
+}
+
+pub async fn share_counts(engine: Arc<Engine>, request: pb::GetShareCountsRequest) -> Result<pb::ShareCounts, Status> {
+    let month = request.month.trim().to_string();
+    let well_formed = month.is_empty()
+        || (month.len() == 7
+            && month.as_bytes()[4] == b'-'
+            && month
+                .bytes()
+                .enumerate()
+                .all(|(idx, byte)| idx == 4 || byte.is_ascii_digit()));
+    if !well_formed {
+        return Err(Status::invalid_argument("month is not YYYY-MM, such as 2026-11"));
+    }
+    let counts = blocking(move || {
+        engine
+            .audit()
+            .share_counts((!month.is_empty()).then_some(month.as_str()))
+    })
+    .await
+    .map_err(to_status)?;
+    Ok(pb::ShareCounts {
+        counts: counts
+            .into_iter()
+            .map(|count| pb::ShareCount {
+                month: count.month,
+                caller: count.caller,
+                n_shares: count.n_shares,
+                n_calls: count.n_calls,
+            })
+            .collect(),
+    })
+}
+
+/// The persons and tags of an entry, as ids.
+pub fn person_ids(persons: &[PersonId]) -> Vec<String> {
+    persons.iter().map(ToString::to_string).collect()
+}
+
+pub fn tag_codes(tags: &[TagCode]) -> Vec<String> {
+    tags.iter().map(ToString::to_string).collect()
+}
