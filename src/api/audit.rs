@@ -6,7 +6,7 @@
 
 use super::auth::{Identity, Refusal};
 use super::error::to_status;
-use super::{blocking, now_millis};
+use super::{blocking, from_hex, now_millis, to_hex};
 use crate::engine::Engine;
 use crate::model::{PersonId, TagCode};
 use crate::pb;
@@ -136,21 +136,6 @@ impl Auditor {
             Status::unavailable("the audit log cannot be written, so nothing is served; retry later")
         })
     }
-}
-
-/// Page tokens are the store key to go on from, in hex.
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|idx| u8::from_str_radix(&text[idx..idx + 2], 16).ok())
-        .collect()
 }
 
 fn time_bound(field: &str, text: &str, default: i64) -> Result<i64, Status> {

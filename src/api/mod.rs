@@ -31,6 +31,22 @@ const STREAM_BATCHES_IN_FLIGHT_MAX: usize = 8;
 /// Rows per export chunk.
 const EXPORT_CHUNK_ROWS: usize = 10_000;
 
+/// A page token: the opaque store key a listing goes on from, sent as hex.
+fn to_hex(bytes: &[u8]) -> String {
+    crate::callers::to_hex(bytes)
+}
+
+/// The store key of a page token; `None` for text this service never gave.
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|idx| u8::from_str_radix(&text[idx..idx + 2], 16).ok())
+        .collect()
+}
+
 fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

@@ -5,7 +5,7 @@
 use super::auth::Identity;
 use super::convert::{candidate_to_pb, decision_to_pb, format_millis};
 use super::error::to_status;
-use super::{access, blocking};
+use super::{access, blocking, from_hex, to_hex};
 use crate::catalog::Catalog;
 use crate::engine::{Engine, ReviewEntry, StewardOutcome, STEWARD_LIST_MAX};
 use crate::model::{Cause, PersonEvent, PersonId, RecordKey, SourceId, TagCode};
@@ -153,21 +153,6 @@ pub async fn list_review_items(
         next_page_token: page.next.map(|token| to_hex(&token)).unwrap_or_default(),
         n_open: page.n_open,
     })
-}
-
-/// Page tokens are opaque store keys, sent as hex.
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|idx| u8::from_str_radix(&text[idx..idx + 2], 16).ok())
-        .collect()
 }
 
 fn cause_words(cause: &Cause) -> (&'static str, String) {

@@ -236,6 +236,15 @@ pub async fn popmaster(server: &TestServer, args: &[&str]) -> std::process::Outp
         .expect("client task")
 }
 
+/// Every message of a server stream, to its end.
+pub async fn all_messages<T>(mut stream: tonic::Streaming<T>) -> Vec<T> {
+    let mut messages = Vec::new();
+    while let Some(message) = stream.message().await.expect("a stream message") {
+        messages.push(message);
+    }
+    messages
+}
+
 /// Waits until the search index has caught up with the store.
 pub async fn wait_for_index(server: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(30);

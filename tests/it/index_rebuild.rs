@@ -10,18 +10,14 @@ use std::time::{Duration, Instant};
 
 /// Runs `RebuildIndex` to the end and returns every progress message.
 async fn rebuild(server: &TestServer) -> Vec<pb::RebuildIndexProgress> {
-    let mut stream = server
+    let stream = server
         .admin_client()
         .await
         .rebuild_index(pb::RebuildIndexRequest {})
         .await
         .expect("rebuild starts")
         .into_inner();
-    let mut progress = Vec::new();
-    while let Some(message) = stream.message().await.expect("progress") {
-        progress.push(message);
-    }
-    progress
+    all_messages(stream).await
 }
 
 /// A name-only search (found through the index's n-grams and pinyin) and a name and birth

@@ -42,17 +42,14 @@ async fn install_thresholds(server: &TestServer, match_probability: f64, review_
 }
 
 async fn reevaluate(server: &TestServer) -> (Vec<pb::ReevaluateProgress>, pb::ReevaluateProgress) {
-    let mut stream = server
+    let stream = server
         .admin_client()
         .await
         .reevaluate(pb::ReevaluateRequest {})
         .await
         .expect("re-resolution starts")
         .into_inner();
-    let mut messages = Vec::new();
-    while let Some(message) = stream.message().await.expect("progress") {
-        messages.push(message);
-    }
+    let messages = all_messages(stream).await;
     let last = messages.last().cloned().expect("a last message");
     assert!(last.done, "{last:?}");
     (messages, last)
