@@ -263,6 +263,19 @@ impl Engine {
         self.write(received_at, records, rejected, None, None).await
     }
 
+    /// Logs and applies one steward action, deletion or re-resolution chunk: a write with no
+    /// records, received now.
+    async fn write_action(&self, action: StewardAction) -> Result<Applied, EngineError> {
+        self.write(
+            chrono::Utc::now().timestamp_millis(),
+            Vec::new(),
+            Vec::new(),
+            None,
+            Some(action),
+        )
+        .await
+    }
+
     async fn write(
         &self,
         received_at: EpochMillis,

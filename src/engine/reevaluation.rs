@@ -75,15 +75,7 @@ impl Engine {
             after = Some(last.clone());
             let persons: Vec<PersonId> = page.into_iter().map(|(person_id, _)| person_id).collect();
             let n_persons = persons.len() as u64;
-            let applied = self
-                .write(
-                    chrono::Utc::now().timestamp_millis(),
-                    Vec::new(),
-                    Vec::new(),
-                    None,
-                    Some(StewardAction::Reevaluate { persons }),
-                )
-                .await?;
+            let applied = self.write_action(StewardAction::Reevaluate { persons }).await?;
             state.changes = applied
                 .placed
                 .into_iter()

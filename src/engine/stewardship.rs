@@ -49,15 +49,7 @@ pub struct ReviewEntry {
 
 impl Engine {
     async fn steward(&self, action: StewardAction) -> Result<StewardOutcome, EngineError> {
-        let applied = self
-            .write(
-                chrono::Utc::now().timestamp_millis(),
-                Vec::new(),
-                Vec::new(),
-                None,
-                Some(action),
-            )
-            .await?;
+        let applied = self.write_action(action).await?;
         let mut placed = applied.placed.into_iter();
         let person_id = placed.next().map(|Placed { person_id, .. }| person_id);
         Ok(StewardOutcome {
