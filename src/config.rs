@@ -76,6 +76,12 @@ pub struct AuthConfig {
     /// Calls of one caller open at once (streams until they end), unless its entry says
     /// otherwise.
     pub concurrent_calls_max: u32,
+    /// Refusals of calls without a valid token audited one by one, a second on average (token
+    /// bucket): anyone who reaches the port can make them. Beyond it they are counted, and the
+    /// next entry written says how many were left out.
+    pub unauthenticated_audit_per_second: f64,
+    /// Such refusals audited one by one in a burst.
+    pub unauthenticated_audit_burst: u32,
 }
 
 impl Default for AuthConfig {
@@ -87,6 +93,8 @@ impl Default for AuthConfig {
             calls_per_second: 1_000.0,
             calls_burst: 2_000,
             concurrent_calls_max: 64,
+            unauthenticated_audit_per_second: 10.0,
+            unauthenticated_audit_burst: 100,
         }
     }
 }
@@ -208,6 +216,11 @@ pub struct ServerConfig {
     pub concurrent_streams_max: usize,
     /// A stream that sends nothing for this long is closed.
     pub stream_idle_timeout_ms: u64,
+    /// How long an ingest or profile call may take to answer (a stream: to open), unless the
+    /// caller's `grpc-timeout` is shorter; 0: no bound of the server's.
+    pub call_deadline_ms: u64,
+    /// The same for admin calls (training a model on a large store takes long); 0: none.
+    pub admin_call_deadline_ms: u64,
     /// Concurrent `WatchChanges` streams.
     pub watch_streams_max: usize,
     /// Changes per message of a `WatchChanges` stream (one read of the change feed).
@@ -223,6 +236,8 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             concurrent_streams_max: 256,
             stream_idle_timeout_ms: 300_000,
+            call_deadline_ms: 30_000,
+            admin_call_deadline_ms: 0,
             watch_streams_max: 256,
             watch_batch_changes_max: 1_000,
             watch_buffer_batches: 4,
@@ -371,6 +386,10 @@ impl Config {
             ("auth.purpose_bytes_max", self.auth.purpose_bytes_max),
             ("auth.calls_burst", self.auth.calls_burst as usize),
             ("auth.concurrent_calls_max", self.auth.concurrent_calls_max as usize),
+            (
+                "auth.unauthenticated_audit_burst",
+                self.auth.unauthenticated_audit_burst as usize,
+            ),
             ("auth.reload_interval_ms", self.auth.reload_interval_ms as usize),
         ];
         for (setting, value) in positive {
@@ -433,11 +452,19 @@ impl Config {
                 message: "must be at most 10000 (a page of persons is read at once)".into(),
             });
         }
-        if !(self.auth.calls_per_second.is_finite() && self.auth.calls_per_second > 0.0) {
-            return Err(ConfigError::Invalid {
-                setting: "auth.calls_per_second",
-                message: "must be a positive number".into(),
-            });
+        for (setting, rate) in [
+            ("auth.calls_per_second", self.auth.calls_per_second),
+            (
+                "auth.unauthenticated_audit_per_second",
+                self.auth.unauthenticated_audit_per_second,
+            ),
+        ] {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    message: "must be a positive number".into(),
+                });
+            }
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid {

@@ -7,7 +7,8 @@
 
 use crate::api::audit::Auditor;
 use crate::api::auth::{AuthLayer, CallerRegistry, Gate};
-use crate::api::limiter::{CallerBounds, Limiter};
+use crate::api::deadline::{CallBounds, DeadlineLayer};
+use crate::api::limiter::{CallerBounds, Limiter, RefusalAudit};
 use crate::api::{AdminApi, IngestApi, ProfileApi};
 use crate::callers::CallersError;
 use crate::catalog::Catalog;
@@ -139,9 +140,18 @@ pub async fn serve(
                     calls_burst: config.auth.calls_burst,
                     concurrent_calls_max: config.auth.concurrent_calls_max,
                 }),
+                RefusalAudit::new(
+                    config.auth.unauthenticated_audit_per_second,
+                    config.auth.unauthenticated_audit_burst,
+                ),
             )),
             Arc::new(Auditor::new(Arc::clone(&engine))),
         ))
+        // Inside the auth layer, so a call ended at its deadline is audited like any other.
+        .layer(DeadlineLayer::new(CallBounds {
+            call_max: bound(config.server.call_deadline_ms),
+            admin_call_max: bound(config.server.admin_call_deadline_ms),
+        }))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ingest)
@@ -323,4 +333,9 @@ pub async fn termination_signal() {
         () = interrupt => {},
         () = terminate => {},
     }
+}
+
+/// A bound in milliseconds from the configuration; 0 is none.
+fn bound(millis: u64) -> Option<Duration> {
+    (millis > 0).then(|| Duration::from_millis(millis))
 }

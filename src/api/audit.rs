@@ -110,8 +110,15 @@ impl Auditor {
         .await
     }
 
-    /// A call the auth layer refused.
-    pub async fn refused(&self, method: &str, refusal: &Refusal, purpose: Option<&str>) -> Result<(), Status> {
+    /// A call the auth layer refused; `detail` says where a call without a valid token came
+    /// from.
+    pub async fn refused(
+        &self,
+        method: &str,
+        refusal: &Refusal,
+        purpose: Option<&str>,
+        detail: String,
+    ) -> Result<(), Status> {
         self.write(AuditRecord {
             at: now_millis(),
             caller: refusal
@@ -125,7 +132,7 @@ impl Auditor {
             persons: Vec::new(),
             tags: Vec::new(),
             shares: 0,
-            detail: String::new(),
+            detail,
         })
         .await
     }

@@ -8,7 +8,7 @@
 //! the method, nothing a caller sent.
 
 use super::audit::{AuditNote, Auditor};
-use super::limiter::{CallPermit, Limiter};
+use super::limiter::{CallPermit, Limiter, RefusalAudit};
 use crate::callers::{Caller, Callers, CallersError};
 use crate::catalog::Catalog;
 use http_body::{Body, Frame, SizeHint};
@@ -19,15 +19,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use tonic::Status;
 
-/// The header a reader states its purpose in.
+/// The header a reader states its purpose in (printable ASCII).
 pub const PURPOSE_HEADER: &str = "x-purpose";
+/// The same as binary metadata (base64 on the wire), for a purpose in any language.
+pub const PURPOSE_BIN_HEADER: &str = "x-purpose-bin";
 
 /// Who is calling and why: put into every authorized call's extensions by the layer.
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub caller: Arc<Caller>,
-    /// The stated purpose (required of reads when auth is on), checked for length and
-    /// printable ASCII.
+    /// The stated purpose (required of reads when auth is on), checked for length and for
+    /// control characters.
     pub purpose: Option<String>,
 }
 
@@ -252,18 +254,42 @@ pub fn method_words(path: &str) -> &str {
 
 /// A purpose as sent: printable ASCII (gRPC metadata is ASCII), not empty, within the bound.
 fn purpose(headers: &http::HeaderMap, bytes_max: usize) -> Result<Option<String>, Status> {
-    let Some(value) = headers.get(PURPOSE_HEADER) else {
-        return Ok(None);
+    let text = match (headers.get(PURPOSE_HEADER), headers.get(PURPOSE_BIN_HEADER)) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(Status::invalid_argument(format!(
+                "state the purpose once: in {PURPOSE_HEADER} or in {PURPOSE_BIN_HEADER}, not both"
+            )))
+        }
+        (Some(value), None) => value
+            .to_str()
+            .ok()
+            .filter(|text| text.bytes().all(|byte| (0x20..0x7f).contains(&byte)))
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "{PURPOSE_HEADER} must be printable ASCII; state another purpose in {PURPOSE_BIN_HEADER} (UTF-8)"
+                ))
+            })?
+            .to_string(),
+        (None, Some(value)) => {
+            let mut only = http::HeaderMap::new();
+            only.insert(PURPOSE_BIN_HEADER, value.clone());
+            tonic::metadata::MetadataMap::from_headers(only)
+                .get_bin(PURPOSE_BIN_HEADER)
+                .and_then(|value| value.to_bytes().ok())
+                .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
+                .filter(|text| !text.chars().any(char::is_control))
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "{PURPOSE_BIN_HEADER} must be base64 of UTF-8 text without control characters"
+                    ))
+                })?
+        }
     };
-    let text = value
-        .to_str()
-        .ok()
-        .filter(|text| text.bytes().all(|byte| (0x20..0x7f).contains(&byte)))
-        .ok_or_else(|| Status::invalid_argument("x-purpose must be printable ASCII"))?
-        .trim();
+    let text = text.trim();
     if text.len() > bytes_max {
         return Err(Status::invalid_argument(format!(
-            "x-purpose is longer than {bytes_max} bytes"
+            "the purpose is longer than {bytes_max} bytes"
         )));
     }
     Ok((!text.is_empty()).then(|| text.to_string()))
@@ -291,6 +317,7 @@ pub struct Gate {
     registry: Arc<CallerRegistry>,
     purpose_bytes_max: usize,
     limiter: Limiter,
+    refusal_audit: RefusalAudit,
 }
 
 /// An admitted call: who, and the caller's open-call permit, held until the call ends.
@@ -306,11 +333,17 @@ pub struct Refusal {
 }
 
 impl Gate {
-    pub fn new(registry: Arc<CallerRegistry>, purpose_bytes_max: usize, limiter: Limiter) -> Gate {
+    pub fn new(
+        registry: Arc<CallerRegistry>,
+        purpose_bytes_max: usize,
+        limiter: Limiter,
+        refusal_audit: RefusalAudit,
+    ) -> Gate {
         Gate {
             registry,
             purpose_bytes_max,
             limiter,
+            refusal_audit,
         }
     }
 
@@ -412,17 +445,45 @@ where
                 Box::pin(async move { Ok(answer.await?.map(|inner| PermittedBody { inner, permit: None })) })
             }
             Err(refusal) => {
+                // Anyone who reaches the port can be refused for want of a token: those
+                // refusals are audited (and logged) at a bounded rate, the rest counted.
+                let left_out = if refusal.caller.is_none() {
+                    self.gate.refusal_audit.admit(std::time::Instant::now())
+                } else {
+                    Some(0)
+                };
+                let status = refusal.status.clone();
+                let Some(left_out) = left_out else {
+                    return Box::pin(async move { Ok(status.into_http::<PermittedBody<ResponseBody>>()) });
+                };
                 tracing::info!(
                     method,
                     caller = refusal.caller.as_ref().map_or("", |caller| caller.id.as_str()),
                     code = ?refusal.status.code(),
                     "call refused"
                 );
+                if left_out > 0 {
+                    tracing::warn!(
+                        n_refusals = left_out,
+                        "refusals of calls without a valid token were not audited one by one (over auth.unauthenticated_audit_per_second)"
+                    );
+                }
+                let detail = match (refusal.caller.is_none(), peer_address(&request)) {
+                    (false, _) => String::new(),
+                    (true, peer) => {
+                        let peer = peer.map_or_else(|| "unknown".to_string(), |peer| peer.to_string());
+                        if left_out == 0 {
+                            format!("peer {peer}")
+                        } else {
+                            format!("peer {peer}; {left_out} earlier refusals without a valid token were not audited one by one")
+                        }
+                    }
+                };
                 let stated = purpose(request.headers(), usize::MAX).ok().flatten();
                 Box::pin(async move {
                     // The refusal stands whether or not its entry could be written.
-                    let _ = auditor.refused(&method, &refusal, stated.as_deref()).await;
-                    Ok(refusal.status.into_http::<PermittedBody<ResponseBody>>())
+                    let _ = auditor.refused(&method, &refusal, stated.as_deref(), detail).await;
+                    Ok(status.into_http::<PermittedBody<ResponseBody>>())
                 })
             }
             Ok(Some(Admitted { identity, permit })) => {
@@ -437,6 +498,14 @@ where
                         Some(status) => (status.code(), status.message().to_string()),
                         None => (tonic::Code::Ok, String::new()),
                     };
+                    if code == tonic::Code::DeadlineExceeded {
+                        // The caller's deadline is upon the call: answer now, or tonic cancels
+                        // it. Nothing is shared, and the entry is written all the same.
+                        tokio::spawn(async move {
+                            let _ = auditor.call(&identity, &method, code, &message, note).await;
+                        });
+                        return Ok(response.map(|inner| PermittedBody { inner, permit }));
+                    }
                     match auditor.call(&identity, &method, code, &message, note).await {
                         // The permit goes with the answer: a stream holds it until it ends.
                         Ok(()) => Ok(response.map(|inner| PermittedBody { inner, permit })),
@@ -447,6 +516,20 @@ where
             }
         }
     }
+}
+
+/// The address a call came from, as the transport saw it (plain TCP or TLS).
+fn peer_address<B>(request: &http::Request<B>) -> Option<std::net::SocketAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let extensions = request.extensions();
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|info| info.get_ref().remote_addr())
+        })
 }
 
 pin_project_lite::pin_project! {
@@ -551,6 +634,32 @@ mod tests {
         );
         assert_eq!(purpose(&headers(&[("x-purpose", "  ")]), 10).ok(), Some(None));
         let too_long = purpose(&headers(&[("x-purpose", "a very long purpose")]), 10).expect_err("long");
-        assert_eq!(too_long.message(), "x-purpose is longer than 10 bytes");
+        assert_eq!(too_long.message(), "the purpose is longer than 10 bytes");
+        // 社保核查 (a social-security check) as binary metadata: base64 of its UTF-8.
+        assert_eq!(
+            purpose(&headers(&[("x-purpose-bin", "56S+5L+d5qC45p+l")]), 64).ok(),
+            Some(Some("社保核查".to_string()))
+        );
+        // Unpadded base64 is what gRPC sends; padded is accepted too.
+        assert_eq!(
+            purpose(&headers(&[("x-purpose-bin", "Y2FzZSAx")]), 64).ok(),
+            Some(Some("case 1".to_string()))
+        );
+        assert_eq!(
+            purpose(&headers(&[("x-purpose-bin", "56S+5L+d5qC45p+l")]), 6)
+                .expect_err("12 bytes")
+                .message(),
+            "the purpose is longer than 6 bytes"
+        );
+        for bad in [
+            "not base64!",
+            "AAE", /* 0x00 0x01: control characters */
+            "/w",  /* 0xff: not UTF-8 */
+        ] {
+            let refused = purpose(&headers(&[("x-purpose-bin", bad)]), 64).expect_err(bad);
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{bad}");
+        }
+        let twice = purpose(&headers(&[("x-purpose", "a"), ("x-purpose-bin", "Yg")]), 64).expect_err("twice");
+        assert!(twice.message().starts_with("state the purpose once"));
     }
 }

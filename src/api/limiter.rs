@@ -97,6 +97,50 @@ impl Limiter {
     }
 }
 
+/// How many refusals of calls without a valid token are audited one by one: a token bucket, so
+/// that whoever can reach the port cannot grow the audit log at will. Refusals over it are
+/// counted instead, and the next one audited carries the count.
+pub struct RefusalAudit {
+    calls_per_second: f64,
+    burst: u32,
+    state: Mutex<RefusalState>,
+}
+
+struct RefusalState {
+    tokens: f64,
+    refilled: Instant,
+    left_out: u64,
+}
+
+impl RefusalAudit {
+    pub fn new(calls_per_second: f64, burst: u32) -> RefusalAudit {
+        RefusalAudit {
+            calls_per_second,
+            burst,
+            state: Mutex::new(RefusalState {
+                tokens: f64::from(burst),
+                refilled: Instant::now(),
+                left_out: 0,
+            }),
+        }
+    }
+
+    /// `Some(n)`: audit this refusal, and say that `n` before it were left out. `None`: leave
+    /// it out (it is counted).
+    pub fn admit(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().expect("refusal audit lock");
+        let elapsed = now.saturating_duration_since(state.refilled).as_secs_f64();
+        state.tokens = (state.tokens + elapsed * self.calls_per_second).min(f64::from(self.burst));
+        state.refilled = now;
+        if state.tokens < 1.0 {
+            state.left_out += 1;
+            return None;
+        }
+        state.tokens -= 1.0;
+        Some(std::mem::take(&mut state.left_out))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +193,19 @@ mod tests {
         );
         drop(first);
         assert!(limiter.admit(&caller).is_ok());
+    }
+
+    #[test]
+    fn unauthenticated_refusals_are_audited_at_a_rate_and_the_rest_counted() {
+        let audit = RefusalAudit::new(2.0, 3);
+        let start = Instant::now();
+        let burst: Vec<Option<u64>> = (0..5).map(|_| audit.admit(start)).collect();
+        assert_eq!(burst, [Some(0), Some(0), Some(0), None, None]);
+        // Half a second later one more is audited, saying two were left out.
+        let later = start + std::time::Duration::from_millis(500);
+        assert_eq!(audit.admit(later), Some(2));
+        assert_eq!(audit.admit(later), None);
+        assert_eq!(audit.admit(later + std::time::Duration::from_secs(10)), Some(1));
     }
 
     #[test]

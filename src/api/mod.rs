@@ -5,6 +5,7 @@ pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod convert;
+pub mod deadline;
 pub mod error;
 pub mod limiter;
 pub mod operations;

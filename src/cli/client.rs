@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::{Ascii, MetadataValue};
+use tonic::metadata::{Ascii, Binary, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
@@ -28,11 +28,30 @@ pub(super) const CLIENT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// A connection that sends this caller's token and purpose with every call.
 pub(super) type Connection = InterceptedService<Channel, Credentials>;
 
-/// The `authorization` and `x-purpose` headers of every call.
+/// The `authorization` and `x-purpose` (or, for a purpose that is not ASCII, `x-purpose-bin`)
+/// headers of every call.
 #[derive(Clone)]
 pub(super) struct Credentials {
     authorization: Option<MetadataValue<Ascii>>,
-    purpose: Option<MetadataValue<Ascii>>,
+    purpose: Option<Purpose>,
+}
+
+#[derive(Clone)]
+enum Purpose {
+    Ascii(MetadataValue<Ascii>),
+    Binary(MetadataValue<Binary>),
+}
+
+impl Purpose {
+    fn new(text: &str) -> anyhow::Result<Purpose> {
+        if text.chars().any(char::is_control) {
+            bail!("the purpose (--purpose, POPMASTER_PURPOSE) must not hold control characters");
+        }
+        Ok(match MetadataValue::try_from(text) {
+            Ok(ascii) if text.is_ascii() => Purpose::Ascii(ascii),
+            _ => Purpose::Binary(MetadataValue::from_bytes(text.as_bytes())),
+        })
+    }
 }
 
 impl Interceptor for Credentials {
@@ -40,8 +59,14 @@ impl Interceptor for Credentials {
         if let Some(authorization) = &self.authorization {
             request.metadata_mut().insert("authorization", authorization.clone());
         }
-        if let Some(purpose) = &self.purpose {
-            request.metadata_mut().insert("x-purpose", purpose.clone());
+        match &self.purpose {
+            Some(Purpose::Ascii(purpose)) => {
+                request.metadata_mut().insert("x-purpose", purpose.clone());
+            }
+            Some(Purpose::Binary(purpose)) => {
+                request.metadata_mut().insert_bin("x-purpose-bin", purpose.clone());
+            }
+            None => {}
         }
         Ok(request)
     }
@@ -59,10 +84,7 @@ pub(super) async fn connect(server: &ServerArgs) -> anyhow::Result<Connection> {
     let purpose = server
         .purpose
         .as_deref()
-        .map(|purpose| {
-            MetadataValue::try_from(purpose.trim())
-                .map_err(|_| anyhow::anyhow!("the purpose (--purpose, POPMASTER_PURPOSE) must be printable ASCII"))
-        })
+        .map(|purpose| Purpose::new(purpose.trim()))
         .transpose()?;
     let mut endpoint = tonic::transport::Endpoint::from_shared(server.server.clone())
         .with_context(|| format!("{} is not a server address like http://127.0.0.1:50051", server.server))?

@@ -38,7 +38,8 @@ pub struct ServerArgs {
     /// The bearer token of this caller (prefer the environment: a flag shows in `ps`).
     #[arg(long, env = "POPMASTER_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
-    /// Why profiles are read (sent as x-purpose; readers must state one), e.g. a case number.
+    /// Why profiles are read, e.g. a case number (sent as x-purpose, or x-purpose-bin when it is
+    /// not ASCII; readers must state one).
     #[arg(long, env = "POPMASTER_PURPOSE", global = true)]
     pub purpose: Option<String>,
     /// The CA certificate (PEM) the server's TLS certificate must chain to (an https:// server).

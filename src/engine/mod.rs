@@ -343,20 +343,22 @@ impl Engine {
     pub async fn train_model(&self) -> Result<(MatchModel, usize, usize), EngineError> {
         let store = Arc::clone(&self.store);
         let catalog = Arc::clone(&self.catalog);
-        let (current, sample) = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
+        // Sampling and training take seconds on a large store: off the async workers.
+        let (model, n_random, n_candidates) = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
             let current = apply::current_model(&store.begin())?;
-            Ok((current, train::sample(&store, &catalog)?))
+            let sample = train::sample(&store, &catalog)?;
+            if sample.candidate_pairs.is_empty() {
+                return Err(EngineError::InvalidArgument(
+                    "too little data to train on: no record shares a blocking key with another".into(),
+                ));
+            }
+            let model = resolve::model::train(&current, &sample.random_pairs, &sample.candidate_pairs);
+            Ok((model, sample.random_pairs.len(), sample.candidate_pairs.len()))
         })
         .await
         .map_err(|_| EngineError::ShuttingDown)??;
-        if sample.candidate_pairs.is_empty() {
-            return Err(EngineError::InvalidArgument(
-                "too little data to train on: no record shares a blocking key with another".into(),
-            ));
-        }
-        let model = resolve::model::train(&current, &sample.random_pairs, &sample.candidate_pairs);
         let model = self.install_model(model).await?;
-        Ok((model, sample.random_pairs.len(), sample.candidate_pairs.len()))
+        Ok((model, n_random, n_candidates))
     }
 
     /// Installs `model` as the next version, through the write path. Returns it as installed.

@@ -4,6 +4,7 @@
 mod accuracy;
 mod common;
 mod crash;
+mod edge;
 mod index_rebuild;
 mod ingest;
 mod matching;
