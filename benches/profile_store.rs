@@ -34,7 +34,7 @@ fn bench_profiles(criterion: &mut Criterion) {
     for person_idx in 0..N_FULL_PERSONS {
         let records = full_person_records(&catalog, person_idx, 0);
         let applied = runtime
-            .block_on(engine.ingest(chrono::Utc::now().timestamp_millis(), records, vec![]))
+            .block_on(engine.ingest(chrono::Utc::now().timestamp_millis(), records, vec![], None))
             .expect("ingest");
         person_ids.push(applied.placed[0].person_id.clone());
     }
@@ -85,7 +85,7 @@ fn bench_profiles(criterion: &mut Criterion) {
             },
             |records| {
                 runtime
-                    .block_on(engine.ingest(chrono::Utc::now().timestamp_millis(), records, vec![]))
+                    .block_on(engine.ingest(chrono::Utc::now().timestamp_millis(), records, vec![], None))
                     .expect("ingest")
             },
             BatchSize::SmallInput,
@@ -126,7 +126,7 @@ fn bench_profiles(criterion: &mut Criterion) {
             },
             |records| {
                 runtime
-                    .block_on(engine.ingest(chrono::Utc::now().timestamp_millis(), records, vec![]))
+                    .block_on(engine.ingest(chrono::Utc::now().timestamp_millis(), records, vec![], None))
                     .expect("ingest")
             },
             BatchSize::PerIteration,

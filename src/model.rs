@@ -242,6 +242,20 @@ pub enum PersonEvent {
     HeldApart { person: PersonId, note: String },
 }
 
+/// Who asked for a change, as the audit log keeps it. Logged with the change, so the change's
+/// audit entry is written in the change's own store transaction: one is never durable without
+/// the other. Holds ids, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The caller id (`open` in the open mode).
+    pub caller: String,
+    pub purpose: String,
+    /// The method, e.g. `AdminService/Merge`.
+    pub action: String,
+    /// What identifies the change: a batch and its records, a record key, the persons merged.
+    pub detail: String,
+}
+
 /// A steward's action, logged like a batch so a replay repeats it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StewardAction {
@@ -267,6 +281,19 @@ pub enum StewardAction {
     /// longer hold together, merge it with the persons it now matches. What stewards said
     /// (records held together, persons held apart) stands.
     Reevaluate { persons: Vec<PersonId> },
+}
+
+impl StewardAction {
+    /// The persons the action names (an audit entry's persons include them).
+    pub fn named_persons(&self) -> Vec<&PersonId> {
+        match self {
+            StewardAction::Merge { a, b, .. } => vec![a, b],
+            StewardAction::Unmerge { person, .. } => vec![person],
+            StewardAction::ResolveReview { candidate, .. } => vec![candidate],
+            StewardAction::DeleteRecord { .. } => Vec::new(),
+            StewardAction::Reevaluate { persons } => persons.iter().collect(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! Segments `<first sequence, 20 digits>.wal` hold frames `[len u32 LE][crc32c u32 LE][payload]`.
 //! Owns framing, fsync, recovery of a torn tail and trimming; knows nothing of records' meaning.
 
-use crate::model::{EpochMillis, RawRecord, SourceId, StewardAction};
+use crate::model::{Actor, EpochMillis, RawRecord, SourceId, StewardAction};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
@@ -28,6 +28,40 @@ pub struct WalEntry {
     pub model: Option<Vec<u8>>,
     /// A steward's action or a record deletion, applied before the entry's records.
     pub steward: Option<StewardAction>,
+    /// Who asked for it: its audit entry is written with it. `None` for a write of the service
+    /// itself, and in entries logged before the field existed.
+    pub actor: Option<Actor>,
+}
+
+/// An entry as logged before it named its actor: still read, so a log left by a crash of the
+/// previous version replays.
+#[derive(Serialize, Deserialize)]
+struct EntryWithoutActor {
+    sequence: u64,
+    received_at: EpochMillis,
+    records: Vec<RawRecord>,
+    rejected: Vec<(SourceId, String)>,
+    model: Option<Vec<u8>>,
+    steward: Option<StewardAction>,
+}
+
+/// Decodes a frame's payload: an entry, or an entry of the format before it named its actor.
+fn decode_entry(payload: &[u8]) -> Result<WalEntry, postcard::Error> {
+    match postcard::from_bytes::<WalEntry>(payload) {
+        Ok(entry) => Ok(entry),
+        Err(error) => match postcard::take_from_bytes::<EntryWithoutActor>(payload) {
+            Ok((old, [])) => Ok(WalEntry {
+                sequence: old.sequence,
+                received_at: old.received_at,
+                records: old.records,
+                rejected: old.rejected,
+                model: old.model,
+                steward: old.steward,
+                actor: None,
+            }),
+            _ => Err(error),
+        },
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +265,7 @@ fn read_segment(path: &Path) -> Result<(Vec<WalEntry>, u64, Option<String>), Wal
         if crc32c::crc32c(&payload) != crc {
             return Ok((entries, offset, Some("checksum mismatch".into())));
         }
-        match postcard::from_bytes::<WalEntry>(&payload) {
+        match decode_entry(&payload) {
             Ok(entry) => entries.push(entry),
             Err(error) => return Ok((entries, offset, Some(format!("undecodable frame: {error}")))),
         }
@@ -271,7 +305,35 @@ mod tests {
             rejected: vec![],
             model: None,
             steward: None,
+            actor: None,
         }
+    }
+
+    #[test]
+    fn entries_carry_their_actor_and_entries_of_the_format_before_it_still_decode() {
+        let mut with_actor = entry(7);
+        with_actor.actor = Some(Actor {
+            caller: "etl-d07".into(),
+            purpose: String::new(),
+            action: "IngestService/StreamRecords".into(),
+            detail: "batch 3: 1 records".into(),
+        });
+        let payload = postcard::to_stdvec(&with_actor).expect("encode");
+        assert_eq!(decode_entry(&payload).expect("decode"), with_actor);
+
+        let before = entry(8);
+        let old = EntryWithoutActor {
+            sequence: before.sequence,
+            received_at: before.received_at,
+            records: before.records.clone(),
+            rejected: before.rejected.clone(),
+            model: None,
+            steward: None,
+        };
+        let payload = postcard::to_stdvec(&old).expect("encode");
+        assert_eq!(decode_entry(&payload).expect("decode"), before);
+        // Damage is still damage.
+        assert!(decode_entry(&payload[..payload.len() - 3]).is_err());
     }
 
     fn append_all(wal: &mut Wal, range: std::ops::RangeInclusive<u64>) {

@@ -26,12 +26,23 @@ pub struct AuditNote {
     pub tags: Vec<String>,
     pub shares: u64,
     pub detail: String,
+    /// The call's entry was written with the change it made, in the change's store transaction
+    /// (the change was logged with its actor): the layer writes none of its own.
+    pub written: bool,
 }
 
 impl AuditNote {
     pub fn persons(persons: impl IntoIterator<Item = impl ToString>) -> AuditNote {
         AuditNote {
             persons: persons.into_iter().map(|person| person.to_string()).collect(),
+            ..AuditNote::default()
+        }
+    }
+
+    /// A change whose entry was written with it.
+    pub fn written_with_change() -> AuditNote {
+        AuditNote {
+            written: true,
             ..AuditNote::default()
         }
     }
@@ -47,6 +58,7 @@ impl AuditNote {
             tags: tags.into_iter().map(String::from).collect(),
             shares: profiles.len() as u64,
             detail: String::new(),
+            written: false,
         }
     }
 

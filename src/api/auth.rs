@@ -11,6 +11,7 @@ use super::audit::{AuditNote, Auditor};
 use super::limiter::{CallPermit, Limiter, RefusalAudit};
 use crate::callers::{Caller, Callers, CallersError};
 use crate::catalog::Catalog;
+use crate::model::Actor;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,16 @@ pub struct Identity {
 impl Identity {
     pub fn caller_id(&self) -> &str {
         &self.caller.id
+    }
+
+    /// This caller as the actor of a change made by `method`, for the change's audit entry.
+    pub fn actor(&self, method: &str, detail: impl Into<String>) -> Actor {
+        Actor {
+            caller: self.caller.id.clone(),
+            purpose: self.purpose.clone().unwrap_or_default(),
+            action: method.to_string(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -498,6 +509,9 @@ where
                         Some(status) => (status.code(), status.message().to_string()),
                         None => (tonic::Code::Ok, String::new()),
                     };
+                    if code == tonic::Code::Ok && note.written {
+                        return Ok(response.map(|inner| PermittedBody { inner, permit }));
+                    }
                     if code == tonic::Code::DeadlineExceeded {
                         // The caller's deadline is upon the call: answer now, or tonic cancels
                         // it. Nothing is shared, and the entry is written all the same.

@@ -58,13 +58,9 @@ fn shared_profile(profile: pb::Profile) -> Response<pb::Profile> {
     noted(profile, note)
 }
 
-/// A steward action's or deletion's answer, noted for the audit with the persons it left.
-fn steward_noted(result: pb::StewardResult, detail: String) -> Response<pb::StewardResult> {
-    let persons = std::iter::once(result.person_id.clone())
-        .filter(|person| !person.is_empty())
-        .chain(result.new_person_ids.iter().cloned());
-    let note = AuditNote::persons(persons).with_detail(format!("{detail}; sequence {}", result.sequence));
-    noted(result, note)
+/// The answer of a change logged with its actor: its audit entry was written with it.
+fn logged_change<T>(answer: T) -> Response<T> {
+    noted(answer, AuditNote::written_with_change())
 }
 
 /// Runs blocking store reads off the async workers.
@@ -92,6 +88,9 @@ impl IngestApi {
 
 type BoxStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
+/// The method ingest batches are audited under.
+const INGEST_METHOD: &str = "IngestService/StreamRecords";
+
 /// Admits, ingests and answers one batch, and counts it in the metrics.
 async fn ingest_batch(
     engine: Arc<Engine>,
@@ -102,31 +101,22 @@ async fn ingest_batch(
     let started = Instant::now();
     let (batch_id, n_records) = (batch.batch_id, batch.records.len());
     let answer = admit_and_ingest(&engine, &identity, batch).await;
-    // Every batch is audited, refused ones too; an answer whose entry cannot be written is an
-    // error (the batch is durable all the same: a re-sent batch is answered UNCHANGED).
-    let (code, message, note) = match &answer {
-        Ok((outcome, _)) => {
-            let persons: std::collections::BTreeSet<&str> = outcome
-                .outcomes
-                .iter()
-                .map(|record| record.person_id.as_str())
-                .filter(|person| !person.is_empty())
-                .collect();
-            let note = AuditNote::persons(persons).with_detail(format!(
-                "batch {batch_id}: {n_records} records, sequence {}",
-                outcome.sequence
-            ));
-            (tonic::Code::Ok, String::new(), note)
-        }
-        Err(status) => (
-            status.code(),
-            status.message().to_string(),
-            AuditNote::default().with_detail(format!("batch {batch_id}: {n_records} records")),
-        ),
+    // Every batch is audited, refused ones too. A logged batch's entry was written with it, in
+    // its store transaction; any other's is written here, and an answer whose entry cannot be
+    // written is an error.
+    let (code, message) = match &answer {
+        Ok(_) => (tonic::Code::Ok, ""),
+        Err(status) => (status.code(), status.message()),
     };
-    let audited = audit::Auditor::new(Arc::clone(&engine))
-        .call(&identity, "IngestService/StreamRecords", code, &message, note)
-        .await;
+    let audited = match &answer {
+        Ok((outcome, _)) if outcome.sequence > 0 => Ok(()),
+        _ => {
+            let note = AuditNote::default().with_detail(format!("batch {batch_id}: {n_records} records"));
+            audit::Auditor::new(Arc::clone(&engine))
+                .call(&identity, INGEST_METHOD, code, message, note)
+                .await
+        }
+    };
     let answer = match (answer, audited) {
         (answer, Ok(())) => answer,
         (_, Err(status)) => Err(status),
@@ -196,7 +186,12 @@ async fn admit_and_ingest(
     let (sequence, mut placed) = if admitted.is_empty() && refused.is_empty() {
         (0, Vec::new().into_iter())
     } else {
-        let applied = engine.ingest(received_at, admitted, refused).await.map_err(to_status)?;
+        let n_records = admitted.len() + refused.len();
+        let actor = identity.actor(INGEST_METHOD, format!("batch {}: {n_records} records", batch.batch_id));
+        let applied = engine
+            .ingest(received_at, admitted, refused, Some(actor))
+            .await
+            .map_err(to_status)?;
         (applied.sequence, applied.placed.into_iter())
     };
     let mut outcomes = Vec::with_capacity(slots.len());
@@ -250,10 +245,13 @@ impl pb::ingest_service_server::IngestService for IngestApi {
     ) -> Result<Response<pb::StewardResult>, Status> {
         let identity = identity(&request)?;
         let request = request.into_inner();
-        let detail = format!("record {}/{}", request.source.trim(), request.record_id);
-        steward::delete_record(&self.engine, &identity, request)
+        let actor = identity.actor(
+            "IngestService/DeleteRecord",
+            format!("record {}/{}", request.source.trim(), request.record_id),
+        );
+        steward::delete_record(&self.engine, &identity, request, actor)
             .await
-            .map(|result| steward_noted(result, detail))
+            .map(logged_change)
     }
 
     type StreamRecordsStream = BoxStream<pb::BatchOutcome>;
@@ -719,23 +717,27 @@ impl pb::admin_service_server::AdminService for AdminApi {
     }
 
     async fn merge(&self, request: Request<pb::MergeRequest>) -> Result<Response<pb::StewardResult>, Status> {
+        let identity = identity(&request)?;
         let request = request.into_inner();
-        let detail = format!("merge {} and {}", request.person_a.trim(), request.person_b.trim());
-        steward::merge(&self.engine, request)
-            .await
-            .map(|result| steward_noted(result, detail))
+        let actor = identity.actor(
+            "AdminService/Merge",
+            format!("merge {} and {}", request.person_a.trim(), request.person_b.trim()),
+        );
+        steward::merge(&self.engine, request, actor).await.map(logged_change)
     }
 
     async fn unmerge(&self, request: Request<pb::UnmergeRequest>) -> Result<Response<pb::StewardResult>, Status> {
+        let identity = identity(&request)?;
         let request = request.into_inner();
-        let detail = format!(
-            "unmerge {} records from {}",
-            request.records.len(),
-            request.person_id.trim()
+        let actor = identity.actor(
+            "AdminService/Unmerge",
+            format!(
+                "unmerge {} records from {}",
+                request.records.len(),
+                request.person_id.trim()
+            ),
         );
-        steward::unmerge(&self.engine, request)
-            .await
-            .map(|result| steward_noted(result, detail))
+        steward::unmerge(&self.engine, request, actor).await.map(logged_change)
     }
 
     async fn list_review_items(
@@ -751,6 +753,7 @@ impl pb::admin_service_server::AdminService for AdminApi {
         &self,
         request: Request<pb::ResolveReviewItemRequest>,
     ) -> Result<Response<pb::StewardResult>, Status> {
+        let identity = identity(&request)?;
         let request = request.into_inner();
         let detail = format!(
             "review item {}: {} {}",
@@ -761,9 +764,10 @@ impl pb::admin_service_server::AdminService for AdminApi {
             if request.same { "same as" } else { "different from" },
             request.candidate_person_id.trim()
         );
-        steward::resolve_review_item(&self.engine, request)
+        let actor = identity.actor("AdminService/ResolveReviewItem", detail);
+        steward::resolve_review_item(&self.engine, request, actor)
             .await
-            .map(|result| steward_noted(result, detail))
+            .map(logged_change)
     }
 
     async fn get_catalog(&self, _request: Request<pb::GetCatalogRequest>) -> Result<Response<pb::Catalog>, Status> {
@@ -888,11 +892,12 @@ impl pb::admin_service_server::AdminService for AdminApi {
         &self,
         request: Request<pb::InstallModelRequest>,
     ) -> Result<Response<pb::ModelInfo>, Status> {
+        let actor = identity(&request)?.actor("AdminService/InstallModel", "a match model");
         let model: crate::resolve::MatchModel = serde_json::from_str(&request.into_inner().model_json)
             .map_err(|error| Status::invalid_argument(format!("model_json is not a model: {error}")))?;
-        let model = self.engine.install_model(model).await.map_err(to_status)?;
+        let model = self.engine.install_model(model, Some(actor)).await.map_err(to_status)?;
         tracing::info!(version = model.version, "installed a match model");
-        Ok(Response::new(convert::model_to_pb(&model, 0, 0)))
+        Ok(logged_change(convert::model_to_pb(&model, 0, 0)))
     }
 
     type RebuildIndexStream = rebuild::ProgressStream;
@@ -900,9 +905,10 @@ impl pb::admin_service_server::AdminService for AdminApi {
 
     async fn reevaluate(
         &self,
-        _request: Request<pb::ReevaluateRequest>,
+        request: Request<pb::ReevaluateRequest>,
     ) -> Result<Response<Self::ReevaluateStream>, Status> {
-        Ok(Response::new(rebuild::reevaluate(Arc::clone(&self.engine))))
+        let actor = identity(&request)?.actor("AdminService/Reevaluate", "a chunk of persons re-resolved");
+        Ok(Response::new(rebuild::reevaluate(Arc::clone(&self.engine), actor)))
     }
 
     async fn rebuild_index(
@@ -912,14 +918,15 @@ impl pb::admin_service_server::AdminService for AdminApi {
         Ok(Response::new(rebuild::rebuild_index(Arc::clone(&self.engine))))
     }
 
-    async fn train_model(&self, _request: Request<pb::TrainModelRequest>) -> Result<Response<pb::ModelInfo>, Status> {
-        let (model, n_random, n_candidates) = self.engine.train_model().await.map_err(to_status)?;
+    async fn train_model(&self, request: Request<pb::TrainModelRequest>) -> Result<Response<pb::ModelInfo>, Status> {
+        let actor = identity(&request)?.actor("AdminService/TrainModel", "a match model trained on the stored data");
+        let (model, n_random, n_candidates) = self.engine.train_model(Some(actor)).await.map_err(to_status)?;
         tracing::info!(
             version = model.version,
             n_random,
             n_candidates,
             "trained and installed a new match model"
         );
-        Ok(Response::new(convert::model_to_pb(&model, n_random, n_candidates)))
+        Ok(logged_change(convert::model_to_pb(&model, n_random, n_candidates)))
     }
 }

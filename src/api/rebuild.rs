@@ -4,6 +4,7 @@
 
 use super::error::to_status;
 use crate::engine::{Engine, RebuildPhase, RebuildProgress, Reevaluated, ReevaluationProgress};
+use crate::model::Actor;
 use crate::pb;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -63,7 +64,7 @@ fn progress_to_pb(progress: &RebuildProgress) -> pb::RebuildIndexProgress {
 /// Starts a re-resolution and streams one message per chunk. A client that goes away does not
 /// stop it: every chunk is a logged write, and stopping halfway would leave the model applied
 /// to some persons only.
-pub fn reevaluate(engine: Arc<Engine>) -> ReevaluateStream {
+pub fn reevaluate(engine: Arc<Engine>, actor: Actor) -> ReevaluateStream {
     let (sender, receiver) = mpsc::channel(64);
     tokio::spawn(async move {
         tracing::info!("re-resolution requested");
@@ -74,7 +75,7 @@ pub fn reevaluate(engine: Arc<Engine>) -> ReevaluateStream {
                 let _ = chunks.try_send(Ok(reevaluation_to_pb(progress)));
             }
         };
-        let last = match engine.reevaluate(&mut report).await {
+        let last = match engine.reevaluate(&mut report, Some(actor)).await {
             Ok(done) => Ok(reevaluation_to_pb(&done)),
             Err(error) => Err(to_status(error)),
         };

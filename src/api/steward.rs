@@ -8,7 +8,7 @@ use super::error::to_status;
 use super::{access, blocking, from_hex, to_hex};
 use crate::catalog::Catalog;
 use crate::engine::{Engine, ReviewEntry, StewardOutcome, STEWARD_LIST_MAX};
-use crate::model::{Cause, PersonEvent, PersonId, RecordKey, SourceId, TagCode};
+use crate::model::{Actor, Cause, PersonEvent, PersonId, RecordKey, SourceId, TagCode};
 use crate::pb;
 use crate::profile::TagLineage;
 use crate::resolve::decide::describe_evidence;
@@ -71,26 +71,27 @@ pub async fn delete_record(
     engine: &Engine,
     identity: &Identity,
     request: pb::DeleteRecordRequest,
+    actor: Actor,
 ) -> Result<pb::StewardResult, Status> {
     let key = record_key(&request.source, &request.record_id)?;
     access::check_writer(identity, [key.source.as_str()], "DeleteRecord")?;
-    let outcome = engine.delete_record(&key).await.map_err(to_status)?;
+    let outcome = engine.delete_record(&key, Some(actor)).await.map_err(to_status)?;
     tracing::info!(record = %key, sequence = outcome.sequence, n_new_persons = outcome.new_persons.len(), "record deleted");
     Ok(outcome_to_pb(outcome))
 }
 
-pub async fn merge(engine: &Engine, request: pb::MergeRequest) -> Result<pb::StewardResult, Status> {
+pub async fn merge(engine: &Engine, request: pb::MergeRequest, actor: Actor) -> Result<pb::StewardResult, Status> {
     let a = person_id("person_a", request.person_a)?;
     let b = person_id("person_b", request.person_b)?;
     let outcome = engine
-        .merge_persons(&a, &b, note(request.note)?)
+        .merge_persons(&a, &b, note(request.note)?, Some(actor))
         .await
         .map_err(to_status)?;
     tracing::info!(person_a = %a, person_b = %b, sequence = outcome.sequence, "steward merge");
     Ok(outcome_to_pb(outcome))
 }
 
-pub async fn unmerge(engine: &Engine, request: pb::UnmergeRequest) -> Result<pb::StewardResult, Status> {
+pub async fn unmerge(engine: &Engine, request: pb::UnmergeRequest, actor: Actor) -> Result<pb::StewardResult, Status> {
     let person = person_id("person_id", request.person_id)?;
     let records = request
         .records
@@ -98,7 +99,7 @@ pub async fn unmerge(engine: &Engine, request: pb::UnmergeRequest) -> Result<pb:
         .map(|record| record_key(&record.source, &record.record_id))
         .collect::<Result<Vec<_>, _>>()?;
     let outcome = engine
-        .unmerge(&person, records, note(request.note)?)
+        .unmerge(&person, records, note(request.note)?, Some(actor))
         .await
         .map_err(to_status)?;
     tracing::info!(person = %person, sequence = outcome.sequence, "steward unmerge");
@@ -108,11 +109,12 @@ pub async fn unmerge(engine: &Engine, request: pb::UnmergeRequest) -> Result<pb:
 pub async fn resolve_review_item(
     engine: &Engine,
     request: pb::ResolveReviewItemRequest,
+    actor: Actor,
 ) -> Result<pb::StewardResult, Status> {
     let record = record_ref_key(request.record.as_ref())?;
     let candidate = person_id("candidate_person_id", request.candidate_person_id)?;
     let outcome = engine
-        .resolve_review(&record, &candidate, request.same, note(request.note)?)
+        .resolve_review(&record, &candidate, request.same, note(request.note)?, Some(actor))
         .await
         .map_err(to_status)?;
     tracing::info!(record = %record, candidate = %candidate, same = request.same, "review item resolved");

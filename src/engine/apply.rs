@@ -10,12 +10,13 @@
 use crate::catalog::Catalog;
 use crate::cleanse::{cleanse_record, rules};
 use crate::model::{
-    Cause, CleanRecord, Decision, EpochMillis, Finding, PersonEvent, PersonId, RecordKey, SourceId, TagCode,
+    Cause, CleanRecord, Decision, EpochMillis, Finding, PersonEvent, PersonId, RecordKey, SourceId, StewardAction,
+    TagCode,
 };
 use crate::profile::{is_collective, offer, survive, survive_tags, RecordView};
 use crate::resolve::features::is_fallback_key;
 use crate::resolve::{self, blocking_keys, Candidate, Feature, Features, MatchModel, Placement};
-use crate::store::{layout, Postings, RecordHeader, Store, StoreError, StoredRecord, Txn};
+use crate::store::{layout, AuditRecord, Postings, RecordHeader, Store, StoreError, StoredRecord, Txn};
 use crate::wal::WalEntry;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -373,6 +374,39 @@ pub fn apply_entry_timed(
     for (source, rule_id) in &entry.rejected {
         txn.count_quality(source, layout::QUALITY_REJECTED)?;
         txn.count_quality(source, rule_id)?;
+    }
+    if let Some(actor) = entry.actor {
+        // In the change's own transaction: the entry is durable exactly when the change is.
+        let named = entry
+            .steward
+            .as_ref()
+            .map(StewardAction::named_persons)
+            .unwrap_or_default();
+        let persons: BTreeSet<String> = placed
+            .iter()
+            .map(|placed| &placed.person_id)
+            .chain(touched.keys())
+            .chain(named)
+            .map(ToString::to_string)
+            .collect();
+        txn.put_audit_entry(
+            layout::WRITE_PATH_AUDIT_SERIALS | entry.sequence,
+            &AuditRecord {
+                at,
+                caller: actor.caller,
+                purpose: actor.purpose,
+                action: actor.action,
+                outcome: "OK".into(),
+                persons: persons.into_iter().collect(),
+                tags: Vec::new(),
+                shares: 0,
+                detail: if actor.detail.is_empty() {
+                    format!("sequence {}", entry.sequence)
+                } else {
+                    format!("{}; sequence {}", actor.detail, entry.sequence)
+                },
+            },
+        )?;
     }
     for (person_id, change) in touched {
         refresh_person(&mut txn, catalog, &person_id, change, at)?;
@@ -841,6 +875,7 @@ mod tests {
                 rejected: vec![],
                 model: None,
                 steward: None,
+                actor: None,
             };
             apply_entry(&store, &catalog, entry.clone()).expect("applies");
         }
@@ -907,7 +942,7 @@ mod tests {
             let mut sequence = 0;
             let mut apply = |records: Vec<RawRecord>, steward: Option<crate::model::StewardAction>| {
                 sequence += 1;
-                let entry = WalEntry { sequence, received_at: 0, records, rejected: vec![], model: None, steward };
+                let entry = WalEntry { sequence, received_at: 0, records, rejected: vec![], model: None, steward, actor: None };
                 apply_entry(&store, &catalog, entry).expect("applies");
             };
             for chunk in loads.chunks(batch_size) {
@@ -969,7 +1004,7 @@ mod tests {
                 all.push(record);
             }
             for (batch_idx, chunk) in all.chunks(batch_size).enumerate() {
-                let entry = WalEntry { sequence: batch_idx as u64 + 1, received_at: 0, records: chunk.to_vec(), rejected: vec![], model: None, steward: None };
+                let entry = WalEntry { sequence: batch_idx as u64 + 1, received_at: 0, records: chunk.to_vec(), rejected: vec![], model: None, steward: None, actor: None };
                 apply_entry(&store, &catalog, entry.clone()).expect("applies");
             }
             assert_profiles_consistent(&store, &catalog);
@@ -1010,7 +1045,7 @@ mod tests {
                 all.push(record);
             }
             for (batch_idx, chunk) in all.chunks(batch_size).enumerate() {
-                let entry = WalEntry { sequence: batch_idx as u64 + 1, received_at: 0, records: chunk.to_vec(), rejected: vec![], model: None, steward: None };
+                let entry = WalEntry { sequence: batch_idx as u64 + 1, received_at: 0, records: chunk.to_vec(), rejected: vec![], model: None, steward: None, actor: None };
                 apply_entry(&store, &catalog, entry).expect("applies");
             }
             assert_profiles_consistent(&store, &catalog);
@@ -1061,10 +1096,72 @@ mod tests {
             rejected: vec![],
             model: None,
             steward: None,
+            actor: None,
         };
         let placed = apply_entry(&store, &catalog, entry).expect("applies");
         assert_eq!(placed[1].decision, Decision::Matched, "{placed:?}");
         assert_eq!(placed[0].person_id, placed[1].person_id);
+    }
+
+    #[test]
+    fn a_change_with_an_actor_is_audited_in_its_own_transaction() {
+        use crate::model::Actor;
+        use crate::store::AuditQuery;
+        let store = Store::open(Box::new(MemKv::default())).expect("opens");
+        let catalog = Catalog::shipped();
+        let everything = AuditQuery {
+            from: 0,
+            to: i64::MAX,
+            ..AuditQuery::default()
+        };
+        let entry = |sequence: u64, actor: Option<Actor>| WalEntry {
+            sequence,
+            received_at: 1_790_000_000_000 + sequence as i64,
+            records: vec![
+                raw(
+                    "D05",
+                    &format!("a{sequence}"),
+                    &[("name", "诸葛青云"), ("other_id", "E12345678")],
+                ),
+                raw(
+                    "D07",
+                    &format!("b{sequence}"),
+                    &[("name", "诸葛青云"), ("other_id", "E12345678")],
+                ),
+            ],
+            rejected: vec![],
+            model: None,
+            steward: None,
+            actor,
+        };
+        let actor = Actor {
+            caller: "etl-d07".into(),
+            purpose: String::new(),
+            action: "IngestService/StreamRecords".into(),
+            detail: "batch 3: 2 records".into(),
+        };
+        let placed = apply_entry(&store, &catalog, entry(1, Some(actor.clone()))).expect("applies");
+        let audited = store.audit_page(&everything, None, 10).expect("page").entries;
+        assert_eq!(audited.len(), 1);
+        assert_eq!(
+            (
+                audited[0].caller.as_str(),
+                audited[0].action.as_str(),
+                audited[0].outcome.as_str()
+            ),
+            ("etl-d07", "IngestService/StreamRecords", "OK")
+        );
+        assert_eq!(audited[0].at, 1_790_000_000_001);
+        assert_eq!(audited[0].detail, "batch 3: 2 records; sequence 1");
+        assert_eq!(audited[0].persons, [placed[0].person_id.to_string()]);
+        assert_eq!(audited[0].shares, 0);
+        // A replay of the same entry rewrites its audit entry in place; a write of the service
+        // itself leaves none.
+        apply_entry(&store, &catalog, entry(1, Some(actor))).expect("replays");
+        apply_entry(&store, &catalog, entry(2, None)).expect("applies");
+        assert_eq!(store.audit_page(&everything, None, 10).expect("page").entries.len(), 1);
+        // The audit writer's serials (from 0) never meet the write path's.
+        assert_eq!(store.next_audit_serial().expect("serial"), 0);
     }
 
     /// UNI-001 and UNI-002, the uniqueness rules that need the store.
@@ -1087,6 +1184,7 @@ mod tests {
             rejected: vec![(SourceId::parse("D07").expect("well-formed"), rules::UNKNOWN_TAG.into())],
             model: None,
             steward: None,
+            actor: None,
         };
         apply_entry(&store, &catalog, entry.clone()).expect("applies");
         // A typo (张玮 for 张伟) is not a different person; 李娜 clearly is.
@@ -1114,6 +1212,7 @@ mod tests {
             rejected: vec![],
             model: None,
             steward: None,
+            actor: None,
         };
         let first = apply_entry(&store, &catalog, entry.clone()).expect("applies");
         let stats = store.stats().expect("stats");

@@ -495,6 +495,7 @@ mod tests {
                 rejected: vec![],
                 model: None,
                 steward: None,
+                actor: None,
             };
             apply::apply_entry(store, catalog, entry).expect("applies");
             if let Some(wake) = wake {

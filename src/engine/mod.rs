@@ -39,7 +39,7 @@ pub use stewardship::{ReviewEntry, ReviewPage, StewardOutcome, STEWARD_LIST_MAX}
 use crate::catalog::Catalog;
 use crate::cleanse::id_number::normalize_id_number;
 use crate::config::Config;
-use crate::model::{EpochMillis, PersonId, RawRecord, RecordKey, SourceId, StewardAction, TagCode};
+use crate::model::{Actor, EpochMillis, PersonId, RawRecord, RecordKey, SourceId, StewardAction, TagCode};
 use crate::resolve::decide::Hold;
 use crate::resolve::model::Score;
 use crate::resolve::{self, Evidence, Features, MatchModel};
@@ -132,12 +132,9 @@ pub struct IngestTimes {
 }
 
 enum WriterMessage {
+    /// An entry to log and apply; the writer gives it its sequence.
     Write {
-        received_at: EpochMillis,
-        records: Vec<RawRecord>,
-        rejected: Vec<(SourceId, String)>,
-        model: Option<Vec<u8>>,
-        steward: Option<StewardAction>,
+        entry: Box<WalEntry>,
         reply: oneshot::Sender<Result<Applied, EngineError>>,
     },
     Shutdown(oneshot::Sender<()>),
@@ -253,25 +250,27 @@ impl Engine {
 
     /// Logs, applies and answers one batch of admitted records (and the rules that refused
     /// the others, for the quality report). Returns once the batch is durable (fdatasync'ed
-    /// in the WAL) and applied to the store.
+    /// in the WAL) and applied to the store, with the `actor`'s audit entry if there is one.
     pub async fn ingest(
         &self,
         received_at: EpochMillis,
         records: Vec<RawRecord>,
         rejected: Vec<(SourceId, String)>,
+        actor: Option<Actor>,
     ) -> Result<Applied, EngineError> {
-        self.write(received_at, records, rejected, None, None).await
+        self.write(received_at, records, rejected, None, None, actor).await
     }
 
     /// Logs and applies one steward action, deletion or re-resolution chunk: a write with no
     /// records, received now.
-    async fn write_action(&self, action: StewardAction) -> Result<Applied, EngineError> {
+    async fn write_action(&self, action: StewardAction, actor: Option<Actor>) -> Result<Applied, EngineError> {
         self.write(
             chrono::Utc::now().timestamp_millis(),
             Vec::new(),
             Vec::new(),
             None,
             Some(action),
+            actor,
         )
         .await
     }
@@ -283,6 +282,7 @@ impl Engine {
         rejected: Vec<(SourceId, String)>,
         model: Option<Vec<u8>>,
         steward: Option<StewardAction>,
+        actor: Option<Actor>,
     ) -> Result<Applied, EngineError> {
         if self.write_path_failed.load(Ordering::Acquire) {
             return Err(EngineError::WritePathFailed);
@@ -301,11 +301,15 @@ impl Engine {
         let (reply, answer) = oneshot::channel();
         self.writer_queue
             .send(WriterMessage::Write {
-                received_at,
-                records,
-                rejected,
-                model,
-                steward,
+                entry: Box::new(WalEntry {
+                    sequence: 0,
+                    received_at,
+                    records,
+                    rejected,
+                    model,
+                    steward,
+                    actor,
+                }),
                 reply,
             })
             .await
@@ -340,7 +344,7 @@ impl Engine {
     /// Re-estimates the model from the stored data and installs it through the write path
     /// (logged like a batch, so every later decision, and a replay, uses it). Returns the new
     /// model and the number of random and candidate pairs it was trained on.
-    pub async fn train_model(&self) -> Result<(MatchModel, usize, usize), EngineError> {
+    pub async fn train_model(&self, actor: Option<Actor>) -> Result<(MatchModel, usize, usize), EngineError> {
         let store = Arc::clone(&self.store);
         let catalog = Arc::clone(&self.catalog);
         // Sampling and training take seconds on a large store: off the async workers.
@@ -357,12 +361,12 @@ impl Engine {
         })
         .await
         .map_err(|_| EngineError::ShuttingDown)??;
-        let model = self.install_model(model).await?;
+        let model = self.install_model(model, actor).await?;
         Ok((model, n_random, n_candidates))
     }
 
     /// Installs `model` as the next version, through the write path. Returns it as installed.
-    pub async fn install_model(&self, mut model: MatchModel) -> Result<MatchModel, EngineError> {
+    pub async fn install_model(&self, mut model: MatchModel, actor: Option<Actor>) -> Result<MatchModel, EngineError> {
         model.validate().map_err(EngineError::InvalidArgument)?;
         model.version = self.model()?.version + 1;
         let encoded = postcard::to_stdvec(&model).expect("in-memory serialization of plain data cannot fail");
@@ -372,6 +376,7 @@ impl Engine {
             Vec::new(),
             Some(encoded),
             None,
+            actor,
         )
         .await?;
         Ok(model)
@@ -674,27 +679,10 @@ impl Writer {
             let mut next = Some(message);
             while let Some(message) = next.take() {
                 match message {
-                    WriterMessage::Write {
-                        received_at,
-                        records,
-                        rejected,
-                        model,
-                        steward,
-                        reply,
-                    } => {
-                        n_records += records.len();
-                        let sequence = self.wal.next_sequence() + group.len() as u64;
-                        group.push((
-                            WalEntry {
-                                sequence,
-                                received_at,
-                                records,
-                                rejected,
-                                model,
-                                steward,
-                            },
-                            reply,
-                        ));
+                    WriterMessage::Write { mut entry, reply } => {
+                        n_records += entry.records.len();
+                        entry.sequence = self.wal.next_sequence() + group.len() as u64;
+                        group.push((*entry, reply));
                     }
                     WriterMessage::Shutdown(done) => {
                         shutdown = Some(done);

@@ -5,7 +5,7 @@
 //! persons' histories with the cause "reevaluation"; what stewards said stands.
 
 use super::{Engine, EngineError};
-use crate::model::{Decision, PersonId, StewardAction};
+use crate::model::{Actor, Decision, PersonId, StewardAction};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,10 +47,11 @@ impl Drop for Running<'_> {
 impl Engine {
     /// Re-resolves every person with the current model (see the module documentation).
     /// `progress` hears about each chunk; the last report has `done`. One at a time: a
-    /// second call fails with `FailedPrecondition`.
+    /// second call fails with `FailedPrecondition`. Each chunk is audited as the `actor`'s.
     pub async fn reevaluate(
         &self,
         progress: &mut (dyn FnMut(&ReevaluationProgress) + Send),
+        actor: Option<Actor>,
     ) -> Result<ReevaluationProgress, EngineError> {
         if self.reevaluating.swap(true, Ordering::AcqRel) {
             return Err(EngineError::FailedPrecondition(
@@ -75,7 +76,9 @@ impl Engine {
             after = Some(last.clone());
             let persons: Vec<PersonId> = page.into_iter().map(|(person_id, _)| person_id).collect();
             let n_persons = persons.len() as u64;
-            let applied = self.write_action(StewardAction::Reevaluate { persons }).await?;
+            let applied = self
+                .write_action(StewardAction::Reevaluate { persons }, actor.clone())
+                .await?;
             state.changes = applied
                 .placed
                 .into_iter()

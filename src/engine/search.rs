@@ -199,6 +199,7 @@ mod tests {
             rejected: vec![],
             model: None,
             steward: None,
+            actor: None,
         };
         let placed = apply::apply_entry(&store, catalog, entry).expect("applies");
         let persons = keys

@@ -460,6 +460,7 @@ mod tests {
                 rejected: vec![],
                 model: None,
                 steward,
+                actor: None,
             };
             apply_entry(&self.store, &self.catalog, entry).expect("applies")
         }

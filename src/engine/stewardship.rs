@@ -7,7 +7,7 @@
 use super::apply::{load_records, views_of, Placed, ReviewItem};
 use super::steward::current_person;
 use super::{Engine, EngineError};
-use crate::model::{PersonId, RecordKey, StewardAction, TagCode};
+use crate::model::{Actor, PersonId, RecordKey, StewardAction, TagCode};
 use crate::profile::{self, TagLineage};
 use crate::resolve::Evidence;
 use crate::store::HistoryEntry;
@@ -48,8 +48,8 @@ pub struct ReviewEntry {
 }
 
 impl Engine {
-    async fn steward(&self, action: StewardAction) -> Result<StewardOutcome, EngineError> {
-        let applied = self.write_action(action).await?;
+    async fn steward(&self, action: StewardAction, actor: Option<Actor>) -> Result<StewardOutcome, EngineError> {
+        let applied = self.write_action(action, actor).await?;
         let mut placed = applied.placed.into_iter();
         let person_id = placed.next().map(|Placed { person_id, .. }| person_id);
         Ok(StewardOutcome {
@@ -66,18 +66,27 @@ impl Engine {
 
     /// Joins two persons; the one with more records keeps its id, the other redirects to it.
     /// A steward's "different" between them is withdrawn.
-    pub async fn merge_persons(&self, a: &PersonId, b: &PersonId, note: String) -> Result<StewardOutcome, EngineError> {
+    pub async fn merge_persons(
+        &self,
+        a: &PersonId,
+        b: &PersonId,
+        note: String,
+        actor: Option<Actor>,
+    ) -> Result<StewardOutcome, EngineError> {
         let (current_a, current_b) = (self.existing_person(a)?, self.existing_person(b)?);
         if current_a == current_b {
             return Err(EngineError::InvalidArgument(format!(
                 "{a} and {b} are already one person ({current_a})"
             )));
         }
-        self.steward(StewardAction::Merge {
-            a: current_a,
-            b: current_b,
-            note,
-        })
+        self.steward(
+            StewardAction::Merge {
+                a: current_a,
+                b: current_b,
+                note,
+            },
+            actor,
+        )
         .await
     }
 
@@ -88,6 +97,7 @@ impl Engine {
         person_id: &PersonId,
         records: Vec<RecordKey>,
         note: String,
+        actor: Option<Actor>,
     ) -> Result<StewardOutcome, EngineError> {
         let person = self.existing_person(person_id)?;
         if records.is_empty() {
@@ -112,11 +122,14 @@ impl Engine {
                 "that is every record of person {person}: at least one must stay"
             )));
         }
-        self.steward(StewardAction::Unmerge {
-            person,
-            records: moving.into_iter().collect(),
-            note,
-        })
+        self.steward(
+            StewardAction::Unmerge {
+                person,
+                records: moving.into_iter().collect(),
+                note,
+            },
+            actor,
+        )
         .await
     }
 
@@ -128,6 +141,7 @@ impl Engine {
         candidate: &PersonId,
         same: bool,
         note: String,
+        actor: Option<Actor>,
     ) -> Result<StewardOutcome, EngineError> {
         let item: ReviewItem = self
             .store
@@ -139,22 +153,25 @@ impl Engine {
                 "person {candidate} is not a candidate of the review item of record {record}"
             )));
         }
-        self.steward(StewardAction::ResolveReview {
-            record: record.clone(),
-            candidate: candidate.clone(),
-            same,
-            note,
-        })
+        self.steward(
+            StewardAction::ResolveReview {
+                record: record.clone(),
+                candidate: candidate.clone(),
+                same,
+                note,
+            },
+            actor,
+        )
         .await
     }
 
     /// Deletes a record: its person is re-evaluated and splits if the record was the only
     /// bridge between groups of its records.
-    pub async fn delete_record(&self, record: &RecordKey) -> Result<StewardOutcome, EngineError> {
+    pub async fn delete_record(&self, record: &RecordKey, actor: Option<Actor>) -> Result<StewardOutcome, EngineError> {
         if self.store.begin().record_header(record)?.is_none() {
             return Err(EngineError::NotFound(format!("record {record} not found")));
         }
-        self.steward(StewardAction::DeleteRecord { record: record.clone() })
+        self.steward(StewardAction::DeleteRecord { record: record.clone() }, actor)
             .await
     }
 

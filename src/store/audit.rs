@@ -4,7 +4,7 @@
 //! audit writer (the engine's) appends; its keys are disjoint from the write path's, so the two
 //! never conflict. Decides nothing about what is audited.
 
-use super::{decode, layout, Store, StoreError};
+use super::{decode, layout, Store, StoreError, Txn};
 use crate::model::EpochMillis;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -68,6 +68,14 @@ pub fn month_of(at: EpochMillis) -> String {
 /// How many audit entries one query reads at most before it returns a page (possibly short)
 /// with a token to go on: a query over a year of reads must not hold a thread for minutes.
 pub const AUDIT_SCAN_MAX: usize = 50_000;
+
+impl Txn<'_> {
+    /// Writes one audit entry in this transaction (no share counting): how the write path
+    /// audits a change in the change's own transaction.
+    pub fn put_audit_entry(&mut self, serial: u64, record: &AuditRecord) -> Result<(), StoreError> {
+        self.put(layout::audit(record.at, serial), record)
+    }
+}
 
 impl Store {
     /// The serial the next audit entry takes (serials order entries of the same millisecond).

@@ -148,6 +148,11 @@ pub fn source_records(source: &SourceId) -> Vec<u8> {
     join(META_SOURCE_RECORDS, &[source.as_str()])
 }
 
+/// The serials of audit entries the write path writes with its changes: the high bit set, then
+/// the write's log sequence, so they never meet the audit writer's serials (counted from 0) and
+/// a replayed write rewrites its entry in place.
+pub const WRITE_PATH_AUDIT_SERIALS: u64 = 1 << 63;
+
 /// An audit entry: by time, then by serial (entries of one millisecond keep their order).
 pub fn audit(at_millis: i64, serial: u64) -> Vec<u8> {
     let mut key = AUDIT.to_vec();

@@ -212,3 +212,119 @@ async fn verify(url: &str, workloads: &[Arc<Vec<pb::RecordBatch>>]) {
         );
     }
 }
+
+/// A change's audit entry is written in the change's own store transaction, so an
+/// acknowledged batch and a steward's merge keep their entries through kill -9 (the store's
+/// checkpoint never ran; both come back from the write-ahead log).
+#[tokio::test]
+async fn a_changes_audit_entry_survives_kill_9_with_the_change() {
+    use crate::security::{callers_toml, resident};
+    use popmaster::pb::admin_service_client::AdminServiceClient;
+    use tonic::metadata::MetadataValue;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let callers_path = dir.path().join("callers.toml");
+    std::fs::write(&callers_path, callers_toml("token-portal")).expect("callers");
+    let config_path = dir.path().join("popmaster.toml");
+    std::fs::write(
+        &config_path,
+        format!("[auth]\ncallers_file = {:?}\n", callers_path.display().to_string()),
+    )
+    .expect("config");
+    let config_arg = config_path.display().to_string();
+    let data_dir = dir.path().join("data");
+    let log_path = dir.path().join("server.log");
+    let as_caller = |token: &'static str| {
+        move |mut request: tonic::Request<()>| {
+            let value = MetadataValue::try_from(format!("Bearer {token}")).expect("ascii");
+            request.metadata_mut().insert("authorization", value);
+            Ok(request)
+        }
+    };
+
+    let server = ServerProcess::spawn_with(&data_dir, &log_path, "info", &["--config", &config_arg]).await;
+    let channel = connect(&server.url).await.expect("connect");
+    let mut writer = IngestServiceClient::with_interceptor(channel.clone(), as_caller("token-etl-d07"));
+    // Two residents: the steward then says they are one.
+    let other = record(
+        "D07",
+        "r2",
+        &[("name", "李四"), ("birth_date", "1985-03-04"), ("gender", "女")],
+    );
+    let batch = pb::RecordBatch {
+        batch_id: 41,
+        records: vec![resident("r1"), other],
+    };
+    let outcome = writer
+        .stream_records(tokio_stream::iter(vec![batch]))
+        .await
+        .expect("stream")
+        .into_inner()
+        .message()
+        .await
+        .expect("answer")
+        .expect("one answer");
+    let persons: std::collections::BTreeSet<String> = outcome
+        .outcomes
+        .iter()
+        .map(|outcome| outcome.person_id.clone())
+        .collect();
+    let persons: Vec<String> = persons.into_iter().collect();
+    let mut steward = AdminServiceClient::with_interceptor(channel.clone(), as_caller("token-steward"));
+    assert_eq!(persons.len(), 2, "{outcome:?}");
+    let merged = steward
+        .merge(pb::MergeRequest {
+            person_a: persons[0].clone(),
+            person_b: persons[1].clone(),
+            note: "one resident".into(),
+        })
+        .await
+        .expect("merge")
+        .into_inner();
+    server.kill_9();
+
+    let server = ServerProcess::spawn_with(&data_dir, &log_path, "info", &["--config", &config_arg]).await;
+    let channel = connect(&server.url).await.expect("connect");
+    let mut ops = AdminServiceClient::with_interceptor(channel, as_caller("token-ops"));
+    let entries = |caller: &str| pb::QueryAuditRequest {
+        caller: caller.into(),
+        ..Default::default()
+    };
+    let batch_entries = ops
+        .query_audit(entries("etl-d07"))
+        .await
+        .expect("query")
+        .into_inner()
+        .entries;
+    let batch_entry = batch_entries
+        .iter()
+        .find(|entry| entry.detail.starts_with("batch 41: 2 records; sequence "))
+        .unwrap_or_else(|| panic!("the batch's entry survived: {batch_entries:?}"));
+    assert_eq!(batch_entry.outcome, "OK");
+    assert_eq!(
+        batch_entry.detail,
+        format!("batch 41: 2 records; sequence {}", outcome.sequence)
+    );
+    for person in &persons {
+        assert!(batch_entry.person_ids.contains(person), "{batch_entry:?}");
+    }
+    let steward_entries = ops
+        .query_audit(entries("steward"))
+        .await
+        .expect("query")
+        .into_inner()
+        .entries;
+    let merge_entry = steward_entries
+        .iter()
+        .find(|entry| entry.action == "AdminService/Merge")
+        .unwrap_or_else(|| panic!("the merge's entry survived: {steward_entries:?}"));
+    assert!(
+        merge_entry.detail.ends_with(&format!("; sequence {}", merged.sequence)),
+        "{merge_entry:?}"
+    );
+    for person in &persons {
+        assert!(merge_entry.person_ids.contains(person), "{merge_entry:?}");
+    }
+    assert!(!server.log().contains("panicked"));
+    server.kill_9();
+}
