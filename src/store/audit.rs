@@ -142,6 +142,13 @@ pub fn put_audit_entry(txn: &mut Txn<'_>, serial: u64, record: &AuditRecord) -> 
     Ok(())
 }
 
+impl Txn<'_> {
+    /// `put_audit_entry` in this transaction, for a writer that holds one (the write path).
+    pub fn put_audit_entry(&mut self, serial: u64, record: &AuditRecord) -> Result<(), StoreError> {
+        put_audit_entry(self, serial, record)
+    }
+}
+
 /// The index keys of the entry stored under `entry_key`.
 fn index_keys(entry_key: &[u8], record: &AuditRecord) -> Vec<Vec<u8>> {
     let place = &entry_key[layout::AUDIT.len()..];
@@ -615,6 +622,8 @@ mod tests {
             .expect("append");
         let mut txn = store.begin();
         put_audit_entry(&mut txn, 1 << 63 | 42, &entry(JAN, "etl-d07", &["P1", "P2"], 2)).expect("put");
+        txn.put_audit_entry(1 << 63 | 43, &entry(JAN + 1, "etl-d08", &["P2"], 0))
+            .expect("put");
         txn.commit().expect("commit");
         let by_person = AuditQuery {
             person: Some("P2".into()),
@@ -624,6 +633,14 @@ mod tests {
         };
         let page = store.audit_page(&by_person, None, 10).expect("page");
         assert_eq!(page.entries, [entry(JAN, "etl-d07", &["P1", "P2"], 2)]);
+        let by_person_only = AuditQuery {
+            caller: None,
+            ..by_person.clone()
+        };
+        assert_eq!(
+            store.audit_page(&by_person_only, None, 10).expect("page").entries.len(),
+            2
+        );
         let by_caller = AuditQuery {
             caller: Some("etl-d07".into()),
             from: 0,
