@@ -23,6 +23,7 @@ pub struct Config {
     pub export: ExportConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -41,6 +42,7 @@ impl Default for Config {
             export: ExportConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -96,6 +98,32 @@ impl Default for AuthConfig {
             unauthenticated_audit_per_second: 10.0,
             unauthenticated_audit_burst: 100,
         }
+    }
+}
+
+/// How long the audit log keeps its entries. The monthly share counters are kept whatever
+/// the retention.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Entries older than this many days are deleted, with their index keys. 0: kept forever.
+    pub retention_days: u32,
+    /// How often entries past the retention are looked for (also once at start).
+    pub prune_interval_ms: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention_days: 3 * 365,
+            prune_interval_ms: 3_600_000,
+        }
+    }
+}
+
+impl AuditConfig {
+    pub fn prune_interval(&self) -> Duration {
+        Duration::from_millis(self.prune_interval_ms)
     }
 }
 
@@ -391,6 +419,7 @@ impl Config {
                 self.auth.unauthenticated_audit_burst as usize,
             ),
             ("auth.reload_interval_ms", self.auth.reload_interval_ms as usize),
+            ("audit.prune_interval_ms", self.audit.prune_interval_ms as usize),
         ];
         for (setting, value) in positive {
             if value == 0 {
@@ -478,6 +507,12 @@ impl Config {
                 message: "mutual TLS needs the server's own tls.cert_file and tls.key_file".into(),
             });
         }
+        if self.audit.retention_days > 36_500 {
+            return Err(ConfigError::Invalid {
+                setting: "audit.retention_days",
+                message: "must be at most 36500 (a hundred years); 0 keeps entries forever".into(),
+            });
+        }
         if self.limits.batch_records_max > 1 << 20 {
             return Err(ConfigError::Invalid {
                 setting: "limits.batch_records_max",
@@ -555,6 +590,25 @@ mod tests {
         assert!(error.to_string().contains("auth.calls_per_second"), "{error}");
         let parsed = Config::from_toml("[index]\nfuzzy_candidates = 5\n").expect("parses");
         assert_eq!(parsed.index.fuzzy_candidates, 5);
+    }
+
+    #[test]
+    fn audit_retention_is_three_years_unless_said() {
+        assert_eq!(Config::default().audit.retention_days, 1_095);
+        assert_eq!(Config::default().audit.prune_interval(), Duration::from_secs(3_600));
+        let parsed = Config::from_toml("[audit]\nretention_days = 0\n").expect("parses");
+        assert_eq!(parsed.audit.retention_days, 0);
+        parsed.validate().expect("0 keeps everything");
+        let mut config = Config::default();
+        config.audit.prune_interval_ms = 0;
+        let error = config.validate().expect_err("zero");
+        assert!(error.to_string().contains("audit.prune_interval_ms"), "{error}");
+        let mut config = Config::default();
+        config.audit.retention_days = 36_501;
+        let error = config.validate().expect_err("too long");
+        assert!(error.to_string().contains("audit.retention_days"), "{error}");
+        let error = Config::from_toml("[audit]\nretention = 5\n").expect_err("unknown field");
+        assert!(error.contains("retention"), "{error}");
     }
 
     #[test]

@@ -190,9 +190,11 @@ pub async fn query_audit(engine: Arc<Engine>, request: pb::QueryAuditRequest) ->
     let after = if request.page_token.is_empty() {
         None
     } else {
+        // A token names a place in the keys the query reads (the index of its person or
+        // caller, or the entries by time): a token of another query is refused.
         let token = from_hex(&request.page_token)
-            .filter(|token| token.starts_with(crate::store::layout::AUDIT))
-            .ok_or_else(|| Status::invalid_argument("page_token is not one this service gave"))?;
+            .filter(|token| query.accepts_token(token))
+            .ok_or_else(|| Status::invalid_argument("page_token is not one this service gave for this query"))?;
         Some(token)
     };
     let page = blocking(move || engine.audit().query(&query, after.as_deref(), page_size))

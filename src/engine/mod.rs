@@ -193,7 +193,7 @@ impl Engine {
             );
         }
         let indexer = indexer::Indexer::start(&data_dir.join("index"), &config.index, Arc::clone(&store))?;
-        let audit = Arc::new(AuditLog::start(Arc::clone(&store))?);
+        let audit = Arc::new(AuditLog::start(Arc::clone(&store), &config.audit)?);
         let (writer_queue, receiver) = mpsc::channel(config.wal.queue_batches_max);
         let write_path_failed = Arc::new(AtomicBool::new(false));
         let ingest_times = Arc::new(Mutex::new(IngestTimes::default()));

@@ -1,8 +1,11 @@
-//! The audit log's keys: append-only entries by time (`u/<at><serial>`), never rewritten or
-//! deleted by the service, and each month's share counters per caller
-//! (`m/shares/<YYYY-MM>\0<caller>`), written in the same batch as the entries they count. One
-//! audit writer (the engine's) appends; its keys are disjoint from the write path's, so the two
-//! never conflict. Decides nothing about what is audited.
+//! The audit log's keys: entries by time (`u/<at><serial>`), never rewritten; an index of them
+//! by caller (`ui/c/<caller>\0<at><serial>`) and by person (`ui/p/<person>\0<at><serial>`),
+//! written and deleted in the same batch as the entry; and each month's share counters per
+//! caller (`m/shares/<YYYY-MM>\0<caller>`), written in the same batch as the entries they
+//! count and kept when entries are pruned. One entry and its index keys go in through
+//! `put_audit_entry`, whoever writes it: the engine's audit writer today, in groups with serials
+//! from `m/audit_serial`. Entries older than the retention are pruned in bounded batches
+//! (`prune_audit`). Decides nothing about what is audited, nor when entries expire.
 
 use super::{decode, layout, Store, StoreError, Txn};
 use crate::model::EpochMillis;
@@ -30,6 +33,14 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+impl AuditRecord {
+    /// The keys its entry writes (continuation parts of a long entry aside): the entry, its
+    /// caller's index key and one index key per person it names.
+    pub fn n_keys(&self) -> usize {
+        2 + self.persons.len()
+    }
+}
+
 /// What a query of the audit log asks for. Empty filters match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
@@ -39,6 +50,34 @@ pub struct AuditQuery {
     pub from: EpochMillis,
     /// Exclusive.
     pub to: EpochMillis,
+}
+
+impl AuditQuery {
+    /// The keys the query reads, in time order: the index of its person (its caller, if any,
+    /// is then a filter), else the index of its caller, else every entry.
+    pub fn scan_prefix(&self) -> Vec<u8> {
+        match (&self.person, &self.caller) {
+            (Some(person), _) => layout::audit_person_prefix(person),
+            (None, Some(caller)) => layout::audit_caller_prefix(caller),
+            (None, None) => layout::AUDIT.to_vec(),
+        }
+    }
+
+    /// Whether `token` is a page's `next` that this query could have given: a key of the
+    /// family it reads, and of its caller or person, just past an entry's place.
+    pub fn accepts_token(&self, token: &[u8]) -> bool {
+        token
+            .strip_prefix(self.scan_prefix().as_slice())
+            .is_some_and(|rest| rest.len() == layout::AUDIT_PLACE_BYTES + 1 && rest[layout::AUDIT_PLACE_BYTES] == 0)
+    }
+
+    fn matches(&self, record: &AuditRecord) -> bool {
+        self.caller.as_ref().is_none_or(|caller| *caller == record.caller)
+            && self
+                .person
+                .as_ref()
+                .is_none_or(|person| record.persons.iter().any(|held| held == person))
+    }
 }
 
 /// A page of a query: the entries found, and where the next page starts (`None` at the end).
@@ -65,16 +104,66 @@ pub fn month_of(at: EpochMillis) -> String {
         .unwrap_or_else(|| "0000-00".into())
 }
 
-/// How many audit entries one query reads at most before it returns a page (possibly short)
-/// with a token to go on: a query over a year of reads must not hold a thread for minutes.
+/// How many audit entries (or index keys) one query reads at most before it returns a page
+/// (possibly short) with a token to go on: a query over a year of reads must not hold a thread
+/// for minutes.
 pub const AUDIT_SCAN_MAX: usize = 50_000;
 
-impl Txn<'_> {
-    /// Writes one audit entry in this transaction (no share counting): how the write path
-    /// audits a change in the change's own transaction.
-    pub fn put_audit_entry(&mut self, serial: u64, record: &AuditRecord) -> Result<(), StoreError> {
-        self.put(layout::audit(record.at, serial), record)
+/// Entries one batch of pruning (or of indexing, at the upgrade to format 6) deletes or
+/// indexes at most, so that it never holds the store long.
+pub const AUDIT_BATCH_ENTRIES_MAX: usize = 10_000;
+
+/// Keys one such batch writes at most, about (an entry may name thousands of persons): it ends
+/// after the entry that reaches it.
+pub const AUDIT_BATCH_KEYS_MAX: usize = 100_000;
+
+/// Pairs one read of the audit keys takes.
+const AUDIT_SCAN_PAGE: usize = 1_024;
+
+/// What pruning or indexing did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditBatchDone {
+    pub n_entries: u64,
+    pub n_index_keys: u64,
+    /// No entry is left to do (before the cutoff, when pruning).
+    pub finished: bool,
+}
+
+/// Writes one audit entry under `u/<at><serial>` and its index keys (by its caller, and by
+/// each person it names) into `txn`, so that they commit together. Counts no shares (that is
+/// `Store::append_audit`'s, for the entries of the audit writer). `serial` orders entries of the
+/// same millisecond and must be unique: the audit writer takes them from `m/audit_serial`;
+/// another writer needs a space of its own (a high bit set, say).
+pub fn put_audit_entry(txn: &mut Txn<'_>, serial: u64, record: &AuditRecord) -> Result<(), StoreError> {
+    txn.put(layout::audit(record.at, serial), record)?;
+    for key in index_keys(&layout::audit(record.at, serial), record) {
+        txn.put_small(key, &())?;
     }
+    Ok(())
+}
+
+impl Txn<'_> {
+    /// `put_audit_entry` in this transaction, for a writer that holds one (the write path).
+    pub fn put_audit_entry(&mut self, serial: u64, record: &AuditRecord) -> Result<(), StoreError> {
+        put_audit_entry(self, serial, record)
+    }
+}
+
+/// The index keys of the entry stored under `entry_key`.
+fn index_keys(entry_key: &[u8], record: &AuditRecord) -> Vec<Vec<u8>> {
+    let place = &entry_key[layout::AUDIT.len()..];
+    let with_place = |mut prefix: Vec<u8>| {
+        prefix.extend_from_slice(place);
+        prefix
+    };
+    std::iter::once(with_place(layout::audit_caller_prefix(&record.caller)))
+        .chain(
+            record
+                .persons
+                .iter()
+                .map(|person| with_place(layout::audit_person_prefix(person))),
+        )
+        .collect()
 }
 
 impl Store {
@@ -89,7 +178,7 @@ impl Store {
         let mut txn = self.begin();
         let mut shares: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
         for (offset, record) in records.iter().enumerate() {
-            txn.put(layout::audit(record.at, first_serial + offset as u64), record)?;
+            put_audit_entry(&mut txn, first_serial + offset as u64, record)?;
             if record.shares > 0 {
                 let counts = shares.entry((month_of(record.at), record.caller.clone())).or_default();
                 counts.0 += record.shares;
@@ -111,8 +200,10 @@ impl Store {
         txn.commit()
     }
 
-    /// The entries matching `query`, oldest first, from `after` (a `next` of an earlier page)
-    /// on: at most `page_size`, reading at most `AUDIT_SCAN_MAX` entries.
+    /// The entries matching `query`, oldest first, from `after` (a `next` of an earlier page of
+    /// the same query) on: at most `page_size`, reading at most `AUDIT_SCAN_MAX` keys. A query
+    /// by person or caller reads that index's keys of its time range and each entry they point
+    /// to; a query with neither reads the entries of its time range.
     pub fn audit_page(
         &self,
         query: &AuditQuery,
@@ -120,16 +211,19 @@ impl Store {
         page_size: usize,
     ) -> Result<AuditPage, StoreError> {
         let txn = self.begin();
-        let end = layout::audit(query.to, 0);
+        let prefix = query.scan_prefix();
+        let by_index = prefix != layout::AUDIT;
+        let first = layout::audit_index(&prefix, query.from, 0);
+        let end = layout::audit_index(&prefix, query.to, 0);
         let mut start = match after {
-            Some(after) => after.to_vec(),
-            None => layout::audit(query.from, 0),
+            Some(after) if after > first.as_slice() => after.to_vec(),
+            _ => first,
         };
         let mut entries = Vec::new();
         let mut n_scanned = 0usize;
         loop {
-            let page = self.kv.scan(layout::AUDIT, Some(&start), 1_024)?;
-            let exhausted = page.len() < 1_024;
+            let page = self.kv.scan(&prefix, Some(&start), AUDIT_SCAN_PAGE)?;
+            let exhausted = page.len() < AUDIT_SCAN_PAGE;
             for (key, stored) in page {
                 if key >= end {
                     return Ok(AuditPage { entries, next: None });
@@ -138,14 +232,21 @@ impl Store {
                 next.push(0);
                 start = next;
                 n_scanned += 1;
-                let record: AuditRecord = decode("audit entry", &txn.join_parts(&key, &stored)?)?;
-                let matches = query.caller.as_ref().is_none_or(|caller| *caller == record.caller)
-                    && query
-                        .person
-                        .as_ref()
-                        .is_none_or(|person| record.persons.iter().any(|held| held == person));
-                if matches {
-                    entries.push(record);
+                let value = if by_index {
+                    // An entry pruned since its index key was read is gone; so is a key of
+                    // another person or caller whose id extends this one's.
+                    match layout::audit_entry_of_index(&key, &prefix) {
+                        Some(entry_key) => txn.get(&entry_key)?,
+                        None => None,
+                    }
+                } else {
+                    Some(txn.join_parts(&key, &stored)?)
+                };
+                if let Some(value) = value {
+                    let record: AuditRecord = decode("audit entry", &value)?;
+                    if query.matches(&record) {
+                        entries.push(record);
+                    }
                 }
                 if entries.len() == page_size || n_scanned == AUDIT_SCAN_MAX {
                     return Ok(AuditPage {
@@ -158,6 +259,88 @@ impl Store {
                 return Ok(AuditPage { entries, next: None });
             }
         }
+    }
+
+    /// Deletes the oldest audit entries written before `before`, each with its index keys, in
+    /// one atomic batch of at most `AUDIT_BATCH_ENTRIES_MAX` entries (and about
+    /// `AUDIT_BATCH_KEYS_MAX` keys). Entries are found by the time in their key, whoever wrote
+    /// them, and read for the index keys they have. The share counters stay.
+    pub fn prune_audit(&self, before: EpochMillis) -> Result<AuditBatchDone, StoreError> {
+        let end = layout::audit(before, 0);
+        let mut txn = self.begin();
+        let mut done = AuditBatchDone::default();
+        let mut n_keys = 0usize;
+        let mut start: Option<Vec<u8>> = None;
+        'scan: loop {
+            let page = self.kv.scan(layout::AUDIT, start.as_deref(), AUDIT_SCAN_PAGE)?;
+            let exhausted = page.len() < AUDIT_SCAN_PAGE;
+            for (key, stored) in page {
+                if key >= end {
+                    done.finished = true;
+                    break 'scan;
+                }
+                let record: AuditRecord = decode("audit entry", &txn.join_parts(&key, &stored)?)?;
+                for index_key in index_keys(&key, &record) {
+                    txn.delete_small(index_key);
+                    done.n_index_keys += 1;
+                }
+                n_keys += record.n_keys();
+                txn.delete(key.clone())?;
+                done.n_entries += 1;
+                if done.n_entries as usize == AUDIT_BATCH_ENTRIES_MAX || n_keys >= AUDIT_BATCH_KEYS_MAX {
+                    break 'scan;
+                }
+                let mut next = key;
+                next.push(0);
+                start = Some(next);
+            }
+            if exhausted {
+                done.finished = true;
+                break;
+            }
+        }
+        txn.commit()?;
+        Ok(done)
+    }
+
+    /// Writes the index keys of every audit entry, in batches of at most
+    /// `AUDIT_BATCH_ENTRIES_MAX` entries (and about `AUDIT_BATCH_KEYS_MAX` keys), each one
+    /// atomic: the upgrade from format 5, whose entries have none. Writing a key twice is
+    /// harmless, so an upgrade cut short runs again from the start.
+    pub(super) fn index_audit_entries(&self) -> Result<AuditBatchDone, StoreError> {
+        let mut done = AuditBatchDone::default();
+        let mut start: Option<Vec<u8>> = None;
+        let mut txn = self.begin();
+        let mut n_batch_entries = 0usize;
+        let mut n_batch_keys = 0usize;
+        loop {
+            let page = self.kv.scan(layout::AUDIT, start.as_deref(), AUDIT_SCAN_PAGE)?;
+            let exhausted = page.len() < AUDIT_SCAN_PAGE;
+            for (key, stored) in page {
+                let record: AuditRecord = decode("audit entry", &txn.join_parts(&key, &stored)?)?;
+                for index_key in index_keys(&key, &record) {
+                    txn.put_small(index_key, &())?;
+                    done.n_index_keys += 1;
+                }
+                done.n_entries += 1;
+                n_batch_entries += 1;
+                n_batch_keys += record.n_keys();
+                if n_batch_entries == AUDIT_BATCH_ENTRIES_MAX || n_batch_keys >= AUDIT_BATCH_KEYS_MAX {
+                    std::mem::replace(&mut txn, self.begin()).commit()?;
+                    n_batch_entries = 0;
+                    n_batch_keys = 0;
+                }
+                let mut next = key;
+                next.push(0);
+                start = Some(next);
+            }
+            if exhausted {
+                break;
+            }
+        }
+        txn.commit()?;
+        done.finished = true;
+        Ok(done)
     }
 
     /// The share counters of one month (`YYYY-MM`), or of every month, by month and caller.
@@ -277,5 +460,273 @@ mod tests {
             ]
         );
         assert_eq!(store.share_counts(Some("2026-02")).expect("counts").len(), 1);
+    }
+
+    const JAN: EpochMillis = 1_768_000_000_000; // 2026-01-10
+
+    fn mem_store() -> Store {
+        Store::open(Box::new(MemKv::default())).expect("store")
+    }
+
+    fn n_keys(store: &Store, prefix: &[u8]) -> usize {
+        store.kv.scan(prefix, None, usize::MAX).expect("scan").len()
+    }
+
+    /// Every page of `query`, `page_size` entries at most each, following the tokens (each
+    /// one accepted by the query); the entries as (time, caller).
+    fn all_pages(store: &Store, query: &AuditQuery, page_size: usize) -> (Vec<(EpochMillis, String)>, usize) {
+        let mut entries = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        let mut n_pages = 0;
+        loop {
+            let page = store.audit_page(query, after.as_deref(), page_size).expect("page");
+            n_pages += 1;
+            assert!(page.entries.len() <= page_size);
+            entries.extend(page.entries.into_iter().map(|entry| (entry.at, entry.caller)));
+            match page.next {
+                Some(next) => {
+                    assert!(query.accepts_token(&next), "a token the query gave is accepted");
+                    after = Some(next);
+                }
+                None => return (entries, n_pages),
+            }
+        }
+    }
+
+    /// Three callers reading four persons, one entry a second; each query through the index
+    /// finds exactly what a filter over every entry finds, oldest first, across pages.
+    #[test]
+    fn queries_by_caller_and_person_read_the_index() {
+        let store = mem_store();
+        let callers = ["portal", "police", "ops"];
+        let persons = ["P1", "P2", "P10", "P3"];
+        let records: Vec<AuditRecord> = (0..90)
+            .map(|idx| {
+                let named: Vec<&str> = match idx % 4 {
+                    0 => vec![],
+                    1 => vec![persons[idx % 3]],
+                    _ => vec![persons[idx % 4], persons[(idx + 1) % 4]],
+                };
+                entry(JAN + idx as i64 * 1_000, callers[idx % 3], &named, named.len() as u64)
+            })
+            .collect();
+        store.append_audit(0, &records[..40]).expect("append");
+        store.append_audit(40, &records[40..]).expect("append");
+        assert_eq!(n_keys(&store, layout::AUDIT), 90);
+        assert_eq!(n_keys(&store, layout::AUDIT_BY_CALLER), 90);
+        let n_named: usize = records.iter().map(|record| record.persons.len()).sum();
+        assert_eq!(n_keys(&store, layout::AUDIT_BY_PERSON), n_named);
+
+        let cases = [
+            (Some("portal"), None, 0, i64::MAX),
+            (Some("police"), None, JAN + 10_000, JAN + 70_000),
+            (None, Some("P1"), 0, i64::MAX),
+            (None, Some("P10"), JAN, JAN + 45_000),
+            (Some("ops"), Some("P2"), 0, i64::MAX),
+            (Some("portal"), Some("P3"), JAN + 5_000, JAN + 80_000),
+            (Some("nobody"), None, 0, i64::MAX),
+            (None, Some("P4"), 0, i64::MAX),
+            (None, None, JAN + 30_000, JAN + 60_000),
+        ];
+        for (caller, person, from, to) in cases {
+            let query = AuditQuery {
+                caller: caller.map(String::from),
+                person: person.map(String::from),
+                from,
+                to,
+            };
+            let expected: Vec<(EpochMillis, String)> = records
+                .iter()
+                .filter(|record| query.matches(record) && (from..to).contains(&record.at))
+                .map(|record| (record.at, record.caller.clone()))
+                .collect();
+            for page_size in [1, 4, 100] {
+                let (found, n_pages) = all_pages(&store, &query, page_size);
+                assert_eq!(found, expected, "{query:?}, pages of {page_size}");
+                assert!(n_pages >= expected.len().div_ceil(page_size), "{query:?}");
+            }
+        }
+    }
+
+    /// A query by caller reads only its caller's keys: one rare caller's entries among more
+    /// than `AUDIT_SCAN_MAX` of another come in one page, without a token.
+    #[test]
+    fn a_query_by_caller_does_not_scan_other_callers() {
+        let store = mem_store();
+        let mut records: Vec<AuditRecord> = (0..AUDIT_SCAN_MAX + 100)
+            .map(|idx| entry(JAN + idx as i64, "portal", &[], 0))
+            .collect();
+        records.push(entry(JAN + AUDIT_SCAN_MAX as i64 + 500, "rare", &["P1"], 1));
+        records.insert(0, entry(JAN - 1, "rare", &[], 0));
+        store.append_audit(0, &records).expect("append");
+        let by_caller = AuditQuery {
+            caller: Some("rare".into()),
+            from: 0,
+            to: i64::MAX,
+            ..AuditQuery::default()
+        };
+        let page = store.audit_page(&by_caller, None, 100).expect("page");
+        assert_eq!(page.entries.len(), 2);
+        assert_eq!(page.next, None);
+        let everything = AuditQuery {
+            from: 0,
+            to: i64::MAX,
+            ..AuditQuery::default()
+        };
+        let page = store.audit_page(&everything, None, 10).expect("page");
+        assert_eq!(page.entries.len(), 10);
+    }
+
+    /// A token is good for the query family and the caller or person it came from only.
+    #[test]
+    fn page_tokens_belong_to_their_query() {
+        let query = |caller: Option<&str>, person: Option<&str>| AuditQuery {
+            caller: caller.map(String::from),
+            person: person.map(String::from),
+            from: 0,
+            to: i64::MAX,
+        };
+        let token = |mut key: Vec<u8>| {
+            key.push(0);
+            key
+        };
+        let by_portal = token(layout::audit_by_caller("portal", JAN, 3));
+        let by_p1 = token(layout::audit_by_person("P1", JAN, 3));
+        let by_time = token(layout::audit(JAN, 3));
+        let table = [
+            (query(Some("portal"), None), &by_portal, true),
+            (query(Some("portal"), None), &by_p1, false),
+            (query(Some("portal"), None), &by_time, false),
+            (query(Some("police"), None), &by_portal, false),
+            (query(None, Some("P1")), &by_p1, true),
+            (query(Some("portal"), Some("P1")), &by_p1, true),
+            (query(Some("portal"), Some("P1")), &by_portal, false),
+            (query(None, Some("P10")), &by_p1, false),
+            (query(None, None), &by_time, true),
+            (query(None, None), &by_portal, false),
+        ];
+        for (query, token, accepted) in table {
+            assert_eq!(query.accepts_token(token), accepted, "{query:?}");
+        }
+        assert!(!query(None, None).accepts_token(&layout::audit(JAN, 3)), "not a token");
+        assert!(!query(None, None).accepts_token(b"u/"));
+    }
+
+    /// Another writer's entry, written in its own transaction with a serial of its own space:
+    /// found by caller and person like any, and no share counted.
+    #[test]
+    fn put_audit_entry_writes_the_entry_and_its_index_only() {
+        let store = mem_store();
+        store
+            .append_audit(0, &[entry(JAN, "etl-d07", &["P1"], 0)])
+            .expect("append");
+        let mut txn = store.begin();
+        put_audit_entry(&mut txn, 1 << 63 | 42, &entry(JAN, "etl-d07", &["P1", "P2"], 2)).expect("put");
+        txn.put_audit_entry(1 << 63 | 43, &entry(JAN + 1, "etl-d08", &["P2"], 0))
+            .expect("put");
+        txn.commit().expect("commit");
+        let by_person = AuditQuery {
+            person: Some("P2".into()),
+            caller: Some("etl-d07".into()),
+            from: 0,
+            to: i64::MAX,
+        };
+        let page = store.audit_page(&by_person, None, 10).expect("page");
+        assert_eq!(page.entries, [entry(JAN, "etl-d07", &["P1", "P2"], 2)]);
+        let by_person_only = AuditQuery {
+            caller: None,
+            ..by_person.clone()
+        };
+        assert_eq!(
+            store.audit_page(&by_person_only, None, 10).expect("page").entries.len(),
+            2
+        );
+        let by_caller = AuditQuery {
+            caller: Some("etl-d07".into()),
+            from: 0,
+            to: i64::MAX,
+            ..AuditQuery::default()
+        };
+        assert_eq!(store.audit_page(&by_caller, None, 10).expect("page").entries.len(), 2);
+        assert!(store.share_counts(None).expect("counts").is_empty());
+        assert_eq!(
+            store.next_audit_serial().expect("serial"),
+            1,
+            "the audit writer's serials are its own"
+        );
+    }
+
+    /// Pruning deletes the entries before the cutoff with every index key they have, in
+    /// bounded batches, and keeps the later entries and every share counter.
+    #[test]
+    fn pruning_deletes_old_entries_and_their_index_keys_and_keeps_share_counts() {
+        let store = mem_store();
+        let n_old = AUDIT_BATCH_ENTRIES_MAX + 5;
+        let cutoff = JAN + n_old as i64;
+        let mut records: Vec<AuditRecord> = (0..n_old)
+            .map(|idx| entry(JAN + idx as i64, "portal", &["P1", "P2"], 2))
+            .collect();
+        records.push(entry(cutoff, "portal", &["P1"], 1));
+        records.push(entry(cutoff + 10, "police", &["P2"], 1));
+        store.append_audit(0, &records).expect("append");
+        let counts_before = store.share_counts(None).expect("counts");
+
+        let first = store.prune_audit(cutoff).expect("prune");
+        assert_eq!(
+            first,
+            AuditBatchDone {
+                n_entries: AUDIT_BATCH_ENTRIES_MAX as u64,
+                n_index_keys: 3 * AUDIT_BATCH_ENTRIES_MAX as u64,
+                finished: false
+            }
+        );
+        let second = store.prune_audit(cutoff).expect("prune");
+        assert_eq!(
+            second,
+            AuditBatchDone {
+                n_entries: 5,
+                n_index_keys: 15,
+                finished: true
+            }
+        );
+        assert_eq!(store.prune_audit(cutoff).expect("prune").n_entries, 0);
+
+        assert_eq!(n_keys(&store, layout::AUDIT), 2);
+        assert_eq!(n_keys(&store, layout::AUDIT_BY_CALLER), 2);
+        assert_eq!(n_keys(&store, layout::AUDIT_BY_PERSON), 2);
+        let everything = AuditQuery {
+            from: 0,
+            to: i64::MAX,
+            ..AuditQuery::default()
+        };
+        let (left, _) = all_pages(&store, &everything, 10);
+        assert_eq!(left, [(cutoff, "portal".into()), (cutoff + 10, "police".into())]);
+        let by_p2 = AuditQuery {
+            person: Some("P2".into()),
+            ..everything
+        };
+        assert_eq!(all_pages(&store, &by_p2, 10).0, [(cutoff + 10, "police".into())]);
+        assert_eq!(store.share_counts(None).expect("counts"), counts_before);
+    }
+
+    /// An entry naming many persons writes many keys: a pruning batch ends after the entry
+    /// that reaches `AUDIT_BATCH_KEYS_MAX`.
+    #[test]
+    fn pruning_batches_are_bounded_by_keys_too() {
+        let store = mem_store();
+        let persons: Vec<String> = (0..AUDIT_BATCH_KEYS_MAX / 3).map(|idx| format!("P{idx}")).collect();
+        let persons: Vec<&str> = persons.iter().map(String::as_str).collect();
+        let records: Vec<AuditRecord> = (0..5).map(|idx| entry(JAN + idx, "export", &persons, 0)).collect();
+        store.append_audit(0, &records).expect("append");
+        let first = store.prune_audit(JAN + 100).expect("prune");
+        assert_eq!((first.n_entries, first.finished), (3, false));
+        let second = store.prune_audit(JAN + 100).expect("prune");
+        assert_eq!((second.n_entries, second.finished), (2, true));
+        assert_eq!(n_keys(&store, layout::AUDIT_BY_PERSON), 0);
+        assert_eq!(
+            n_keys(&store, layout::CONTINUATIONS),
+            0,
+            "long entries go with their parts"
+        );
     }
 }

@@ -26,8 +26,11 @@
 //!                                        re-clustered after a deletion)
 //! w/<rank, 8 bytes BE>\0<source>\0<record_id>   the review queue by best score (highest first)
 //! c/<key>\0<part, 2 bytes big-endian>    continuation parts of a value longer than one part
-//! u/<at ms, 8 bytes BE><serial, 8 bytes BE>   the audit log: one entry per audited call,
-//!                                        append-only (written by the audit writer only)
+//! u/<at ms, 8 bytes BE><serial, 8 bytes BE>   the audit log: one entry per audited call, by
+//!                                        time; deleted only past the retention
+//! ui/c/<caller>\0<at ms><serial>        the audit log by caller (empty value): one per entry
+//! ui/p/<person_id>\0<at ms><serial>     the audit log by person (empty value): one per person
+//!                                        an entry names; written and deleted with the entry
 //! m/shares/<YYYY-MM>\0<caller>           profiles shared to a caller in a month, and its calls
 //! ```
 //!
@@ -74,6 +77,10 @@ pub const HELD_APART: &[u8] = b"d/";
 pub const HELD_TOGETHER: &[u8] = b"s/";
 pub const REVIEW_QUEUE: &[u8] = b"w/";
 pub const AUDIT: &[u8] = b"u/";
+/// Prefix of the audit log's index by caller (`ui/c/<caller>\0<at><serial>`).
+pub const AUDIT_BY_CALLER: &[u8] = b"ui/c/";
+/// Prefix of the audit log's index by person (`ui/p/<person_id>\0<at><serial>`).
+pub const AUDIT_BY_PERSON: &[u8] = b"ui/p/";
 /// Quality counter of the records a source sent (admitted ones).
 pub const QUALITY_RECORDS: &str = "#records";
 /// Quality counter of the records of a source that were refused.
@@ -153,13 +160,77 @@ pub fn source_records(source: &SourceId) -> Vec<u8> {
 /// a replayed write rewrites its entry in place.
 pub const WRITE_PATH_AUDIT_SERIALS: u64 = 1 << 63;
 
+/// Bytes of an audit entry's place in time: its time (8 bytes BE), then its serial (8 bytes
+/// BE). Every audit key ends with them, so every audit key family sorts by time.
+pub const AUDIT_PLACE_BYTES: usize = 16;
+
+fn audit_place(at_millis: i64, serial: u64) -> [u8; AUDIT_PLACE_BYTES] {
+    let mut place = [0; AUDIT_PLACE_BYTES];
+    // Times before 1970 do not occur; clamp rather than wrap.
+    place[..8].copy_from_slice(&u64::try_from(at_millis).unwrap_or(0).to_be_bytes());
+    place[8..].copy_from_slice(&serial.to_be_bytes());
+    place
+}
+
 /// An audit entry: by time, then by serial (entries of one millisecond keep their order).
 pub fn audit(at_millis: i64, serial: u64) -> Vec<u8> {
     let mut key = AUDIT.to_vec();
-    // Times before 1970 do not occur; clamp rather than wrap.
-    key.extend_from_slice(&u64::try_from(at_millis).unwrap_or(0).to_be_bytes());
-    key.extend_from_slice(&serial.to_be_bytes());
+    key.extend_from_slice(&audit_place(at_millis, serial));
     key
+}
+
+/// (time, serial) of an audit entry's key.
+pub fn parse_audit(key: &[u8]) -> Option<(i64, u64)> {
+    let place = key.strip_prefix(AUDIT)?;
+    if place.len() != AUDIT_PLACE_BYTES {
+        return None;
+    }
+    let at = u64::from_be_bytes(place[..8].try_into().ok()?);
+    let serial = u64::from_be_bytes(place[8..].try_into().ok()?);
+    Some((i64::try_from(at).ok()?, serial))
+}
+
+/// The index keys of one caller's audit entries, in time order.
+pub fn audit_caller_prefix(caller: &str) -> Vec<u8> {
+    let mut prefix = join(AUDIT_BY_CALLER, &[caller]);
+    prefix.push(SEP);
+    prefix
+}
+
+/// The index keys of the audit entries naming one person, in time order.
+pub fn audit_person_prefix(person_id: &str) -> Vec<u8> {
+    let mut prefix = join(AUDIT_BY_PERSON, &[person_id]);
+    prefix.push(SEP);
+    prefix
+}
+
+/// A key in an audit index (`prefix` from `audit_caller_prefix` or `audit_person_prefix`) at
+/// an entry's time and serial; with serial 0, where a time range starts or ends.
+pub fn audit_index(prefix: &[u8], at_millis: i64, serial: u64) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&audit_place(at_millis, serial));
+    key
+}
+
+pub fn audit_by_caller(caller: &str, at_millis: i64, serial: u64) -> Vec<u8> {
+    audit_index(&audit_caller_prefix(caller), at_millis, serial)
+}
+
+pub fn audit_by_person(person_id: &str, at_millis: i64, serial: u64) -> Vec<u8> {
+    audit_index(&audit_person_prefix(person_id), at_millis, serial)
+}
+
+/// The entry key (`u/...`) an index key under `prefix` points to; `None` for a key that is not
+/// `prefix` and a place (the key of another caller or person whose id extends this one, past
+/// a separator of its own).
+pub fn audit_entry_of_index(index_key: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
+    let place = index_key.strip_prefix(prefix)?;
+    if place.len() != AUDIT_PLACE_BYTES {
+        return None;
+    }
+    let mut key = AUDIT.to_vec();
+    key.extend_from_slice(place);
+    Some(key)
 }
 
 pub fn share_count(month: &str, caller: &str) -> Vec<u8> {
@@ -347,5 +418,35 @@ mod tests {
             split_suffix(&member(&PersonId::new("P1"), &short), MEMBERS),
             vec!["P1", "D01", "1"]
         );
+    }
+
+    #[track_caller]
+    fn check_audit_index(prefix: &[u8], key: &[u8], entry: Option<(i64, u64)>) {
+        let parsed = audit_entry_of_index(key, prefix).map(|entry_key| parse_audit(&entry_key).expect("an entry key"));
+        assert_eq!(parsed, entry);
+    }
+
+    #[test]
+    fn audit_keys_round_trip_and_sort_by_time() {
+        let at = 1_768_000_000_000;
+        assert_eq!(parse_audit(&audit(at, 7)), Some((at, 7)));
+        assert_eq!(parse_audit(&audit(at, u64::MAX)), Some((at, u64::MAX)));
+        assert_eq!(parse_audit(b"u/short"), None);
+        assert_eq!(parse_audit(&audit_by_caller("portal", at, 7)), None);
+        assert!(audit(at, u64::MAX) < audit(at + 1, 0));
+        assert!(audit_by_person("P1", at, u64::MAX) < audit_by_person("P1", at + 1, 0));
+        // The index families and the entries do not share a prefix.
+        assert!(!audit_by_caller("portal", at, 7).starts_with(AUDIT));
+        assert!(!audit_by_caller("portal", at, 7).starts_with(AUDIT_BY_PERSON));
+
+        let portal = audit_caller_prefix("portal");
+        let person = audit_person_prefix("P1");
+        check_audit_index(&portal, &audit_by_caller("portal", at, 7), Some((at, 7)));
+        check_audit_index(&person, &audit_by_person("P1", at, 9), Some((at, 9)));
+        check_audit_index(&person, &audit_by_person("P10", at, 9), None);
+        check_audit_index(&person, &audit_by_caller("P1", at, 9), None);
+        // An id holding a separator of its own is another id's key, never this one's.
+        check_audit_index(&person, &audit_by_person("P1\0x", at, 9), None);
+        check_audit_index(&portal, &portal, None);
     }
 }

@@ -12,7 +12,10 @@ mod snapshot;
 pub use snapshot::SnapshotStats;
 
 use crate::model::{Cause, EpochMillis, Finding, PersonEvent, PersonId, RecordKey, SourceId, TagCode, TagValue};
-pub use audit::{month_of, AuditPage, AuditQuery, AuditRecord, ShareCount, AUDIT_SCAN_MAX};
+pub use audit::{
+    month_of, put_audit_entry, AuditBatchDone, AuditPage, AuditQuery, AuditRecord, ShareCount, AUDIT_BATCH_ENTRIES_MAX,
+    AUDIT_SCAN_MAX,
+};
 use kv::{KvStore, WriteBatch};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -24,9 +27,12 @@ use std::sync::Arc;
 /// 3: blocking-key postings, person features, aliases, name counts, evidence, review items.
 /// 5: stored records counted per source (`m/source_records/`); a format 4 store is upgraded
 /// in place when it is opened.
-pub const FORMAT_VERSION: u32 = 5;
+/// 6: the audit log indexed by caller and by person (`ui/`); a format 5 store is upgraded in
+/// place when it is opened (and a format 4 store through 5).
+pub const FORMAT_VERSION: u32 = 6;
 
-/// The one older format this build upgrades in place (by counting its records per source).
+/// The oldest format this build upgrades in place, one format at a time: 4 -> 5 counts the
+/// records per source, 5 -> 6 indexes the audit log.
 const UPGRADABLE_FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
@@ -343,13 +349,17 @@ impl Store {
         match store.begin().get(layout::META_FORMAT)? {
             Some(bytes) => {
                 let found: u32 = decode("format", &bytes)?;
-                if found == UPGRADABLE_FORMAT_VERSION {
-                    store.upgrade_from_format_4()?;
-                } else if found != FORMAT_VERSION {
+                if !(UPGRADABLE_FORMAT_VERSION..=FORMAT_VERSION).contains(&found) {
                     return Err(StoreError::IncompatibleFormat {
                         found,
                         expected: FORMAT_VERSION,
                     });
+                }
+                if found == 4 {
+                    store.upgrade_from_format_4()?;
+                }
+                if found <= 5 {
+                    store.upgrade_from_format_5()?;
                 }
             }
             None => {
@@ -367,8 +377,8 @@ impl Store {
     }
 
     /// Format 4 -> 5: counts the stored records of each source (one pass over the record
-    /// keys) and writes the counters with the new format version in one atomic batch, then
-    /// makes it durable. An upgrade cut short by a crash left nothing and runs again.
+    /// keys) and writes the counters with format version 5 in one atomic batch, then makes it
+    /// durable. An upgrade cut short by a crash left nothing and runs again.
     fn upgrade_from_format_4(&self) -> Result<(), StoreError> {
         let mut counts: BTreeMap<SourceId, u64> = BTreeMap::new();
         let mut start: Option<Vec<u8>> = None;
@@ -393,15 +403,36 @@ impl Store {
         for (source, n_records) in &counts {
             txn.put_small(layout::source_records(source), n_records)?;
         }
-        txn.put(layout::META_FORMAT.to_vec(), &FORMAT_VERSION)?;
+        txn.put(layout::META_FORMAT.to_vec(), &5u32)?;
         txn.commit()?;
         self.checkpoint()?;
         tracing::info!(
-            from = UPGRADABLE_FORMAT_VERSION,
-            to = FORMAT_VERSION,
+            from = 4,
+            to = 5,
             n_sources = counts.len(),
             n_records = counts.values().sum::<u64>(),
             "upgraded the store format: counted the stored records of each source"
+        );
+        Ok(())
+    }
+
+    /// Format 5 -> 6: writes the index keys of every audit entry (by caller, by person) in
+    /// bounded batches, then format version 6, then makes it durable. An upgrade cut short by a
+    /// crash leaves format 5 and some index keys, and runs again from the start (writing a key
+    /// twice is harmless).
+    fn upgrade_from_format_5(&self) -> Result<(), StoreError> {
+        tracing::info!(from = 5, to = 6, "upgrading the store format: indexing the audit log");
+        let indexed = self.index_audit_entries()?;
+        let mut txn = self.begin();
+        txn.put(layout::META_FORMAT.to_vec(), &6u32)?;
+        txn.commit()?;
+        self.checkpoint()?;
+        tracing::info!(
+            from = 5,
+            to = 6,
+            n_entries = indexed.n_entries,
+            n_index_keys = indexed.n_index_keys,
+            "upgraded the store format: indexed the audit log by caller and by person"
         );
         Ok(())
     }
@@ -1823,6 +1854,84 @@ mod tests {
         drop(store);
         let store = Store::open_sled(dir.path(), 1 << 24).expect("opens upgraded");
         assert_eq!(counts(&store).len(), 2, "the upgrade is kept");
+    }
+
+    /// A format 5 store (audit entries, no index) is indexed at open: queries by caller and by
+    /// person find its entries, across more than one batch of the upgrade.
+    #[test]
+    fn a_format_5_store_is_upgraded_by_indexing_its_audit_log() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let at = 1_768_000_000_000;
+        let n_entries = AUDIT_BATCH_ENTRIES_MAX + 10;
+        let record = |idx: usize| AuditRecord {
+            at: at + idx as i64,
+            caller: if idx.is_multiple_of(2) { "portal" } else { "police" }.into(),
+            purpose: "case-1".into(),
+            action: "ProfileService/GetProfile".into(),
+            outcome: "OK".into(),
+            persons: vec![format!("P{}", idx % 7)],
+            tags: vec!["name".into()],
+            shares: 1,
+            detail: String::new(),
+        };
+        {
+            let store = Store::open_sled(dir.path(), 1 << 24).expect("opens");
+            let records: Vec<AuditRecord> = (0..n_entries).map(record).collect();
+            store.append_audit(0, &records).expect("append");
+            // What a format 5 build left: the same entries, no index.
+            let mut txn = store.begin();
+            for prefix in [layout::AUDIT_BY_CALLER, layout::AUDIT_BY_PERSON] {
+                for (key, _) in store.kv.scan(prefix, None, usize::MAX).expect("scan") {
+                    txn.delete_small(key);
+                }
+            }
+            txn.put(layout::META_FORMAT.to_vec(), &5u32).expect("put");
+            txn.commit().expect("commit");
+            assert!(store.kv.scan(b"ui/", None, 1).expect("scan").is_empty());
+            store.checkpoint().expect("checkpoint");
+        }
+        let store = Store::open_sled(dir.path(), 1 << 24).expect("upgrades");
+        let format: u32 = decode(
+            "format",
+            &store.begin().get(layout::META_FORMAT).expect("read").expect("set"),
+        )
+        .expect("decodes");
+        assert_eq!(format, FORMAT_VERSION);
+        let by_caller = AuditQuery {
+            caller: Some("police".into()),
+            from: 0,
+            to: i64::MAX,
+            ..AuditQuery::default()
+        };
+        let page = store
+            .audit_page(&by_caller, None, AUDIT_BATCH_ENTRIES_MAX)
+            .expect("page");
+        assert_eq!(page.entries.len(), n_entries / 2);
+        assert!(page.entries.iter().all(|entry| entry.caller == "police"));
+        let by_person = AuditQuery {
+            person: Some("P3".into()),
+            caller: Some("portal".into()),
+            ..by_caller
+        };
+        let page = store
+            .audit_page(&by_person, None, AUDIT_BATCH_ENTRIES_MAX)
+            .expect("page");
+        let expected: Vec<AuditRecord> = (0..n_entries)
+            .filter(|idx| idx % 2 == 0 && idx % 7 == 3)
+            .map(record)
+            .collect();
+        assert_eq!(page.entries, expected);
+        drop(store);
+        let store = Store::open_sled(dir.path(), 1 << 24).expect("opens upgraded");
+        assert_eq!(
+            store
+                .kv
+                .scan(layout::AUDIT_BY_CALLER, None, usize::MAX)
+                .expect("scan")
+                .len(),
+            n_entries,
+            "indexed once"
+        );
     }
 
     #[test]

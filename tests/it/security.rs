@@ -1028,6 +1028,192 @@ async fn audit_entries_survive_a_restart() {
     secure.server.stop().await;
 }
 
+/// Every page of an audit query, `page_size` entries each, following the tokens.
+async fn audit_pages(
+    ops: &mut AdminServiceClient<Authed>,
+    request: pb::QueryAuditRequest,
+    page_size: u32,
+) -> Vec<pb::AuditEntry> {
+    let mut entries = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = ops
+            .query_audit(pb::QueryAuditRequest {
+                page_size,
+                page_token: page_token.clone(),
+                ..request.clone()
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(page.entries.len() <= page_size as usize);
+        entries.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            return entries;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// The audit log's retention and its index through the real server: entries older than
+/// `audit.retention_days` (written into the store before the start, four years back) are
+/// pruned at start with their index keys, the younger ones and every share counter stay; a
+/// query by caller, by person, or both, pages through exactly their entries; a page token of
+/// another query is refused.
+#[tokio::test]
+async fn old_audit_entries_are_pruned_and_queries_by_caller_and_person_are_exact() {
+    let data = tempfile::tempdir().expect("data dir");
+    let now = chrono::Utc::now().timestamp_millis();
+    let day = 86_400_000;
+    let old = |at: i64, caller: &str| popmaster::store::AuditRecord {
+        at,
+        caller: caller.into(),
+        purpose: "case-old".into(),
+        action: "ProfileService/GetProfile".into(),
+        outcome: "OK".into(),
+        persons: vec!["P-OLD".into()],
+        tags: vec!["name".into()],
+        shares: 1,
+        detail: String::new(),
+    };
+    let four_years_ago = now - 4 * 365 * day;
+    {
+        let store =
+            popmaster::store::Store::open_sled(&data.path().join("data").join("store"), 1 << 24).expect("store");
+        let records: Vec<_> = (0..5)
+            .map(|idx| old(four_years_ago + idx, if idx % 2 == 0 { "portal" } else { "police" }))
+            .chain([old(now - 1_000 * day, "portal")])
+            .collect();
+        store.append_audit(0, &records).expect("append");
+        store.checkpoint().expect("checkpoint");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let callers_path = dir.path().join("callers.toml");
+    std::fs::write(&callers_path, callers_toml("token-portal")).expect("write callers");
+    let mut config = Config::default();
+    config.auth.callers_file = Some(callers_path.clone());
+    config.audit.retention_days = 1_095;
+    let server = TestServer::start_in(data, config).await;
+    let secure = SecureServer {
+        server,
+        callers_path,
+        _dir: dir,
+    };
+    let mut ops = secure.admin(Some("token-ops")).await;
+    let by_old_person = pb::QueryAuditRequest {
+        person_id: "P-OLD".into(),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let entries = audit_pages(&mut ops, by_old_person.clone(), 100).await;
+        if entries.len() == 1 {
+            assert_eq!(entries[0].caller, "portal");
+            break;
+        }
+        assert!(Instant::now() < deadline, "old entries were not pruned: {entries:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let old_month = popmaster::store::month_of(four_years_ago);
+    let old_counts = ops
+        .get_share_counts(pb::GetShareCountsRequest { month: old_month })
+        .await
+        .expect("shares")
+        .into_inner()
+        .counts;
+    let old_counts: Vec<(&str, u64)> = old_counts
+        .iter()
+        .map(|count| (count.caller.as_str(), count.n_shares))
+        .collect();
+    assert_eq!(
+        old_counts,
+        [("police", 2), ("portal", 3)],
+        "share counters outlive their entries"
+    );
+
+    let person_id = load_resident(&secure).await;
+    let mut portal = secure.profiles(Some("token-portal"), Some("one-id-card/case-7")).await;
+    let mut police = secure.profiles(Some("token-police"), Some("investigation-12")).await;
+    let read = || pb::GetProfileRequest {
+        person_id: person_id.clone(),
+        tag_mask: vec![],
+    };
+    for n in 0..12 {
+        if n % 2 == 0 || n > 8 {
+            portal.get_profile(read()).await.expect("portal reads");
+        } else {
+            police.get_profile(read()).await.expect("police reads");
+        }
+    }
+    let summary = |entries: &[pb::AuditEntry]| -> Vec<(String, Vec<String>)> {
+        entries
+            .iter()
+            .map(|entry| (entry.caller.clone(), entry.person_ids.clone()))
+            .collect()
+    };
+    let portal_reads = vec![("portal".to_string(), vec![person_id.clone()]); 8];
+    let police_reads = vec![("police".to_string(), vec![person_id.clone()]); 4];
+
+    let by_portal = pb::QueryAuditRequest {
+        caller: "portal".into(),
+        ..Default::default()
+    };
+    let mut expected = vec![("portal".to_string(), vec!["P-OLD".to_string()])];
+    expected.extend(portal_reads.clone());
+    for page_size in [1, 3, 100] {
+        let entries = audit_pages(&mut ops, by_portal.clone(), page_size).await;
+        assert_eq!(summary(&entries), expected, "pages of {page_size}");
+    }
+    let by_person = pb::QueryAuditRequest {
+        person_id: person_id.clone(),
+        ..Default::default()
+    };
+    let entries = audit_pages(&mut ops, by_person.clone(), 5).await;
+    assert_eq!(entries.len(), 1 + 12);
+    assert_eq!(
+        (entries[0].caller.as_str(), entries[0].action.as_str()),
+        ("etl-d07", "IngestService/StreamRecords")
+    );
+    assert!(entries.windows(2).all(|pair| pair[0].at <= pair[1].at), "oldest first");
+    let by_police_and_person = pb::QueryAuditRequest {
+        caller: "police".into(),
+        ..by_person.clone()
+    };
+    let entries = audit_pages(&mut ops, by_police_and_person.clone(), 3).await;
+    assert_eq!(summary(&entries), police_reads);
+    assert!(entries.iter().all(|entry| entry.purpose == "investigation-12"));
+
+    // A token names a place in one query's keys: another query refuses it.
+    let first = ops
+        .query_audit(pb::QueryAuditRequest {
+            page_size: 2,
+            ..by_portal.clone()
+        })
+        .await
+        .expect("page")
+        .into_inner();
+    assert!(!first.next_page_token.is_empty());
+    for other in [
+        pb::QueryAuditRequest {
+            caller: "police".into(),
+            ..Default::default()
+        },
+        by_person.clone(),
+        pb::QueryAuditRequest::default(),
+    ] {
+        assert_status(
+            ops.query_audit(pb::QueryAuditRequest {
+                page_token: first.next_page_token.clone(),
+                ..other
+            })
+            .await,
+            Code::InvalidArgument,
+            "page_token is not one this service gave for this query",
+        );
+    }
+    secure.server.stop().await;
+}
+
 #[tokio::test]
 async fn a_flooding_caller_is_shed_while_another_is_served() {
     let secure = SecureServer::start().await;
