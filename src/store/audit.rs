@@ -135,7 +135,28 @@ pub struct AuditBatchDone {
 /// same millisecond and must be unique: the audit writer takes them from `m/audit_serial`;
 /// another writer needs a space of its own (a high bit set, say).
 pub fn put_audit_entry(txn: &mut Txn<'_>, serial: u64, record: &AuditRecord) -> Result<(), StoreError> {
-    txn.put(layout::audit(record.at, serial), record)?;
+    let tags = if record.tags.len() >= SHARED_TAG_LIST_MIN {
+        let hash = tag_list_hash(&record.tags);
+        let key = layout::audit_tag_list(&hash);
+        if txn.get(&key)?.is_none() {
+            txn.put(key, &record.tags)?;
+        }
+        StoredTags::Shared(hash)
+    } else {
+        StoredTags::Listed(record.tags.clone())
+    };
+    let stored = StoredEntry {
+        at: record.at,
+        caller: &record.caller,
+        purpose: &record.purpose,
+        action: &record.action,
+        outcome: &record.outcome,
+        persons: &record.persons,
+        tags,
+        shares: record.shares,
+        detail: &record.detail,
+    };
+    txn.put(layout::audit(record.at, serial), &(ENTRY_WITH_SHARED_TAGS, stored))?;
     for key in index_keys(&layout::audit(record.at, serial), record) {
         txn.put_small(key, &())?;
     }
@@ -147,6 +168,96 @@ impl Txn<'_> {
     pub fn put_audit_entry(&mut self, serial: u64, record: &AuditRecord) -> Result<(), StoreError> {
         put_audit_entry(self, serial, record)
     }
+}
+
+/// A tag list this long or longer (a profile read returns hundreds, the same for every read of
+/// one reader's grant) is stored once, under its hash (`ut/<hash>`), and entries refer to it:
+/// an entry of a full-profile read takes about a hundred bytes instead of some thirty
+/// thousand. Shorter lists are stored in the entry.
+const SHARED_TAG_LIST_MIN: usize = 16;
+
+/// The first byte of an entry stored by this version: the entry follows, its tag list inline
+/// or shared. An entry stored before starts with its time as a zigzag varint, which is never 1
+/// for a time after 1970 (1 encodes -1 ms).
+const ENTRY_WITH_SHARED_TAGS: u8 = 1;
+
+#[derive(Serialize)]
+struct StoredEntry<'a> {
+    at: EpochMillis,
+    caller: &'a str,
+    purpose: &'a str,
+    action: &'a str,
+    outcome: &'a str,
+    persons: &'a [String],
+    tags: StoredTags,
+    shares: u64,
+    detail: &'a str,
+}
+
+#[derive(Deserialize)]
+struct ReadEntry {
+    at: EpochMillis,
+    caller: String,
+    purpose: String,
+    action: String,
+    outcome: String,
+    persons: Vec<String>,
+    tags: StoredTags,
+    shares: u64,
+    detail: String,
+}
+
+#[derive(Serialize, Deserialize)]
+enum StoredTags {
+    Listed(Vec<String>),
+    /// The hash of a list stored under `ut/<hash>`.
+    Shared([u8; 16]),
+}
+
+/// The first 16 bytes of the SHA-256 of the tags, each ended by a newline.
+fn tag_list_hash(tags: &[String]) -> [u8; 16] {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for tag in tags {
+        hasher.update(tag.as_bytes());
+        hasher.update(b"\n");
+    }
+    let digest = hasher.finalize();
+    let mut hash = [0; 16];
+    hash.copy_from_slice(&digest[..16]);
+    hash
+}
+
+/// An entry as stored (by this version, or before, as a bare `AuditRecord`), with a shared tag
+/// list read back.
+fn read_entry(txn: &Txn<'_>, value: &[u8]) -> Result<AuditRecord, StoreError> {
+    if value.first() != Some(&ENTRY_WITH_SHARED_TAGS) {
+        return decode("audit entry", value);
+    }
+    let (_, entry): (u8, ReadEntry) = decode("audit entry", value)?;
+    let tags = match entry.tags {
+        StoredTags::Listed(tags) => tags,
+        StoredTags::Shared(hash) => match txn.get(&layout::audit_tag_list(&hash))? {
+            Some(bytes) => decode("audit tag list", &bytes)?,
+            None => {
+                return Err(StoreError::Corrupt {
+                    kind: "audit entry",
+                    message: "its shared tag list is missing".into(),
+                })
+            }
+        },
+    };
+    Ok(AuditRecord {
+        at: entry.at,
+        caller: entry.caller,
+        purpose: entry.purpose,
+        action: entry.action,
+        outcome: entry.outcome,
+        persons: entry.persons,
+        tags,
+        shares: entry.shares,
+        detail: entry.detail,
+    })
 }
 
 /// The index keys of the entry stored under `entry_key`.
@@ -243,7 +354,7 @@ impl Store {
                     Some(txn.join_parts(&key, &stored)?)
                 };
                 if let Some(value) = value {
-                    let record: AuditRecord = decode("audit entry", &value)?;
+                    let record = read_entry(&txn, &value)?;
                     if query.matches(&record) {
                         entries.push(record);
                     }
@@ -279,7 +390,7 @@ impl Store {
                     done.finished = true;
                     break 'scan;
                 }
-                let record: AuditRecord = decode("audit entry", &txn.join_parts(&key, &stored)?)?;
+                let record = read_entry(&txn, &txn.join_parts(&key, &stored)?)?;
                 for index_key in index_keys(&key, &record) {
                     txn.delete_small(index_key);
                     done.n_index_keys += 1;
@@ -317,7 +428,7 @@ impl Store {
             let page = self.kv.scan(layout::AUDIT, start.as_deref(), AUDIT_SCAN_PAGE)?;
             let exhausted = page.len() < AUDIT_SCAN_PAGE;
             for (key, stored) in page {
-                let record: AuditRecord = decode("audit entry", &txn.join_parts(&key, &stored)?)?;
+                let record = read_entry(&txn, &txn.join_parts(&key, &stored)?)?;
                 for index_key in index_keys(&key, &record) {
                     txn.put_small(index_key, &())?;
                     done.n_index_keys += 1;
@@ -381,6 +492,56 @@ mod tests {
             shares,
             detail: String::new(),
         }
+    }
+
+    #[test]
+    fn long_tag_lists_are_stored_once_and_read_back_and_entries_of_before_still_read() {
+        let store = Store::open(Box::new(MemKv::default())).expect("store");
+        let all_tags: Vec<String> = (0..2_091).map(|idx| format!("tag_{idx:04}")).collect();
+        let mut full_read = entry(1_768_000_000_000, "portal", &["P1"], 1);
+        full_read.tags = all_tags.clone();
+        let mut other_person = full_read.clone();
+        other_person.persons = vec!["P2".into()];
+        let short = entry(1_768_000_000_001, "police", &["P1"], 1);
+        store
+            .append_audit(0, &[full_read.clone(), other_person.clone(), short.clone()])
+            .expect("append");
+        store.append_audit(3, &[full_read.clone()]).expect("append");
+        // One list for the three full reads; the short one is in its entry.
+        assert_eq!(
+            store.kv.scan(layout::AUDIT_TAG_LISTS, None, 100).expect("scan").len(),
+            1
+        );
+        let everything = AuditQuery {
+            from: 0,
+            to: i64::MAX,
+            ..AuditQuery::default()
+        };
+        let read = store.audit_page(&everything, None, 100).expect("page").entries;
+        assert_eq!(read, [full_read.clone(), other_person, full_read, short]);
+        // A full read's entry is small: its list is not in it.
+        let first = store.kv.scan(layout::AUDIT, None, 1).expect("scan");
+        assert!(first[0].1.len() < 200, "{} bytes", first[0].1.len());
+
+        // An entry stored by the version before (a bare record) still reads.
+        let mut txn = store.begin();
+        let before = entry(1_768_000_000_002, "auditor", &["P9"], 0);
+        txn.put(layout::audit(before.at, 99), &before).expect("put");
+        txn.commit().expect("commit");
+        let read = store
+            .audit_page(
+                &AuditQuery {
+                    person: Some("P9".into()),
+                    ..everything.clone()
+                },
+                None,
+                10,
+            )
+            .expect("page");
+        // Not indexed (it was written bare): found by time, not by person.
+        assert!(read.entries.is_empty());
+        let by_time = store.audit_page(&everything, None, 100).expect("page").entries;
+        assert_eq!(by_time.last(), Some(&before));
     }
 
     #[test]

@@ -31,6 +31,8 @@
 //! ui/c/<caller>\0<at ms><serial>        the audit log by caller (empty value): one per entry
 //! ui/p/<person_id>\0<at ms><serial>     the audit log by person (empty value): one per person
 //!                                        an entry names; written and deleted with the entry
+//! ut/<16 bytes of SHA-256>               a tag list audit entries share (every list of 16 tags or
+//!                                        more); written with the first entry that names it, kept
 //! m/shares/<YYYY-MM>\0<caller>           profiles shared to a caller in a month, and its calls
 //! ```
 //!
@@ -81,6 +83,8 @@ pub const AUDIT: &[u8] = b"u/";
 pub const AUDIT_BY_CALLER: &[u8] = b"ui/c/";
 /// Prefix of the audit log's index by person (`ui/p/<person_id>\0<at><serial>`).
 pub const AUDIT_BY_PERSON: &[u8] = b"ui/p/";
+/// Tag lists audit entries share, by hash (`ut/<16 bytes>`).
+pub const AUDIT_TAG_LISTS: &[u8] = b"ut/";
 /// Quality counter of the records a source sent (admitted ones).
 pub const QUALITY_RECORDS: &str = "#records";
 /// Quality counter of the records of a source that were refused.
@@ -153,6 +157,13 @@ pub fn quality(source: &SourceId, counter: &str) -> Vec<u8> {
 /// a source sent).
 pub fn source_records(source: &SourceId) -> Vec<u8> {
     join(META_SOURCE_RECORDS, &[source.as_str()])
+}
+
+/// A tag list audit entries share, by the first 16 bytes of its SHA-256.
+pub fn audit_tag_list(hash: &[u8; 16]) -> Vec<u8> {
+    let mut key = AUDIT_TAG_LISTS.to_vec();
+    key.extend_from_slice(hash);
+    key
 }
 
 /// The serials of audit entries the write path writes with its changes: the high bit set, then
