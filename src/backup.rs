@@ -77,9 +77,9 @@ pub enum BackupError {
     #[error("the backup has backup format {found}, this build reads {expected}")]
     BackupFormat { found: u32, expected: u32 },
     #[error(
-        "the backup has store format {found}, this build reads {expected}; restore it with a build of that format"
+        "the backup has store format {found}, this build restores formats {oldest} to {newest}; restore it with a build of that format"
     )]
-    StoreFormat { found: u32, expected: u32 },
+    StoreFormat { found: u32, oldest: u32, newest: u32 },
     #[error("{DUMP_FILE} is damaged at byte {offset} (pair {pair_idx}): {problem}")]
     Damaged {
         offset: u64,
@@ -298,8 +298,9 @@ fn frame_crc(frame_header: &[u8], key: &[u8], value: &[u8]) -> u32 {
 }
 
 /// Reads and checks the manifest of the backup in `dir`: it exists, parses, and names formats
-/// this build reads (`store_format` is the caller's).
-pub fn read_manifest(dir: &Path, store_format: u32) -> Result<BackupManifest, BackupError> {
+/// this build reads (`store_formats`, the caller's: an older format is upgraded when the
+/// restored store is opened).
+pub fn read_manifest(dir: &Path, store_formats: std::ops::RangeInclusive<u32>) -> Result<BackupManifest, BackupError> {
     let path = dir.join(MANIFEST_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
@@ -318,10 +319,11 @@ pub fn read_manifest(dir: &Path, store_format: u32) -> Result<BackupManifest, Ba
             expected: BACKUP_FORMAT,
         });
     }
-    if manifest.store_format != store_format {
+    if !store_formats.contains(&manifest.store_format) {
         return Err(BackupError::StoreFormat {
             found: manifest.store_format,
-            expected: store_format,
+            oldest: *store_formats.start(),
+            newest: *store_formats.end(),
         });
     }
     Ok(manifest)
@@ -483,7 +485,7 @@ mod tests {
     }
 
     fn read_all(dir: &Path) -> Result<Pairs, BackupError> {
-        let manifest = read_manifest(dir, 4)?;
+        let manifest = read_manifest(dir, 4..=4)?;
         let mut read = Vec::new();
         read_dump::<BackupError>(dir, &manifest, |key, value, _| {
             read.push((key.to_vec(), value.to_vec()));
@@ -535,8 +537,21 @@ mod tests {
         writer.append(b"a", b"1").expect("append");
         drop(writer);
         assert_eq!(std::fs::read_dir(&dir).expect("list").count(), 0);
-        let error = read_manifest(&dir, 4).expect_err("refused");
+        let error = read_manifest(&dir, 4..=4).expect_err("refused");
         assert!(matches!(error, BackupError::NoManifest { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_backup_of_an_older_store_format_is_read_when_the_build_upgrades_it() {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().join("backup");
+        write_backup(&dir);
+        assert_eq!(read_manifest(&dir, 4..=6).expect("upgradable").store_format, 4);
+        let error = read_manifest(&dir, 5..=6).expect_err("too old");
+        assert_eq!(
+            error.to_string(),
+            "the backup has store format 4, this build restores formats 5 to 6; restore it with a build of that format"
+        );
     }
 
     #[test]
@@ -585,7 +600,7 @@ mod tests {
         let error = read_all(&dir).expect_err("refused");
         assert_eq!(
             error.to_string(),
-            "the backup has store format 5, this build reads 4; restore it with a build of that format"
+            "the backup has store format 5, this build restores formats 4 to 4; restore it with a build of that format"
         );
     }
 }

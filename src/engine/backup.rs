@@ -13,7 +13,7 @@
 
 use super::{Engine, EngineError};
 use crate::backup::{self, BackupManifest, BackupWriter, StoreSummary};
-use crate::store::{DumpMeta, SnapshotStats, StoreError, StoreLoader, FORMAT_VERSION};
+use crate::store::{DumpMeta, SnapshotStats, StoreError, StoreLoader, FORMAT_VERSION, UPGRADABLE_FORMAT_VERSION};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -197,7 +197,7 @@ pub fn restore(
     progress: &mut dyn FnMut(RestoreStage, u64, u64),
 ) -> Result<BackupManifest, EngineError> {
     backup::check_target(data_dir)?;
-    let manifest = backup::read_manifest(backup_dir, FORMAT_VERSION)?;
+    let manifest = backup::read_manifest(backup_dir, UPGRADABLE_FORMAT_VERSION..=FORMAT_VERSION)?;
     let mut meta = DumpMeta::default();
     backup::read_dump::<EngineError>(backup_dir, &manifest, |key, value, bytes_read| {
         meta.observe(key, value)?;

@@ -33,7 +33,7 @@ pub const FORMAT_VERSION: u32 = 6;
 
 /// The oldest format this build upgrades in place, one format at a time: 4 -> 5 counts the
 /// records per source, 5 -> 6 indexes the audit log.
-const UPGRADABLE_FORMAT_VERSION: u32 = 4;
+pub const UPGRADABLE_FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -643,8 +643,10 @@ fn decode<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, St
 }
 
 /// Reads see the store plus this transaction's own writes; `commit` applies every write
-/// atomically. Two writers commit: the engine's writer thread, and the audit thread on its own
-/// keys only (`audit`), so there are no conflicts to detect yet.
+/// atomically. Three writers commit: the engine's writer thread, the audit writer and the audit
+/// pruner. They share only audit keys, and never the same one (the write path's audit serials
+/// have the high bit set; the pruner deletes only entries past the retention), so there are no
+/// conflicts to detect yet.
 pub struct Txn<'s> {
     store: &'s Store,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
