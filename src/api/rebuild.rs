@@ -68,15 +68,25 @@ pub fn reevaluate(engine: Arc<Engine>, actor: Actor) -> ReevaluateStream {
     let (sender, receiver) = mpsc::channel(64);
     tokio::spawn(async move {
         tracing::info!("re-resolution requested");
-        let chunks = sender.clone();
-        let mut report = move |progress: &ReevaluationProgress| {
+        // A slow client misses intermediate chunks' messages, never a change: the changes of
+        // a message that could not be sent go with the next one, and the last one always goes.
+        let mut unsent: Vec<pb::ReevaluateChange> = Vec::new();
+        let mut report = |progress: &ReevaluationProgress| {
             if !progress.done {
-                // A slow client misses intermediate chunks' messages, never the last one.
-                let _ = chunks.try_send(Ok(reevaluation_to_pb(progress)));
+                let mut message = reevaluation_to_pb(progress);
+                message.changes.splice(0..0, unsent.drain(..));
+                if let Err(tokio::sync::mpsc::error::TrySendError::Full(Ok(message))) = sender.try_send(Ok(message)) {
+                    unsent = message.changes;
+                }
             }
         };
-        let last = match engine.reevaluate(&mut report, Some(actor)).await {
-            Ok(done) => Ok(reevaluation_to_pb(&done)),
+        let result = engine.reevaluate(&mut report, Some(actor)).await;
+        let last = match result {
+            Ok(done) => {
+                let mut message = reevaluation_to_pb(&done);
+                message.changes.splice(0..0, unsent);
+                Ok(message)
+            }
             Err(error) => Err(to_status(error)),
         };
         let _ = sender.send(last).await;
