@@ -78,12 +78,12 @@ pub struct AuthConfig {
     /// Calls of one caller open at once (streams until they end), unless its entry says
     /// otherwise.
     pub concurrent_calls_max: u32,
-    /// Refusals of calls without a valid token audited one by one, a second on average (token
-    /// bucket): anyone who reaches the port can make them. Beyond it they are counted, and the
-    /// next entry written says how many were left out.
-    pub unauthenticated_audit_per_second: f64,
+    /// Refusals audited one by one, a second on average (token bucket), of calls without a valid
+    /// token (anyone who reaches the port can make them), and of each caller's calls over its
+    /// limits. Beyond it they are counted, and the next entry written says how many were left out.
+    pub refusal_audit_per_second: f64,
     /// Such refusals audited one by one in a burst.
-    pub unauthenticated_audit_burst: u32,
+    pub refusal_audit_burst: u32,
 }
 
 impl Default for AuthConfig {
@@ -95,8 +95,8 @@ impl Default for AuthConfig {
             calls_per_second: 1_000.0,
             calls_burst: 2_000,
             concurrent_calls_max: 64,
-            unauthenticated_audit_per_second: 10.0,
-            unauthenticated_audit_burst: 100,
+            refusal_audit_per_second: 10.0,
+            refusal_audit_burst: 100,
         }
     }
 }
@@ -414,10 +414,7 @@ impl Config {
             ("auth.purpose_bytes_max", self.auth.purpose_bytes_max),
             ("auth.calls_burst", self.auth.calls_burst as usize),
             ("auth.concurrent_calls_max", self.auth.concurrent_calls_max as usize),
-            (
-                "auth.unauthenticated_audit_burst",
-                self.auth.unauthenticated_audit_burst as usize,
-            ),
+            ("auth.refusal_audit_burst", self.auth.refusal_audit_burst as usize),
             ("auth.reload_interval_ms", self.auth.reload_interval_ms as usize),
             ("audit.prune_interval_ms", self.audit.prune_interval_ms as usize),
         ];
@@ -483,10 +480,7 @@ impl Config {
         }
         for (setting, rate) in [
             ("auth.calls_per_second", self.auth.calls_per_second),
-            (
-                "auth.unauthenticated_audit_per_second",
-                self.auth.unauthenticated_audit_per_second,
-            ),
+            ("auth.refusal_audit_per_second", self.auth.refusal_audit_per_second),
         ] {
             if !(rate.is_finite() && rate > 0.0) {
                 return Err(ConfigError::Invalid {

@@ -140,10 +140,7 @@ pub async fn serve(
                     calls_burst: config.auth.calls_burst,
                     concurrent_calls_max: config.auth.concurrent_calls_max,
                 }),
-                RefusalAudit::new(
-                    config.auth.unauthenticated_audit_per_second,
-                    config.auth.unauthenticated_audit_burst,
-                ),
+                RefusalAudit::new(config.auth.refusal_audit_per_second, config.auth.refusal_audit_burst),
             )),
             Arc::new(Auditor::new(Arc::clone(&engine))),
         ))

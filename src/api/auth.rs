@@ -456,13 +456,17 @@ where
                 Box::pin(async move { Ok(answer.await?.map(|inner| PermittedBody { inner, permit: None })) })
             }
             Err(refusal) => {
-                // Anyone who reaches the port can be refused for want of a token: those
-                // refusals are audited (and logged) at a bounded rate, the rest counted.
-                let left_out = if refusal.caller.is_none() {
-                    self.gate.refusal_audit.admit(std::time::Instant::now())
-                } else {
-                    Some(0)
+                // Anyone who reaches the port can be refused for want of a token, and a caller
+                // over its limits is refused as fast as it calls: those refusals are audited (and
+                // logged) at a bounded rate, the rest counted.
+                let flood_kind = match (&refusal.caller, refusal.status.code()) {
+                    (None, _) => Some(""),
+                    (Some(caller), tonic::Code::ResourceExhausted) => Some(caller.id.as_str()),
+                    (Some(_), _) => None,
                 };
+                let left_out = flood_kind.map_or(Some(0), |kind| {
+                    self.gate.refusal_audit.admit(kind, std::time::Instant::now())
+                });
                 let status = refusal.status.clone();
                 let Some(left_out) = left_out else {
                     return Box::pin(async move { Ok(status.into_http::<PermittedBody<ResponseBody>>()) });
@@ -476,11 +480,12 @@ where
                 if left_out > 0 {
                     tracing::warn!(
                         n_refusals = left_out,
-                        "refusals of calls without a valid token were not audited one by one (over auth.unauthenticated_audit_per_second)"
+                        "refusals were not audited one by one (over auth.refusal_audit_per_second)"
                     );
                 }
                 let detail = match (refusal.caller.is_none(), peer_address(&request)) {
-                    (false, _) => String::new(),
+                    (false, _) if left_out == 0 => String::new(),
+                    (false, _) => format!("{left_out} earlier refusals over its limits were not audited one by one"),
                     (true, peer) => {
                         let peer = peer.map_or_else(|| "unknown".to_string(), |peer| peer.to_string());
                         if left_out == 0 {

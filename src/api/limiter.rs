@@ -97,13 +97,14 @@ impl Limiter {
     }
 }
 
-/// How many refusals of calls without a valid token are audited one by one: a token bucket, so
-/// that whoever can reach the port cannot grow the audit log at will. Refusals over it are
-/// counted instead, and the next one audited carries the count.
+/// How many refusals of one kind are audited one by one: a token bucket per kind (calls
+/// without a valid token, by anyone who can reach the port; each caller's calls over its own
+/// limits), so that a flood cannot grow the audit log at will. Refusals over it are counted
+/// instead, and the next one audited carries the count.
 pub struct RefusalAudit {
     calls_per_second: f64,
     burst: u32,
-    state: Mutex<RefusalState>,
+    states: Mutex<HashMap<String, RefusalState>>,
 }
 
 struct RefusalState {
@@ -117,18 +118,20 @@ impl RefusalAudit {
         RefusalAudit {
             calls_per_second,
             burst,
-            state: Mutex::new(RefusalState {
-                tokens: f64::from(burst),
-                refilled: Instant::now(),
-                left_out: 0,
-            }),
+            states: Mutex::new(HashMap::new()),
         }
     }
 
-    /// `Some(n)`: audit this refusal, and say that `n` before it were left out. `None`: leave
-    /// it out (it is counted).
-    pub fn admit(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().expect("refusal audit lock");
+    /// `Some(n)`: audit this refusal of kind `kind`, and say that `n` of that kind before it
+    /// were left out. `None`: leave it out (it is counted). The kinds are the callers (and one
+    /// for calls without a caller), so there are as many as callers.
+    pub fn admit(&self, kind: &str, now: Instant) -> Option<u64> {
+        let mut states = self.states.lock().expect("refusal audit lock");
+        let state = states.entry(kind.to_string()).or_insert_with(|| RefusalState {
+            tokens: f64::from(self.burst),
+            refilled: now,
+            left_out: 0,
+        });
         let elapsed = now.saturating_duration_since(state.refilled).as_secs_f64();
         state.tokens = (state.tokens + elapsed * self.calls_per_second).min(f64::from(self.burst));
         state.refilled = now;
@@ -199,13 +202,15 @@ mod tests {
     fn unauthenticated_refusals_are_audited_at_a_rate_and_the_rest_counted() {
         let audit = RefusalAudit::new(2.0, 3);
         let start = Instant::now();
-        let burst: Vec<Option<u64>> = (0..5).map(|_| audit.admit(start)).collect();
+        let burst: Vec<Option<u64>> = (0..5).map(|_| audit.admit("", start)).collect();
         assert_eq!(burst, [Some(0), Some(0), Some(0), None, None]);
+        // Another kind has its own bucket.
+        assert_eq!(audit.admit("flood", start), Some(0));
         // Half a second later one more is audited, saying two were left out.
         let later = start + std::time::Duration::from_millis(500);
-        assert_eq!(audit.admit(later), Some(2));
-        assert_eq!(audit.admit(later), None);
-        assert_eq!(audit.admit(later + std::time::Duration::from_secs(10)), Some(1));
+        assert_eq!(audit.admit("", later), Some(2));
+        assert_eq!(audit.admit("", later), None);
+        assert_eq!(audit.admit("", later + std::time::Duration::from_secs(10)), Some(1));
     }
 
     #[test]
