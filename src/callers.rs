@@ -9,7 +9,6 @@ use crate::model::SourceId;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 
 /// The longest caller id: it goes into logs and error messages.
@@ -136,7 +135,7 @@ impl ReaderGrant {
         tag.sensitivity <= self.unmasked_max
     }
 
-    /// Whether some tag is out of reach, so an unrestricted read must be filtered.
+    /// Whether every tag is in reach and unmasked, so an unrestricted read needs no filtering.
     pub fn is_everything(&self) -> bool {
         self.tags.is_none() && self.sensitivity_max == Sensitivity::L4 && self.unmasked_max == Sensitivity::L4
     }
@@ -219,14 +218,6 @@ pub struct Callers {
 }
 
 impl Callers {
-    pub fn load(path: &Path, catalog: &Catalog) -> Result<Callers, CallersError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CallersError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Callers::parse(&text, catalog)
-    }
-
     pub fn parse(text: &str, catalog: &Catalog) -> Result<Callers, CallersError> {
         // toml's messages quote the offending line, which for a token hash is harmless (it is a
         // hash) and helps find the mistake.

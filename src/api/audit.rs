@@ -8,7 +8,6 @@ use super::auth::{Identity, Refusal};
 use super::error::to_status;
 use super::{blocking, from_hex, now_millis, to_hex};
 use crate::engine::Engine;
-use crate::model::{PersonId, TagCode};
 use crate::pb;
 use crate::store::{AuditQuery, AuditRecord};
 use std::collections::BTreeSet;
@@ -250,13 +249,4 @@ pub async fn share_counts(engine: Arc<Engine>, request: pb::GetShareCountsReques
             })
             .collect(),
     })
-}
-
-/// The persons and tags of an entry, as ids.
-pub fn person_ids(persons: &[PersonId]) -> Vec<String> {
-    persons.iter().map(ToString::to_string).collect()
-}
-
-pub fn tag_codes(tags: &[TagCode]) -> Vec<String> {
-    tags.iter().map(ToString::to_string).collect()
 }

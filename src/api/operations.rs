@@ -122,11 +122,9 @@ pub async fn export_profiles(
         identity,
     };
     let start_engine = Arc::clone(&engine);
-    let change_sequence = blocking(move || start_engine.stats())
+    let change_sequence = blocking(move || start_engine.change_sequence())
         .await
-        .map_err(to_status)?
-        .store
-        .change_sequence;
+        .map_err(to_status)?;
     tokio::spawn(async move {
         let mut after: Option<PersonId> = None;
         let mut start = Some(change_sequence);

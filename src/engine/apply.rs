@@ -389,7 +389,8 @@ pub fn apply_entry_timed(
             .chain(named)
             .map(ToString::to_string)
             .collect();
-        txn.put_audit_entry(
+        crate::store::put_audit_entry(
+            &mut txn,
             layout::WRITE_PATH_AUDIT_SERIALS | entry.sequence,
             &AuditRecord {
                 at,

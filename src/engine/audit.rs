@@ -3,9 +3,11 @@
 //! answers each caller once its entry is applied, so that a read's answer never leaves before
 //! its audit entry is written; and the pruner: a second thread that deletes entries past the
 //! retention (`audit.retention_days`) every `audit.prune_interval_ms`, in bounded batches,
-//! keeping the share counters. Its keys are its own (`u/`, `ui/`, `m/shares/`,
-//! `m/audit_serial`); the write path never touches them. Entries become durable with the
-//! store's next checkpoint, like everything sled holds. Decides nothing about what is audited;
+//! keeping the share counters. Its keys are `u/`, `ui/`, `ut/`, `m/shares/` and
+//! `m/audit_serial`. The write path also writes `u/` and `ui/` keys, the entries of changes in
+//! the changes' own transactions, with serials of its own (high bit set), so the two never
+//! write the same key (`ut/` lists are written whole, the same by anyone). These entries become
+//! durable with the store's next checkpoint, like everything sled holds. Decides nothing about what is audited;
 //! that is the api's.
 
 use super::EngineError;

@@ -320,11 +320,13 @@ impl Engine {
     /// Finishes queued batches, checkpoints the store, commits the index and stops the
     /// background threads. Later ingests fail with `ShuttingDown`.
     pub async fn shutdown(&self) {
-        // First, so the writer's last checkpoint makes every audit entry durable too.
+        // A backup first: a commit (the audit writer's too) may be waiting for it.
+        self.backup_cancelled.store(true, Ordering::Release);
+        // Then the audit threads, so the writer's last checkpoint makes every audit entry
+        // durable too.
         let audit = Arc::clone(&self.audit);
         let _ = tokio::task::spawn_blocking(move || audit.close()).await;
         self.feed.close();
-        self.backup_cancelled.store(true, Ordering::Release);
         let (done, finished) = oneshot::channel();
         if self.writer_queue.send(WriterMessage::Shutdown(done)).await.is_ok() {
             let _ = finished.await;
@@ -446,6 +448,11 @@ impl Engine {
             }
             .into()),
         }
+    }
+
+    /// The sequence of the last change-feed entry.
+    pub fn change_sequence(&self) -> Result<u64, EngineError> {
+        Ok(self.store.change_sequence()?)
     }
 
     /// Follows the change feed from `from_sequence` (0 and 1 both mean the start), in

@@ -102,7 +102,8 @@ impl IngestTally {
 pub enum BatchEnd {
     /// Durable and answered with one outcome per record.
     Acknowledged(IngestTally),
-    /// Refused whole at admission (over a limit); nothing of it was applied.
+    /// Refused whole at admission (over a limit, or a source the writer may not write);
+    /// nothing of it was applied.
     Refused,
     /// The write path could not take it (shutting down, or failed).
     Failed,

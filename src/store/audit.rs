@@ -3,8 +3,10 @@
 //! written and deleted in the same batch as the entry; and each month's share counters per
 //! caller (`m/shares/<YYYY-MM>\0<caller>`), written in the same batch as the entries they
 //! count and kept when entries are pruned. One entry and its index keys go in through
-//! `put_audit_entry`, whoever writes it: the engine's audit writer today, in groups with serials
-//! from `m/audit_serial`. Entries older than the retention are pruned in bounded batches
+//! `put_audit_entry`, whoever writes it: the engine's audit writer, in groups with serials from
+//! `m/audit_serial`, and the write path, one entry per change in the change's transaction with
+//! serials `WRITE_PATH_AUDIT_SERIALS | sequence`. Long tag lists are stored once, by hash
+//! (`ut/`). Entries older than the retention are pruned in bounded batches
 //! (`prune_audit`). Decides nothing about what is audited, nor when entries expire.
 
 use super::{decode, layout, Store, StoreError, Txn};
@@ -163,13 +165,6 @@ pub fn put_audit_entry(txn: &mut Txn<'_>, serial: u64, record: &AuditRecord) -> 
     Ok(())
 }
 
-impl Txn<'_> {
-    /// `put_audit_entry` in this transaction, for a writer that holds one (the write path).
-    pub fn put_audit_entry(&mut self, serial: u64, record: &AuditRecord) -> Result<(), StoreError> {
-        put_audit_entry(self, serial, record)
-    }
-}
-
 /// A tag list this long or longer (a profile read returns hundreds, the same for every read of
 /// one reader's grant) is stored once, under its hash (`ut/<hash>`), and entries refer to it:
 /// an entry of a full-profile read takes about a hundred bytes instead of some thirty
@@ -231,13 +226,9 @@ fn tag_list_hash(tags: &[String]) -> [u8; 16] {
 /// An entry as stored (by this version, or before, as a bare `AuditRecord`), with a shared tag
 /// list read back.
 fn read_entry(txn: &Txn<'_>, value: &[u8]) -> Result<AuditRecord, StoreError> {
-    if value.first() != Some(&ENTRY_WITH_SHARED_TAGS) {
-        return decode("audit entry", value);
-    }
-    let (_, entry): (u8, ReadEntry) = decode("audit entry", value)?;
-    let tags = match entry.tags {
-        StoredTags::Listed(tags) => tags,
-        StoredTags::Shared(hash) => match txn.get(&layout::audit_tag_list(&hash))? {
+    let (mut record, shared) = decode_entry(value)?;
+    if let Some(hash) = shared {
+        record.tags = match txn.get(&layout::audit_tag_list(&hash))? {
             Some(bytes) => decode("audit tag list", &bytes)?,
             None => {
                 return Err(StoreError::Corrupt {
@@ -245,9 +236,23 @@ fn read_entry(txn: &Txn<'_>, value: &[u8]) -> Result<AuditRecord, StoreError> {
                     message: "its shared tag list is missing".into(),
                 })
             }
-        },
+        };
+    }
+    Ok(record)
+}
+
+/// An entry as stored, and the hash of its shared tag list if it has one (its `tags` are then
+/// empty): enough for its index keys, without reading the list.
+fn decode_entry(value: &[u8]) -> Result<(AuditRecord, Option<[u8; 16]>), StoreError> {
+    if value.first() != Some(&ENTRY_WITH_SHARED_TAGS) {
+        return Ok((decode("audit entry", value)?, None));
+    }
+    let (_, entry): (u8, ReadEntry) = decode("audit entry", value)?;
+    let (tags, shared) = match entry.tags {
+        StoredTags::Listed(tags) => (tags, None),
+        StoredTags::Shared(hash) => (Vec::new(), Some(hash)),
     };
-    Ok(AuditRecord {
+    let record = AuditRecord {
         at: entry.at,
         caller: entry.caller,
         purpose: entry.purpose,
@@ -257,7 +262,8 @@ fn read_entry(txn: &Txn<'_>, value: &[u8]) -> Result<AuditRecord, StoreError> {
         tags,
         shares: entry.shares,
         detail: entry.detail,
-    })
+    };
+    Ok((record, shared))
 }
 
 /// The index keys of the entry stored under `entry_key`.
@@ -390,7 +396,7 @@ impl Store {
                     done.finished = true;
                     break 'scan;
                 }
-                let record = read_entry(&txn, &txn.join_parts(&key, &stored)?)?;
+                let (record, _) = decode_entry(&txn.join_parts(&key, &stored)?)?;
                 for index_key in index_keys(&key, &record) {
                     txn.delete_small(index_key);
                     done.n_index_keys += 1;
@@ -428,7 +434,7 @@ impl Store {
             let page = self.kv.scan(layout::AUDIT, start.as_deref(), AUDIT_SCAN_PAGE)?;
             let exhausted = page.len() < AUDIT_SCAN_PAGE;
             for (key, stored) in page {
-                let record = read_entry(&txn, &txn.join_parts(&key, &stored)?)?;
+                let (record, _) = decode_entry(&txn.join_parts(&key, &stored)?)?;
                 for index_key in index_keys(&key, &record) {
                     txn.put_small(index_key, &())?;
                     done.n_index_keys += 1;
@@ -783,8 +789,7 @@ mod tests {
             .expect("append");
         let mut txn = store.begin();
         put_audit_entry(&mut txn, 1 << 63 | 42, &entry(JAN, "etl-d07", &["P1", "P2"], 2)).expect("put");
-        txn.put_audit_entry(1 << 63 | 43, &entry(JAN + 1, "etl-d08", &["P2"], 0))
-            .expect("put");
+        put_audit_entry(&mut txn, 1 << 63 | 43, &entry(JAN + 1, "etl-d08", &["P2"], 0)).expect("put");
         txn.commit().expect("commit");
         let by_person = AuditQuery {
             person: Some("P2".into()),
