@@ -23,7 +23,7 @@ trap 'kill -TERM "${server_pid:-0}" "${load_pid:-0}" 2>/dev/null || true; wait 2
 port=$(( 20000 + RANDOM % 20000 ))
 export POPMASTER_SERVER="http://127.0.0.1:${port}"
 serve() {
-  "$bin" serve --data-dir "$1" --listen "127.0.0.1:${port}" 2>> "$work/server.log" &
+  "$bin" serve --data-dir "$1" --listen "127.0.0.1:${port}" --metrics-listen 127.0.0.1:0 2>> "$work/server.log" &
   server_pid=$!
   for _ in $(seq 1 300); do "$bin" stats >/dev/null 2>&1 && return; sleep 0.2; done
   echo "the server did not start" >&2

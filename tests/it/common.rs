@@ -105,7 +105,6 @@ impl TestServer {
         AdminServiceClient::new(self.channel().await)
     }
 
-    /// Shuts the server down in order; returns its data directory, to start again on it.
     /// Shuts the server down in order; returns its own temp dir (none for a directory the
     /// caller owns), to start again on it.
     pub async fn stop(mut self) -> Option<tempfile::TempDir> {
