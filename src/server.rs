@@ -8,6 +8,7 @@
 use crate::api::audit::Auditor;
 use crate::api::auth::{AuthLayer, CallerRegistry, Gate};
 use crate::api::deadline::{CallBounds, DeadlineLayer};
+use crate::api::encoded::ProfileRoutes;
 use crate::api::limiter::{CallerBounds, Limiter, RefusalAudit};
 use crate::api::{AdminApi, IngestApi, ProfileApi};
 use crate::callers::CallersError;
@@ -113,11 +114,7 @@ pub async fn serve(
             .max_decoding_message_size(limits.message_bytes_max)
             .max_encoding_message_size(limits.message_bytes_max)
             .accept_compressed(CompressionEncoding::Gzip);
-    let profiles = pb::profile_service_server::ProfileServiceServer::new(ProfileApi::new(Arc::clone(&engine)))
-        .max_decoding_message_size(limits.message_bytes_max)
-        .max_encoding_message_size(limits.message_bytes_max)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip);
+    let profiles = ProfileRoutes::new(ProfileApi::new(Arc::clone(&engine)), limits.message_bytes_max);
     let admin = pb::admin_service_server::AdminServiceServer::new(AdminApi::new(Arc::clone(&engine)))
         .max_decoding_message_size(limits.message_bytes_max)
         .max_encoding_message_size(limits.message_bytes_max);

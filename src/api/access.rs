@@ -11,6 +11,7 @@ use crate::engine::ProfileView;
 use crate::masking::mask_value;
 use crate::model::{SourceId, TagCode};
 use crate::profile::TagLineage;
+use std::borrow::Cow;
 use tonic::Status;
 
 /// Refuses the whole call when one of `sources` (as sent; a malformed one is left to admission)
@@ -93,16 +94,32 @@ fn shown(grant: &ReaderGrant, catalog: &Catalog, tag: &str, value: String) -> St
     }
 }
 
+/// One profile tag's value as the grant shows it: `None` when the grant does not reach the tag
+/// (or the tag is not in the catalog), masked when the grant says so.
+pub fn profile_value<'a>(grant: &ReaderGrant, catalog: &Catalog, tag: &str, value: &'a str) -> Option<Cow<'a, str>> {
+    if grant.is_everything() {
+        return Some(Cow::Borrowed(value));
+    }
+    let def = catalog.tag(tag).filter(|def| grant.may_read(def))?;
+    Some(if grant.sees_unmasked(def) {
+        Cow::Borrowed(value)
+    } else {
+        Cow::Owned(mask_value(def.value_type, value))
+    })
+}
+
 /// A profile with the tags the grant does not reach removed and the rest masked as it says.
 pub fn profile(grant: &ReaderGrant, catalog: &Catalog, mut view: ProfileView) -> ProfileView {
     if grant.is_everything() {
         return view;
     }
-    view.tags
-        .retain(|(tag, _)| catalog.tag(tag.as_str()).is_some_and(|def| grant.may_read(def)));
-    for (tag, entry) in &mut view.tags {
-        entry.value = shown(grant, catalog, tag.as_str(), std::mem::take(&mut entry.value));
-    }
+    view.tags = std::mem::take(&mut view.tags)
+        .into_iter()
+        .filter_map(|(tag, mut entry)| {
+            entry.value = profile_value(grant, catalog, tag.as_str(), &entry.value)?.into_owned();
+            Some((tag, entry))
+        })
+        .collect();
     view
 }
 

@@ -46,6 +46,17 @@ impl AuditNote {
         }
     }
 
+    /// A read that shared one person's profile with `tags`.
+    pub fn shared_profile(person_id: String, tags: Vec<String>) -> AuditNote {
+        AuditNote {
+            persons: vec![person_id],
+            tags,
+            shares: 1,
+            detail: String::new(),
+            written: false,
+        }
+    }
+
     /// A read that shared `profiles`, with the union of their tags.
     pub fn shared(profiles: &[pb::Profile]) -> AuditNote {
         let tags: BTreeSet<&str> = profiles

@@ -116,20 +116,7 @@ pub fn decision_to_pb(decision: Decision) -> pb::Decision {
 
 pub fn profile_to_pb(view: ProfileView) -> pb::Profile {
     let n_records = u32::try_from(view.records.len()).unwrap_or(u32::MAX);
-    // A full profile's ~2,100 tags come from a few dozen records: each time is formatted once.
-    let mut times: Vec<(EpochMillis, String)> = Vec::new();
-    let mut format_once = |millis: EpochMillis| -> String {
-        match times.iter().find(|(known, _)| *known == millis) {
-            Some((_, text)) => text.clone(),
-            None => {
-                let text = format_millis(millis);
-                if times.len() < 256 {
-                    times.push((millis, text.clone()));
-                }
-                text
-            }
-        }
-    };
+    let mut times = TimeFormatter::default();
     pb::Profile {
         redirected_from: view.redirected_from.map(|id| id.to_string()).unwrap_or_default(),
         person_id: view.person_id.to_string(),
@@ -141,7 +128,7 @@ pub fn profile_to_pb(view: ProfileView) -> pb::Profile {
                 value: entry.value,
                 source: entry.source.into_string(),
                 record_id: entry.record_id,
-                observed_at: format_once(entry.observed_at),
+                observed_at: times.format(entry.observed_at).to_string(),
             })
             .collect(),
         n_records,
@@ -154,6 +141,33 @@ pub fn profile_to_pb(view: ProfileView) -> pb::Profile {
                 record_id: key.record_id,
             })
             .collect(),
+    }
+}
+
+/// Formats the times of one profile. A full profile's ~2,100 tags come from a few dozen
+/// records: each of their times is formatted once.
+#[derive(Default)]
+pub struct TimeFormatter {
+    times: Vec<(EpochMillis, String)>,
+    last: String,
+}
+
+impl TimeFormatter {
+    /// How many distinct times are kept.
+    const KEPT_MAX: usize = 256;
+
+    pub fn format(&mut self, millis: EpochMillis) -> &str {
+        match self.times.iter().position(|(known, _)| *known == millis) {
+            Some(at) => &self.times[at].1,
+            None if self.times.len() < Self::KEPT_MAX => {
+                self.times.push((millis, format_millis(millis)));
+                &self.times[self.times.len() - 1].1
+            }
+            None => {
+                self.last = format_millis(millis);
+                &self.last
+            }
+        }
     }
 }
 

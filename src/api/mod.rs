@@ -6,18 +6,20 @@ pub mod audit;
 pub mod auth;
 pub mod convert;
 pub mod deadline;
+pub mod encoded;
 pub mod error;
 pub mod limiter;
 pub mod operations;
 pub mod rebuild;
 pub mod steward;
 
-use crate::engine::{ChangeFollower, Engine};
+use crate::engine::{ChangeFollower, Engine, EngineError, StoredProfileView};
 use crate::metrics::{BatchEnd, IngestTally, Metrics};
 use crate::model::{Outcome, PersonId, RecordKey, SourceId};
 use crate::pb;
 use audit::{noted, AuditNote};
 use auth::{identity, Identity};
+use encoded::EncodedProfile;
 use error::to_status;
 use futures::stream::{FuturesOrdered, StreamExt};
 use std::pin::Pin;
@@ -61,6 +63,12 @@ fn shared_profile(profile: pb::Profile) -> Response<pb::Profile> {
 /// The answer of a change logged with its actor: its audit entry was written with it.
 fn logged_change<T>(answer: T) -> Response<T> {
     noted(answer, AuditNote::written_with_change())
+}
+
+/// An encoded profile's answer as the message it encodes, with its audit note.
+fn decoded(response: Response<EncodedProfile>) -> Result<Response<pb::Profile>, Status> {
+    let (metadata, encoded, extensions) = response.into_parts();
+    Ok(Response::from_parts(metadata, encoded.decode()?, extensions))
 }
 
 /// Runs blocking store reads off the async workers.
@@ -328,6 +336,66 @@ pub struct ProfileApi {
 }
 
 impl ProfileApi {
+    /// `GetProfile`, answered with the profile encoded straight from the store.
+    pub async fn get_profile_encoded(
+        &self,
+        request: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<EncodedProfile>, Status> {
+        let identity = identity(&request)?;
+        let request = request.into_inner();
+        if request.person_id.is_empty() {
+            return Err(Status::invalid_argument("person_id is empty"));
+        }
+        let method = "ProfileService/GetProfile";
+        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
+        let person_id = PersonId::new(request.person_id);
+        let lookup = person_id.clone();
+        self.encoded_read(identity, method, move |engine| {
+            engine.get_stored_profile(&lookup, &mask)
+        })
+        .await?
+        .ok_or_else(|| Status::not_found(format!("person {person_id} not found")))
+    }
+
+    /// `GetProfileByIdNumber`, answered with the profile encoded straight from the store.
+    pub async fn get_profile_by_id_number_encoded(
+        &self,
+        request: Request<pb::GetProfileByIdNumberRequest>,
+    ) -> Result<Response<EncodedProfile>, Status> {
+        let identity = identity(&request)?;
+        let request = request.into_inner();
+        let method = "ProfileService/GetProfileByIdNumber";
+        access::check_lookup_by(&identity, self.engine.catalog(), method, "id_number")?;
+        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
+        self.encoded_read(identity, method, move |engine| {
+            engine.get_stored_profile_by_id_number(&request.id_number, &mask)
+        })
+        .await?
+        .ok_or_else(|| Status::not_found("no person holds this ID number"))
+    }
+
+    /// Reads one profile with `read` off the async workers, and encodes it there as the
+    /// caller's grant shows it, noted for the audit as shared.
+    async fn encoded_read(
+        &self,
+        identity: Identity,
+        method: &'static str,
+        read: impl FnOnce(&Engine) -> Result<Option<StoredProfileView>, EngineError> + Send + 'static,
+    ) -> Result<Option<Response<EncodedProfile>>, Status> {
+        access::reader_grant(&identity, method)?;
+        let engine = Arc::clone(&self.engine);
+        blocking(move || {
+            let grant = access::reader_grant(&identity, method)?;
+            let Some(view) = read(&engine).map_err(to_status)? else {
+                return Ok(None);
+            };
+            let (profile, tags) = encoded::profile(grant, engine.catalog(), &view).map_err(to_status)?;
+            let note = AuditNote::shared_profile(view.person_id.to_string(), tags);
+            Ok(Some(noted(profile, note)))
+        })
+        .await
+    }
+
     pub fn new(engine: Arc<Engine>) -> Self {
         let permits = engine.config().server.watch_streams_max;
         ProfileApi {
@@ -451,52 +519,14 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
     }
 
     async fn get_profile(&self, request: Request<pb::GetProfileRequest>) -> Result<Response<pb::Profile>, Status> {
-        let identity = identity(&request)?;
-        let request = request.into_inner();
-        if request.person_id.is_empty() {
-            return Err(Status::invalid_argument("person_id is empty"));
-        }
-        let method = "ProfileService/GetProfile";
-        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
-        let grant = access::reader_grant(&identity, method)?;
-        let engine = Arc::clone(&self.engine);
-        let person_id = PersonId::new(request.person_id);
-        let lookup_id = person_id.clone();
-        let view = blocking(move || engine.get_profile(&lookup_id, &mask))
-            .await
-            .map_err(to_status)?;
-        match view {
-            Some(view) => Ok(shared_profile(convert::profile_to_pb(access::profile(
-                grant,
-                self.engine.catalog(),
-                view,
-            )))),
-            None => Err(Status::not_found(format!("person {person_id} not found"))),
-        }
+        decoded(self.get_profile_encoded(request).await?)
     }
 
     async fn get_profile_by_id_number(
         &self,
         request: Request<pb::GetProfileByIdNumberRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
-        let identity = identity(&request)?;
-        let request = request.into_inner();
-        let method = "ProfileService/GetProfileByIdNumber";
-        access::check_lookup_by(&identity, self.engine.catalog(), method, "id_number")?;
-        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
-        let grant = access::reader_grant(&identity, method)?;
-        let engine = Arc::clone(&self.engine);
-        let view = blocking(move || engine.get_profile_by_id_number(&request.id_number, &mask))
-            .await
-            .map_err(to_status)?;
-        match view {
-            Some(view) => Ok(shared_profile(convert::profile_to_pb(access::profile(
-                grant,
-                self.engine.catalog(),
-                view,
-            )))),
-            None => Err(Status::not_found("no person holds this ID number")),
-        }
+        decoded(self.get_profile_by_id_number_encoded(request).await?)
     }
 
     async fn batch_get_profiles(

@@ -43,7 +43,7 @@ use crate::model::{Actor, EpochMillis, PersonId, RawRecord, RecordKey, SourceId,
 use crate::resolve::decide::Hold;
 use crate::resolve::model::Score;
 use crate::resolve::{self, Evidence, Features, MatchModel};
-use crate::store::{PersonHeader, ProfileEntry, Store, StoreError, StoreStats, Txn};
+use crate::store::{PersonHeader, ProfileEntry, Store, StoreError, StoreStats, StoredProfile, Txn};
 use crate::wal::{Wal, WalEntry, WalError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -102,6 +102,30 @@ pub struct ProfileView {
     pub records: Vec<RecordKey>,
     /// The id asked for, when it was merged into `person_id`.
     pub redirected_from: Option<PersonId>,
+}
+
+/// A profile as `ProfileView` holds it, with its tags still as stored, for a read that encodes
+/// them at once without copying each string.
+#[derive(Debug)]
+pub struct StoredProfileView {
+    pub person_id: PersonId,
+    pub version: u64,
+    pub tags: StoredProfile,
+    pub records: Vec<RecordKey>,
+    /// The id asked for, when it was merged into `person_id`.
+    pub redirected_from: Option<PersonId>,
+}
+
+impl StoredProfileView {
+    pub fn into_view(self) -> Result<ProfileView, EngineError> {
+        Ok(ProfileView {
+            tags: self.tags.into_entries()?,
+            person_id: self.person_id,
+            version: self.version,
+            records: self.records,
+            redirected_from: self.redirected_from,
+        })
+    }
 }
 
 /// How many merges an alias chain may record before it is taken for damage.
@@ -412,6 +436,15 @@ impl Engine {
         profile_view(&self.store.begin(), person_id, tag_mask)
     }
 
+    /// `get_profile` with the tags as stored, for a read that encodes them at once.
+    pub fn get_stored_profile(
+        &self,
+        person_id: &PersonId,
+        tag_mask: &[TagCode],
+    ) -> Result<Option<StoredProfileView>, EngineError> {
+        stored_profile_view(&self.store.begin(), person_id, tag_mask)
+    }
+
     /// The profiles of many persons, through one read view, in the order asked (`None` for an
     /// id no person holds). Merged-away ids are followed as `get_profile` follows them.
     pub fn get_profiles(
@@ -503,11 +536,23 @@ impl Engine {
         raw_id_number: &str,
         tag_mask: &[TagCode],
     ) -> Result<Option<ProfileView>, EngineError> {
+        self.get_stored_profile_by_id_number(raw_id_number, tag_mask)?
+            .map(StoredProfileView::into_view)
+            .transpose()
+    }
+
+    /// `get_profile_by_id_number` with the tags as stored.
+    pub fn get_stored_profile_by_id_number(
+        &self,
+        raw_id_number: &str,
+        tag_mask: &[TagCode],
+    ) -> Result<Option<StoredProfileView>, EngineError> {
         let id_number = normalize_id_number(raw_id_number).map_err(|problem| {
             EngineError::InvalidArgument(format!("id_number is not a valid resident ID number: {problem}"))
         })?;
-        match self.store.begin().person_for_id_number(&id_number)? {
-            Some(person_id) => self.get_profile(&person_id, tag_mask),
+        let txn = self.store.begin();
+        match txn.person_for_id_number(&id_number)? {
+            Some(person_id) => stored_profile_view(&txn, &person_id, tag_mask),
             None => Ok(None),
         }
     }
@@ -640,17 +685,42 @@ fn person_view_unchanged(
 
 /// A person's profile through `txn`, following an alias chain to the survivor.
 fn profile_view(txn: &Txn<'_>, person_id: &PersonId, tag_mask: &[TagCode]) -> Result<Option<ProfileView>, EngineError> {
-    let Some((current, header)) = current_person(txn, person_id)? else {
-        return Ok(None);
-    };
-    let tags = txn.profile_entries(&current, tag_mask)?;
-    Ok(Some(ProfileView {
-        version: header.version,
-        tags,
-        records: txn.members(&current)?,
-        redirected_from: (current != *person_id).then(|| person_id.clone()),
-        person_id: current,
-    }))
+    stored_profile_view(txn, person_id, tag_mask)?
+        .map(StoredProfileView::into_view)
+        .transpose()
+}
+
+/// A person's profile through `txn` as stored, following an alias chain to the survivor.
+/// Reads see commits as they land, so the person's version is read before and after and the
+/// read is repeated if a commit changed the person in between: one version, never half of a
+/// merge.
+fn stored_profile_view(
+    txn: &Txn<'_>,
+    person_id: &PersonId,
+    tag_mask: &[TagCode],
+) -> Result<Option<StoredProfileView>, EngineError> {
+    for _ in 0..READ_ATTEMPTS_MAX {
+        let Some((current, header)) = current_person(txn, person_id)? else {
+            return Ok(None);
+        };
+        let tags = txn.stored_profile(&current, tag_mask)?;
+        let records = txn.members(&current)?;
+        if txn
+            .person(&current)?
+            .is_some_and(|after| after.version == header.version)
+        {
+            return Ok(Some(StoredProfileView {
+                version: header.version,
+                tags,
+                records,
+                redirected_from: (current != *person_id).then(|| person_id.clone()),
+                person_id: current,
+            }));
+        }
+    }
+    Err(EngineError::FailedPrecondition(format!(
+        "person {person_id} changed during each of {READ_ATTEMPTS_MAX} reads; retry"
+    )))
 }
 
 struct Writer {

@@ -88,6 +88,91 @@ pub struct ProfileEntry {
     pub observed_at: EpochMillis,
 }
 
+/// One profile entry borrowed from its stored group: `ProfileEntry` and its tag without a
+/// copy of any string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProfileEntryRef<'a> {
+    pub tag: &'a str,
+    pub value: &'a str,
+    pub source: &'a str,
+    pub record_id: &'a str,
+    pub observed_at: EpochMillis,
+}
+
+/// `ProfileEntry` as its fields are stored, borrowed (a newtype is stored as what it wraps).
+#[derive(Deserialize)]
+struct BorrowedEntry<'a> {
+    #[serde(borrow)]
+    value: &'a str,
+    #[serde(borrow)]
+    source: &'a str,
+    #[serde(borrow)]
+    record_id: &'a str,
+    observed_at: EpochMillis,
+}
+
+/// A person's profile groups as read, not yet decoded, and the tags asked for (empty: all).
+/// A group is stored as a map of tag to entry, which postcard encodes exactly like a list of
+/// pairs.
+#[derive(Debug, Clone)]
+pub struct StoredProfile {
+    groups: Vec<Vec<u8>>,
+    tag_mask: Vec<TagCode>,
+}
+
+impl StoredProfile {
+    /// The entries asked for, sorted by tag, borrowed from the groups.
+    pub fn entries(&self) -> Result<Vec<ProfileEntryRef<'_>>, StoreError> {
+        let mut entries = Vec::new();
+        for bytes in &self.groups {
+            let group: Vec<(&str, BorrowedEntry<'_>)> =
+                postcard::from_bytes(bytes).map_err(|error| StoreError::Corrupt {
+                    kind: "profile group",
+                    message: error.to_string(),
+                })?;
+            let wanted = |tag: &str| self.tag_mask.is_empty() || self.tag_mask.iter().any(|want| want.as_str() == tag);
+            entries.extend(
+                group
+                    .into_iter()
+                    .filter(|(tag, _)| wanted(tag))
+                    .map(|(tag, entry)| ProfileEntryRef {
+                        tag,
+                        value: entry.value,
+                        source: entry.source,
+                        record_id: entry.record_id,
+                        observed_at: entry.observed_at,
+                    }),
+            );
+        }
+        entries.sort_unstable_by(|a, b| a.tag.cmp(b.tag));
+        Ok(entries)
+    }
+
+    /// A profile stored as these groups, for tests of what reads it.
+    #[cfg(test)]
+    pub fn from_groups(groups: &[BTreeMap<TagCode, ProfileEntry>], tag_mask: &[TagCode]) -> StoredProfile {
+        StoredProfile {
+            groups: groups.iter().map(encode).collect(),
+            tag_mask: tag_mask.to_vec(),
+        }
+    }
+
+    /// The entries asked for, sorted by tag, owned.
+    pub fn into_entries(self) -> Result<Vec<(TagCode, ProfileEntry)>, StoreError> {
+        let mut entries = Vec::new();
+        for bytes in &self.groups {
+            let group: Vec<(TagCode, ProfileEntry)> = decode("profile group", bytes)?;
+            if self.tag_mask.is_empty() {
+                entries.extend(group);
+            } else {
+                entries.extend(group.into_iter().filter(|(tag, _)| self.tag_mask.contains(tag)));
+            }
+        }
+        entries.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        Ok(entries)
+    }
+}
+
 /// What happened to a person at one version, as the change feed says it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChangeKind {
@@ -923,13 +1008,18 @@ impl Txn<'_> {
         Ok(self.profile_entries(person_id, tag_mask)?.into_iter().collect())
     }
 
-    /// `profile` as a list sorted by tag, for reads: no map is built. A group is stored as a
-    /// map of tag to entry, which postcard encodes exactly like a list of pairs.
+    /// `profile` as a list sorted by tag, for reads: no map is built.
     pub fn profile_entries(
         &self,
         person_id: &PersonId,
         tag_mask: &[TagCode],
     ) -> Result<Vec<(TagCode, ProfileEntry)>, StoreError> {
+        self.stored_profile(person_id, tag_mask)?.into_entries()
+    }
+
+    /// The stored groups of the profile, or only those holding the tags of a non-empty
+    /// `tag_mask`, undecoded: a read that encodes the profile at once walks them borrowed.
+    pub fn stored_profile(&self, person_id: &PersonId, tag_mask: &[TagCode]) -> Result<StoredProfile, StoreError> {
         let groups: Vec<Vec<u8>> = if tag_mask.is_empty() {
             self.scan_all(&layout::profile_prefix(person_id))?
                 .into_values()
@@ -944,17 +1034,10 @@ impl Txn<'_> {
             }
             groups
         };
-        let mut profile = Vec::new();
-        for bytes in groups {
-            let group: Vec<(TagCode, ProfileEntry)> = decode("profile group", &bytes)?;
-            if tag_mask.is_empty() {
-                profile.extend(group);
-            } else {
-                profile.extend(group.into_iter().filter(|(tag, _)| tag_mask.contains(tag)));
-            }
-        }
-        profile.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-        Ok(profile)
+        Ok(StoredProfile {
+            groups,
+            tag_mask: tag_mask.to_vec(),
+        })
     }
 
     /// Replaces the profile with `profile` (writing only the groups that changed), bumps the

@@ -260,3 +260,95 @@ async fn the_index_catches_up_with_the_store() {
     }
     server.stop().await;
 }
+
+/// GetProfile and GetProfileByIdNumber send profiles encoded straight from the store; the
+/// other reads build the message. A client sees the same profile either way, gzip or not.
+#[tokio::test]
+async fn every_profile_read_gives_the_same_profile() {
+    let server = TestServer::start().await;
+    let mut ingest_client = server.ingest_client().await;
+    let id = id_number("19750304", 8);
+    let answer = ingest(
+        &mut ingest_client,
+        vec![
+            record(
+                "D01",
+                "r1",
+                &[("id_number", &id), ("name", "钱多多"), ("phone", "13911112222")],
+            ),
+            record("D07", "r2", &[("id_number", &id), ("name", "錢多多"), ("gender", "女")]),
+        ],
+    )
+    .await
+    .expect("ingest");
+    let person_id = answer.outcomes[0].person_id.clone();
+    let mut profiles = server.profile_client().await;
+    let by_id = profiles
+        .get_profile(pb::GetProfileRequest {
+            person_id: person_id.clone(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect("by person id")
+        .into_inner();
+    assert_eq!(by_id.person_id, person_id);
+    assert_eq!(by_id.n_records, 2);
+    assert_eq!(by_id.records.len(), 2);
+    assert!(by_id.version >= 1);
+    assert!(by_id
+        .tags
+        .iter()
+        .any(|tag| tag.tag == "phone" && tag.value == "13911112222"));
+    assert!(
+        by_id.tags.windows(2).all(|pair| pair[0].tag < pair[1].tag),
+        "in tag order"
+    );
+    let by_number = profiles
+        .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
+            id_number: id.clone(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect("by ID number")
+        .into_inner();
+    assert_eq!(by_number, by_id);
+    let by_record = profiles
+        .get_person_by_record(pb::GetPersonByRecordRequest {
+            source: "D07".into(),
+            record_id: "r2".into(),
+            tag_mask: vec![],
+        })
+        .await
+        .expect("by record")
+        .into_inner();
+    assert_eq!(by_record, by_id);
+    let batch = profiles
+        .batch_get_profiles(pb::BatchGetProfilesRequest {
+            person_ids: vec![person_id.clone()],
+            tag_mask: vec![],
+        })
+        .await
+        .expect("batch")
+        .into_inner();
+    assert_eq!(batch.profiles, vec![by_id.clone()]);
+
+    let mut gzip = server
+        .profile_client()
+        .await
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let compressed = gzip
+        .get_profile(pb::GetProfileRequest {
+            person_id: person_id.clone(),
+            tag_mask: vec!["name".into()],
+        })
+        .await
+        .expect("gzip")
+        .into_inner();
+    assert_eq!(compressed.tags.len(), 1);
+    assert_eq!(
+        compressed.tags[0],
+        by_id.tags.iter().find(|tag| tag.tag == "name").expect("name").clone()
+    );
+    server.stop().await;
+}

@@ -1,0 +1,350 @@
+//! Profile reads answered from bytes encoded straight from the store. A full profile holds
+//! about 2,100 tags of five strings each; building a `pb::Profile` for it copied every string
+//! twice (out of the store, into the message) and freed them all again. Here the protobuf bytes
+//! of the `Profile` are written from the stored groups, borrowed, and sent as they are: the
+//! client sees the same `Profile` message, byte for byte what prost encodes for
+//! `convert::profile_to_pb` of the same view (the tests hold the two to that).
+//!
+//! Owns: that encoding, the codec that sends it, and the routing that serves `GetProfile` and
+//! `GetProfileByIdNumber` through it while every other method of `ProfileService` goes to the
+//! generated server.
+
+use super::convert::TimeFormatter;
+use super::{access, ProfileApi};
+use crate::callers::ReaderGrant;
+use crate::catalog::Catalog;
+use crate::engine::{EngineError, StoredProfileView};
+use crate::pb;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::Message;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Request, Response, Status};
+
+/// The encoded bytes of one `pb::Profile`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedProfile(Vec<u8>);
+
+impl EncodedProfile {
+    /// The message the bytes encode.
+    pub fn decode(&self) -> Result<pb::Profile, Status> {
+        pb::Profile::decode(self.0.as_slice())
+            .map_err(|error| Status::internal(format!("an encoded profile does not decode: {error}")))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The profile as `grant` may see it, encoded as a `pb::Profile`, and the tags it shares (for
+/// the audit entry), in tag order.
+pub fn profile(
+    grant: &ReaderGrant,
+    catalog: &Catalog,
+    view: &StoredProfileView,
+) -> Result<(EncodedProfile, Vec<String>), EngineError> {
+    let entries = view.tags.entries()?;
+    let mut times = TimeFormatter::default();
+    let mut buf = Vec::with_capacity(64 + entries.len() * 96);
+    put_str(&mut buf, 1, view.person_id.as_str());
+    let mut shared = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let Some(value) = access::profile_value(grant, catalog, entry.tag, entry.value) else {
+            continue;
+        };
+        let observed_at = times.format(entry.observed_at);
+        let fields = [entry.tag, value.as_ref(), entry.source, entry.record_id, observed_at];
+        put_message(&mut buf, 2, &fields);
+        shared.push(entry.tag.to_string());
+    }
+    let n_records = u32::try_from(view.records.len()).unwrap_or(u32::MAX);
+    put_varint(&mut buf, 3, u64::from(n_records));
+    put_varint(&mut buf, 4, view.version);
+    for record in &view.records {
+        put_message(&mut buf, 5, &[record.source.as_str(), record.record_id.as_str()]);
+    }
+    if let Some(asked) = &view.redirected_from {
+        put_str(&mut buf, 6, asked.as_str());
+    }
+    Ok((EncodedProfile(buf), shared))
+}
+
+fn str_len(field: u32, value: &str) -> usize {
+    if value.is_empty() {
+        0
+    } else {
+        key_len(field) + encoded_len_varint(value.len() as u64) + value.len()
+    }
+}
+
+/// A string field; an empty one is left out, as proto3 does.
+fn put_str(buf: &mut Vec<u8>, field: u32, value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    encode_key(field, WireType::LengthDelimited, buf);
+    encode_varint(value.len() as u64, buf);
+    buf.extend_from_slice(value.as_bytes());
+}
+
+/// A varint field; zero is left out, as proto3 does.
+fn put_varint(buf: &mut Vec<u8>, field: u32, value: u64) {
+    if value != 0 {
+        encode_key(field, WireType::Varint, buf);
+        encode_varint(value, buf);
+    }
+}
+
+/// An element of a repeated message field whose fields are all strings, numbered from 1.
+fn put_message(buf: &mut Vec<u8>, field: u32, strings: &[&str]) {
+    let len: usize = (1..).zip(strings).map(|(number, value)| str_len(number, value)).sum();
+    encode_key(field, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+    for (number, value) in (1..).zip(strings) {
+        put_str(buf, number, value);
+    }
+}
+
+/// Sends an `EncodedProfile` as it is and decodes the request with prost.
+pub struct EncodedCodec<Req>(std::marker::PhantomData<Req>);
+
+impl<Req> Default for EncodedCodec<Req> {
+    fn default() -> Self {
+        EncodedCodec(std::marker::PhantomData)
+    }
+}
+
+pub struct EncodedEncoder;
+
+impl Encoder for EncodedEncoder {
+    type Item = EncodedProfile;
+    type Error = Status;
+
+    fn encode(&mut self, item: EncodedProfile, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item.0);
+        Ok(())
+    }
+}
+
+impl<Req: Message + Default + Send + 'static> Codec for EncodedCodec<Req> {
+    type Encode = EncodedProfile;
+    type Decode = Req;
+    type Encoder = EncodedEncoder;
+    type Decoder = RequestDecoder<Req>;
+
+    fn encoder(&mut self) -> EncodedEncoder {
+        EncodedEncoder
+    }
+
+    fn decoder(&mut self) -> RequestDecoder<Req> {
+        RequestDecoder(std::marker::PhantomData)
+    }
+}
+
+pub struct RequestDecoder<Req>(std::marker::PhantomData<Req>);
+
+impl<Req: Message + Default> Decoder for RequestDecoder<Req> {
+    type Item = Req;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Req>, Status> {
+        Req::decode(src)
+            .map(Some)
+            .map_err(|error| Status::internal(format!("cannot decode the request: {error}")))
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+type Generated = pb::profile_service_server::ProfileServiceServer<ProfileApi>;
+
+const GET_PROFILE: &str = "/popmaster.v1.ProfileService/GetProfile";
+const GET_PROFILE_BY_ID_NUMBER: &str = "/popmaster.v1.ProfileService/GetProfileByIdNumber";
+
+/// `ProfileService` as the server mounts it: the two single-profile reads answered with
+/// encoded profiles, every other method by the generated server.
+#[derive(Clone)]
+pub struct ProfileRoutes {
+    generated: Generated,
+    api: ProfileApi,
+    message_bytes_max: usize,
+}
+
+impl ProfileRoutes {
+    pub fn new(api: ProfileApi, message_bytes_max: usize) -> Self {
+        let generated = Generated::new(api.clone())
+            .max_decoding_message_size(message_bytes_max)
+            .max_encoding_message_size(message_bytes_max)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+        ProfileRoutes {
+            generated,
+            api,
+            message_bytes_max,
+        }
+    }
+
+    /// The same message limits and compression as the generated server's.
+    fn grpc<Req: Message + Default + Send + 'static>(&self) -> Grpc<EncodedCodec<Req>> {
+        Grpc::new(EncodedCodec::default())
+            .max_decoding_message_size(self.message_bytes_max)
+            .max_encoding_message_size(self.message_bytes_max)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+    }
+}
+
+impl NamedService for ProfileRoutes {
+    const NAME: &'static str = <Generated as NamedService>::NAME;
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for ProfileRoutes {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        match request.uri().path() {
+            GET_PROFILE => {
+                let mut grpc = self.grpc::<pb::GetProfileRequest>();
+                let method = GetProfile(self.api.clone());
+                Box::pin(async move { Ok(grpc.unary(method, request).await) })
+            }
+            GET_PROFILE_BY_ID_NUMBER => {
+                let mut grpc = self.grpc::<pb::GetProfileByIdNumberRequest>();
+                let method = GetProfileByIdNumber(self.api.clone());
+                Box::pin(async move { Ok(grpc.unary(method, request).await) })
+            }
+            _ => self.generated.call(request),
+        }
+    }
+}
+
+struct GetProfile(ProfileApi);
+
+impl UnaryService<pb::GetProfileRequest> for GetProfile {
+    type Response = EncodedProfile;
+    type Future = BoxFuture<Result<Response<EncodedProfile>, Status>>;
+
+    fn call(&mut self, request: Request<pb::GetProfileRequest>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move { api.get_profile_encoded(request).await })
+    }
+}
+
+struct GetProfileByIdNumber(ProfileApi);
+
+impl UnaryService<pb::GetProfileByIdNumberRequest> for GetProfileByIdNumber {
+    type Response = EncodedProfile;
+    type Future = BoxFuture<Result<Response<EncodedProfile>, Status>>;
+
+    fn call(&mut self, request: Request<pb::GetProfileByIdNumberRequest>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move { api.get_profile_by_id_number_encoded(request).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::convert::profile_to_pb;
+    use crate::callers::Callers;
+    use crate::model::{PersonId, RecordKey, SourceId, TagCode};
+    use crate::store::layout::profile_group_of;
+    use crate::store::{ProfileEntry, StoredProfile};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn restricted_grant(catalog: &Catalog) -> ReaderGrant {
+        let hash = crate::callers::to_hex(&crate::callers::hash_token("t"));
+        let text = format!(
+            "[[caller]]\nid = \"portal\"\ntokens_sha256 = [\"{hash}\"]\n[caller.reader]\n\
+             tags = [\"name\", \"id_number\", \"gender\", \"phone\", \"d07.*\"]\nsensitivity_max = \"L4\"\n"
+        );
+        let callers = Callers::parse(&text, catalog).expect("valid callers");
+        let caller = callers.authenticate("t").expect("known token");
+        caller.reader.clone().expect("a reader")
+    }
+
+    fn tag_code() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("name".to_string()),
+            Just("id_number".to_string()),
+            Just("phone".to_string()),
+            Just("gender".to_string()),
+            Just("address".to_string()),
+            Just("d07.vehicle_plate".to_string()),
+            Just("d12.not_in_the_catalog".to_string()),
+            "[a-z]{1,8}",
+        ]
+    }
+
+    fn entry() -> impl Strategy<Value = ProfileEntry> {
+        (
+            "\\PC{0,12}",
+            prop_oneof![Just("D01"), Just("D07"), Just("D63")],
+            "[0-9a-z-]{0,10}",
+            prop_oneof![Just(0i64), 0i64..4_102_444_800_000, Just(i64::MAX), Just(-1i64)],
+        )
+            .prop_map(|(value, source, record_id, observed_at)| ProfileEntry {
+                value,
+                source: SourceId::parse(source).expect("source"),
+                record_id,
+                observed_at,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// The bytes written from the store are exactly prost's encoding of the message the
+        /// other reads build, for every grant, mask, redirection and record list.
+        #[test]
+        fn encoded_profiles_are_what_prost_encodes(
+            tags in proptest::collection::btree_map(tag_code(), entry(), 0..24),
+            mask_some in proptest::collection::vec(tag_code(), 0..3),
+            records in proptest::collection::vec(("[0-9a-z]{0,6}", prop_oneof![Just("D01"), Just("D07")]), 0..5),
+            version in prop_oneof![Just(0u64), 1u64..1_000],
+            redirected in proptest::option::of("P[0-9]{4}"),
+            restricted in any::<bool>(),
+        ) {
+            let catalog = Catalog::shipped();
+            let grant = if restricted { restricted_grant(&catalog) } else { ReaderGrant::everything() };
+            // Each tag in its own group, as the store keeps them.
+            let mut by_group: BTreeMap<String, BTreeMap<TagCode, ProfileEntry>> = BTreeMap::new();
+            for (tag, entry) in tags {
+                let tag = TagCode::new(tag);
+                by_group.entry(profile_group_of(&tag)).or_default().insert(tag, entry);
+            }
+            let groups: Vec<BTreeMap<TagCode, ProfileEntry>> = by_group.into_values().collect();
+            let mask: Vec<TagCode> = mask_some.into_iter().map(TagCode::new).collect();
+            let view = StoredProfileView {
+                person_id: PersonId::new("P0001".to_string()),
+                version,
+                tags: StoredProfile::from_groups(&groups, &mask),
+                records: records
+                    .into_iter()
+                    .map(|(record_id, source)| RecordKey {
+                        source: SourceId::parse(source).expect("source"),
+                        record_id,
+                    })
+                    .collect(),
+                redirected_from: redirected.map(PersonId::new),
+            };
+            let (encoded, shared) = profile(&grant, &catalog, &view).expect("encodes");
+            let expected = profile_to_pb(access::profile(&grant, &catalog, view.into_view().expect("decodes")));
+            let expected_bytes = expected.encode_to_vec();
+            prop_assert_eq!(encoded.as_bytes(), expected_bytes.as_slice());
+            let expected_tags: Vec<String> = expected.tags.iter().map(|tag| tag.tag.clone()).collect();
+            prop_assert_eq!(shared, expected_tags);
+        }
+    }
+}
