@@ -4,12 +4,34 @@
 //!
 //! Segments `<first sequence, 20 digits>.wal` hold frames `[len u32 LE][crc32c u32 LE][payload]`.
 //! Owns framing, fsync, recovery of a torn tail and trimming; knows nothing of records' meaning.
+//! The same log, with entries of its own (`LogEntry`), is the audit journal.
 
 use crate::model::{Actor, EpochMillis, RawRecord, SourceId, StewardAction};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+
+/// What a log holds: entries numbered densely from 1, each one frame.
+pub trait LogEntry: Serialize + Sized {
+    /// What the log is called in its errors.
+    const LOG: &'static str;
+    fn sequence(&self) -> u64;
+    fn decode(payload: &[u8]) -> Result<Self, postcard::Error>;
+}
+
+impl LogEntry for WalEntry {
+    const LOG: &'static str = "write-ahead log";
+
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    fn decode(payload: &[u8]) -> Result<Self, postcard::Error> {
+        decode_entry(payload)
+    }
+}
 
 const FRAME_HEADER_BYTES: usize = 8;
 /// A frame larger than this is damage, not data: batches are bounded far below it.
@@ -66,38 +88,40 @@ fn decode_entry(payload: &[u8]) -> Result<WalEntry, postcard::Error> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
-    #[error("write-ahead log segment {segment} is damaged at byte {offset} (not its last segment, so this is not a torn write): {problem}")]
+    #[error("{log} segment {segment} is damaged at byte {offset} (not its last segment, so this is not a torn write): {problem}")]
     Corrupt {
+        log: &'static str,
         segment: String,
         offset: u64,
         problem: String,
     },
-    #[error("write-ahead log io: {0}")]
+    #[error("log io: {0}")]
     Io(#[from] std::io::Error),
 }
 
-pub struct Wal {
+pub struct Wal<E: LogEntry = WalEntry> {
     dir: PathBuf,
     current: File,
     current_bytes: u64,
     segment_bytes_max: u64,
     segments: Vec<(u64, PathBuf)>,
     next_sequence: u64,
+    entries: PhantomData<fn(E)>,
 }
 
 /// What recovery found.
-pub struct Recovered {
-    pub wal: Wal,
+pub struct Recovered<E: LogEntry = WalEntry> {
+    pub wal: Wal<E>,
     /// Entries with a sequence above the one the caller has already applied, in order.
-    pub pending: Vec<WalEntry>,
+    pub pending: Vec<E>,
     /// Bytes cut off the end of the last segment: a write that was never acknowledged.
     pub torn_tail_bytes: u64,
 }
 
-impl Wal {
+impl<E: LogEntry> Wal<E> {
     /// Opens the log in `dir`, cutting off a torn last frame, and returns the entries after
     /// `applied_sequence` for the caller to replay.
-    pub fn open(dir: &Path, segment_bytes_max: u64, applied_sequence: u64) -> Result<Recovered, WalError> {
+    pub fn open(dir: &Path, segment_bytes_max: u64, applied_sequence: u64) -> Result<Recovered<E>, WalError> {
         std::fs::create_dir_all(dir)?;
         let mut segments = list_segments(dir)?;
         let mut pending = Vec::new();
@@ -106,16 +130,17 @@ impl Wal {
         let n_segments = segments.len();
         for (segment_idx, (_, path)) in segments.iter().enumerate() {
             let is_last = segment_idx + 1 == n_segments;
-            let (entries, valid_bytes, damage) = read_segment(path)?;
+            let (entries, valid_bytes, damage) = read_segment::<E>(path)?;
             for entry in entries {
-                last_sequence = last_sequence.max(entry.sequence);
-                if entry.sequence > applied_sequence {
+                last_sequence = last_sequence.max(entry.sequence());
+                if entry.sequence() > applied_sequence {
                     pending.push(entry);
                 }
             }
             if let Some(problem) = damage {
                 if !is_last {
                     return Err(WalError::Corrupt {
+                        log: E::LOG,
                         segment: file_name(path),
                         offset: valid_bytes,
                         problem,
@@ -148,6 +173,7 @@ impl Wal {
                 segment_bytes_max,
                 segments,
                 next_sequence,
+                entries: PhantomData,
             },
             pending,
             torn_tail_bytes,
@@ -161,15 +187,16 @@ impl Wal {
 
     /// Appends entries and returns once they are on stable storage (one fdatasync for all of
     /// them: group commit).
-    pub fn append(&mut self, entries: &[WalEntry]) -> Result<(), WalError> {
+    pub fn append(&mut self, entries: &[E]) -> Result<(), WalError> {
         if self.current_bytes >= self.segment_bytes_max {
             self.rotate()?;
         }
         let mut buffer = Vec::new();
         for entry in entries {
             assert_eq!(
-                entry.sequence, self.next_sequence,
-                "WAL sequences are dense and ordered"
+                entry.sequence(),
+                self.next_sequence,
+                "log sequences are dense and ordered"
             );
             self.next_sequence += 1;
             let payload = postcard::to_stdvec(entry).expect("in-memory serialization of plain data cannot fail");
@@ -242,7 +269,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
 
 /// Reads every whole, intact frame; returns them, the length of the intact prefix, and what
 /// stopped the read early, if anything.
-fn read_segment(path: &Path) -> Result<(Vec<WalEntry>, u64, Option<String>), WalError> {
+fn read_segment<E: LogEntry>(path: &Path) -> Result<(Vec<E>, u64, Option<String>), WalError> {
     let mut reader = BufReader::new(File::open(path)?);
     let mut entries = Vec::new();
     let mut offset = 0u64;
@@ -265,7 +292,7 @@ fn read_segment(path: &Path) -> Result<(Vec<WalEntry>, u64, Option<String>), Wal
         if crc32c::crc32c(&payload) != crc {
             return Ok((entries, offset, Some("checksum mismatch".into())));
         }
-        match decode_entry(&payload) {
+        match E::decode(&payload) {
             Ok(entry) => entries.push(entry),
             Err(error) => return Ok((entries, offset, Some(format!("undecodable frame: {error}")))),
         }
@@ -345,10 +372,10 @@ mod tests {
     #[test]
     fn reopen_returns_entries_after_the_applied_sequence() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut wal = Wal::open(dir.path(), 1 << 20, 0).expect("open").wal;
+        let mut wal = Wal::<WalEntry>::open(dir.path(), 1 << 20, 0).expect("open").wal;
         append_all(&mut wal, 1..=5);
         drop(wal);
-        let recovered = Wal::open(dir.path(), 1 << 20, 3).expect("reopen");
+        let recovered = Wal::<WalEntry>::open(dir.path(), 1 << 20, 3).expect("reopen");
         let sequences: Vec<u64> = recovered.pending.iter().map(|entry| entry.sequence).collect();
         assert_eq!(sequences, vec![4, 5]);
         assert_eq!(recovered.wal.next_sequence(), 6);
@@ -358,12 +385,12 @@ mod tests {
     #[test]
     fn rotation_and_trim_keep_unapplied_entries() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut wal = Wal::open(dir.path(), 64, 0).expect("open").wal;
+        let mut wal = Wal::<WalEntry>::open(dir.path(), 64, 0).expect("open").wal;
         append_all(&mut wal, 1..=10);
         assert!(wal.segments.len() > 3);
         assert!(wal.trim(6).expect("trim") > 0);
         drop(wal);
-        let recovered = Wal::open(dir.path(), 64, 6).expect("reopen");
+        let recovered = Wal::<WalEntry>::open(dir.path(), 64, 6).expect("reopen");
         let sequences: Vec<u64> = recovered.pending.iter().map(|entry| entry.sequence).collect();
         assert_eq!(sequences, vec![7, 8, 9, 10]);
     }
@@ -371,14 +398,14 @@ mod tests {
     #[test]
     fn the_store_may_be_ahead_of_a_trimmed_log() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let recovered = Wal::open(dir.path(), 1 << 20, 41).expect("open");
+        let recovered = Wal::<WalEntry>::open(dir.path(), 1 << 20, 41).expect("open");
         assert_eq!(recovered.wal.next_sequence(), 42);
     }
 
     #[test]
     fn damage_in_an_older_segment_is_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut wal = Wal::open(dir.path(), 64, 0).expect("open").wal;
+        let mut wal = Wal::<WalEntry>::open(dir.path(), 64, 0).expect("open").wal;
         append_all(&mut wal, 1..=4);
         let first = wal.segments[0].1.clone();
         drop(wal);
@@ -386,7 +413,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40;
         std::fs::write(&first, bytes).expect("write");
-        let error = Wal::open(dir.path(), 64, 0).err().expect("refused");
+        let error = Wal::<WalEntry>::open(dir.path(), 64, 0).err().expect("refused");
         assert!(matches!(error, WalError::Corrupt { .. }), "{error}");
     }
 
@@ -397,7 +424,7 @@ mod tests {
         #[test]
         fn torn_tail_recovers_the_intact_prefix(cut in 0usize..400, flip in proptest::option::of((0usize..400, 0u8..8))) {
             let dir = tempfile::tempdir().expect("temp dir");
-            let mut wal = Wal::open(dir.path(), 1 << 20, 0).expect("open").wal;
+            let mut wal = Wal::<WalEntry>::open(dir.path(), 1 << 20, 0).expect("open").wal;
             let mut frame_ends = Vec::new();
             for sequence in 1..=5 {
                 wal.append(&[entry(sequence)]).expect("append");
@@ -421,7 +448,7 @@ mod tests {
             };
             std::fs::write(&path, &bytes).expect("write");
             let intact = frame_ends.iter().filter(|end| **end as usize <= damage_at).count() as u64;
-            let recovered = Wal::open(dir.path(), 1 << 20, 0).expect("recovers");
+            let recovered = Wal::<WalEntry>::open(dir.path(), 1 << 20, 0).expect("recovers");
             let sequences: Vec<u64> = recovered.pending.iter().map(|entry| entry.sequence).collect();
             prop_assert_eq!(sequences, (1..=intact).collect::<Vec<_>>());
             let mut wal = recovered.wal;

@@ -1,35 +1,81 @@
-//! The audit writer: one thread that appends audit entries to the store in groups (one atomic
-//! batch per group, each entry with its index keys, and the month's share counters), and
-//! answers each caller once its entry is applied, so that a read's answer never leaves before
-//! its audit entry is written; and the pruner: a second thread that deletes entries past the
-//! retention (`audit.retention_days`) every `audit.prune_interval_ms`, in bounded batches,
-//! keeping the share counters. Its keys are `u/`, `ui/`, `ut/`, `m/shares/` and
-//! `m/audit_serial`. The write path also writes `u/` and `ui/` keys, the entries of changes in
-//! the changes' own transactions, with serials of its own (high bit set), so the two never
-//! write the same key (`ut/` lists are written whole, the same by anyone). These entries become
-//! durable with the store's next checkpoint, like everything sled holds. Decides nothing about what is audited;
-//! that is the api's.
+//! The audit writer, in two threads. The journal thread appends audit entries in groups to
+//! the audit journal (the write-ahead log's format, its own directory, one fdatasync a group)
+//! and answers each caller once its entry is there, so that a read's answer never leaves
+//! before its audit entry is durable, power loss included. The index thread then applies the
+//! groups to the store in large batches (each entry with its index keys, and the month's
+//! share counters, with the sequence of the last group applied), off the callers' path, and
+//! checkpoints the store every `wal.checkpoint_interval_ms` so that the journal segments the
+//! store holds durably are deleted. At start, journal groups the store has not applied are
+//! applied first. Queries of the log wait for the index thread to apply what was journaled
+//! before they began, so a caller reads its own entries.
+//!
+//! The pruner, a third thread, deletes entries past the retention (`audit.retention_days`)
+//! every `audit.prune_interval_ms`, in bounded batches, keeping the share counters. Its keys
+//! are `u/`, `ui/`, `ut/`, `m/shares/`, `m/audit_serial` and `m/audit_journal_applied`. The
+//! write path also writes `u/` and `ui/` keys, the entries of changes in the changes' own
+//! transactions (durable with the change, through the write-ahead log), with serials of its
+//! own (high bit set), so the two never write the same key (`ut/` lists are written whole,
+//! the same by anyone). Decides nothing about what is audited; that is the api's.
 
 use super::EngineError;
 use crate::config::AuditConfig;
 use crate::model::EpochMillis;
 use crate::store::{AuditBatchDone, AuditPage, AuditQuery, AuditRecord, ShareCount, Store};
+use crate::wal::{LogEntry, Wal};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-/// Entries one group may hold: one store batch.
+/// Entries one journal group may hold.
 const GROUP_ENTRIES_MAX: usize = 1_024;
-/// Keys one group may write, about: an entry writes one index key per person it names, and a
-/// batch read names up to a thousand. The group ends after the entry that reaches it.
+/// Keys one group (or one store batch of the index thread) may write, about: an entry writes
+/// one index key per person it names, and a batch read names up to a thousand. It ends after
+/// the entry that reaches it.
 const GROUP_KEYS_MAX: usize = 65_536;
-/// Entries waiting for the writer; callers wait when it is full.
+/// Entries waiting for the journal; callers wait when it is full.
 const QUEUE_ENTRIES_MAX: usize = 8_192;
+/// Journaled groups waiting for the index thread; the journal waits when it is full.
+const INDEX_QUEUE_GROUPS_MAX: usize = 1_024;
+/// How long a query waits for the index thread to apply what was journaled before it.
+const QUERY_CATCH_UP_MAX: Duration = Duration::from_secs(10);
 
 const DAY_MILLIS: i64 = 24 * 3_600 * 1_000;
 
 type Pending = (AuditRecord, oneshot::Sender<Result<(), String>>);
+
+/// One group of entries as the journal holds it: its entries take the serials from
+/// `first_serial` on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalGroup {
+    sequence: u64,
+    first_serial: u64,
+    records: Vec<AuditRecord>,
+}
+
+impl LogEntry for JournalGroup {
+    const LOG: &'static str = "audit journal";
+
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    fn decode(payload: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(payload)
+    }
+}
+
+/// Where the journal lives and how it is cut and checkpointed.
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    pub dir: PathBuf,
+    pub segment_bytes_max: u64,
+    pub checkpoint_interval: Duration,
+}
 
 /// The time before which entries are pruned at `now`, or `None` when they are kept forever
 /// (`retention_days` 0).
@@ -37,60 +83,89 @@ pub fn prune_cutoff(now: EpochMillis, retention_days: u32) -> Option<EpochMillis
     (retention_days > 0).then(|| now.saturating_sub(i64::from(retention_days) * DAY_MILLIS))
 }
 
+/// How far the index thread has got, for queries to wait on.
+#[derive(Default)]
+struct IndexProgress {
+    /// The last group applied to the store.
+    applied: u64,
+    /// Why the index thread stopped applying, if it did.
+    failed: Option<String>,
+}
+
 pub struct AuditLog {
     store: Arc<Store>,
     retention_days: u32,
     /// Taken at shutdown: later entries are refused.
     queue: Mutex<Option<mpsc::Sender<Pending>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    journal_thread: Mutex<Option<JoinHandle<()>>>,
+    index_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The last group journaled (and answered).
+    journaled: Arc<AtomicU64>,
+    progress: Arc<(Mutex<IndexProgress>, Condvar)>,
     /// Dropped at shutdown: the pruner stops after its current batch.
     pruner_stop: Mutex<Option<std_mpsc::Sender<()>>>,
     pruner: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl AuditLog {
-    /// Starts the writer thread, and the pruner unless entries are kept forever; both end at
-    /// `close`.
-    pub fn start(store: Arc<Store>, config: &AuditConfig) -> Result<AuditLog, EngineError> {
-        let mut next_serial = store.next_audit_serial()?;
-        let (queue, mut receiver) = mpsc::channel::<Pending>(QUEUE_ENTRIES_MAX);
-        let writer_store = Arc::clone(&store);
-        let thread = std::thread::Builder::new()
-            .name("popmaster-audit".into())
-            .spawn(move || {
-                while let Some(first) = receiver.blocking_recv() {
-                    let mut n_keys = first.0.n_keys();
-                    let mut group = vec![first];
-                    while group.len() < GROUP_ENTRIES_MAX && n_keys < GROUP_KEYS_MAX {
-                        match receiver.try_recv() {
-                            Ok(pending) => {
-                                n_keys += pending.0.n_keys();
-                                group.push(pending);
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    let (records, replies): (Vec<AuditRecord>, Vec<_>) = group.into_iter().unzip();
-                    let result = writer_store.append_audit(next_serial, &records);
-                    let answer = match result {
-                        Ok(()) => {
-                            next_serial += records.len() as u64;
-                            Ok(())
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, n_entries = records.len(), "cannot write audit entries");
-                            Err(error.to_string())
-                        }
-                    };
-                    for reply in replies {
-                        let _ = reply.send(answer.clone());
-                    }
-                }
-            })
-            .map_err(|source| EngineError::Thread {
-                thread: "audit",
-                source,
-            })?;
+    /// Applies the journal groups the store lacks, then starts the journal and index threads,
+    /// and the pruner unless entries are kept forever; all end at `close`.
+    pub fn start(store: Arc<Store>, config: &AuditConfig, journal: JournalConfig) -> Result<AuditLog, EngineError> {
+        let applied = store.audit_journal_applied()?;
+        let recovered = Wal::<JournalGroup>::open(&journal.dir, journal.segment_bytes_max, applied)?;
+        if recovered.torn_tail_bytes > 0 {
+            tracing::warn!(
+                torn_tail_bytes = recovered.torn_tail_bytes,
+                "cut an unanswered torn write off the end of the audit journal"
+            );
+        }
+        let n_replayed = recovered.pending.len();
+        for group in &recovered.pending {
+            store.append_audit_journaled(group.first_serial, &group.records, group.sequence)?;
+        }
+        let mut wal = recovered.wal;
+        // What the store holds now becomes durable, and the journal behind it goes.
+        store.checkpoint()?;
+        wal.trim(store.audit_journal_applied()?)?;
+        if n_replayed > 0 {
+            tracing::info!(n_replayed, "applied audit journal groups the store lacked");
+        }
+        let journaled_now = wal.next_sequence() - 1;
+        let journaled = Arc::new(AtomicU64::new(journaled_now));
+        let progress = Arc::new((
+            Mutex::new(IndexProgress {
+                applied: journaled_now,
+                failed: None,
+            }),
+            Condvar::new(),
+        ));
+        let durable = Arc::new(AtomicU64::new(journaled_now));
+        let (queue, receiver) = mpsc::channel::<Pending>(QUEUE_ENTRIES_MAX);
+        let (to_index, index_receiver) = std_mpsc::sync_channel::<JournalGroup>(INDEX_QUEUE_GROUPS_MAX);
+        let journal_thread = {
+            let journaled = Arc::clone(&journaled);
+            let durable = Arc::clone(&durable);
+            let next_serial = store.next_audit_serial()?;
+            std::thread::Builder::new()
+                .name("popmaster-audit".into())
+                .spawn(move || journal_loop(wal, receiver, to_index, next_serial, &journaled, &durable))
+                .map_err(|source| EngineError::Thread {
+                    thread: "audit journal",
+                    source,
+                })?
+        };
+        let index_thread = {
+            let store = Arc::clone(&store);
+            let progress = Arc::clone(&progress);
+            let interval = journal.checkpoint_interval;
+            std::thread::Builder::new()
+                .name("popmaster-audit-index".into())
+                .spawn(move || index_loop(&store, index_receiver, &progress, &durable, interval))
+                .map_err(|source| EngineError::Thread {
+                    thread: "audit index",
+                    source,
+                })?
+        };
         let (pruner_stop, pruner) = if config.retention_days > 0 {
             let (stop, stopped) = std_mpsc::channel::<()>();
             let pruner_store = Arc::clone(&store);
@@ -121,27 +196,33 @@ impl AuditLog {
             store,
             retention_days: config.retention_days,
             queue: Mutex::new(Some(queue)),
-            thread: Mutex::new(Some(thread)),
+            journal_thread: Mutex::new(Some(journal_thread)),
+            index_thread: Mutex::new(Some(index_thread)),
+            journaled,
+            progress,
             pruner_stop: Mutex::new(pruner_stop),
             pruner: Mutex::new(pruner),
         })
     }
 
-    /// Stops the pruner (after its current batch), writes what is queued and stops the
-    /// writer; blocks until both have.
+    /// Stops the pruner (after its current batch), journals and applies what is queued and
+    /// stops the journal and index threads; blocks until all have.
     pub fn close(&self) {
         drop(self.pruner_stop.lock().expect("audit lock").take());
         if let Some(pruner) = self.pruner.lock().expect("audit lock").take() {
             let _ = pruner.join();
         }
         drop(self.queue.lock().expect("audit lock").take());
-        if let Some(thread) = self.thread.lock().expect("audit lock").take() {
+        if let Some(thread) = self.journal_thread.lock().expect("audit lock").take() {
+            let _ = thread.join();
+        }
+        if let Some(thread) = self.index_thread.lock().expect("audit lock").take() {
             let _ = thread.join();
         }
     }
 
-    /// Appends one entry and waits until it is written. An entry that cannot be written is an
-    /// error: the caller must not answer as if it were audited.
+    /// Appends one entry and waits until it is in the journal, on stable storage. An entry
+    /// that cannot be written is an error: the caller must not answer as if it were audited.
     pub async fn append(&self, record: AuditRecord) -> Result<(), EngineError> {
         let (reply, answer) = oneshot::channel();
         let queue = self
@@ -161,18 +242,219 @@ impl AuditLog {
         }
     }
 
+    /// Blocks until the store holds every entry journaled before the call: what a query or a
+    /// backup must see.
+    pub fn catch_up(&self) -> Result<(), EngineError> {
+        let target = self.journaled.load(Ordering::Acquire);
+        let (progress, applied) = &*self.progress;
+        let guard = progress.lock().expect("audit lock");
+        let (guard, _) = applied
+            .wait_timeout_while(guard, QUERY_CATCH_UP_MAX, |progress| {
+                progress.applied < target && progress.failed.is_none()
+            })
+            .expect("audit lock");
+        if let Some(failed) = &guard.failed {
+            return Err(EngineError::Audit(format!(
+                "the audit entries are journaled but the store stopped taking them: {failed}"
+            )));
+        }
+        if guard.applied < target {
+            return Err(EngineError::Audit(format!(
+                "the store is {} journal groups behind the audit journal after {} s; try again",
+                target - guard.applied,
+                QUERY_CATCH_UP_MAX.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
     /// One pruning pass as the pruner runs it, at `now`: deletes every entry past the
     /// retention. Blocks; nothing when entries are kept forever.
     pub fn prune(&self, now: EpochMillis) -> Result<AuditBatchDone, EngineError> {
         Ok(prune_pass(&self.store, self.retention_days, now, &|| false)?)
     }
 
+    /// A page of entries; blocks until the store holds what was journaled before the call.
     pub fn query(&self, query: &AuditQuery, after: Option<&[u8]>, page_size: usize) -> Result<AuditPage, EngineError> {
+        self.catch_up()?;
         Ok(self.store.audit_page(query, after, page_size)?)
     }
 
+    /// The share counters; blocks until the store holds what was journaled before the call.
     pub fn share_counts(&self, month: Option<&str>) -> Result<Vec<ShareCount>, EngineError> {
+        self.catch_up()?;
         Ok(self.store.share_counts(month)?)
+    }
+}
+
+/// The journal thread: takes the queued entries in groups, appends each group with one
+/// fdatasync, answers its callers, and hands it to the index thread. Deletes the journal
+/// segments the store holds durably (`durable`) before each append. After a failed append
+/// it refuses every later entry: the journal's tail is then unknown.
+fn journal_loop(
+    mut wal: Wal<JournalGroup>,
+    mut receiver: mpsc::Receiver<Pending>,
+    to_index: std_mpsc::SyncSender<JournalGroup>,
+    mut next_serial: u64,
+    journaled: &AtomicU64,
+    durable: &AtomicU64,
+) {
+    let mut failed: Option<String> = None;
+    let mut trimmed = 0;
+    while let Some(first) = receiver.blocking_recv() {
+        let mut n_keys = first.0.n_keys();
+        let mut group = vec![first];
+        while group.len() < GROUP_ENTRIES_MAX && n_keys < GROUP_KEYS_MAX {
+            match receiver.try_recv() {
+                Ok(pending) => {
+                    n_keys += pending.0.n_keys();
+                    group.push(pending);
+                }
+                Err(_) => break,
+            }
+        }
+        let (records, replies): (Vec<AuditRecord>, Vec<_>) = group.into_iter().unzip();
+        if let Some(message) = &failed {
+            for reply in replies {
+                let _ = reply.send(Err(message.clone()));
+            }
+            continue;
+        }
+        let durable_now = durable.load(Ordering::Acquire);
+        if durable_now > trimmed {
+            match wal.trim(durable_now) {
+                Ok(_) => trimmed = durable_now,
+                Err(error) => tracing::warn!(%error, "cannot delete old audit journal segments; trying again later"),
+            }
+        }
+        let group = JournalGroup {
+            sequence: wal.next_sequence(),
+            first_serial: next_serial,
+            records,
+        };
+        let answer = match wal.append(std::slice::from_ref(&group)) {
+            Ok(()) => {
+                next_serial += group.records.len() as u64;
+                journaled.store(group.sequence, Ordering::Release);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(%error, n_entries = group.records.len(), "cannot journal audit entries; every later audited call is refused");
+                let message = format!("the audit journal failed: {error}");
+                failed = Some(message.clone());
+                Err(message)
+            }
+        };
+        let journaled_ok = answer.is_ok();
+        for reply in replies {
+            let _ = reply.send(answer.clone());
+        }
+        if journaled_ok && to_index.send(group).is_err() {
+            // The index thread has stopped; the journal keeps the group for the next start.
+            tracing::error!("the audit index thread has stopped; journaled entries wait for the next start");
+        }
+    }
+}
+
+/// The index thread: applies journaled groups to the store, as many as are waiting in one
+/// batch (bounded by `GROUP_KEYS_MAX`), and checkpoints the store every `interval` it has
+/// applied anything, publishing the last group the checkpoint made durable.
+fn index_loop(
+    store: &Store,
+    receiver: std_mpsc::Receiver<JournalGroup>,
+    progress: &(Mutex<IndexProgress>, Condvar),
+    durable: &AtomicU64,
+    interval: Duration,
+) {
+    let mut last_checkpoint = Instant::now();
+    let mut applied_since_checkpoint: Option<u64> = None;
+    let mut carried: Option<JournalGroup> = None;
+    let mut failed = false;
+    loop {
+        let first = match carried.take() {
+            Some(group) => group,
+            None => match receiver.recv_timeout(interval.max(Duration::from_millis(1))) {
+                Ok(group) => group,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                    checkpoint_if_due(
+                        store,
+                        &mut applied_since_checkpoint,
+                        &mut last_checkpoint,
+                        durable,
+                        interval,
+                    );
+                    continue;
+                }
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        if failed {
+            // Left for the next start, which applies it from the journal.
+            continue;
+        }
+        let mut last_sequence = first.sequence;
+        let first_serial = first.first_serial;
+        let mut n_keys: usize = first.records.iter().map(AuditRecord::n_keys).sum();
+        let mut records = first.records;
+        while n_keys < GROUP_KEYS_MAX {
+            match receiver.try_recv() {
+                Ok(group) if group.first_serial == first_serial + records.len() as u64 => {
+                    n_keys += group.records.iter().map(AuditRecord::n_keys).sum::<usize>();
+                    last_sequence = group.sequence;
+                    records.extend(group.records);
+                }
+                Ok(group) => {
+                    carried = Some(group);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let (state, applied) = progress;
+        match store.append_audit_journaled(first_serial, &records, last_sequence) {
+            Ok(()) => {
+                state.lock().expect("audit lock").applied = last_sequence;
+                applied_since_checkpoint = Some(last_sequence);
+            }
+            Err(error) => {
+                tracing::error!(%error, n_entries = records.len(), "cannot apply journaled audit entries to the store; they are applied at the next start");
+                state.lock().expect("audit lock").failed = Some(error.to_string());
+                failed = true;
+            }
+        }
+        applied.notify_all();
+        checkpoint_if_due(
+            store,
+            &mut applied_since_checkpoint,
+            &mut last_checkpoint,
+            durable,
+            interval,
+        );
+    }
+    // At shutdown the engine's last checkpoint makes what was applied durable; the journal
+    // behind it is deleted at the next start.
+}
+
+fn checkpoint_if_due(
+    store: &Store,
+    applied_since_checkpoint: &mut Option<u64>,
+    last_checkpoint: &mut Instant,
+    durable: &AtomicU64,
+    interval: Duration,
+) {
+    let Some(applied) = *applied_since_checkpoint else {
+        return;
+    };
+    if last_checkpoint.elapsed() < interval {
+        return;
+    }
+    *last_checkpoint = Instant::now();
+    match store.checkpoint() {
+        Ok(()) => {
+            durable.fetch_max(applied, Ordering::AcqRel);
+            *applied_since_checkpoint = None;
+        }
+        Err(error) => tracing::error!(%error, "cannot checkpoint the store for the audit journal; trying again later"),
     }
 }
 
@@ -272,6 +554,92 @@ mod tests {
         n * DAY_MILLIS
     }
 
+    fn journal_dir() -> tempfile::TempDir {
+        tempfile::tempdir().expect("temp dir")
+    }
+
+    fn journal_config(dir: &tempfile::TempDir) -> JournalConfig {
+        JournalConfig {
+            dir: dir.path().join("audit-journal"),
+            segment_bytes_max: 1 << 20,
+            checkpoint_interval: Duration::from_secs(30),
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().build().expect("runtime")
+    }
+
+    /// An answered entry is in the journal, and a query right after sees it: the query waits
+    /// for the index thread.
+    #[test]
+    fn a_query_sees_every_entry_answered_before_it() {
+        let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("store"));
+        let journal = journal_dir();
+        let audit =
+            AuditLog::start(Arc::clone(&store), &AuditConfig::default(), journal_config(&journal)).expect("start");
+        let now = chrono::Utc::now().timestamp_millis();
+        runtime().block_on(async {
+            for n in 0..50 {
+                audit.append(entry(now + n, &format!("c{n}"))).await.expect("append");
+            }
+        });
+        let everything = AuditQuery {
+            from: 0,
+            to: i64::MAX,
+            ..AuditQuery::default()
+        };
+        let page = audit.query(&everything, None, 100).expect("query");
+        assert_eq!(page.entries.len(), 50);
+        let counts = audit.share_counts(None).expect("counts");
+        assert_eq!(counts.iter().map(|count| count.n_calls).sum::<u64>(), 50);
+        audit.close();
+        let journaled = Wal::<JournalGroup>::open(&journal_config(&journal).dir, 1 << 20, 0).expect("journal");
+        let n_journaled: usize = journaled.pending.iter().map(|group| group.records.len()).sum();
+        assert_eq!(n_journaled, 50, "every answered entry is in the journal");
+    }
+
+    /// Groups journaled but never applied (the process died between the two) are applied at
+    /// the next start, with their serials, and only those.
+    #[test]
+    fn the_next_start_applies_what_the_journal_holds_and_the_store_lacks() {
+        let journal = journal_dir();
+        let config = journal_config(&journal);
+        let now = chrono::Utc::now().timestamp_millis();
+        let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("store"));
+        store
+            .append_audit_journaled(0, &[entry(now, "applied")], 1)
+            .expect("append");
+        let mut wal = Wal::<JournalGroup>::open(&config.dir, 1 << 20, 0).expect("journal").wal;
+        let groups = [
+            JournalGroup {
+                sequence: 1,
+                first_serial: 0,
+                records: vec![entry(now, "applied")],
+            },
+            JournalGroup {
+                sequence: 2,
+                first_serial: 1,
+                records: vec![entry(now + 1, "lost-1"), entry(now + 2, "lost-2")],
+            },
+        ];
+        wal.append(&groups).expect("journal");
+        drop(wal);
+        let audit = AuditLog::start(Arc::clone(&store), &AuditConfig::default(), config.clone()).expect("start");
+        assert_eq!(callers(&store), ["applied", "lost-1", "lost-2"]);
+        assert_eq!(store.audit_journal_applied().expect("applied"), 2);
+        runtime()
+            .block_on(audit.append(entry(now + 3, "after")))
+            .expect("append");
+        audit.catch_up().expect("caught up");
+        assert_eq!(callers(&store), ["applied", "lost-1", "lost-2", "after"]);
+        audit.close();
+        // Started again on the same store, nothing is applied twice.
+        let audit = AuditLog::start(Arc::clone(&store), &AuditConfig::default(), config).expect("restart");
+        assert_eq!(callers(&store), ["applied", "lost-1", "lost-2", "after"]);
+        audit.close();
+    }
+
     /// A pass at an injected time deletes what is past the retention then. The entries lie in
     /// the future, so the pruner's own pass at the real time leaves them.
     #[test]
@@ -293,7 +661,8 @@ mod tests {
             retention_days: 30,
             prune_interval_ms: 3_600_000,
         };
-        let audit = AuditLog::start(Arc::clone(&store), &config).expect("start");
+        let journal = journal_dir();
+        let audit = AuditLog::start(Arc::clone(&store), &config, journal_config(&journal)).expect("start");
         assert_eq!(callers(&store), ["old", "just-old", "kept", "recent"]);
         let pass = audit.prune(now).expect("prune");
         assert_eq!((pass.n_entries, pass.n_index_keys, pass.finished), (2, 4, true));
@@ -326,7 +695,8 @@ mod tests {
             retention_days: 0,
             prune_interval_ms: 1,
         };
-        let audit = AuditLog::start(Arc::clone(&store), &forever).expect("start");
+        let journal = journal_dir();
+        let audit = AuditLog::start(Arc::clone(&store), &forever, journal_config(&journal)).expect("start");
         assert_eq!(audit.prune(now + days(10_000)).expect("prune").n_entries, 0);
         std::thread::sleep(Duration::from_millis(50));
         audit.close();
@@ -336,7 +706,7 @@ mod tests {
             retention_days: 30,
             prune_interval_ms: 3_600_000,
         };
-        let audit = AuditLog::start(Arc::clone(&store), &config).expect("start");
+        let audit = AuditLog::start(Arc::clone(&store), &config, journal_config(&journal)).expect("start");
         let deadline = Instant::now() + Duration::from_secs(10);
         while callers(&store).len() > 1 {
             assert!(Instant::now() < deadline, "the pruner did not pass at start");

@@ -50,7 +50,8 @@ pub struct BackupRun {
 impl Engine {
     /// Starts a backup of the store into `dir` (absolute, absent or empty, outside the data
     /// directory). Returns once the snapshot is open: from then on the backup holds exactly
-    /// what the store held at that moment, whatever is written meanwhile.
+    /// what the store held at that moment (every audit entry journaled before the call
+    /// included), whatever is written meanwhile.
     pub fn start_backup(&self, dir: PathBuf) -> Result<BackupRun, EngineError> {
         backup::check_target(&dir)?;
         if is_inside(&dir, &self.config.data_dir) {
@@ -59,6 +60,8 @@ impl Engine {
                 dir.display()
             )));
         }
+        // The audit entries journaled so far belong in the backup: the store must hold them.
+        self.audit.catch_up()?;
         let snapshot = self
             .store
             .open_snapshot(self.config.backup.preimage_bytes_max)

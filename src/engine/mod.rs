@@ -217,7 +217,12 @@ impl Engine {
             );
         }
         let indexer = indexer::Indexer::start(&data_dir.join("index"), &config.index, Arc::clone(&store))?;
-        let audit = Arc::new(AuditLog::start(Arc::clone(&store), &config.audit)?);
+        let journal = audit::JournalConfig {
+            dir: data_dir.join("audit-journal"),
+            segment_bytes_max: config.wal.segment_bytes_max,
+            checkpoint_interval: config.wal.checkpoint_interval(),
+        };
+        let audit = Arc::new(AuditLog::start(Arc::clone(&store), &config.audit, journal)?);
         let (writer_queue, receiver) = mpsc::channel(config.wal.queue_batches_max);
         let write_path_failed = Arc::new(AtomicBool::new(false));
         let ingest_times = Arc::new(Mutex::new(IngestTimes::default()));

@@ -292,7 +292,35 @@ impl Store {
     /// Appends `records` (serials from `first_serial` on) and adds their shares to the month
     /// counters, in one atomic batch.
     pub fn append_audit(&self, first_serial: u64, records: &[AuditRecord]) -> Result<(), StoreError> {
+        self.append_audit_entries(first_serial, records, None)
+    }
+
+    /// `append_audit` of the entries of audit journal groups up to `journal_sequence`, which
+    /// is recorded in the same batch.
+    pub fn append_audit_journaled(
+        &self,
+        first_serial: u64,
+        records: &[AuditRecord],
+        journal_sequence: u64,
+    ) -> Result<(), StoreError> {
+        self.append_audit_entries(first_serial, records, Some(journal_sequence))
+    }
+
+    /// The sequence of the last audit journal group applied; 0 before the first.
+    pub fn audit_journal_applied(&self) -> Result<u64, StoreError> {
+        self.begin().counter(layout::META_AUDIT_JOURNAL_APPLIED)
+    }
+
+    fn append_audit_entries(
+        &self,
+        first_serial: u64,
+        records: &[AuditRecord],
+        journal_sequence: Option<u64>,
+    ) -> Result<(), StoreError> {
         let mut txn = self.begin();
+        if let Some(sequence) = journal_sequence {
+            txn.put_small(layout::META_AUDIT_JOURNAL_APPLIED.to_vec(), &sequence)?;
+        }
         let mut shares: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
         for (offset, record) in records.iter().enumerate() {
             put_audit_entry(&mut txn, first_serial + offset as u64, record)?;

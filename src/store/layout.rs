@@ -57,6 +57,8 @@ pub const META_MODEL: &[u8] = b"m/model";
 pub const META_SOURCE_RECORDS: &[u8] = b"m/source_records/";
 /// The serial the next audit entry takes.
 pub const META_AUDIT_SERIAL: &[u8] = b"m/audit_serial";
+/// The sequence of the last audit journal group applied (written with its entries).
+pub const META_AUDIT_JOURNAL_APPLIED: &[u8] = b"m/audit_journal_applied";
 /// Prefix of the monthly share counters (`m/shares/<YYYY-MM>\0<caller>`).
 pub const META_SHARES: &[u8] = b"m/shares/";
 

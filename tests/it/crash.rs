@@ -215,11 +215,13 @@ async fn verify(url: &str, workloads: &[Arc<Vec<pb::RecordBatch>>]) {
 
 /// A change's audit entry is written in the change's own store transaction, so an
 /// acknowledged batch and a steward's merge keep their entries through kill -9 (the store's
-/// checkpoint never ran; both come back from the write-ahead log).
+/// checkpoint never ran; both come back from the write-ahead log), and so do reads answered
+/// just before the kill (from the audit journal).
 #[tokio::test]
 async fn a_changes_audit_entry_survives_kill_9_with_the_change() {
     use crate::security::{callers_toml, resident};
     use popmaster::pb::admin_service_client::AdminServiceClient;
+    use popmaster::pb::profile_service_client::ProfileServiceClient;
     use tonic::metadata::MetadataValue;
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -281,6 +283,26 @@ async fn a_changes_audit_entry_survives_kill_9_with_the_change() {
         .await
         .expect("merge")
         .into_inner();
+    // Reads, answered only once their entries are in the audit journal: killed right after,
+    // before any checkpoint or flush of the store, the entries are still there.
+    let mut portal = ProfileServiceClient::with_interceptor(channel.clone(), move |mut request: tonic::Request<()>| {
+        let value = MetadataValue::try_from("Bearer token-portal").expect("ascii");
+        request.metadata_mut().insert("authorization", value);
+        request
+            .metadata_mut()
+            .insert("x-purpose", MetadataValue::from_static("case-7"));
+        Ok(request)
+    });
+    const N_READS: usize = 20;
+    for _ in 0..N_READS {
+        portal
+            .get_profile(pb::GetProfileRequest {
+                person_id: merged.person_id.clone(),
+                tag_mask: vec![],
+            })
+            .await
+            .expect("read");
+    }
     server.kill_9();
 
     let server = ServerProcess::spawn_with(&data_dir, &log_path, "info", &["--config", &config_arg]).await;
@@ -325,6 +347,17 @@ async fn a_changes_audit_entry_survives_kill_9_with_the_change() {
     for person in &persons {
         assert!(merge_entry.person_ids.contains(person), "{merge_entry:?}");
     }
+    let reads = ops
+        .query_audit(entries("portal"))
+        .await
+        .expect("query")
+        .into_inner()
+        .entries;
+    let n_reads = reads
+        .iter()
+        .filter(|entry| entry.action == "ProfileService/GetProfile" && entry.purpose == "case-7")
+        .count();
+    assert_eq!(n_reads, N_READS, "every answered read kept its entry: {reads:?}");
     assert!(!server.log().contains("panicked"));
     server.kill_9();
 }
