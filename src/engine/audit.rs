@@ -366,8 +366,12 @@ fn index_loop(
     durable: &AtomicU64,
     interval: Duration,
 ) {
-    let mut last_checkpoint = Instant::now();
-    let mut applied_since_checkpoint: Option<u64> = None;
+    let mut checkpoints = Checkpoints {
+        last: Instant::now(),
+        applied_since: None,
+        durable,
+        interval,
+    };
     let mut carried: Option<JournalGroup> = None;
     let mut failed = false;
     loop {
@@ -376,13 +380,7 @@ fn index_loop(
             None => match receiver.recv_timeout(interval.max(Duration::from_millis(1))) {
                 Ok(group) => group,
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                    checkpoint_if_due(
-                        store,
-                        &mut applied_since_checkpoint,
-                        &mut last_checkpoint,
-                        durable,
-                        interval,
-                    );
+                    checkpoints.run_if_due(store);
                     continue;
                 }
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
@@ -414,7 +412,7 @@ fn index_loop(
         match store.append_audit_journaled(first_serial, &records, last_sequence) {
             Ok(()) => {
                 state.lock().expect("audit lock").applied = last_sequence;
-                applied_since_checkpoint = Some(last_sequence);
+                checkpoints.applied_since = Some(last_sequence);
             }
             Err(error) => {
                 tracing::error!(%error, n_entries = records.len(), "cannot apply journaled audit entries to the store; they are applied at the next start");
@@ -423,38 +421,40 @@ fn index_loop(
             }
         }
         applied.notify_all();
-        checkpoint_if_due(
-            store,
-            &mut applied_since_checkpoint,
-            &mut last_checkpoint,
-            durable,
-            interval,
-        );
+        checkpoints.run_if_due(store);
     }
     // At shutdown the engine's last checkpoint makes what was applied durable; the journal
     // behind it is deleted at the next start.
 }
 
-fn checkpoint_if_due(
-    store: &Store,
-    applied_since_checkpoint: &mut Option<u64>,
-    last_checkpoint: &mut Instant,
-    durable: &AtomicU64,
+/// The index thread's checkpoints of the store, for the journal's sake.
+struct Checkpoints<'a> {
+    last: Instant,
+    /// The last group applied since the last checkpoint.
+    applied_since: Option<u64>,
+    /// Published after each checkpoint: the last group it made durable.
+    durable: &'a AtomicU64,
     interval: Duration,
-) {
-    let Some(applied) = *applied_since_checkpoint else {
-        return;
-    };
-    if last_checkpoint.elapsed() < interval {
-        return;
-    }
-    *last_checkpoint = Instant::now();
-    match store.checkpoint() {
-        Ok(()) => {
-            durable.fetch_max(applied, Ordering::AcqRel);
-            *applied_since_checkpoint = None;
+}
+
+impl Checkpoints<'_> {
+    fn run_if_due(&mut self, store: &Store) {
+        let Some(applied) = self.applied_since else {
+            return;
+        };
+        if self.last.elapsed() < self.interval {
+            return;
         }
-        Err(error) => tracing::error!(%error, "cannot checkpoint the store for the audit journal; trying again later"),
+        self.last = Instant::now();
+        match store.checkpoint() {
+            Ok(()) => {
+                self.durable.fetch_max(applied, Ordering::AcqRel);
+                self.applied_since = None;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot checkpoint the store for the audit journal; trying again later")
+            }
+        }
     }
 }
 
