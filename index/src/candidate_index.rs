@@ -12,19 +12,15 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Mutex, MutexGuard};
 
-use tantivy::collector::sort_key::{SortBySimilarityScore, SortByStaticFastValue};
-use tantivy::collector::TopDocs;
 use tantivy::columnar::{Column, StrColumn};
 use tantivy::indexer::UserOperation;
-use tantivy::{
-    DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, TantivyDocument, TantivyError, Term,
-};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Score, TantivyDocument, TantivyError, Term};
 use tracing::{debug, info};
 
 use crate::error::IndexError;
 use crate::layout::{self, DirState};
 use crate::schema::{self, Fields};
-use crate::{query, Candidate, CandidateQuery, IndexConfig, IndexOp};
+use crate::{query, top_k, Candidate, CandidateQuery, IndexConfig, IndexOp};
 
 /// Longest accepted `person_id`, in bytes.
 const MAX_PERSON_ID_BYTES: usize = 1024;
@@ -234,6 +230,24 @@ impl CandidateIndex {
     /// The score is the sum of constant weights of the distinct matched terms (see the
     /// `query` module), identical for an incrementally maintained and a rebuilt index.
     pub fn candidates(&self, query: &CandidateQuery, k: usize) -> Result<Vec<Candidate>, IndexError> {
+        let terms = query::weighted_terms(&self.fields, query);
+        let searcher = self.reader.searcher();
+        let limit = k.min(usize::try_from(searcher.num_docs()).unwrap_or(usize::MAX));
+        let hits = top_k::top_k(&searcher, &terms, limit)?;
+        self.hits_to_candidates(&searcher, hits.into_iter().map(|hit| (hit.score, hit.address)))
+    }
+
+    /// `candidates` through tantivy's own collector over `query::build`'s boolean query: what
+    /// `top_k` must give, for the tests to hold it to.
+    #[cfg(test)]
+    pub(crate) fn candidates_by_collector(
+        &self,
+        query: &CandidateQuery,
+        k: usize,
+    ) -> Result<Vec<Candidate>, IndexError> {
+        use tantivy::collector::sort_key::{SortBySimilarityScore, SortByStaticFastValue};
+        use tantivy::collector::TopDocs;
+        use tantivy::Order;
         let Some(tantivy_query) = query::build(&self.fields, query) else {
             return Ok(Vec::new());
         };
@@ -249,12 +263,23 @@ impl CandidateIndex {
         let hits: Vec<((Score, Option<u64>), DocAddress)> = searcher
             .search(&tantivy_query, &collector)
             .map_err(IndexError::tantivy("searching candidates"))?;
+        self.hits_to_candidates(
+            &searcher,
+            hits.into_iter().map(|((score, _), address)| (score, address)),
+        )
+    }
 
+    /// Each hit's person id and version, from the fast columns.
+    fn hits_to_candidates(
+        &self,
+        searcher: &tantivy::Searcher,
+        hits: impl ExactSizeIterator<Item = (Score, DocAddress)>,
+    ) -> Result<Vec<Candidate>, IndexError> {
         let n_segments = searcher.segment_readers().len();
         let mut version_columns: Vec<Option<Column<u64>>> = vec![None; n_segments];
         let mut id_columns: Vec<Option<StrColumn>> = vec![None; n_segments];
         let mut candidates = Vec::with_capacity(hits.len());
-        for ((score, _), address) in hits {
+        for (score, address) in hits {
             let segment = searcher.segment_reader(address.segment_ord);
             let column = match version_columns.get_mut(address.segment_ord as usize) {
                 Some(Some(column)) => column,

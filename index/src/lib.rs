@@ -22,6 +22,7 @@ mod home;
 mod layout;
 mod query;
 mod schema;
+mod top_k;
 
 use std::fmt;
 

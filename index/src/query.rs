@@ -1,10 +1,11 @@
 //! Candidate query construction and scoring weights.
 //!
-//! Owns: turning a [`CandidateQuery`] into one boolean "should" query over the analyzed terms,
-//! and the weight of each kind of matched term.
+//! Owns: turning a [`CandidateQuery`] into its distinct analyzed terms, each with the weight a
+//! document holding it gains (executed by `top_k`; as one boolean "should" query of tantivy's
+//! in the tests), and the weight of each kind of matched term.
 //!
 //! Scoring is deliberately *not* BM25: every distinct matched query term adds a constant weight
-//! (a `ConstScoreQuery` per term). BM25 statistics include deleted-but-unmerged documents, so an
+//! (as a `ConstScoreQuery` per term would). BM25 statistics include deleted-but-unmerged documents, so an
 //! incrementally maintained index and a freshly rebuilt one would rank differently; constant
 //! weights make the score a pure function of (query, live document), and all weights are small
 //! dyadic numbers so every sum is exact in `f32` regardless of summation order. Final precision
@@ -12,8 +13,7 @@
 //!
 //! Must not: execute the query, touch the writer, or log query values.
 
-use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
-use tantivy::schema::{Field, IndexRecordOption};
+use tantivy::schema::Field;
 use tantivy::{Score, Term};
 
 use crate::analysis::{exact_term, AddressTerms, NameTerms};
@@ -37,9 +37,27 @@ pub(crate) mod weight {
     pub(crate) const ADDRESS_BIGRAM: Score = 0.5;
 }
 
-/// The query for `query`, or `None` if it yields no term at all (nothing can match).
-pub(crate) fn build(fields: &Fields, query: &CandidateQuery) -> Option<BooleanQuery> {
-    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+/// The query for `query` as tantivy's boolean query, or `None` if it yields no term at all
+/// (nothing can match): what `top_k` executes on its own, for the tests to compare with.
+#[cfg(test)]
+pub(crate) fn build(fields: &Fields, query: &CandidateQuery) -> Option<tantivy::query::BooleanQuery> {
+    use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
+    use tantivy::schema::IndexRecordOption;
+    let clauses: Vec<(Occur, Box<dyn Query>)> = weighted_terms(fields, query)
+        .into_iter()
+        .map(|(term, weight)| {
+            let term_query = TermQuery::new(term, IndexRecordOption::Basic);
+            let clause: Box<dyn Query> = Box::new(ConstScoreQuery::new(Box::new(term_query), weight));
+            (Occur::Should, clause)
+        })
+        .collect();
+    (!clauses.is_empty()).then(|| BooleanQuery::new(clauses))
+}
+
+/// The distinct terms of `query`, each with the weight a document matching it gains: the
+/// clauses of `build`'s query, for an executor of its own (`top_k`).
+pub(crate) fn weighted_terms(fields: &Fields, query: &CandidateQuery) -> Vec<(Term, Score)> {
+    let mut clauses: Vec<(Term, Score)> = Vec::new();
 
     if let Some(name) = &query.name {
         let t = NameTerms::of(name);
@@ -70,22 +88,18 @@ pub(crate) fn build(fields: &Fields, query: &CandidateQuery) -> Option<BooleanQu
         push(&mut clauses, fields.address_bigram, &t.bigrams, weight::ADDRESS_BIGRAM);
     }
 
-    (!clauses.is_empty()).then(|| BooleanQuery::new(clauses))
+    clauses
 }
 
 fn push<'a>(
-    clauses: &mut Vec<(Occur, Box<dyn Query>)>,
+    clauses: &mut Vec<(Term, Score)>,
     field: Field,
     terms: impl IntoIterator<Item = &'a String>,
     weight: Score,
 ) {
     // Callers pass sets (or a single term), so each distinct term scores once.
     for term in terms {
-        let term_query = TermQuery::new(Term::from_field_text(field, term), IndexRecordOption::Basic);
-        clauses.push((
-            Occur::Should,
-            Box::new(ConstScoreQuery::new(Box::new(term_query), weight)),
-        ));
+        clauses.push((Term::from_field_text(field, term), weight));
     }
 }
 

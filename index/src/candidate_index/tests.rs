@@ -643,3 +643,96 @@ fn concurrent_search_while_applying() -> TestResult {
     assert_eq!(index.num_persons(), 16);
     Ok(())
 }
+
+mod top_k_equivalence {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SURNAMES: [&str; 6] = ["王", "张", "章", "李", "欧阳", "刘"];
+    const GIVEN: [&str; 8] = ["伟", "玮", "娜", "芳", "晓燕", "小燕", "洋", "明"];
+    const DATES: [&str; 4] = ["1990-01-01", "1992-02-02", "1985-03-03", "1990-01-10"];
+    const STREETS: [&str; 3] = ["梧桐路8号", "银杏街12号", "柳树村3组"];
+
+    fn name() -> impl Strategy<Value = String> {
+        (0..SURNAMES.len(), 0..GIVEN.len(), 0..GIVEN.len(), any::<bool>()).prop_map(|(s, g1, g2, two)| {
+            if two {
+                format!("{}{}{}", SURNAMES[s], GIVEN[g1], GIVEN[g2])
+            } else {
+                format!("{}{}", SURNAMES[s], GIVEN[g1])
+            }
+        })
+    }
+
+    fn doc(n: usize) -> impl Strategy<Value = PersonDoc> {
+        (
+            proptest::collection::vec(name(), 0..3),
+            proptest::option::of(0..DATES.len()),
+            proptest::option::of(0..STREETS.len()),
+            proptest::option::of(0..4u8),
+        )
+            .prop_map(move |(names, date, street, phone)| PersonDoc {
+                person_id: format!("p-{n:04}"),
+                version: 1,
+                names,
+                id_numbers: vec![],
+                birth_dates: date.map(|d| DATES[d].to_string()).into_iter().collect(),
+                phones: phone.map(|p| format!("1390000000{p}")).into_iter().collect(),
+                addresses: street
+                    .map(|s| format!("示例省虚构市{}", STREETS[s]))
+                    .into_iter()
+                    .collect(),
+            })
+    }
+
+    fn docs() -> impl Strategy<Value = Vec<PersonDoc>> {
+        (1usize..60).prop_flat_map(|n| (0..n).map(doc).collect::<Vec<_>>())
+    }
+
+    fn query() -> impl Strategy<Value = CandidateQuery> {
+        (
+            proptest::option::of(name()),
+            proptest::option::of(0..DATES.len()),
+            proptest::option::of(0..STREETS.len()),
+            proptest::option::of(0..4u8),
+        )
+            .prop_map(|(name, date, street, phone)| CandidateQuery {
+                name,
+                birth_date: date.map(|d| DATES[d].to_string()),
+                address: street.map(|s| format!("示例省虚构市{}", STREETS[s])),
+                phone: phone.map(|p| format!("1390000000{p}")),
+                ..CandidateQuery::default()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// The MaxScore executor gives exactly what tantivy's collector gives over the boolean
+        /// query: the same persons, scores and order, across segments and deletions.
+        #[test]
+        fn top_k_is_what_the_collector_finds(
+            first in docs(),
+            second in docs(),
+            deleted in proptest::collection::vec(0usize..60, 0..10),
+            queries in proptest::collection::vec(query(), 1..8),
+            k in 1usize..12,
+        ) {
+            let tmp = tempfile::tempdir().expect("temp dir");
+            let index = open(tmp.path()).expect("open");
+            // Two commits: two segments, the second replacing some persons of the first.
+            index.apply(upserts(first)).expect("apply");
+            index.commit(1).expect("commit");
+            index.apply(upserts(second)).expect("apply");
+            let deletes = deleted
+                .into_iter()
+                .map(|n| IndexOp::Delete { person_id: format!("p-{n:04}") })
+                .collect();
+            index.apply(deletes).expect("apply");
+            index.commit(2).expect("commit");
+            for query in &queries {
+                let expected = index.candidates_by_collector(query, k).expect("collector");
+                let found = index.candidates(query, k).expect("top k");
+                prop_assert_eq!(&found, &expected, "{:?}", query);
+            }
+        }
+    }
+}
