@@ -14,7 +14,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use tantivy::columnar::{Column, StrColumn};
 use tantivy::indexer::UserOperation;
-use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Score, TantivyDocument, TantivyError, Term};
+use tantivy::schema::IndexRecordOption;
+use tantivy::{
+    DocAddress, DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader, TantivyDocument,
+    TantivyError, Term,
+};
 use tracing::{debug, info};
 
 use crate::error::IndexError;
@@ -234,7 +238,11 @@ impl CandidateIndex {
         let searcher = self.reader.searcher();
         let limit = k.min(usize::try_from(searcher.num_docs()).unwrap_or(usize::MAX));
         let hits = top_k::top_k(&searcher, &terms, limit)?;
-        self.hits_to_candidates(&searcher, hits.into_iter().map(|hit| (hit.score, hit.address)))
+        self.hits_to_candidates(
+            &searcher,
+            hits.into_iter()
+                .map(|hit| (hit.score, Some(hit.person_key), hit.address)),
+        )
     }
 
     /// `candidates` through tantivy's own collector over `query::build`'s boolean query: what
@@ -263,23 +271,27 @@ impl CandidateIndex {
         let hits: Vec<((Score, Option<u64>), DocAddress)> = searcher
             .search(&tantivy_query, &collector)
             .map_err(IndexError::tantivy("searching candidates"))?;
+        // Every id read from the dictionary: the other way of `candidates` is checked too.
         self.hits_to_candidates(
             &searcher,
-            hits.into_iter().map(|((score, _), address)| (score, address)),
+            hits.into_iter().map(|((score, _), address)| (score, None, address)),
         )
     }
 
-    /// Each hit's person id and version, from the fast columns.
+    /// Each hit's person id and version, from the fast columns. A hit whose person key is that
+    /// of a service id (`P` and 16 hex digits) is checked against that id's postings, which is
+    /// much cheaper than reading the id out of the string column's dictionary; any other is read
+    /// from the dictionary.
     fn hits_to_candidates(
         &self,
         searcher: &tantivy::Searcher,
-        hits: impl ExactSizeIterator<Item = (Score, DocAddress)>,
+        hits: impl ExactSizeIterator<Item = (Score, Option<u64>, DocAddress)>,
     ) -> Result<Vec<Candidate>, IndexError> {
         let n_segments = searcher.segment_readers().len();
         let mut version_columns: Vec<Option<Column<u64>>> = vec![None; n_segments];
         let mut id_columns: Vec<Option<StrColumn>> = vec![None; n_segments];
         let mut candidates = Vec::with_capacity(hits.len());
-        for (score, address) in hits {
+        for (score, person_key, address) in hits {
             let segment = searcher.segment_reader(address.segment_ord);
             let column = match version_columns.get_mut(address.segment_ord as usize) {
                 Some(Some(column)) => column,
@@ -294,29 +306,23 @@ impl CandidateIndex {
             let version = column
                 .first(address.doc_id)
                 .ok_or(IndexError::corrupt("a document has no version"))?;
-            let ids = match &mut id_columns[address.segment_ord as usize] {
-                Some(ids) => ids,
-                slot => slot.insert(
-                    segment
-                        .fast_fields()
-                        .str(schema::PERSON_ID)
-                        .map_err(|e| IndexError::corrupt_because("the person id column is unreadable", e))?
-                        .ok_or(IndexError::corrupt("a segment has no person id column"))?,
-                ),
+            let person_id = match person_key.map(|key| self.service_id_of(segment, address.doc_id, key)) {
+                Some(Ok(Some(person_id))) => person_id,
+                Some(Err(error)) => return Err(error),
+                Some(Ok(None)) | None => {
+                    let ids = match &mut id_columns[address.segment_ord as usize] {
+                        Some(ids) => ids,
+                        slot => slot.insert(
+                            segment
+                                .fast_fields()
+                                .str(schema::PERSON_ID)
+                                .map_err(|e| IndexError::corrupt_because("the person id column is unreadable", e))?
+                                .ok_or(IndexError::corrupt("a segment has no person id column"))?,
+                        ),
+                    };
+                    id_from_dictionary(ids, address.doc_id)?
+                }
             };
-            let ordinal = ids
-                .ords()
-                .first(address.doc_id)
-                .ok_or(IndexError::corrupt("a document has no person id"))?;
-            let mut bytes = Vec::new();
-            let found = ids
-                .dictionary()
-                .ord_to_term(ordinal, &mut bytes)
-                .map_err(|e| IndexError::corrupt_because("the person id dictionary is unreadable", e))?;
-            if !found {
-                return Err(IndexError::corrupt("a person id is missing from its dictionary"));
-            }
-            let person_id = String::from_utf8(bytes).map_err(|_| IndexError::corrupt("a person id is not UTF-8"))?;
             candidates.push(Candidate {
                 person_id,
                 version,
@@ -324,6 +330,21 @@ impl CandidateIndex {
             });
         }
         Ok(candidates)
+    }
+
+    /// The service id whose person key is `key` (`P` and its 16 hex digits), if document `doc`
+    /// of `segment` holds it; `None` when it holds another id.
+    fn service_id_of(&self, segment: &SegmentReader, doc: DocId, key: u64) -> Result<Option<String>, IndexError> {
+        let person_id = format!("P{key:016X}");
+        let inverted = segment
+            .inverted_index(self.fields.person_id)
+            .map_err(|e| IndexError::corrupt_because("the person id index is unreadable", e))?;
+        let postings = inverted
+            .read_postings(&self.person_term(&person_id), IndexRecordOption::Basic)
+            .map_err(|e| IndexError::corrupt_because("a person id's postings are unreadable", e))?;
+        let holds = postings
+            .is_some_and(|mut postings| postings.doc() == doc || (postings.doc() < doc && postings.seek(doc) == doc));
+        Ok(holds.then_some(person_id))
     }
 
     fn person_term(&self, person_id: &str) -> Term {
@@ -389,3 +410,20 @@ fn validate_person_id(person_id: &str) -> Result<(), IndexError> {
 
 #[cfg(test)]
 mod tests;
+
+/// The person id of document `doc`, read out of the string column's dictionary.
+fn id_from_dictionary(ids: &StrColumn, doc: DocId) -> Result<String, IndexError> {
+    let ordinal = ids
+        .ords()
+        .first(doc)
+        .ok_or(IndexError::corrupt("a document has no person id"))?;
+    let mut bytes = Vec::new();
+    let found = ids
+        .dictionary()
+        .ord_to_term(ordinal, &mut bytes)
+        .map_err(|e| IndexError::corrupt_because("the person id dictionary is unreadable", e))?;
+    if !found {
+        return Err(IndexError::corrupt("a person id is missing from its dictionary"));
+    }
+    String::from_utf8(bytes).map_err(|_| IndexError::corrupt("a person id is not UTF-8"))
+}

@@ -663,6 +663,15 @@ mod top_k_equivalence {
         })
     }
 
+    /// Service ids (`P` and 16 hex digits) and others, mixed.
+    fn id(n: usize) -> String {
+        if n.is_multiple_of(3) {
+            format!("p-{n:04}")
+        } else {
+            format!("P{:016X}", 0x4000_0000_0000_0000u64 + n as u64 * 7)
+        }
+    }
+
     fn doc(n: usize) -> impl Strategy<Value = PersonDoc> {
         (
             proptest::collection::vec(name(), 0..3),
@@ -671,7 +680,7 @@ mod top_k_equivalence {
             proptest::option::of(0..4u8),
         )
             .prop_map(move |(names, date, street, phone)| PersonDoc {
-                person_id: format!("p-{n:04}"),
+                person_id: id(n),
                 version: 1,
                 names,
                 id_numbers: vec![],
@@ -707,7 +716,8 @@ mod top_k_equivalence {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         /// The MaxScore executor gives exactly what tantivy's collector gives over the boolean
-        /// query: the same persons, scores and order, across segments and deletions.
+        /// query: the same persons, scores and order, across segments and deletions; and the
+        /// ids it finds through a service id's postings are those of the dictionary.
         #[test]
         fn top_k_is_what_the_collector_finds(
             first in docs(),
@@ -724,7 +734,7 @@ mod top_k_equivalence {
             index.apply(upserts(second)).expect("apply");
             let deletes = deleted
                 .into_iter()
-                .map(|n| IndexOp::Delete { person_id: format!("p-{n:04}") })
+                .map(|n| IndexOp::Delete { person_id: id(n) })
                 .collect();
             index.apply(deletes).expect("apply");
             index.commit(2).expect("commit");
@@ -735,4 +745,30 @@ mod top_k_equivalence {
             }
         }
     }
+}
+
+/// A service id is found through its postings; any other id is left to the dictionary.
+#[test]
+fn service_ids_are_read_without_the_dictionary() -> TestResult {
+    let service = "P00000000000ABCDE";
+    let (_tmp, index) = loaded(vec![person(service, 1, &["王芳"]), person("p-legacy", 1, &["王芳"])])?;
+    let searcher = index.reader.searcher();
+    let mut found = BTreeMap::new();
+    for segment in searcher.segment_readers() {
+        let keys = segment.fast_fields().u64(schema::PERSON_KEY)?;
+        for doc in 0..segment.max_doc() {
+            let key = keys.first(doc).expect("a key");
+            found.insert(key, index.service_id_of(segment, doc, key)?);
+        }
+    }
+    assert_eq!(
+        found.get(&schema::person_key(service)),
+        Some(&Some(service.to_string()))
+    );
+    assert_eq!(found.get(&schema::person_key("p-legacy")), Some(&None));
+    let by_name = index.candidates(&by_name("王芳"), 5)?;
+    let mut ids: Vec<&str> = by_name.iter().map(|c| c.person_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["P00000000000ABCDE", "p-legacy"]);
+    Ok(())
 }
