@@ -2,8 +2,8 @@
 # Read benchmark through gRPC: generates a synthetic population plus residents known to every
 # department (profiles of every catalog tag, ~2,100), loads it into a fresh server, and runs
 # concurrent clients (benches/read_load.rs) on the same machine: GetProfile of the full
-# profiles, of ordinary persons spread over the whole store, with a 3-tag mask, and
-# SearchPersons by name and birth date. Prints calls/s and latency percentiles.
+# profiles (decoded, and forwarded as a gateway would take them), of ordinary persons spread
+# over the whole store, with a 3-tag mask, and SearchPersons by name and birth date. Prints calls/s and latency percentiles.
 #
 #   scripts/read-bench.sh [PERSONS] [FULL_PROFILES] [CLIENTS]
 #       default 334,000 persons (about 1,000,000 records), 200 full profiles, 32 clients
@@ -40,6 +40,7 @@ echo "cores: $(nproc); full profiles: $(wc -l < "$work/full.txt"); ordinary pers
 run() { cargo bench --bench read_load --quiet -- --server "$POPMASTER_SERVER" "$@" 2>/dev/null | grep -E '^(GetProfile|SearchPersons)'; }
 for n in 8 "$clients"; do
   run --persons "$work/full.txt" --clients "$n"
+  run --persons "$work/full.txt" --clients "$n" --forward
   run --persons "$work/ordinary.txt" --clients "$n"
   run --persons "$work/full.txt" --clients "$n" --tags name,id_number,phone
   run --search "$work/records.jsonl" --clients "$n"
