@@ -97,6 +97,10 @@ pub enum WalError {
     },
     #[error("log io: {0}")]
     Io(#[from] std::io::Error),
+    /// What reached the disk of the last append is unknown (its fdatasync failed, or its
+    /// partial write could not be cut off): nothing more may be appended.
+    #[error("log tail unknown after a failed append: {0}")]
+    TailUnknown(std::io::Error),
 }
 
 pub struct Wal<E: LogEntry = WalEntry> {
@@ -186,27 +190,31 @@ impl<E: LogEntry> Wal<E> {
     }
 
     /// Appends entries and returns once they are on stable storage (one fdatasync for all of
-    /// them: group commit).
+    /// them: group commit). A write that fails (a full disk, say) is cut off the file and the
+    /// log takes the same entries again; `TailUnknown` means it must not be appended to again.
     pub fn append(&mut self, entries: &[E]) -> Result<(), WalError> {
         if self.current_bytes >= self.segment_bytes_max {
             self.rotate()?;
         }
         let mut buffer = Vec::new();
+        let mut next_sequence = self.next_sequence;
         for entry in entries {
-            assert_eq!(
-                entry.sequence(),
-                self.next_sequence,
-                "log sequences are dense and ordered"
-            );
-            self.next_sequence += 1;
+            assert_eq!(entry.sequence(), next_sequence, "log sequences are dense and ordered");
+            next_sequence += 1;
             let payload = postcard::to_stdvec(entry).expect("in-memory serialization of plain data cannot fail");
             let len = u32::try_from(payload.len()).expect("batches are bounded far below 4 GiB");
             buffer.extend_from_slice(&len.to_le_bytes());
             buffer.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
             buffer.extend_from_slice(&payload);
         }
-        self.current.write_all(&buffer)?;
-        self.current.sync_data()?;
+        if let Err(error) = self.current.write_all(&buffer) {
+            return match self.current.set_len(self.current_bytes) {
+                Ok(()) => Err(WalError::Io(error)),
+                Err(_) => Err(WalError::TailUnknown(error)),
+            };
+        }
+        self.current.sync_data().map_err(WalError::TailUnknown)?;
+        self.next_sequence = next_sequence;
         self.current_bytes += buffer.len() as u64;
         Ok(())
     }

@@ -4,7 +4,8 @@
 //!
 //! Owns: walking the term postings of each segment. The result is exactly what tantivy's
 //! `TopDocs` ordered by (score descending, person key ascending) gives over `query::build`'s
-//! boolean query (the tests hold the two to that); the work is not. A union of every term's
+//! boolean query (the tests hold the two to that; two ids sharing a person key, which only
+//! ids not made by the service can, are ordered by document here); the work is not. A union of every term's
 //! postings visits each document holding any of them: the unigram of a common surname is on
 //! a tenth of the index. Here the terms are taken lightest first, and once the top `k` are held
 //! the lightest terms whose weights together cannot lift a document to the `k`th score are
@@ -31,9 +32,10 @@ pub(crate) struct Hit {
 }
 
 impl Hit {
-    /// Orders by worth: a higher score, then a lower person key, is better.
+    /// Orders by worth: a higher score, then a lower person key, then (two ids sharing a key)
+    /// the earlier document, is better.
     fn better_than(&self, other: &Hit) -> bool {
-        self.score > other.score || (self.score == other.score && self.person_key < other.person_key)
+        (other.score, self.person_key, self.address) < (self.score, other.person_key, other.address)
     }
 }
 

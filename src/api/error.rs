@@ -11,6 +11,7 @@ pub fn to_status(error: EngineError) -> Status {
         EngineError::NotFound(message) => Status::not_found(message),
         EngineError::OutOfRange(message) => Status::out_of_range(message),
         EngineError::FailedPrecondition(message) => Status::failed_precondition(message),
+        EngineError::Aborted(message) => Status::aborted(message),
         EngineError::ResourceExhausted(message) => Status::resource_exhausted(message),
         EngineError::Backup(error) => backup_status(error),
         EngineError::ShuttingDown => {

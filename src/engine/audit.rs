@@ -7,7 +7,11 @@
 //! checkpoints the store every `wal.checkpoint_interval_ms` so that the journal segments the
 //! store holds durably are deleted. At start, journal groups the store has not applied are
 //! applied first. Queries of the log wait for the index thread to apply what was journaled
-//! before they began, so a caller reads its own entries.
+//! before they began, so a caller reads its own entries. A journal write that fails is cut off
+//! and only its calls are refused; a failed fdatasync refuses every later call (what reached the
+//! disk is unknown). A batch the store refuses is tried again, with growing pauses, while queries
+//! are refused; a long tag list the store already holds durably is named in the journal by its
+//! hash.
 //!
 //! The pruner, a third thread, deletes entries past the retention (`audit.retention_days`)
 //! every `audit.prune_interval_ms`, in bounded batches, keeping the share counters. Its keys
@@ -20,11 +24,12 @@
 use super::EngineError;
 use crate::config::AuditConfig;
 use crate::model::EpochMillis;
-use crate::store::{AuditBatchDone, AuditPage, AuditQuery, AuditRecord, ShareCount, Store};
-use crate::wal::{LogEntry, Wal};
+use crate::store::{shared_tag_list_hash, AuditBatchDone, AuditPage, AuditQuery, AuditRecord, ShareCount, Store};
+use crate::wal::{LogEntry, Wal, WalError};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -54,8 +59,27 @@ type Pending = (AuditRecord, oneshot::Sender<Result<(), String>>);
 pub struct JournalGroup {
     sequence: u64,
     first_serial: u64,
-    records: Vec<AuditRecord>,
+    entries: Vec<JournalEntry>,
 }
+
+/// One entry as the journal holds it. A long tag list (a full profile's 2,091 codes) that the
+/// store already holds durably is left out and named by its hash, so a frame is not some thirty
+/// thousand bytes an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct JournalEntry {
+    /// Its `tags` are empty when `tags_in_store`.
+    record: AuditRecord,
+    /// The hash of a tag list long enough to be shared (`ut/<hash>`).
+    tag_list: Option<[u8; 16]>,
+    /// The store held the list durably when the entry was journaled.
+    tags_in_store: bool,
+}
+
+/// The shared tag lists the store is known to hold durably: written by the index thread before
+/// one of its checkpoints (never deleted since). Bounded: past `DURABLE_TAG_LISTS_MAX` it is
+/// emptied and fills again.
+type DurableTagLists = Mutex<HashSet<[u8; 16]>>;
+const DURABLE_TAG_LISTS_MAX: usize = 65_536;
 
 impl LogEntry for JournalGroup {
     const LOG: &'static str = "audit journal";
@@ -88,7 +112,7 @@ pub fn prune_cutoff(now: EpochMillis, retention_days: u32) -> Option<EpochMillis
 struct IndexProgress {
     /// The last group applied to the store.
     applied: u64,
-    /// Why the index thread stopped applying, if it did.
+    /// Why the store refused the batch the index thread keeps trying, if it does.
     failed: Option<String>,
 }
 
@@ -102,6 +126,8 @@ pub struct AuditLog {
     /// The last group journaled (and answered).
     journaled: Arc<AtomicU64>,
     progress: Arc<(Mutex<IndexProgress>, Condvar)>,
+    /// Set at `close`: the index thread stops retrying a batch the store refuses.
+    closing: Arc<AtomicBool>,
     /// Dropped at shutdown: the pruner stops after its current batch.
     pruner_stop: Mutex<Option<std_mpsc::Sender<()>>>,
     pruner: Mutex<Option<JoinHandle<()>>>,
@@ -120,8 +146,9 @@ impl AuditLog {
             );
         }
         let n_replayed = recovered.pending.len();
-        for group in &recovered.pending {
-            store.append_audit_journaled(group.first_serial, &group.records, group.sequence)?;
+        for group in recovered.pending {
+            let records = store_records(group.entries);
+            store.append_audit_journaled(group.first_serial, &records, group.sequence)?;
         }
         let mut wal = recovered.wal;
         // What the store holds now becomes durable, and the journal behind it goes.
@@ -140,15 +167,28 @@ impl AuditLog {
             Condvar::new(),
         ));
         let durable = Arc::new(AtomicU64::new(journaled_now));
+        let durable_lists: Arc<DurableTagLists> = Arc::default();
+        let closing = Arc::new(AtomicBool::new(false));
         let (queue, receiver) = mpsc::channel::<Pending>(QUEUE_ENTRIES_MAX);
         let (to_index, index_receiver) = std_mpsc::sync_channel::<JournalGroup>(INDEX_QUEUE_GROUPS_MAX);
         let journal_thread = {
             let journaled = Arc::clone(&journaled);
             let durable = Arc::clone(&durable);
+            let durable_lists = Arc::clone(&durable_lists);
             let next_serial = store.next_audit_serial()?;
             std::thread::Builder::new()
                 .name("popmaster-audit".into())
-                .spawn(move || journal_loop(wal, receiver, to_index, next_serial, &journaled, &durable))
+                .spawn(move || {
+                    journal_loop(
+                        wal,
+                        receiver,
+                        to_index,
+                        next_serial,
+                        &journaled,
+                        &durable,
+                        &durable_lists,
+                    )
+                })
                 .map_err(|source| EngineError::Thread {
                     thread: "audit journal",
                     source,
@@ -157,10 +197,21 @@ impl AuditLog {
         let index_thread = {
             let store = Arc::clone(&store);
             let progress = Arc::clone(&progress);
+            let closing = Arc::clone(&closing);
             let interval = journal.checkpoint_interval;
             std::thread::Builder::new()
                 .name("popmaster-audit-index".into())
-                .spawn(move || index_loop(&store, index_receiver, &progress, &durable, interval))
+                .spawn(move || {
+                    index_loop(
+                        &store,
+                        index_receiver,
+                        &progress,
+                        &durable,
+                        &durable_lists,
+                        &closing,
+                        interval,
+                    )
+                })
                 .map_err(|source| EngineError::Thread {
                     thread: "audit index",
                     source,
@@ -200,6 +251,7 @@ impl AuditLog {
             index_thread: Mutex::new(Some(index_thread)),
             journaled,
             progress,
+            closing,
             pruner_stop: Mutex::new(pruner_stop),
             pruner: Mutex::new(pruner),
         })
@@ -213,6 +265,7 @@ impl AuditLog {
             let _ = pruner.join();
         }
         drop(self.queue.lock().expect("audit lock").take());
+        self.closing.store(true, Ordering::Release);
         if let Some(thread) = self.journal_thread.lock().expect("audit lock").take() {
             let _ = thread.join();
         }
@@ -255,7 +308,7 @@ impl AuditLog {
             .expect("audit lock");
         if let Some(failed) = &guard.failed {
             return Err(EngineError::Audit(format!(
-                "the audit entries are journaled but the store stopped taking them: {failed}"
+                "the audit entries are journaled but the store refuses them for now (the audit index thread keeps trying): {failed}"
             )));
         }
         if guard.applied < target {
@@ -298,6 +351,7 @@ fn journal_loop(
     mut next_serial: u64,
     journaled: &AtomicU64,
     durable: &AtomicU64,
+    durable_lists: &DurableTagLists,
 ) {
     let mut failed: Option<String> = None;
     let mut trimmed = 0;
@@ -327,22 +381,46 @@ fn journal_loop(
                 Err(error) => tracing::warn!(%error, "cannot delete old audit journal segments; trying again later"),
             }
         }
+        let entries = {
+            let durable_lists = durable_lists.lock().expect("audit lock");
+            records
+                .into_iter()
+                .map(|mut record| {
+                    let tag_list = shared_tag_list_hash(&record.tags);
+                    let tags_in_store = tag_list.is_some_and(|hash| durable_lists.contains(&hash));
+                    if tags_in_store {
+                        record.tags = Vec::new();
+                    }
+                    JournalEntry {
+                        record,
+                        tag_list,
+                        tags_in_store,
+                    }
+                })
+                .collect()
+        };
         let group = JournalGroup {
             sequence: wal.next_sequence(),
             first_serial: next_serial,
-            records,
+            entries,
         };
         let answer = match wal.append(std::slice::from_ref(&group)) {
             Ok(()) => {
-                next_serial += group.records.len() as u64;
+                next_serial += group.entries.len() as u64;
                 journaled.store(group.sequence, Ordering::Release);
                 Ok(())
             }
-            Err(error) => {
-                tracing::error!(%error, n_entries = group.records.len(), "cannot journal audit entries; every later audited call is refused");
+            Err(error @ WalError::TailUnknown(_)) => {
+                tracing::error!(%error, n_entries = group.entries.len(), "cannot journal audit entries, and the journal's tail is unknown; every later audited call is refused until a restart");
                 let message = format!("the audit journal failed: {error}");
                 failed = Some(message.clone());
                 Err(message)
+            }
+            Err(error) => {
+                // Nothing of the group is in the journal: its calls are refused, later ones
+                // are journaled again (once the disk has room, say).
+                tracing::error!(%error, n_entries = group.entries.len(), "cannot journal audit entries; their calls are refused");
+                Err(format!("the audit journal failed: {error}"))
             }
         };
         let journaled_ok = answer.is_ok();
@@ -364,12 +442,16 @@ fn index_loop(
     receiver: std_mpsc::Receiver<JournalGroup>,
     progress: &(Mutex<IndexProgress>, Condvar),
     durable: &AtomicU64,
+    durable_lists: &DurableTagLists,
+    closing: &AtomicBool,
     interval: Duration,
 ) {
     let mut checkpoints = Checkpoints {
         last: Instant::now(),
         applied_since: None,
+        lists_since: Vec::new(),
         durable,
+        durable_lists,
         interval,
     };
     let mut carried: Option<JournalGroup> = None;
@@ -392,14 +474,15 @@ fn index_loop(
         }
         let mut last_sequence = first.sequence;
         let first_serial = first.first_serial;
-        let mut n_keys: usize = first.records.iter().map(AuditRecord::n_keys).sum();
-        let mut records = first.records;
+        let n_keys_of = |entries: &[JournalEntry]| entries.iter().map(|entry| entry.record.n_keys()).sum::<usize>();
+        let mut n_keys = n_keys_of(&first.entries);
+        let mut entries = first.entries;
         while n_keys < GROUP_KEYS_MAX {
             match receiver.try_recv() {
-                Ok(group) if group.first_serial == first_serial + records.len() as u64 => {
-                    n_keys += group.records.iter().map(AuditRecord::n_keys).sum::<usize>();
+                Ok(group) if group.first_serial == first_serial + entries.len() as u64 => {
+                    n_keys += n_keys_of(&group.entries);
                     last_sequence = group.sequence;
-                    records.extend(group.records);
+                    entries.extend(group.entries);
                 }
                 Ok(group) => {
                     carried = Some(group);
@@ -408,16 +491,36 @@ fn index_loop(
                 Err(_) => break,
             }
         }
+        let new_lists: Vec<[u8; 16]> = entries
+            .iter()
+            .filter(|entry| !entry.tags_in_store)
+            .filter_map(|entry| entry.tag_list)
+            .collect();
+        let records = store_records(entries);
         let (state, applied) = progress;
-        match store.append_audit_journaled(first_serial, &records, last_sequence) {
-            Ok(()) => {
-                state.lock().expect("audit lock").applied = last_sequence;
-                checkpoints.applied_since = Some(last_sequence);
-            }
-            Err(error) => {
-                tracing::error!(%error, n_entries = records.len(), "cannot apply journaled audit entries to the store; they are applied at the next start");
-                state.lock().expect("audit lock").failed = Some(error.to_string());
-                failed = true;
+        let mut retry_after = Duration::from_millis(100);
+        loop {
+            match store.append_audit_journaled(first_serial, &records, last_sequence) {
+                Ok(()) => {
+                    let mut state = state.lock().expect("audit lock");
+                    state.applied = last_sequence;
+                    state.failed = None;
+                    checkpoints.applied_since = Some(last_sequence);
+                    checkpoints.lists_since.extend(new_lists);
+                    break;
+                }
+                Err(error) => {
+                    tracing::error!(%error, n_entries = records.len(), retry_in_ms = retry_after.as_millis() as u64, "cannot apply journaled audit entries to the store; trying again (they are in the journal)");
+                    state.lock().expect("audit lock").failed = Some(error.to_string());
+                    applied.notify_all();
+                    if closing.load(Ordering::Acquire) {
+                        // The next start applies them from the journal.
+                        failed = true;
+                        break;
+                    }
+                    std::thread::sleep(retry_after);
+                    retry_after = (retry_after * 2).min(Duration::from_secs(5));
+                }
             }
         }
         applied.notify_all();
@@ -427,13 +530,28 @@ fn index_loop(
     // behind it is deleted at the next start.
 }
 
+/// A journal group's entries as the store takes them: each with the hash of its tag list when
+/// the store already holds that list.
+fn store_records(entries: Vec<JournalEntry>) -> Vec<(AuditRecord, Option<[u8; 16]>)> {
+    entries
+        .into_iter()
+        .map(|entry| {
+            let stored = if entry.tags_in_store { entry.tag_list } else { None };
+            (entry.record, stored)
+        })
+        .collect()
+}
+
 /// The index thread's checkpoints of the store, for the journal's sake.
 struct Checkpoints<'a> {
     last: Instant,
     /// The last group applied since the last checkpoint.
     applied_since: Option<u64>,
-    /// Published after each checkpoint: the last group it made durable.
+    /// The shared tag lists written (or found) since the last checkpoint.
+    lists_since: Vec<[u8; 16]>,
+    /// Published after each checkpoint: the last group it made durable, and its lists.
     durable: &'a AtomicU64,
+    durable_lists: &'a DurableTagLists,
     interval: Duration,
 }
 
@@ -450,6 +568,11 @@ impl Checkpoints<'_> {
             Ok(()) => {
                 self.durable.fetch_max(applied, Ordering::AcqRel);
                 self.applied_since = None;
+                let mut durable_lists = self.durable_lists.lock().expect("audit lock");
+                if durable_lists.len() + self.lists_since.len() > DURABLE_TAG_LISTS_MAX {
+                    durable_lists.clear();
+                }
+                durable_lists.extend(self.lists_since.drain(..));
             }
             Err(error) => {
                 tracing::error!(%error, "cannot checkpoint the store for the audit journal; trying again later")
@@ -566,6 +689,102 @@ mod tests {
         }
     }
 
+    /// Entries as the journal holds them before their tag lists are known to the store.
+    fn journaled(records: Vec<AuditRecord>) -> Vec<JournalEntry> {
+        records
+            .into_iter()
+            .map(|record| JournalEntry {
+                tag_list: shared_tag_list_hash(&record.tags),
+                record,
+                tags_in_store: false,
+            })
+            .collect()
+    }
+
+    fn full_read(at: EpochMillis) -> AuditRecord {
+        AuditRecord {
+            tags: (0..40).map(|n| format!("d{n:02}.tag")).collect(),
+            ..entry(at, "portal")
+        }
+    }
+
+    /// Once a checkpoint has made a long tag list durable in the store, the journal names it
+    /// by its hash instead of holding it again; the entries read back whole, and a start
+    /// applies such an entry from the journal.
+    #[test]
+    fn the_journal_names_a_tag_list_the_store_holds_by_its_hash() {
+        let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("store"));
+        let journal = journal_dir();
+        let config = JournalConfig {
+            checkpoint_interval: Duration::from_millis(1),
+            ..journal_config(&journal)
+        };
+        let audit = AuditLog::start(Arc::clone(&store), &AuditConfig::default(), config.clone()).expect("start");
+        let now = chrono::Utc::now().timestamp_millis();
+        let runtime = runtime();
+        runtime.block_on(audit.append(full_read(now))).expect("append");
+        audit.catch_up().expect("caught up");
+        // The index thread checkpoints right after it applies (the interval is 1 ms).
+        std::thread::sleep(Duration::from_millis(20));
+        runtime.block_on(audit.append(full_read(now + 1))).expect("append");
+        audit.catch_up().expect("caught up");
+        let everything = AuditQuery {
+            from: 0,
+            to: i64::MAX,
+            ..AuditQuery::default()
+        };
+        let page = audit.query(&everything, None, 10).expect("query");
+        assert_eq!(page.entries, vec![full_read(now), full_read(now + 1)]);
+        audit.close();
+        let groups = Wal::<JournalGroup>::open(&config.dir, 1 << 20, 0)
+            .expect("journal")
+            .pending;
+        let entries: Vec<&JournalEntry> = groups.iter().flat_map(|group| &group.entries).collect();
+        assert_eq!(entries.len(), 2);
+        assert!(!entries[0].tags_in_store && entries[0].record.tags.len() == 40);
+        assert!(
+            entries[1].tags_in_store && entries[1].record.tags.is_empty(),
+            "{:?}",
+            entries[1]
+        );
+
+        // A start applies such an entry the store lacks, with its list from the store.
+        let mut wal = Wal::<JournalGroup>::open(&config.dir, 1 << 20, 0).expect("journal").wal;
+        let mut later = entries[1].clone();
+        later.record.at = now + 2;
+        wal.append(&[JournalGroup {
+            sequence: wal.next_sequence(),
+            first_serial: 2,
+            entries: vec![later],
+        }])
+        .expect("journal");
+        drop(wal);
+        let audit = AuditLog::start(Arc::clone(&store), &AuditConfig::default(), config.clone()).expect("restart");
+        let page = audit.query(&everything, None, 10).expect("query");
+        assert_eq!(page.entries.len(), 3);
+        assert_eq!(page.entries[2], full_read(now + 2));
+        audit.close();
+
+        // An entry naming a list the store lacks is damage, not an entry to drop quietly.
+        let other = journal_dir();
+        let other_config = journal_config(&other);
+        let mut wal = Wal::<JournalGroup>::open(&other_config.dir, 1 << 20, 0)
+            .expect("journal")
+            .wal;
+        wal.append(&[JournalGroup {
+            sequence: 1,
+            first_serial: 0,
+            entries: vec![entries[1].clone()],
+        }])
+        .expect("journal");
+        drop(wal);
+        let empty = Arc::new(Store::open(Box::new(MemKv::default())).expect("store"));
+        let error = AuditLog::start(empty, &AuditConfig::default(), other_config)
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("shared tag list the store lacks"), "{error}");
+    }
+
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().build().expect("runtime")
     }
@@ -595,7 +814,7 @@ mod tests {
         assert_eq!(counts.iter().map(|count| count.n_calls).sum::<u64>(), 50);
         audit.close();
         let journaled = Wal::<JournalGroup>::open(&journal_config(&journal).dir, 1 << 20, 0).expect("journal");
-        let n_journaled: usize = journaled.pending.iter().map(|group| group.records.len()).sum();
+        let n_journaled: usize = journaled.pending.iter().map(|group| group.entries.len()).sum();
         assert_eq!(n_journaled, 50, "every answered entry is in the journal");
     }
 
@@ -608,19 +827,19 @@ mod tests {
         let now = chrono::Utc::now().timestamp_millis();
         let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("store"));
         store
-            .append_audit_journaled(0, &[entry(now, "applied")], 1)
+            .append_audit_journaled(0, &[(entry(now, "applied"), None)], 1)
             .expect("append");
         let mut wal = Wal::<JournalGroup>::open(&config.dir, 1 << 20, 0).expect("journal").wal;
         let groups = [
             JournalGroup {
                 sequence: 1,
                 first_serial: 0,
-                records: vec![entry(now, "applied")],
+                entries: journaled(vec![entry(now, "applied")]),
             },
             JournalGroup {
                 sequence: 2,
                 first_serial: 1,
-                records: vec![entry(now + 1, "lost-1"), entry(now + 2, "lost-2")],
+                entries: journaled(vec![entry(now + 1, "lost-1"), entry(now + 2, "lost-2")]),
             },
         ];
         wal.append(&groups).expect("journal");

@@ -61,14 +61,16 @@ impl Engine {
             )));
         }
         // The audit entries journaled so far belong in the backup: the store must hold them.
+        // A running backup is said first: the audit's commits may be waiting for it.
+        if self.store.snapshot_is_open() {
+            return Err(running_backup());
+        }
         self.audit.catch_up()?;
         let snapshot = self
             .store
             .open_snapshot(self.config.backup.preimage_bytes_max)
             .map_err(|error| match error {
-                StoreError::SnapshotOpen => {
-                    EngineError::FailedPrecondition("a backup is already running; wait for it to finish".into())
-                }
+                StoreError::SnapshotOpen => running_backup(),
                 other => other.into(),
             })?;
         let writer = BackupWriter::create(&dir)?;
@@ -249,6 +251,10 @@ pub fn restore(
     }
     backup::fsync_dir(data_dir)?;
     Ok(manifest)
+}
+
+fn running_backup() -> EngineError {
+    EngineError::FailedPrecondition("a backup is already running; wait for it to finish".into())
 }
 
 #[cfg(test)]

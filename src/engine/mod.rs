@@ -80,6 +80,9 @@ pub enum EngineError {
     OutOfRange(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A read met concurrent changes each time it tried: worth retrying.
+    #[error("{0}")]
+    Aborted(String),
     #[error("{0}")]
     ResourceExhausted(String),
     #[error("cannot write the audit log: {0}")]
@@ -216,13 +219,14 @@ impl Engine {
                 "replayed the write-ahead log"
             );
         }
-        let indexer = indexer::Indexer::start(&data_dir.join("index"), &config.index, Arc::clone(&store))?;
+        // The audit journal's entries the store lacks go in before anything serves.
         let journal = audit::JournalConfig {
             dir: data_dir.join("audit-journal"),
             segment_bytes_max: config.wal.segment_bytes_max,
             checkpoint_interval: config.wal.checkpoint_interval(),
         };
         let audit = Arc::new(AuditLog::start(Arc::clone(&store), &config.audit, journal)?);
+        let indexer = indexer::Indexer::start(&data_dir.join("index"), &config.index, Arc::clone(&store))?;
         let (writer_queue, receiver) = mpsc::channel(config.wal.queue_batches_max);
         let write_path_failed = Arc::new(AtomicBool::new(false));
         let ingest_times = Arc::new(Mutex::new(IngestTimes::default()));
@@ -723,7 +727,7 @@ fn stored_profile_view(
             }));
         }
     }
-    Err(EngineError::FailedPrecondition(format!(
+    Err(EngineError::Aborted(format!(
         "person {person_id} changed during each of {READ_ATTEMPTS_MAX} reads; retry"
     )))
 }

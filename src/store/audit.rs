@@ -137,8 +137,26 @@ pub struct AuditBatchDone {
 /// same millisecond and must be unique: the audit writer takes them from `m/audit_serial`;
 /// another writer needs a space of its own (a high bit set, say).
 pub fn put_audit_entry(txn: &mut Txn<'_>, serial: u64, record: &AuditRecord) -> Result<(), StoreError> {
-    let tags = if record.tags.len() >= SHARED_TAG_LIST_MIN {
-        let hash = tag_list_hash(&record.tags);
+    put_entry(txn, serial, record, None)
+}
+
+/// `put_audit_entry`; with `stored_tags`, the entry's tag list is the one the store holds under
+/// that hash (`ut/<hash>`, written by an earlier entry), and `record.tags` is not read.
+fn put_entry(
+    txn: &mut Txn<'_>,
+    serial: u64,
+    record: &AuditRecord,
+    stored_tags: Option<[u8; 16]>,
+) -> Result<(), StoreError> {
+    let tags = if let Some(hash) = stored_tags {
+        if txn.get(&layout::audit_tag_list(&hash))?.is_none() {
+            return Err(StoreError::Corrupt {
+                kind: "audit entry",
+                message: "an audit journal entry names a shared tag list the store lacks".into(),
+            });
+        }
+        StoredTags::Shared(hash)
+    } else if let Some(hash) = shared_tag_list_hash(&record.tags) {
         let key = layout::audit_tag_list(&hash);
         if txn.get(&key)?.is_none() {
             txn.put(key, &record.tags)?;
@@ -207,6 +225,12 @@ enum StoredTags {
     Listed(Vec<String>),
     /// The hash of a list stored under `ut/<hash>`.
     Shared([u8; 16]),
+}
+
+/// The hash a tag list is stored under (`ut/<hash>`), for a list long enough to be stored
+/// once and shared; `None` for a list kept in its entry.
+pub fn shared_tag_list_hash(tags: &[String]) -> Option<[u8; 16]> {
+    (tags.len() >= SHARED_TAG_LIST_MIN).then(|| tag_list_hash(tags))
 }
 
 /// The first 16 bytes of the SHA-256 of the tags, each ended by a newline.
@@ -292,18 +316,23 @@ impl Store {
     /// Appends `records` (serials from `first_serial` on) and adds their shares to the month
     /// counters, in one atomic batch.
     pub fn append_audit(&self, first_serial: u64, records: &[AuditRecord]) -> Result<(), StoreError> {
-        self.append_audit_entries(first_serial, records, None)
+        self.append_audit_entries(first_serial, records.iter().map(|record| (record, None)), None)
     }
 
     /// `append_audit` of the entries of audit journal groups up to `journal_sequence`, which
-    /// is recorded in the same batch.
+    /// is recorded in the same batch. An entry with a hash has its tag list in the store
+    /// already, under that hash (`put_entry`).
     pub fn append_audit_journaled(
         &self,
         first_serial: u64,
-        records: &[AuditRecord],
+        records: &[(AuditRecord, Option<[u8; 16]>)],
         journal_sequence: u64,
     ) -> Result<(), StoreError> {
-        self.append_audit_entries(first_serial, records, Some(journal_sequence))
+        self.append_audit_entries(
+            first_serial,
+            records.iter().map(|(record, stored_tags)| (record, *stored_tags)),
+            Some(journal_sequence),
+        )
     }
 
     /// The sequence of the last audit journal group applied; 0 before the first.
@@ -311,10 +340,10 @@ impl Store {
         self.begin().counter(layout::META_AUDIT_JOURNAL_APPLIED)
     }
 
-    fn append_audit_entries(
+    fn append_audit_entries<'r>(
         &self,
         first_serial: u64,
-        records: &[AuditRecord],
+        records: impl Iterator<Item = (&'r AuditRecord, Option<[u8; 16]>)>,
         journal_sequence: Option<u64>,
     ) -> Result<(), StoreError> {
         let mut txn = self.begin();
@@ -322,8 +351,10 @@ impl Store {
             txn.put_small(layout::META_AUDIT_JOURNAL_APPLIED.to_vec(), &sequence)?;
         }
         let mut shares: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
-        for (offset, record) in records.iter().enumerate() {
-            put_audit_entry(&mut txn, first_serial + offset as u64, record)?;
+        let mut n_records = 0;
+        for (offset, (record, stored_tags)) in records.enumerate() {
+            n_records += 1;
+            put_entry(&mut txn, first_serial + offset as u64, record, stored_tags)?;
             if record.shares > 0 {
                 let counts = shares.entry((month_of(record.at), record.caller.clone())).or_default();
                 counts.0 += record.shares;
@@ -338,10 +369,7 @@ impl Store {
             };
             txn.put_small(key, &(before_shares + n_shares, before_calls + n_calls))?;
         }
-        txn.put_small(
-            layout::META_AUDIT_SERIAL.to_vec(),
-            &(first_serial + records.len() as u64),
-        )?;
+        txn.put_small(layout::META_AUDIT_SERIAL.to_vec(), &(first_serial + n_records))?;
         txn.commit()
     }
 

@@ -141,21 +141,25 @@ impl KvStore for SledKv {
     }
 }
 
-/// fsyncs every regular file below `dir`, then every directory, deepest first.
+/// fsyncs every regular file below `dir`, then every directory, deepest first. A file or
+/// directory removed while it runs (sled drops old snapshot files as it flushes, and two
+/// threads checkpoint) needs nothing but the removal made durable, which its parent's fsync does.
 pub fn fsync_tree(dir: &Path) -> std::io::Result<()> {
+    let gone = |error: &std::io::Error| error.kind() == std::io::ErrorKind::NotFound;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let file_type = entry.file_type()?;
-        if file_type.is_dir() {
-            fsync_tree(&entry.path())?;
-        } else if file_type.is_file() {
-            match std::fs::File::open(entry.path()) {
-                Ok(file) => file.sync_all()?,
-                // Removed since the listing (sled drops old snapshot files as it flushes):
-                // nothing to make durable but the removal, which the directory's fsync does.
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
+        let result = entry.file_type().and_then(|file_type| {
+            if file_type.is_dir() {
+                fsync_tree(&entry.path())
+            } else if file_type.is_file() {
+                std::fs::File::open(entry.path())?.sync_all()
+            } else {
+                Ok(())
             }
+        });
+        match result {
+            Err(error) if !gone(&error) => return Err(error),
+            _ => {}
         }
     }
     std::fs::File::open(dir)?.sync_all()

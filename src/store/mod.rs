@@ -13,8 +13,8 @@ pub use snapshot::SnapshotStats;
 
 use crate::model::{Cause, EpochMillis, Finding, PersonEvent, PersonId, RecordKey, SourceId, TagCode, TagValue};
 pub use audit::{
-    month_of, put_audit_entry, AuditBatchDone, AuditPage, AuditQuery, AuditRecord, ShareCount, AUDIT_BATCH_ENTRIES_MAX,
-    AUDIT_SCAN_MAX,
+    month_of, put_audit_entry, shared_tag_list_hash, AuditBatchDone, AuditPage, AuditQuery, AuditRecord, ShareCount,
+    AUDIT_BATCH_ENTRIES_MAX, AUDIT_SCAN_MAX,
 };
 use kv::{KvStore, WriteBatch};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -567,6 +567,11 @@ impl Store {
             }
         }
         Ok(counts)
+    }
+
+    /// A snapshot is open (a backup is running).
+    pub fn snapshot_is_open(&self) -> bool {
+        self.cow.is_open()
     }
 
     /// Opens the one snapshot of the store (`SnapshotOpen` while another is open). Past

@@ -123,6 +123,10 @@ impl CopyOnWrite {
         Ok(info)
     }
 
+    pub(super) fn is_open(&self) -> bool {
+        self.open.lock().expect("lock poisoned").is_some()
+    }
+
     pub(super) fn close(&self) {
         *self.open.lock().expect("lock poisoned") = None;
         self.room.notify_all();
