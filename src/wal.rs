@@ -302,7 +302,16 @@ fn read_segment<E: LogEntry>(path: &Path) -> Result<(Vec<E>, u64, Option<String>
         }
         match E::decode(&payload) {
             Ok(entry) => entries.push(entry),
-            Err(error) => return Ok((entries, offset, Some(format!("undecodable frame: {error}")))),
+            // Whole and intact, yet not an entry this build reads (a log of another version):
+            // not a torn write to cut off, wherever it is.
+            Err(error) => {
+                return Err(WalError::Corrupt {
+                    log: E::LOG,
+                    segment: file_name(path),
+                    offset,
+                    problem: format!("an intact frame this build cannot read: {error}"),
+                })
+            }
         }
         offset += (FRAME_HEADER_BYTES + payload.len()) as u64;
     }
@@ -423,6 +432,31 @@ mod tests {
         std::fs::write(&first, bytes).expect("write");
         let error = Wal::<WalEntry>::open(dir.path(), 64, 0).err().expect("refused");
         assert!(matches!(error, WalError::Corrupt { .. }), "{error}");
+    }
+
+    /// A last frame that is whole and intact but not an entry (a log of another version) is
+    /// refused, not cut off as if it were a torn write.
+    #[test]
+    fn an_intact_frame_that_is_no_entry_is_refused_not_cut() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut wal = Wal::<WalEntry>::open(dir.path(), 1 << 20, 0).expect("open").wal;
+        wal.append(&[entry(1)]).expect("append");
+        let path = wal.segments[0].1.clone();
+        drop(wal);
+        let payload = [0xFFu8; 12];
+        let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let before = bytes.len();
+        bytes.extend_from_slice(&frame);
+        std::fs::write(&path, bytes).expect("write");
+        let error = Wal::<WalEntry>::open(dir.path(), 1 << 20, 0).err().expect("refused");
+        assert!(error.to_string().contains("cannot read"), "{error}");
+        assert_eq!(
+            std::fs::metadata(&path).expect("segment").len() as usize,
+            before + frame.len()
+        );
     }
 
     proptest! {
