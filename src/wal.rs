@@ -154,6 +154,7 @@ impl<E: LogEntry> Wal<E> {
                 torn_tail_bytes = file.metadata()?.len() - valid_bytes;
                 file.set_len(valid_bytes)?;
                 file.sync_all()?;
+                tracing::warn!(torn_tail_bytes, log = E::LOG, %problem, "cut a torn write (never acknowledged) off the end of the log");
             }
         }
         let next_sequence = last_sequence + 1;

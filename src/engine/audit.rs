@@ -139,12 +139,6 @@ impl AuditLog {
     pub fn start(store: Arc<Store>, config: &AuditConfig, journal: JournalConfig) -> Result<AuditLog, EngineError> {
         let applied = store.audit_journal_applied()?;
         let recovered = Wal::<JournalGroup>::open(&journal.dir, journal.segment_bytes_max, applied)?;
-        if recovered.torn_tail_bytes > 0 {
-            tracing::warn!(
-                torn_tail_bytes = recovered.torn_tail_bytes,
-                "cut an unanswered torn write off the end of the audit journal"
-            );
-        }
         let n_replayed = recovered.pending.len();
         for group in recovered.pending {
             let records = store_records(group.entries);

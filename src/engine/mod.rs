@@ -202,12 +202,6 @@ impl Engine {
         let catalog = Arc::new(catalog);
         let applied_sequence = store.applied_sequence()?;
         let recovered = Wal::open(&data_dir.join("wal"), config.wal.segment_bytes_max, applied_sequence)?;
-        if recovered.torn_tail_bytes > 0 {
-            tracing::warn!(
-                torn_tail_bytes = recovered.torn_tail_bytes,
-                "cut an unacknowledged torn write off the end of the write-ahead log"
-            );
-        }
         let n_replayed = recovered.pending.len();
         for entry in recovered.pending {
             apply::apply_entry(&store, &catalog, entry)?;
