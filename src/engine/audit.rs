@@ -779,6 +779,88 @@ mod tests {
         assert!(error.to_string().contains("shared tag list the store lacks"), "{error}");
     }
 
+    /// A store whose next `fails` batches are refused, as a full or failing disk would.
+    struct FailingKv {
+        inner: MemKv,
+        fails: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl crate::store::kv::KvStore for FailingKv {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+            self.inner.get(key)
+        }
+
+        fn scan(
+            &self,
+            prefix: &[u8],
+            start: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<crate::store::kv::KvPair>, crate::store::StoreError> {
+            self.inner.scan(prefix, start, limit)
+        }
+
+        fn apply(&self, batch: crate::store::kv::WriteBatch) -> Result<(), crate::store::StoreError> {
+            let refused = self
+                .fails
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(1))
+                .is_ok();
+            if refused {
+                return Err(std::io::Error::other("injected: the disk refuses the write").into());
+            }
+            self.inner.apply(batch)
+        }
+
+        fn checkpoint(&self) -> Result<(), crate::store::StoreError> {
+            self.inner.checkpoint()
+        }
+
+        fn size_on_disk(&self) -> Result<u64, crate::store::StoreError> {
+            self.inner.size_on_disk()
+        }
+    }
+
+    /// A batch the store refuses is tried again until it takes it, once; meanwhile queries
+    /// say why they cannot answer, and the call itself was answered from the journal.
+    #[test]
+    fn a_batch_the_store_refuses_is_tried_again() {
+        let fails = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let kv = FailingKv {
+            inner: MemKv::default(),
+            fails: Arc::clone(&fails),
+        };
+        let store = Arc::new(Store::open(Box::new(kv)).expect("store"));
+        let journal = journal_dir();
+        let audit = AuditLog::start(
+            Arc::clone(&store),
+            &AuditConfig {
+                retention_days: 0,
+                ..AuditConfig::default()
+            },
+            journal_config(&journal),
+        )
+        .expect("start");
+        // The log has started: only the index thread's batches fail from here.
+        fails.store(2, Ordering::Release);
+        let now = chrono::Utc::now().timestamp_millis();
+        runtime()
+            .block_on(audit.append(entry(now, "portal")))
+            .expect("answered from the journal");
+        let mut refused = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match audit.catch_up() {
+                Ok(()) => break,
+                Err(error) => refused = Some(error.to_string()),
+            }
+            assert!(Instant::now() < deadline, "never applied: {refused:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let refused = refused.expect("a query during the failures is refused");
+        assert!(refused.contains("injected: the disk refuses the write"), "{refused}");
+        assert_eq!(callers(&store), ["portal"]);
+        audit.close();
+    }
+
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().build().expect("runtime")
     }
