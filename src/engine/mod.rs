@@ -652,25 +652,25 @@ pub(crate) fn current_person(
 /// How often a profile read is retried when its person changes while it is read.
 const READ_ATTEMPTS_MAX: usize = 4;
 
-/// One person's profile, not following aliases: `None` once the person is gone (merged away,
-/// deleted). Reads see commits as they land, so the version is read before and after the
-/// profile and the read is repeated if a commit changed the person in between: the view is
-/// one version of the person, never half of a merge.
-fn person_view_unchanged(
+/// One person's profile as stored, not following aliases: `None` once the person is gone
+/// (merged away, deleted). Reads see commits as they land, so the version is read before and
+/// after the profile and the read is repeated if a commit changed the person in between: the
+/// view is one version of the person, never half of a merge.
+fn stored_person(
     txn: &Txn<'_>,
     person_id: PersonId,
     tag_mask: &[TagCode],
-) -> Result<Option<ProfileView>, EngineError> {
+) -> Result<Option<StoredProfileView>, EngineError> {
     for _ in 0..READ_ATTEMPTS_MAX {
         let Some(header) = txn.person(&person_id)? else {
             return Ok(None);
         };
-        let tags = txn.profile_entries(&person_id, tag_mask)?;
+        let tags = txn.stored_profile(&person_id, tag_mask)?;
         let records = txn.members(&person_id)?;
         match txn.person(&person_id)? {
             None => return Ok(None),
             Some(after) if after.version == header.version => {
-                return Ok(Some(ProfileView {
+                return Ok(Some(StoredProfileView {
                     version: header.version,
                     tags,
                     records,
@@ -681,9 +681,24 @@ fn person_view_unchanged(
             Some(_) => continue,
         }
     }
-    Err(EngineError::FailedPrecondition(format!(
-        "person {person_id} changed during each of {READ_ATTEMPTS_MAX} reads; retry the export"
-    )))
+    Err(changed_under_every_read(&person_id))
+}
+
+fn changed_under_every_read(person_id: &PersonId) -> EngineError {
+    EngineError::Aborted(format!(
+        "person {person_id} changed during each of {READ_ATTEMPTS_MAX} reads; retry"
+    ))
+}
+
+/// `stored_person` decoded.
+fn person_view_unchanged(
+    txn: &Txn<'_>,
+    person_id: PersonId,
+    tag_mask: &[TagCode],
+) -> Result<Option<ProfileView>, EngineError> {
+    stored_person(txn, person_id, tag_mask)?
+        .map(StoredProfileView::into_view)
+        .transpose()
 }
 
 /// A person's profile through `txn`, following an alias chain to the survivor.
@@ -693,37 +708,23 @@ fn profile_view(txn: &Txn<'_>, person_id: &PersonId, tag_mask: &[TagCode]) -> Re
         .transpose()
 }
 
-/// A person's profile through `txn` as stored, following an alias chain to the survivor.
-/// Reads see commits as they land, so the person's version is read before and after and the
-/// read is repeated if a commit changed the person in between: one version, never half of a
-/// merge.
+/// A person's profile through `txn` as stored (`stored_person`), following an alias chain to
+/// the survivor, again if the survivor is merged away while it is read.
 fn stored_profile_view(
     txn: &Txn<'_>,
     person_id: &PersonId,
     tag_mask: &[TagCode],
 ) -> Result<Option<StoredProfileView>, EngineError> {
     for _ in 0..READ_ATTEMPTS_MAX {
-        let Some((current, header)) = current_person(txn, person_id)? else {
+        let Some((current, _)) = current_person(txn, person_id)? else {
             return Ok(None);
         };
-        let tags = txn.stored_profile(&current, tag_mask)?;
-        let records = txn.members(&current)?;
-        if txn
-            .person(&current)?
-            .is_some_and(|after| after.version == header.version)
-        {
-            return Ok(Some(StoredProfileView {
-                version: header.version,
-                tags,
-                records,
-                redirected_from: (current != *person_id).then(|| person_id.clone()),
-                person_id: current,
-            }));
+        if let Some(mut view) = stored_person(txn, current, tag_mask)? {
+            view.redirected_from = (view.person_id != *person_id).then(|| person_id.clone());
+            return Ok(Some(view));
         }
     }
-    Err(EngineError::Aborted(format!(
-        "person {person_id} changed during each of {READ_ATTEMPTS_MAX} reads; retry"
-    )))
+    Err(changed_under_every_read(person_id))
 }
 
 struct Writer {
