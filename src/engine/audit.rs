@@ -144,10 +144,7 @@ impl AuditLog {
             let records = store_records(group.entries);
             store.append_audit_journaled(group.first_serial, &records, group.sequence)?;
         }
-        let mut wal = recovered.wal;
-        // What the store holds now becomes durable, and the journal behind it goes.
-        store.checkpoint()?;
-        wal.trim(store.audit_journal_applied()?)?;
+        let wal = recovered.wal;
         if n_replayed > 0 {
             tracing::info!(n_replayed, "applied audit journal groups the store lacked");
         }
@@ -160,7 +157,10 @@ impl AuditLog {
             }),
             Condvar::new(),
         ));
-        let durable = Arc::new(AtomicU64::new(journaled_now));
+        // Nothing is known durable until the index thread's first checkpoint (a crash may have
+        // left the store's last batches in the page cache only), which covers the groups
+        // applied before it too: the journal keeps every segment until then.
+        let durable = Arc::new(AtomicU64::new(0));
         let durable_lists: Arc<DurableTagLists> = Arc::default();
         let closing = Arc::new(AtomicBool::new(false));
         let (queue, receiver) = mpsc::channel::<Pending>(QUEUE_ENTRIES_MAX);
@@ -652,11 +652,7 @@ mod tests {
     }
 
     fn callers(store: &Store) -> Vec<String> {
-        let everything = AuditQuery {
-            from: 0,
-            to: i64::MAX,
-            ..AuditQuery::default()
-        };
+        let everything = everything();
         let by_person = AuditQuery {
             person: Some("P1".into()),
             ..everything.clone()
@@ -665,6 +661,14 @@ mod tests {
         let indexed = store.audit_page(&by_person, None, 100).expect("page");
         assert_eq!(page.entries, indexed.entries, "the index follows the entries");
         page.entries.into_iter().map(|entry| entry.caller).collect()
+    }
+
+    fn everything() -> AuditQuery {
+        AuditQuery {
+            from: 0,
+            to: i64::MAX,
+            ..AuditQuery::default()
+        }
     }
 
     fn days(n: i64) -> i64 {
@@ -722,11 +726,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         runtime.block_on(audit.append(full_read(now + 1))).expect("append");
         audit.catch_up().expect("caught up");
-        let everything = AuditQuery {
-            from: 0,
-            to: i64::MAX,
-            ..AuditQuery::default()
-        };
+        let everything = everything();
         let page = audit.query(&everything, None, 10).expect("query");
         assert_eq!(page.entries, vec![full_read(now), full_read(now + 1)]);
         audit.close();
@@ -819,6 +819,34 @@ mod tests {
         }
     }
 
+    /// The journal keeps its segments until a checkpoint of the index thread covers them, then
+    /// they go; the entries stay in the store.
+    #[test]
+    fn checkpointed_journal_segments_are_deleted() {
+        let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("store"));
+        let journal = journal_dir();
+        let config = JournalConfig {
+            // A segment a group: every group can be deleted on its own.
+            segment_bytes_max: 64,
+            checkpoint_interval: Duration::from_millis(1),
+            ..journal_config(&journal)
+        };
+        let segments = || std::fs::read_dir(&config.dir).expect("journal dir").count();
+        let audit = AuditLog::start(Arc::clone(&store), &AuditConfig::default(), config.clone()).expect("start");
+        let now = chrono::Utc::now().timestamp_millis();
+        let runtime = runtime();
+        for n in 0..10 {
+            runtime
+                .block_on(audit.append(entry(now + n, "portal")))
+                .expect("append");
+            audit.catch_up().expect("caught up");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(segments() < 5, "{} segments left of 10 groups", segments());
+        assert_eq!(audit.query(&everything(), None, 100).expect("query").entries.len(), 10);
+        audit.close();
+    }
+
     /// A batch the store refuses is tried again until it takes it, once; meanwhile queries
     /// say why they cannot answer, and the call itself was answered from the journal.
     #[test]
@@ -879,11 +907,7 @@ mod tests {
                 audit.append(entry(now + n, &format!("c{n}"))).await.expect("append");
             }
         });
-        let everything = AuditQuery {
-            from: 0,
-            to: i64::MAX,
-            ..AuditQuery::default()
-        };
+        let everything = everything();
         let page = audit.query(&everything, None, 100).expect("query");
         assert_eq!(page.entries.len(), 50);
         let counts = audit.share_counts(None).expect("counts");
