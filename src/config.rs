@@ -186,6 +186,9 @@ pub struct WalConfig {
     pub group_records_max: usize,
     /// Checkpoint (store fsync, WAL trim) after this many milliseconds with new writes.
     pub checkpoint_interval_ms: u64,
+    /// The most the store reads done ahead of the writer (by a second thread, for the batches
+    /// after the one being applied) may hold; 0 turns reading ahead off.
+    pub read_ahead_bytes_max: usize,
 }
 
 impl Default for WalConfig {
@@ -195,6 +198,7 @@ impl Default for WalConfig {
             queue_batches_max: 64,
             group_records_max: 20_000,
             checkpoint_interval_ms: 30_000,
+            read_ahead_bytes_max: 64 * 1024 * 1024,
         }
     }
 }

@@ -10,8 +10,8 @@
 use crate::catalog::Catalog;
 use crate::cleanse::{cleanse_record, rules};
 use crate::model::{
-    Cause, CleanRecord, Decision, EpochMillis, Finding, PersonEvent, PersonId, RecordKey, SourceId, StewardAction,
-    TagCode,
+    Cause, CleanRecord, Decision, EpochMillis, Finding, PersonEvent, PersonId, RawRecord, RecordKey, SourceId,
+    StewardAction, TagCode,
 };
 use crate::profile::{is_collective, offer, survive, survive_tags, RecordView};
 use crate::resolve::features::is_fallback_key;
@@ -124,7 +124,7 @@ pub fn apply_entry_timed(
         records: entry.records.len() as u64,
         ..StageTimes::default()
     };
-    let mut txn = store.begin();
+    let mut txn = store.begin_kept();
     if let Some(encoded) = &entry.model {
         let model: MatchModel = postcard::from_bytes(encoded).map_err(|error| StoreError::Corrupt {
             kind: "logged model",
@@ -419,6 +419,35 @@ pub fn apply_entry_timed(
         .saturating_sub(stage_times.cleanse + stage_times.candidates + stage_times.scoring);
     times.add(&stage_times);
     Ok(placed)
+}
+
+/// Reads, through a read-ahead transaction (`Store::begin_read_ahead`), what applying `raw`
+/// will look up first: the record's stored version, the person holding its ID number, the
+/// postings of its blocking keys (paired, then stand-alone, as `apply_entry_timed` asks for
+/// them), the persons they name with their features, and its name counts. Decides nothing and
+/// writes nothing: the writer reads the same keys again and finds them kept.
+pub(super) fn read_ahead(
+    txn: &mut Txn<'_>,
+    catalog: &Catalog,
+    raw: RawRecord,
+    received_at: EpochMillis,
+) -> Result<(), StoreError> {
+    let clean = cleanse_record(raw, received_at, catalog);
+    txn.record(&clean.key)?;
+    if let Some(id_number) = &clean.id_number {
+        txn.person_for_id_number(id_number)?;
+    }
+    let features = Features::of_record(&clean, catalog);
+    let (fallback_keys, keys): (BTreeSet<String>, BTreeSet<String>) = blocking_keys(&features)
+        .into_iter()
+        .partition(|key| is_fallback_key(key));
+    let found = gather_candidates_from(txn, &keys, &BTreeSet::new())?;
+    let known: BTreeSet<PersonId> = found.into_iter().map(|candidate| candidate.person_id).collect();
+    gather_candidates_from(txn, &fallback_keys, &known)?;
+    for name in features.texts(Feature::Name) {
+        txn.name_count(name)?;
+    }
+    Ok(())
 }
 
 /// The identity features of a stored record.

@@ -20,6 +20,7 @@ mod backup;
 mod disk;
 mod feed;
 mod indexer;
+mod read_ahead;
 mod reevaluation;
 mod search;
 mod steward;
@@ -225,6 +226,14 @@ impl Engine {
         let write_path_failed = Arc::new(AtomicBool::new(false));
         let ingest_times = Arc::new(Mutex::new(IngestTimes::default()));
         let feed = feed::FeedSignal::new();
+        store.set_read_ahead_bytes_max(config.wal.read_ahead_bytes_max);
+        let read_ahead = (config.wal.read_ahead_bytes_max > 0)
+            .then(|| read_ahead::ReadAheadThread::start(Arc::clone(&store), Arc::clone(&catalog)))
+            .transpose()
+            .map_err(|source| EngineError::Thread {
+                thread: "read-ahead",
+                source,
+            })?;
         let writer = Writer {
             store: Arc::clone(&store),
             catalog: Arc::clone(&catalog),
@@ -237,6 +246,7 @@ impl Engine {
             fuzzy: (config.index.fuzzy_candidates > 0).then(|| (indexer.fuzzy(), config.index.fuzzy_candidates)),
             times: Arc::clone(&ingest_times),
             feed: feed.clone(),
+            read_ahead,
         };
         let writer_thread = std::thread::Builder::new()
             .name("popmaster-writer".into())
@@ -741,6 +751,8 @@ struct Writer {
     times: Arc<Mutex<IngestTimes>>,
     /// Wakes the change-feed followers after each applied batch.
     feed: feed::FeedSignal,
+    /// Reads ahead of the writer on another core; `None` when `wal.read_ahead_bytes_max` is 0.
+    read_ahead: Option<read_ahead::ReadAheadThread>,
 }
 
 type PendingReply = oneshot::Sender<Result<Applied, EngineError>>;
@@ -814,6 +826,10 @@ impl Writer {
     fn commit_group(&mut self, group: Vec<(WalEntry, PendingReply)>) -> bool {
         let started = Instant::now();
         let (entries, replies): (Vec<WalEntry>, Vec<PendingReply>) = group.into_iter().unzip();
+        if let Some(read_ahead) = &self.read_ahead {
+            // Starts during the fdatasync below.
+            read_ahead.submit(&entries);
+        }
         if let Err(error) = self.wal.append(&entries) {
             tracing::error!(%error, "write-ahead log append failed; the write path stops acknowledging");
             self.failed.store(true, Ordering::Release);
@@ -834,7 +850,12 @@ impl Writer {
                 .as_ref()
                 .map(|(index, k)| move |features: &Features| index.candidates(features, *k));
             let fuzzy = fuzzy.as_ref().map(|search| search as apply::FuzzyCandidates<'_>);
-            match apply::apply_entry_timed(&self.store, &self.catalog, entry, &mut stage_times, fuzzy) {
+            if let Some(read_ahead) = &self.read_ahead {
+                read_ahead.writer_at(sequence);
+            }
+            let applied = apply::apply_entry_timed(&self.store, &self.catalog, entry, &mut stage_times, fuzzy);
+            self.store.retire_read_ahead(sequence);
+            match applied {
                 Ok(placed) => {
                     self.feed.applied();
                     let _ = reply.send(Ok(Applied { sequence, placed }));

@@ -7,8 +7,10 @@
 mod audit;
 pub mod kv;
 pub mod layout;
+mod read_ahead;
 mod snapshot;
 
+pub use read_ahead::ReadAheadStats;
 pub use snapshot::SnapshotStats;
 
 use crate::model::{Cause, EpochMillis, Finding, PersonEvent, PersonId, RecordKey, SourceId, TagCode, TagValue};
@@ -275,6 +277,8 @@ pub struct Store {
     kv: Box<dyn KvStore>,
     /// Every write batch goes through it, so that an open snapshot keeps what it needs.
     cow: snapshot::CopyOnWrite,
+    /// Pairs read ahead of the writer; every commit drops the keys it writes from it.
+    read_ahead: read_ahead::ReadAhead,
 }
 
 /// What a blocking key's postings hold.
@@ -430,6 +434,7 @@ impl Store {
         let store = Store {
             kv,
             cow: snapshot::CopyOnWrite::default(),
+            read_ahead: read_ahead::ReadAhead::new(0),
         };
         match store.begin().get(layout::META_FORMAT)? {
             Some(bytes) => {
@@ -524,11 +529,47 @@ impl Store {
 
     /// A read view, or the start of a write: reads see the transaction's own writes.
     pub fn begin(&self) -> Txn<'_> {
+        self.begin_with(Reads::Store)
+    }
+
+    /// `begin`, for the writer: a read not written by the transaction takes the pair read
+    /// ahead for it, if there is one (always the store's current value, see `read_ahead`).
+    pub fn begin_kept(&self) -> Txn<'_> {
+        self.begin_with(Reads::Kept)
+    }
+
+    /// A transaction that only reads, on behalf of the writer: every pair it reads from the
+    /// store is kept for the writer's transaction of batch `tag`. Never committed.
+    pub fn begin_read_ahead(&self, tag: u64) -> Txn<'_> {
+        self.begin_with(Reads::Ahead(tag))
+    }
+
+    fn begin_with(&self, reads: Reads) -> Txn<'_> {
         Txn {
             store: self,
             pending: BTreeMap::new(),
             common_keys: HashSet::new(),
+            reads,
         }
+    }
+
+    /// How much the pairs read ahead of the writer may hold; 0 (the default) keeps nothing.
+    pub fn set_read_ahead_bytes_max(&self, bytes_max: usize) {
+        self.read_ahead.set_bytes_max(bytes_max);
+    }
+
+    /// Whether the pairs read ahead are at their bound.
+    pub fn read_ahead_is_full(&self) -> bool {
+        self.read_ahead.is_full()
+    }
+
+    /// Lets go of the pairs read ahead for batches up to `tag`, once the writer applied them.
+    pub fn retire_read_ahead(&self, tag: u64) {
+        self.read_ahead.retire(tag);
+    }
+
+    pub fn read_ahead_stats(&self) -> ReadAheadStats {
+        self.read_ahead.stats()
     }
 
     pub fn checkpoint(&self) -> Result<(), StoreError> {
@@ -742,13 +783,40 @@ pub struct Txn<'s> {
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Blocking keys this transaction found too common: their postings are no longer kept.
     common_keys: HashSet<String>,
+    reads: Reads,
+}
+
+/// Where a transaction's reads of the store go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// To the store.
+    Store,
+    /// To the pairs read ahead, then the store.
+    Kept,
+    /// To the store, keeping each pair for the writer's transaction of this batch.
+    Ahead(u64),
 }
 
 impl Txn<'_> {
     fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.pending.get(key) {
-            Some(value) => Ok(value.clone()),
-            None => self.store.kv.get(key),
+        if let Some(value) = self.pending.get(key) {
+            return Ok(value.clone());
+        }
+        let kv = self.store.kv.as_ref();
+        match self.reads {
+            Reads::Store => kv.get(key),
+            Reads::Kept => self.store.read_ahead.get(kv, key),
+            Reads::Ahead(tag) => self.store.read_ahead.read_get(kv, key, tag),
+        }
+    }
+
+    /// The first `limit` keys under `prefix` in the store, without the pending writes.
+    fn stored_keys(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let kv = self.store.kv.as_ref();
+        match self.reads {
+            Reads::Store => Ok(kv.scan(prefix, None, limit)?.into_iter().map(|(key, _)| key).collect()),
+            Reads::Kept => self.store.read_ahead.scan_keys(kv, prefix, limit),
+            Reads::Ahead(tag) => self.store.read_ahead.read_scan_keys(kv, prefix, limit, tag),
         }
     }
 
@@ -818,8 +886,8 @@ impl Txn<'_> {
             .take_while(|(key, _)| key.starts_with(prefix))
             .collect();
         let n_deleted = pending.iter().filter(|(_, value)| value.is_none()).count();
-        let page = self.store.kv.scan(prefix, None, limit.saturating_add(n_deleted))?;
-        let mut keys: BTreeSet<Vec<u8>> = page.into_iter().map(|(key, _)| key).collect();
+        let page = self.stored_keys(prefix, limit.saturating_add(n_deleted))?;
+        let mut keys: BTreeSet<Vec<u8>> = page.into_iter().collect();
         for (key, value) in pending {
             match value {
                 Some(_) => keys.insert(key.clone()),
@@ -909,6 +977,11 @@ impl Txn<'_> {
     }
 
     pub fn commit(self) -> Result<(), StoreError> {
+        debug_assert!(
+            !matches!(self.reads, Reads::Ahead(_)),
+            "a read-ahead transaction is never committed"
+        );
+        let store = self.store;
         let mut batch = WriteBatch::default();
         for (key, value) in self.pending {
             match value {
@@ -916,7 +989,9 @@ impl Txn<'_> {
                 None => batch.delete(key),
             }
         }
-        self.store.cow.apply(self.store.kv.as_ref(), batch)
+        store
+            .read_ahead
+            .commit(batch, |batch| store.cow.apply(store.kv.as_ref(), batch))
     }
 
     // --- records ---

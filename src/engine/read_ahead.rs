@@ -1,0 +1,178 @@
+//! The read-ahead thread. The writer applies a group's batches one after the other on one
+//! core; while it does, this thread reads what the batches after the current one will look up
+//! first (`apply::read_ahead`: each record's stored version, its candidates' postings, persons
+//! and features, its name counts), and the store keeps those pairs for the writer
+//! (`store/read_ahead.rs`). The writer then finds most of its reads of the store already done,
+//! on the other core.
+//!
+//! The kept pairs are exact at all times (every commit drops what it writes), so what the
+//! writer decides does not depend on how far this thread got: it only changes how long the
+//! writer takes.
+//!
+//! Owns the thread and its queue. Must not: write to the store, or ever make the writer wait
+//! (a full queue drops the batch; a batch the writer has passed is skipped).
+
+use super::apply;
+use crate::catalog::Catalog;
+use crate::model::{EpochMillis, RawRecord};
+use crate::store::Store;
+use crate::wal::WalEntry;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Batches waiting to be read ahead; more are not read ahead.
+const QUEUE_BATCHES_MAX: usize = 64;
+
+/// One batch to read ahead.
+struct Job {
+    sequence: u64,
+    received_at: EpochMillis,
+    records: Vec<RawRecord>,
+}
+
+pub(super) struct ReadAheadThread {
+    sender: Option<SyncSender<Job>>,
+    /// The sequence of the batch the writer is applying.
+    writer_at: Arc<AtomicU64>,
+    closing: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ReadAheadThread {
+    pub(super) fn start(store: Arc<Store>, catalog: Arc<Catalog>) -> std::io::Result<ReadAheadThread> {
+        let (sender, receiver) = sync_channel(QUEUE_BATCHES_MAX);
+        let writer_at = Arc::new(AtomicU64::new(0));
+        let closing = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (writer_at, closing) = (Arc::clone(&writer_at), Arc::clone(&closing));
+            std::thread::Builder::new()
+                .name("popmaster-read-ahead".into())
+                .spawn(move || run(&store, &catalog, &receiver, &writer_at, &closing))?
+        };
+        Ok(ReadAheadThread {
+            sender: Some(sender),
+            writer_at,
+            closing,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a logged group's batches (record batches only) to be read ahead, in order.
+    pub(super) fn submit(&self, entries: &[WalEntry]) {
+        let Some(sender) = &self.sender else { return };
+        for entry in entries.iter().filter(|entry| !entry.records.is_empty()) {
+            let job = Job {
+                sequence: entry.sequence,
+                received_at: entry.received_at,
+                records: entry.records.clone(),
+            };
+            match sender.try_send(job) {
+                Ok(()) => {}
+                // Behind by a whole queue: the writer reads for itself.
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
+
+    /// The writer starts applying the batch `sequence`: batches before it are not read ahead.
+    pub(super) fn writer_at(&self, sequence: u64) {
+        self.writer_at.store(sequence, Ordering::Release);
+    }
+}
+
+impl Drop for ReadAheadThread {
+    fn drop(&mut self) {
+        self.closing.store(true, Ordering::Release);
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(store: &Store, catalog: &Catalog, receiver: &Receiver<Job>, writer_at: &AtomicU64, closing: &AtomicBool) {
+    let passed = |sequence: u64| writer_at.load(Ordering::Acquire) > sequence || closing.load(Ordering::Acquire);
+    while let Ok(job) = receiver.recv() {
+        if passed(job.sequence) {
+            continue;
+        }
+        let mut txn = store.begin_read_ahead(job.sequence);
+        for raw in job.records {
+            // At the bound, wait for the writer to let go of what it has applied.
+            while store.read_ahead_is_full() && !passed(job.sequence) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if passed(job.sequence) {
+                break;
+            }
+            if let Err(error) = apply::read_ahead(&mut txn, catalog, raw, job.received_at) {
+                // Only a lost speed-up: the writer reads the store itself and meets the error
+                // there, where it counts.
+                tracing::warn!(%error, sequence = job.sequence, "reading ahead of the writer failed");
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Engine;
+    use crate::catalog::Catalog;
+    use crate::config::Config;
+    use crate::model::{PersonId, RawRecord, RecordKey};
+    use crate::synth::{Generator, SynthConfig};
+
+    /// Loads the same records, many batches at once so that the writer groups them, with and
+    /// without reading ahead; returns the record -> person mapping and the read-ahead hits.
+    fn load(records: &[RawRecord], read_ahead_bytes_max: usize) -> (Vec<(RecordKey, PersonId)>, u64) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        config.wal.read_ahead_bytes_max = read_ahead_bytes_max;
+        let engine = Engine::open(&config, Catalog::shipped()).expect("engine opens");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            // Sent together, answered in order: each batch's sequence follows the one before,
+            // so both loads log the same batches in the same order.
+            let batches: Vec<_> = records
+                .chunks(50)
+                .map(|batch| engine.ingest(1_700_000_000_000, batch.to_vec(), Vec::new(), None))
+                .collect();
+            for applied in futures::future::join_all(batches).await {
+                applied.expect("ingest");
+            }
+        });
+        let mapping = engine.mapping_page(None, usize::MAX).expect("mapping");
+        let hits = engine.store.read_ahead_stats().n_hits;
+        runtime.block_on(engine.shutdown());
+        (mapping, hits)
+    }
+
+    #[test]
+    fn reading_ahead_changes_nothing_but_where_the_reads_go() {
+        let config = SynthConfig {
+            seed: 11,
+            n_persons: 600,
+            ..SynthConfig::default()
+        };
+        let records: Vec<RawRecord> = Generator::new(config, &Catalog::shipped())
+            .map(|synth| synth.to_raw_record())
+            .collect();
+        let (with, hits) = load(&records, 64 << 20);
+        let (without, no_hits) = load(&records, 0);
+        assert_eq!(with.len(), records.len());
+        let differ = with.iter().zip(&without).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "records placed otherwise with reading ahead than without");
+        assert!(hits > 0, "the writer found reads done ahead");
+        assert_eq!(no_hits, 0);
+    }
+}

@@ -1,0 +1,354 @@
+//! Values read ahead of the writer. While the writer applies one batch, a second thread reads
+//! what the next batches of its group will look up first (each record's stored version, the
+//! postings of its blocking keys, the persons they name, name counts) through a transaction
+//! that keeps every pair it reads here (`Store::begin_read_ahead`). The writer's transaction
+//! (`Store::begin_kept`) takes a kept pair instead of asking the store, so the store's reads
+//! run on the other core.
+//!
+//! Exact, never stale: every commit drops the keys it writes (and every kept scan whose prefix
+//! covers one) before it applies its batch, and a commit and a read ahead exclude each other
+//! (`gate`), so a kept pair is always what the store holds now. A read ahead that read a key
+//! before a commit wrote it has its pair dropped by that commit; one that reads after sees the
+//! new value.
+//!
+//! Owns the kept pairs and their bound. Must not: know what a key means (it knows only that a
+//! scan prefix ends at a separator), or hold a commit for longer than one store read.
+
+use super::kv::{KvStore, WriteBatch};
+use super::layout::SEP;
+use super::StoreError;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+/// What the read-ahead did for the writer, since the store opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadAheadStats {
+    /// Reads of the writer answered from kept pairs.
+    pub n_hits: u64,
+    /// Reads of the writer that went to the store.
+    pub n_misses: u64,
+    /// Pairs read ahead and kept.
+    pub n_kept: u64,
+    /// Kept pairs a commit dropped before the writer used them.
+    pub n_dropped: u64,
+}
+
+pub(super) struct ReadAhead {
+    /// A commit holds it exclusively; a read ahead holds it shared from the store read until
+    /// the pair is kept.
+    gate: RwLock<()>,
+    kept: Mutex<Kept>,
+    bytes_max: AtomicU64,
+    n_hits: AtomicU64,
+    n_misses: AtomicU64,
+    n_kept: AtomicU64,
+    n_dropped: AtomicU64,
+}
+
+/// A kept pair or scan remembers the batch it was read for (`tag`), so that it can be let go
+/// once the writer has applied that batch.
+#[derive(Default)]
+struct Kept {
+    gets: HashMap<Vec<u8>, (Option<Vec<u8>>, u64)>,
+    scans: HashMap<Vec<u8>, KeptScan>,
+    bytes: usize,
+}
+
+/// The first keys under a prefix, as `KvStore::scan` gave them for `limit`.
+struct KeptScan {
+    keys: Vec<Vec<u8>>,
+    limit: usize,
+    tag: u64,
+}
+
+impl KeptScan {
+    fn bytes(&self) -> usize {
+        self.keys.iter().map(Vec::len).sum::<usize>() + 16 * self.keys.len()
+    }
+}
+
+fn get_bytes(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+    key.len() + value.as_ref().map_or(0, Vec::len) + 32
+}
+
+impl ReadAhead {
+    /// `bytes_max`: the most the kept pairs may hold; 0 keeps nothing.
+    pub(super) fn new(bytes_max: usize) -> ReadAhead {
+        ReadAhead {
+            gate: RwLock::new(()),
+            kept: Mutex::new(Kept::default()),
+            bytes_max: AtomicU64::new(bytes_max as u64),
+            n_hits: AtomicU64::new(0),
+            n_misses: AtomicU64::new(0),
+            n_kept: AtomicU64::new(0),
+            n_dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn set_bytes_max(&self, bytes_max: usize) {
+        self.bytes_max.store(bytes_max as u64, Ordering::Relaxed);
+    }
+
+    pub(super) fn stats(&self) -> ReadAheadStats {
+        ReadAheadStats {
+            n_hits: self.n_hits.load(Ordering::Relaxed),
+            n_misses: self.n_misses.load(Ordering::Relaxed),
+            n_kept: self.n_kept.load(Ordering::Relaxed),
+            n_dropped: self.n_dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the kept pairs are at their bound: a read ahead then waits for the writer.
+    pub(super) fn is_full(&self) -> bool {
+        let kept = self.kept.lock().expect("lock poisoned");
+        kept.bytes as u64 >= self.bytes_max.load(Ordering::Relaxed)
+    }
+
+    /// The writer's read of one key: the kept value, or the store's.
+    pub(super) fn get(&self, kv: &dyn KvStore, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let kept = {
+            let kept = self.kept.lock().expect("lock poisoned");
+            kept.gets.get(key).map(|(value, _)| value.clone())
+        };
+        match kept {
+            Some(value) => {
+                self.n_hits.fetch_add(1, Ordering::Relaxed);
+                Ok(value)
+            }
+            None => {
+                self.n_misses.fetch_add(1, Ordering::Relaxed);
+                kv.get(key)
+            }
+        }
+    }
+
+    /// The writer's scan of the first `limit` keys under `prefix`: kept, or the store's.
+    pub(super) fn scan_keys(&self, kv: &dyn KvStore, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let kept = {
+            let kept = self.kept.lock().expect("lock poisoned");
+            kept.scans.get(prefix).and_then(|scan| {
+                // The first `limit` keys are known when the kept scan asked for at least as
+                // many, or found fewer than it asked for (all there are).
+                (scan.limit >= limit || scan.keys.len() < scan.limit)
+                    .then(|| scan.keys.iter().take(limit).cloned().collect::<Vec<_>>())
+            })
+        };
+        match kept {
+            Some(keys) => {
+                self.n_hits.fetch_add(1, Ordering::Relaxed);
+                Ok(keys)
+            }
+            None => {
+                self.n_misses.fetch_add(1, Ordering::Relaxed);
+                scan_keys(kv, prefix, limit)
+            }
+        }
+    }
+
+    /// A read ahead of one key for the batch `tag`: read from the store and kept.
+    pub(super) fn read_get(&self, kv: &dyn KvStore, key: &[u8], tag: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let _shared = self.gate.read().expect("lock poisoned");
+        let value = kv.get(key)?;
+        let mut kept = self.kept.lock().expect("lock poisoned");
+        if (kept.bytes as u64) < self.bytes_max.load(Ordering::Relaxed) {
+            let bytes = get_bytes(key, &value);
+            if let Some((_, old_tag)) = kept.gets.get_mut(key) {
+                *old_tag = (*old_tag).max(tag);
+            } else {
+                kept.bytes += bytes;
+                kept.gets.insert(key.to_vec(), (value.clone(), tag));
+                self.n_kept.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(value)
+    }
+
+    /// A read ahead of the first `limit` keys under `prefix` for the batch `tag`. Only a
+    /// prefix that ends at a separator is kept: that is how a commit finds the scans a key it
+    /// writes belongs to.
+    pub(super) fn read_scan_keys(
+        &self,
+        kv: &dyn KvStore,
+        prefix: &[u8],
+        limit: usize,
+        tag: u64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let _shared = self.gate.read().expect("lock poisoned");
+        let keys = scan_keys(kv, prefix, limit)?;
+        if prefix.last() == Some(&SEP) {
+            let mut kept = self.kept.lock().expect("lock poisoned");
+            if (kept.bytes as u64) < self.bytes_max.load(Ordering::Relaxed) {
+                let scan = KeptScan {
+                    keys: keys.clone(),
+                    limit,
+                    tag,
+                };
+                let bytes = prefix.len() + scan.bytes();
+                if let Some(old) = kept.scans.insert(prefix.to_vec(), scan) {
+                    kept.bytes -= prefix.len() + old.bytes();
+                } else {
+                    self.n_kept.fetch_add(1, Ordering::Relaxed);
+                }
+                kept.bytes += bytes;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Runs a commit: drops what is kept of the keys `batch` writes, then `apply`s it, with no
+    /// read ahead in between.
+    pub(super) fn commit<T>(
+        &self,
+        batch: WriteBatch,
+        apply: impl FnOnce(WriteBatch) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _exclusive = self.gate.write().expect("lock poisoned");
+        {
+            let mut kept = self.kept.lock().expect("lock poisoned");
+            if !kept.gets.is_empty() || !kept.scans.is_empty() {
+                let mut n_dropped = 0;
+                for (key, _) in &batch.writes {
+                    let key = key.as_slice();
+                    if let Some((value, _)) = kept.gets.remove(key) {
+                        kept.bytes -= get_bytes(key, &value);
+                        n_dropped += 1;
+                    }
+                    if kept.scans.is_empty() {
+                        continue;
+                    }
+                    for (idx, _) in key.iter().enumerate().filter(|(_, byte)| **byte == SEP) {
+                        let prefix = &key[..=idx];
+                        if let Some(scan) = kept.scans.remove(prefix) {
+                            kept.bytes -= prefix.len() + scan.bytes();
+                            n_dropped += 1;
+                        }
+                    }
+                }
+                self.n_dropped.fetch_add(n_dropped, Ordering::Relaxed);
+            }
+        }
+        apply(batch)
+    }
+
+    /// Lets go of what was read ahead for batches up to `tag`, which the writer has applied.
+    pub(super) fn retire(&self, tag: u64) {
+        let mut kept = self.kept.lock().expect("lock poisoned");
+        if kept.gets.is_empty() && kept.scans.is_empty() {
+            return;
+        }
+        let mut bytes = kept.bytes;
+        kept.gets.retain(|key, (value, kept_for)| {
+            let keep = *kept_for > tag;
+            if !keep {
+                bytes -= get_bytes(key, value);
+            }
+            keep
+        });
+        kept.scans.retain(|prefix, scan| {
+            let keep = scan.tag > tag;
+            if !keep {
+                bytes -= prefix.len() + scan.bytes();
+            }
+            keep
+        });
+        kept.bytes = bytes;
+    }
+}
+
+fn scan_keys(kv: &dyn KvStore, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+    Ok(kv.scan(prefix, None, limit)?.into_iter().map(|(key, _)| key).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::kv::MemKv;
+
+    fn put(kv: &MemKv, read_ahead: &ReadAhead, key: &[u8], value: &[u8]) {
+        let mut batch = WriteBatch::default();
+        batch.put(key.to_vec(), value.to_vec());
+        read_ahead.commit(batch, |batch| kv.apply(batch)).expect("commit");
+    }
+
+    #[test]
+    fn a_commit_drops_what_it_writes() {
+        let kv = MemKv::default();
+        let read_ahead = ReadAhead::new(1 << 20);
+        put(&kv, &read_ahead, b"a", b"1");
+        assert_eq!(read_ahead.read_get(&kv, b"a", 1).expect("read"), Some(b"1".to_vec()));
+        assert_eq!(read_ahead.read_get(&kv, b"b", 1).expect("read"), None);
+        assert_eq!(read_ahead.get(&kv, b"a").expect("get"), Some(b"1".to_vec()));
+        assert_eq!(read_ahead.stats().n_hits, 1);
+        put(&kv, &read_ahead, b"a", b"2");
+        put(&kv, &read_ahead, b"b", b"3");
+        assert_eq!(read_ahead.get(&kv, b"a").expect("get"), Some(b"2".to_vec()));
+        assert_eq!(read_ahead.get(&kv, b"b").expect("get"), Some(b"3".to_vec()));
+        assert_eq!(read_ahead.stats().n_dropped, 2);
+    }
+
+    #[test]
+    fn a_commit_drops_the_scans_its_keys_belong_to() {
+        let kv = MemKv::default();
+        let read_ahead = ReadAhead::new(1 << 20);
+        put(&kv, &read_ahead, b"k/x\0p1", b"");
+        put(&kv, &read_ahead, b"k/xy\0p1", b"");
+        let prefix = b"k/x\0";
+        assert_eq!(read_ahead.read_scan_keys(&kv, prefix, 5, 1).expect("scan").len(), 1);
+        assert_eq!(read_ahead.read_scan_keys(&kv, b"k/xy\0", 5, 1).expect("scan").len(), 1);
+        // Another key's postings leave the kept scan alone.
+        put(&kv, &read_ahead, b"k/xy\0p2", b"");
+        assert_eq!(read_ahead.scan_keys(&kv, prefix, 5).expect("scan").len(), 1);
+        assert_eq!(read_ahead.stats().n_hits, 1);
+        put(&kv, &read_ahead, b"k/x\0p2", b"");
+        assert_eq!(
+            read_ahead.scan_keys(&kv, prefix, 5).expect("scan"),
+            vec![b"k/x\0p1".to_vec(), b"k/x\0p2".to_vec()]
+        );
+        assert_eq!(read_ahead.scan_keys(&kv, b"k/xy\0", 5).expect("scan").len(), 2);
+    }
+
+    #[test]
+    fn a_kept_scan_answers_only_what_it_covers() {
+        let kv = MemKv::default();
+        let read_ahead = ReadAhead::new(1 << 20);
+        for person in ["p1", "p2", "p3"] {
+            put(&kv, &read_ahead, format!("k/x\0{person}").as_bytes(), b"");
+        }
+        read_ahead.read_scan_keys(&kv, b"k/x\0", 2, 1).expect("scan");
+        assert_eq!(read_ahead.scan_keys(&kv, b"k/x\0", 1).expect("scan").len(), 1);
+        assert_eq!(read_ahead.scan_keys(&kv, b"k/x\0", 2).expect("scan").len(), 2);
+        assert_eq!(read_ahead.stats().n_hits, 2);
+        // Asked for more than it read, with more there: the store answers.
+        assert_eq!(read_ahead.scan_keys(&kv, b"k/x\0", 4).expect("scan").len(), 3);
+        assert_eq!(read_ahead.stats().n_misses, 1);
+        // A scan that found fewer than it asked for found all there are.
+        read_ahead.read_scan_keys(&kv, b"k/x\0", 10, 1).expect("scan");
+        assert_eq!(read_ahead.scan_keys(&kv, b"k/x\0", 50).expect("scan").len(), 3);
+    }
+
+    #[test]
+    fn retired_and_bounded() {
+        let kv = MemKv::default();
+        let read_ahead = ReadAhead::new(1 << 20);
+        put(&kv, &read_ahead, b"a", b"1");
+        read_ahead.read_get(&kv, b"a", 1).expect("read");
+        read_ahead.read_get(&kv, b"b", 2).expect("read");
+        read_ahead.retire(1);
+        read_ahead.get(&kv, b"a").expect("get");
+        read_ahead.get(&kv, b"b").expect("get");
+        assert_eq!((read_ahead.stats().n_hits, read_ahead.stats().n_misses), (1, 1));
+        read_ahead.retire(2);
+        assert!(!read_ahead.is_full());
+        assert_eq!(read_ahead.kept.lock().expect("lock").bytes, 0);
+        let small = ReadAhead::new(30);
+        small.read_get(&kv, b"a", 1).expect("read");
+        assert!(small.is_full());
+        small.read_get(&kv, b"b", 1).expect("read");
+        assert_eq!(
+            small.kept.lock().expect("lock").gets.len(),
+            1,
+            "nothing kept past the bound"
+        );
+    }
+}
