@@ -119,6 +119,22 @@ pub fn apply_entry_timed(
     times: &mut StageTimes,
     fuzzy: Option<FuzzyCandidates<'_>>,
 ) -> Result<Vec<Placed>, StoreError> {
+    let (placed, txn) = prepare_entry_timed(store, catalog, entry, times, fuzzy)?;
+    let committing = Instant::now();
+    txn.commit()?;
+    times.store += committing.elapsed();
+    Ok(placed)
+}
+
+/// Everything `apply_entry_timed` does but the commit: the batch's writes, in a transaction
+/// of the writer (`Store::begin_kept`) to commit or hand over (`Txn::hand_over`).
+pub fn prepare_entry_timed<'s>(
+    store: &'s Store,
+    catalog: &Catalog,
+    entry: WalEntry,
+    times: &mut StageTimes,
+    fuzzy: Option<FuzzyCandidates<'_>>,
+) -> Result<(Vec<Placed>, Txn<'s>), StoreError> {
     let started = Instant::now();
     let mut stage_times = StageTimes {
         records: entry.records.len() as u64,
@@ -413,12 +429,11 @@ pub fn apply_entry_timed(
         refresh_person(&mut txn, catalog, &person_id, change, at)?;
     }
     txn.set_applied_sequence(entry.sequence)?;
-    txn.commit()?;
     stage_times.store = started
         .elapsed()
         .saturating_sub(stage_times.cleanse + stage_times.candidates + stage_times.scoring);
     times.add(&stage_times);
-    Ok(placed)
+    Ok((placed, txn))
 }
 
 /// Reads, through a read-ahead transaction (`Store::begin_read_ahead`), what applying `raw`
@@ -441,9 +456,16 @@ pub(super) fn read_ahead(
     let (fallback_keys, keys): (BTreeSet<String>, BTreeSet<String>) = blocking_keys(&features)
         .into_iter()
         .partition(|key| is_fallback_key(key));
-    let found = gather_candidates_from(txn, &keys, &BTreeSet::new())?;
-    let known: BTreeSet<PersonId> = found.into_iter().map(|candidate| candidate.person_id).collect();
-    gather_candidates_from(txn, &fallback_keys, &known)?;
+    let found = persons_sharing(txn, &keys, None)?;
+    for person_id in &found {
+        txn.read_person(person_id)?;
+    }
+    let known: BTreeSet<&PersonId> = found.iter().collect();
+    for person_id in persons_sharing(txn, &fallback_keys, None)? {
+        if !known.contains(&person_id) {
+            txn.read_person(&person_id)?;
+        }
+    }
     for name in features.texts(Feature::Name) {
         txn.name_count(name)?;
     }

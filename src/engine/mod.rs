@@ -17,6 +17,7 @@
 mod apply;
 mod audit;
 mod backup;
+mod committer;
 mod disk;
 mod feed;
 mod indexer;
@@ -234,6 +235,19 @@ impl Engine {
                 thread: "read-ahead",
                 source,
             })?;
+        let committer = committer::Committer::start(
+            Arc::clone(&store),
+            committer::Signals {
+                failed: Arc::clone(&write_path_failed),
+                feed: feed.clone(),
+                indexer_wakeup: indexer.wakeup(),
+                times: Arc::clone(&ingest_times),
+            },
+        )
+        .map_err(|source| EngineError::Thread {
+            thread: "committer",
+            source,
+        })?;
         let writer = Writer {
             store: Arc::clone(&store),
             catalog: Arc::clone(&catalog),
@@ -242,11 +256,10 @@ impl Engine {
             group_records_max: config.wal.group_records_max,
             checkpoint_interval: config.wal.checkpoint_interval(),
             failed: Arc::clone(&write_path_failed),
-            indexer_wakeup: indexer.wakeup(),
             fuzzy: (config.index.fuzzy_candidates > 0).then(|| (indexer.fuzzy(), config.index.fuzzy_candidates)),
             times: Arc::clone(&ingest_times),
-            feed: feed.clone(),
             read_ahead,
+            committer,
         };
         let writer_thread = std::thread::Builder::new()
             .name("popmaster-writer".into())
@@ -745,14 +758,14 @@ struct Writer {
     group_records_max: usize,
     checkpoint_interval: std::time::Duration,
     failed: Arc<AtomicBool>,
-    indexer_wakeup: indexer::Wakeup,
     /// The index and how many candidates to ask it for; `None`: exact keys only.
     fuzzy: Option<(indexer::FuzzyIndex, usize)>,
     times: Arc<Mutex<IngestTimes>>,
-    /// Wakes the change-feed followers after each applied batch.
-    feed: feed::FeedSignal,
     /// Reads ahead of the writer on another core; `None` when `wal.read_ahead_bytes_max` is 0.
     read_ahead: Option<read_ahead::ReadAheadThread>,
+    /// Applies the prepared batches to the store on another core, and answers them (it wakes
+    /// the change-feed followers and the indexer after each).
+    committer: committer::Committer,
 }
 
 type PendingReply = oneshot::Sender<Result<Applied, EngineError>>;
@@ -791,7 +804,6 @@ impl Writer {
                 if !self.commit_group(group) {
                     break;
                 }
-                self.indexer_wakeup.wake();
             }
             if let Some(done) = shutdown {
                 self.receiver.close();
@@ -853,12 +865,20 @@ impl Writer {
             if let Some(read_ahead) = &self.read_ahead {
                 read_ahead.writer_at(sequence);
             }
-            let applied = apply::apply_entry_timed(&self.store, &self.catalog, entry, &mut stage_times, fuzzy);
+            if self.failed.load(Ordering::Acquire) {
+                // The committer refused an earlier batch: nothing after it may be applied.
+                let _ = reply.send(Err(EngineError::WritePathFailed));
+                for reply in replies {
+                    let _ = reply.send(Err(EngineError::WritePathFailed));
+                }
+                return false;
+            }
+            let prepared = apply::prepare_entry_timed(&self.store, &self.catalog, entry, &mut stage_times, fuzzy);
             self.store.retire_read_ahead(sequence);
-            match applied {
-                Ok(placed) => {
-                    self.feed.applied();
-                    let _ = reply.send(Ok(Applied { sequence, placed }));
+            match prepared {
+                Ok((placed, txn)) => {
+                    // Applied and answered by the committer, while this thread goes on.
+                    self.committer.commit(txn.hand_over(), sequence, placed, reply);
                 }
                 Err(error) => {
                     // The batch is in the log and will be replayed at the next start.
@@ -889,6 +909,9 @@ impl Writer {
     /// Makes the store durable up to its applied sequence, then drops the WAL segments it
     /// covers.
     fn checkpoint(&mut self) -> bool {
+        // Every batch handed over is applied first: the log is trimmed only up to what the
+        // store holds durably.
+        self.committer.drain();
         let result = self.store.checkpoint().map_err(EngineError::from).and_then(|()| {
             let applied = self.store.applied_sequence()?;
             Ok(self.wal.trim(applied)?)

@@ -120,15 +120,21 @@ fn run(store: &Store, catalog: &Catalog, receiver: &Receiver<Job>, writer_at: &A
 
 #[cfg(test)]
 mod tests {
-    use super::super::Engine;
+    use super::super::{apply, Engine};
     use crate::catalog::Catalog;
     use crate::config::Config;
     use crate::model::{PersonId, RawRecord, RecordKey};
+    use crate::store::Store;
     use crate::synth::{Generator, SynthConfig};
+    use crate::wal::WalEntry;
 
-    /// Loads the same records, many batches at once so that the writer groups them, with and
-    /// without reading ahead; returns the record -> person mapping and the read-ahead hits.
-    fn load(records: &[RawRecord], read_ahead_bytes_max: usize) -> (Vec<(RecordKey, PersonId)>, u64) {
+    const RECEIVED_AT: i64 = 1_700_000_000_000;
+    const BATCH_RECORDS: usize = 50;
+
+    /// Loads the records through the engine, many batches at once so that the writer groups
+    /// them, reads ahead and hands batches to the committer while it prepares the next; returns
+    /// the record -> person mapping, the batches' sequences and the read-ahead hits.
+    fn load(records: &[RawRecord], read_ahead_bytes_max: usize) -> (Vec<(RecordKey, PersonId)>, Vec<u64>, u64) {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
             data_dir: dir.path().join("data"),
@@ -140,25 +146,44 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        runtime.block_on(async {
-            // Sent together, answered in order: each batch's sequence follows the one before,
-            // so both loads log the same batches in the same order.
+        let sequences = runtime.block_on(async {
             let batches: Vec<_> = records
-                .chunks(50)
-                .map(|batch| engine.ingest(1_700_000_000_000, batch.to_vec(), Vec::new(), None))
+                .chunks(BATCH_RECORDS)
+                .map(|batch| engine.ingest(RECEIVED_AT, batch.to_vec(), Vec::new(), None))
                 .collect();
-            for applied in futures::future::join_all(batches).await {
-                applied.expect("ingest");
-            }
+            futures::future::join_all(batches)
+                .await
+                .into_iter()
+                .map(|applied| applied.expect("ingest").sequence)
+                .collect::<Vec<u64>>()
         });
         let mapping = engine.mapping_page(None, usize::MAX).expect("mapping");
         let hits = engine.store.read_ahead_stats().n_hits;
         runtime.block_on(engine.shutdown());
-        (mapping, hits)
+        (mapping, sequences, hits)
+    }
+
+    /// The same batches applied one after the other, each committed before the next starts.
+    fn apply_in_turn(records: &[RawRecord], sequences: &[u64]) -> Vec<(RecordKey, PersonId)> {
+        let store = Store::open(Box::new(crate::store::kv::MemKv::default())).expect("opens");
+        let catalog = Catalog::shipped();
+        for (batch, &sequence) in records.chunks(BATCH_RECORDS).zip(sequences) {
+            let entry = WalEntry {
+                sequence,
+                received_at: RECEIVED_AT,
+                records: batch.to_vec(),
+                rejected: vec![],
+                model: None,
+                steward: None,
+                actor: None,
+            };
+            apply::apply_entry(&store, &catalog, entry).expect("applies");
+        }
+        store.mapping_page(None, usize::MAX).expect("mapping")
     }
 
     #[test]
-    fn reading_ahead_changes_nothing_but_where_the_reads_go() {
+    fn reading_ahead_and_committing_on_another_thread_change_nothing_but_the_time() {
         let config = SynthConfig {
             seed: 11,
             n_persons: 600,
@@ -167,11 +192,24 @@ mod tests {
         let records: Vec<RawRecord> = Generator::new(config, &Catalog::shipped())
             .map(|synth| synth.to_raw_record())
             .collect();
-        let (with, hits) = load(&records, 64 << 20);
-        let (without, no_hits) = load(&records, 0);
+        let (with, sequences, hits) = load(&records, 64 << 20);
+        let (without, _, no_hits) = load(&records, 0);
+        let in_turn = apply_in_turn(&records, &sequences);
         assert_eq!(with.len(), records.len());
-        let differ = with.iter().zip(&without).filter(|(a, b)| a != b).count();
-        assert_eq!(differ, 0, "records placed otherwise with reading ahead than without");
+        let differ = |a: &[(RecordKey, PersonId)], b: &[(RecordKey, PersonId)]| {
+            assert_eq!(a.len(), b.len());
+            a.iter().zip(b).filter(|(a, b)| a != b).count()
+        };
+        assert_eq!(
+            differ(&with, &in_turn),
+            0,
+            "records placed otherwise than batch by batch"
+        );
+        assert_eq!(
+            differ(&without, &in_turn),
+            0,
+            "records placed otherwise than batch by batch"
+        );
         assert!(hits > 0, "the writer found reads done ahead");
         assert_eq!(no_hits, 0);
     }

@@ -10,7 +10,7 @@ pub mod layout;
 mod read_ahead;
 mod snapshot;
 
-pub use read_ahead::ReadAheadStats;
+pub use read_ahead::{HandedBatch, ReadAheadStats};
 pub use snapshot::SnapshotStats;
 
 use crate::model::{Cause, EpochMillis, Finding, PersonEvent, PersonId, RecordKey, SourceId, TagCode, TagValue};
@@ -558,6 +558,18 @@ impl Store {
         self.read_ahead.set_bytes_max(bytes_max);
     }
 
+    /// Commits the oldest batch handed over (`Txn::hand_over`).
+    pub fn commit_handed(&self, handed: &Arc<HandedBatch>) -> Result<(), StoreError> {
+        self.read_ahead.commit(handed.to_write_batch(), Some(handed), |batch| {
+            self.cow.apply(self.kv.as_ref(), batch)
+        })
+    }
+
+    /// Batches handed over that the store does not hold yet.
+    pub fn n_handed(&self) -> usize {
+        self.read_ahead.n_handed()
+    }
+
     /// Whether the pairs read ahead are at their bound.
     pub fn read_ahead_is_full(&self) -> bool {
         self.read_ahead.is_full()
@@ -845,6 +857,11 @@ impl Txn<'_> {
 
     /// Every whole value under `prefix`, merging pending writes over the store.
     fn scan_all(&self, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+        // The writer's view: the batches it handed over, taken before the store is read.
+        let handed = match self.reads {
+            Reads::Kept => self.store.read_ahead.handed_pairs_under(prefix),
+            Reads::Store | Reads::Ahead(_) => BTreeMap::new(),
+        };
         let mut merged = BTreeMap::new();
         let mut start: Option<Vec<u8>> = None;
         loop {
@@ -859,6 +876,12 @@ impl Txn<'_> {
             if done {
                 break;
             }
+        }
+        for (key, value) in handed {
+            match value {
+                Some(value) => merged.insert(key, value),
+                None => merged.remove(&key),
+            };
         }
         for (key, value) in self.pending.range(prefix.to_vec()..) {
             if !key.starts_with(prefix) {
@@ -991,7 +1014,15 @@ impl Txn<'_> {
         }
         store
             .read_ahead
-            .commit(batch, |batch| store.cow.apply(store.kv.as_ref(), batch))
+            .commit(batch, None, |batch| store.cow.apply(store.kv.as_ref(), batch))
+    }
+
+    /// Hands the transaction's writes over to be committed on another thread: from now on the
+    /// writer's transactions (`Store::begin_kept`) read them as if they were committed, until
+    /// `Store::commit_handed` applies them. Handed batches are committed in the order handed.
+    pub fn hand_over(self) -> Arc<HandedBatch> {
+        debug_assert_eq!(self.reads, Reads::Kept, "only the writer hands batches over");
+        self.store.read_ahead.hand_over(self.pending)
     }
 
     // --- records ---
@@ -1307,6 +1338,14 @@ impl Txn<'_> {
     }
 
     /// A person's identity features, in the matcher's encoding.
+    /// Reads a person's header and features without decoding them: for a read-ahead
+    /// transaction, whose reads are kept for the writer.
+    pub fn read_person(&self, person_id: &PersonId) -> Result<(), StoreError> {
+        self.get(&layout::person(person_id))?;
+        self.get(&layout::person_features(person_id))?;
+        Ok(())
+    }
+
     pub fn person_features<T: DeserializeOwned>(&self, person_id: &PersonId) -> Result<Option<T>, StoreError> {
         self.get(&layout::person_features(person_id))?
             .map(|bytes| decode("person features", &bytes))
@@ -1631,6 +1670,93 @@ mod tests {
 
     fn mem_store() -> Store {
         Store::open(Box::new(kv::MemKv::default())).expect("opens")
+    }
+
+    #[test]
+    fn the_writer_reads_handed_batches_before_the_store_holds_them() {
+        let store = mem_store();
+        let person = PersonId::new("P1");
+        let mut txn = store.begin_kept();
+        txn.add_member(&person, &key("a")).expect("add");
+        txn.add_member(&person, &key("b")).expect("add");
+        txn.add_posting("name/x", &person).expect("posting");
+        txn.commit().expect("commit");
+
+        // Batch 1: a record leaves, another joins, a posting goes.
+        let mut txn = store.begin_kept();
+        txn.remove_member(&person, &key("a")).expect("remove");
+        txn.add_member(&person, &key("c")).expect("add");
+        txn.remove_posting("name/x", &person).expect("posting");
+        txn.add_posting("name/y", &person).expect("posting");
+        txn.put_record(&key("c"), &stored("P1", &[("name", "张三")]))
+            .expect("put");
+        let first = txn.hand_over();
+        // Batch 2, prepared on top of batch 1.
+        let mut txn = store.begin_kept();
+        assert_eq!(txn.members(&person).expect("members"), vec![key("b"), key("c")]);
+        assert_eq!(txn.postings("name/x", 10).expect("postings"), Postings::Persons(vec![]));
+        assert_eq!(
+            txn.postings("name/y", 10).expect("postings"),
+            Postings::Persons(vec![person.clone()])
+        );
+        assert!(txn.record(&key("c")).expect("read").is_some());
+        assert!(store.begin().record(&key("c")).expect("read").is_none());
+        txn.add_member(&person, &key("d")).expect("add");
+        let second = txn.hand_over();
+        assert_eq!(store.n_handed(), 2);
+
+        // Other readers see only what the store holds.
+        let reader = store.begin();
+        assert_eq!(reader.members(&person).expect("members"), vec![key("a"), key("b")]);
+        let writer = store.begin_kept();
+        assert_eq!(
+            writer.members(&person).expect("members"),
+            vec![key("b"), key("c"), key("d")]
+        );
+        store.commit_handed(&first).expect("commit");
+        assert_eq!(
+            store.begin().members(&person).expect("members"),
+            vec![key("b"), key("c")]
+        );
+        assert_eq!(
+            store.begin_kept().members(&person).expect("members"),
+            vec![key("b"), key("c"), key("d")]
+        );
+        store.commit_handed(&second).expect("commit");
+        assert_eq!(store.n_handed(), 0);
+        assert_eq!(
+            store.begin().members(&person).expect("members"),
+            vec![key("b"), key("c"), key("d")]
+        );
+    }
+
+    #[test]
+    fn a_pair_read_ahead_is_dropped_by_the_commit_that_writes_it() {
+        let store = mem_store();
+        store.set_read_ahead_bytes_max(1 << 20);
+        let person = PersonId::new("P1");
+        let mut txn = store.begin_kept();
+        txn.add_member(&person, &key("a")).expect("add");
+        txn.commit().expect("commit");
+        let ahead = store.begin_read_ahead(7);
+        assert!(ahead
+            .person_for_id_number("110101199001011234")
+            .expect("read")
+            .is_none());
+        assert!(ahead.record(&key("a")).expect("read").is_none());
+        // The writer writes what was read ahead; its next transaction sees the write.
+        let mut txn = store.begin_kept();
+        txn.put_record(&key("a"), &stored("P1", &[("name", "张三")]))
+            .expect("put");
+        txn.add_posting("id/110101199001011234", &person).expect("posting");
+        txn.commit().expect("commit");
+        let txn = store.begin_kept();
+        assert!(txn.record(&key("a")).expect("read").is_some());
+        assert_eq!(
+            txn.person_for_id_number("110101199001011234").expect("read"),
+            Some(person.clone())
+        );
+        assert_eq!(store.read_ahead_stats().n_dropped, 2);
     }
 
     #[test]

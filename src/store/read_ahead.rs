@@ -1,25 +1,33 @@
-//! Values read ahead of the writer. While the writer applies one batch, a second thread reads
-//! what the next batches of its group will look up first (each record's stored version, the
-//! postings of its blocking keys, the persons they name, name counts) through a transaction
-//! that keeps every pair it reads here (`Store::begin_read_ahead`). The writer's transaction
-//! (`Store::begin_kept`) takes a kept pair instead of asking the store, so the store's reads
-//! run on the other core.
+//! The writer's view of the store: the batches it has handed over for committing but that are
+//! not applied yet, and the pairs read ahead for it.
 //!
-//! Exact, never stale: every commit drops the keys it writes (and every kept scan whose prefix
-//! covers one) before it applies its batch, and a commit and a read ahead exclude each other
-//! (`gate`), so a kept pair is always what the store holds now. A read ahead that read a key
-//! before a commit wrote it has its pair dropped by that commit; one that reads after sees the
-//! new value.
+//! Handed batches: the writer prepares batch N+1 while a committer thread applies batch N
+//! (`Store::hand_over`, `Store::commit_handed`). The writer's transactions (`Store::begin_kept`)
+//! read through the handed batches, newest first, before the store, so they see every batch
+//! the writer prepared whether it is applied yet or not. A handed batch leaves the view only
+//! after the store holds it.
 //!
-//! Owns the kept pairs and their bound. Must not: know what a key means (it knows only that a
-//! scan prefix ends at a separator), or hold a commit for longer than one store read.
+//! Pairs read ahead: while the writer applies one batch, a second thread reads what the next
+//! batches of its group will look up first (each record's stored version, the postings of its
+//! blocking keys, the persons they name, name counts) through a transaction that keeps every
+//! pair it reads here (`Store::begin_read_ahead`). The writer's transaction takes a kept pair
+//! instead of asking the store, so the store's reads run on the other core.
+//!
+//! Exact, never stale. A kept pair holds what the store holds, except for keys a handed batch
+//! writes, which the writer reads from that batch instead. Every commit, once applied, drops
+//! the keys it wrote (and every kept scan whose prefix covers one) and counts itself; a pair
+//! read ahead is kept only if no commit finished between its read and its keeping, so a pair
+//! read before a commit's apply either is dropped by it or was never kept.
+//!
+//! Owns the handed batches, the kept pairs and their bound. Must not: know what a key means
+//! (it knows only that a scan prefix ends at a separator), or make a commit wait for a read.
 
 use super::kv::{KvStore, WriteBatch};
 use super::layout::SEP;
 use super::StoreError;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// What the read-ahead did for the writer, since the store opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,11 +42,28 @@ pub struct ReadAheadStats {
     pub n_dropped: u64,
 }
 
+/// A batch the writer handed over: its writes, readable until the store holds them.
+pub struct HandedBatch {
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl HandedBatch {
+    pub(super) fn to_write_batch(&self) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        for (key, value) in &self.writes {
+            match value {
+                Some(value) => batch.put(key.clone(), value.clone()),
+                None => batch.delete(key.clone()),
+            }
+        }
+        batch
+    }
+}
+
 pub(super) struct ReadAhead {
-    /// A commit holds it exclusively; a read ahead holds it shared from the store read until
-    /// the pair is kept.
-    gate: RwLock<()>,
     kept: Mutex<Kept>,
+    /// Oldest first. Locked after `kept` when both are.
+    handed: RwLock<VecDeque<Arc<HandedBatch>>>,
     bytes_max: AtomicU64,
     n_hits: AtomicU64,
     n_misses: AtomicU64,
@@ -53,6 +78,8 @@ struct Kept {
     gets: HashMap<Vec<u8>, (Option<Vec<u8>>, u64)>,
     scans: HashMap<Vec<u8>, KeptScan>,
     bytes: usize,
+    /// Commits finished (applied and dropped from here) since the store opened.
+    n_commits: u64,
 }
 
 /// The first keys under a prefix, as `KvStore::scan` gave them for `limit`.
@@ -76,8 +103,8 @@ impl ReadAhead {
     /// `bytes_max`: the most the kept pairs may hold; 0 keeps nothing.
     pub(super) fn new(bytes_max: usize) -> ReadAhead {
         ReadAhead {
-            gate: RwLock::new(()),
             kept: Mutex::new(Kept::default()),
+            handed: RwLock::new(VecDeque::new()),
             bytes_max: AtomicU64::new(bytes_max as u64),
             n_hits: AtomicU64::new(0),
             n_misses: AtomicU64::new(0),
@@ -105,8 +132,33 @@ impl ReadAhead {
         kept.bytes as u64 >= self.bytes_max.load(Ordering::Relaxed)
     }
 
-    /// The writer's read of one key: the kept value, or the store's.
+    fn n_commits(&self) -> u64 {
+        self.kept.lock().expect("lock poisoned").n_commits
+    }
+
+    /// Makes `writes` part of the writer's view until `committed` is called for them.
+    pub(super) fn hand_over(&self, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Arc<HandedBatch> {
+        let batch = Arc::new(HandedBatch { writes });
+        self.handed
+            .write()
+            .expect("lock poisoned")
+            .push_back(Arc::clone(&batch));
+        batch
+    }
+
+    /// How many handed batches the store does not hold yet.
+    pub(super) fn n_handed(&self) -> usize {
+        self.handed.read().expect("lock poisoned").len()
+    }
+
+    /// The writer's read of one key: from a handed batch, kept, or the store's.
     pub(super) fn get(&self, kv: &dyn KvStore, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        {
+            let handed = self.handed.read().expect("lock poisoned");
+            if let Some(value) = handed.iter().rev().find_map(|batch| batch.writes.get(key)) {
+                return Ok(value.clone());
+            }
+        }
         let kept = {
             let kept = self.kept.lock().expect("lock poisoned");
             kept.gets.get(key).map(|(value, _)| value.clone())
@@ -123,40 +175,88 @@ impl ReadAhead {
         }
     }
 
-    /// The writer's scan of the first `limit` keys under `prefix`: kept, or the store's.
+    /// The handed batches' writes under `prefix`, the newer over the older (`None`: deleted).
+    fn handed_under(&self, prefix: &[u8]) -> BTreeMap<Vec<u8>, bool> {
+        let handed = self.handed.read().expect("lock poisoned");
+        let mut writes = BTreeMap::new();
+        for batch in handed.iter() {
+            for (key, value) in batch.writes.range(prefix.to_vec()..) {
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                writes.insert(key.clone(), value.is_some());
+            }
+        }
+        writes
+    }
+
+    /// The writer's scan of the first `limit` keys under `prefix`: the store's (kept, or read
+    /// now) with the handed batches over it.
     pub(super) fn scan_keys(&self, kv: &dyn KvStore, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let handed = self.handed_under(prefix);
+        let n_deleted = handed.values().filter(|present| !**present).count();
+        let base_limit = limit.saturating_add(n_deleted);
         let kept = {
             let kept = self.kept.lock().expect("lock poisoned");
             kept.scans.get(prefix).and_then(|scan| {
-                // The first `limit` keys are known when the kept scan asked for at least as
-                // many, or found fewer than it asked for (all there are).
-                (scan.limit >= limit || scan.keys.len() < scan.limit)
-                    .then(|| scan.keys.iter().take(limit).cloned().collect::<Vec<_>>())
+                // The first keys are known when the kept scan asked for at least as many, or
+                // found fewer than it asked for (all there are).
+                (scan.limit >= base_limit || scan.keys.len() < scan.limit)
+                    .then(|| scan.keys.iter().take(base_limit).cloned().collect::<Vec<_>>())
             })
         };
-        match kept {
+        let base = match kept {
             Some(keys) => {
                 self.n_hits.fetch_add(1, Ordering::Relaxed);
-                Ok(keys)
+                keys
             }
             None => {
                 self.n_misses.fetch_add(1, Ordering::Relaxed);
-                scan_keys(kv, prefix, limit)
+                scan_keys(kv, prefix, base_limit)?
+            }
+        };
+        if handed.is_empty() {
+            return Ok(base);
+        }
+        let mut keys: BTreeSet<Vec<u8>> = base.into_iter().collect();
+        for (key, present) in handed {
+            if present {
+                keys.insert(key);
+            } else {
+                keys.remove(&key);
             }
         }
+        Ok(keys.into_iter().take(limit).collect())
     }
 
-    /// A read ahead of one key for the batch `tag`: read from the store and kept.
+    /// The handed batches' pairs under `prefix`, the newer over the older (`None`: deleted).
+    /// Taken before the store is read: a batch leaves the view only once the store holds it,
+    /// so the store read after it is at least as new.
+    pub(super) fn handed_pairs_under(&self, prefix: &[u8]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        let handed = self.handed.read().expect("lock poisoned");
+        let mut pairs = BTreeMap::new();
+        for batch in handed.iter() {
+            for (key, value) in batch.writes.range(prefix.to_vec()..) {
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                pairs.insert(key.clone(), value.clone());
+            }
+        }
+        pairs
+    }
+
+    /// A read ahead of one key for the batch `tag`: read from the store and kept, unless a
+    /// commit finished meanwhile.
     pub(super) fn read_get(&self, kv: &dyn KvStore, key: &[u8], tag: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let _shared = self.gate.read().expect("lock poisoned");
+        let n_commits = self.n_commits();
         let value = kv.get(key)?;
         let mut kept = self.kept.lock().expect("lock poisoned");
-        if (kept.bytes as u64) < self.bytes_max.load(Ordering::Relaxed) {
-            let bytes = get_bytes(key, &value);
+        if kept.n_commits == n_commits && (kept.bytes as u64) < self.bytes_max.load(Ordering::Relaxed) {
             if let Some((_, old_tag)) = kept.gets.get_mut(key) {
                 *old_tag = (*old_tag).max(tag);
             } else {
-                kept.bytes += bytes;
+                kept.bytes += get_bytes(key, &value);
                 kept.gets.insert(key.to_vec(), (value.clone(), tag));
                 self.n_kept.fetch_add(1, Ordering::Relaxed);
             }
@@ -174,11 +274,11 @@ impl ReadAhead {
         limit: usize,
         tag: u64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let _shared = self.gate.read().expect("lock poisoned");
+        let n_commits = self.n_commits();
         let keys = scan_keys(kv, prefix, limit)?;
         if prefix.last() == Some(&SEP) {
             let mut kept = self.kept.lock().expect("lock poisoned");
-            if (kept.bytes as u64) < self.bytes_max.load(Ordering::Relaxed) {
+            if kept.n_commits == n_commits && (kept.bytes as u64) < self.bytes_max.load(Ordering::Relaxed) {
                 let scan = KeptScan {
                     keys: keys.clone(),
                     limit,
@@ -196,20 +296,30 @@ impl ReadAhead {
         Ok(keys)
     }
 
-    /// Runs a commit: drops what is kept of the keys `batch` writes, then `apply`s it, with no
-    /// read ahead in between.
-    pub(super) fn commit<T>(
+    /// Runs a commit: `apply`s `batch`, then drops what is kept of the keys it wrote. With
+    /// `handed`, the batch is the oldest handed one, and leaves the writer's view in the same
+    /// step.
+    pub(super) fn commit(
         &self,
         batch: WriteBatch,
-        apply: impl FnOnce(WriteBatch) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let _exclusive = self.gate.write().expect("lock poisoned");
+        handed: Option<&Arc<HandedBatch>>,
+        apply: impl FnOnce(WriteBatch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let keys: Vec<Vec<u8>> = match handed {
+            Some(_) => Vec::new(),
+            None => batch.writes.iter().map(|(key, _)| key.clone()).collect(),
+        };
+        apply(batch)?;
+        let mut kept = self.kept.lock().expect("lock poisoned");
+        kept.n_commits += 1;
+        let mut n_dropped = 0;
         {
-            let mut kept = self.kept.lock().expect("lock poisoned");
+            let written: Box<dyn Iterator<Item = &Vec<u8>>> = match handed {
+                Some(handed) => Box::new(handed.writes.keys()),
+                None => Box::new(keys.iter()),
+            };
             if !kept.gets.is_empty() || !kept.scans.is_empty() {
-                let mut n_dropped = 0;
-                for (key, _) in &batch.writes {
-                    let key = key.as_slice();
+                for key in written {
                     if let Some((value, _)) = kept.gets.remove(key) {
                         kept.bytes -= get_bytes(key, &value);
                         n_dropped += 1;
@@ -225,10 +335,18 @@ impl ReadAhead {
                         }
                     }
                 }
-                self.n_dropped.fetch_add(n_dropped, Ordering::Relaxed);
             }
         }
-        apply(batch)
+        self.n_dropped.fetch_add(n_dropped, Ordering::Relaxed);
+        if let Some(handed) = handed {
+            let mut queue = self.handed.write().expect("lock poisoned");
+            let oldest = queue.pop_front();
+            debug_assert!(
+                oldest.is_some_and(|oldest| Arc::ptr_eq(&oldest, handed)),
+                "handed batches are committed in the order handed"
+            );
+        }
+        Ok(())
     }
 
     /// Lets go of what was read ahead for batches up to `tag`, which the writer has applied.
@@ -268,7 +386,7 @@ mod tests {
     fn put(kv: &MemKv, read_ahead: &ReadAhead, key: &[u8], value: &[u8]) {
         let mut batch = WriteBatch::default();
         batch.put(key.to_vec(), value.to_vec());
-        read_ahead.commit(batch, |batch| kv.apply(batch)).expect("commit");
+        read_ahead.commit(batch, None, |batch| kv.apply(batch)).expect("commit");
     }
 
     #[test]
