@@ -591,6 +591,16 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_settings_are_known_and_the_defaults() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("## Configuration").expect("a configuration section")..];
+        let start = section.find("```toml\n").expect("a TOML block") + "```toml\n".len();
+        let block = &section[start..start + section[start..].find("```").expect("the block ends")];
+        let parsed = Config::from_toml(block).expect("the README's settings parse");
+        assert_eq!(parsed, Config::default(), "the README's settings are the defaults");
+    }
+
+    #[test]
     fn audit_retention_is_three_years_unless_said() {
         assert_eq!(Config::default().audit.retention_days, 1_095);
         assert_eq!(Config::default().audit.prune_interval(), Duration::from_secs(3_600));

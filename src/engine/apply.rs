@@ -437,10 +437,11 @@ pub fn prepare_entry_timed<'s>(
 }
 
 /// Reads, through a read-ahead transaction (`Store::begin_read_ahead`), what applying `raw`
-/// will look up first: the record's stored version, the person holding its ID number, the
-/// postings of its blocking keys (paired, then stand-alone, as `apply_entry_timed` asks for
-/// them), the persons they name with their features, and its name counts. Decides nothing and
-/// writes nothing: the writer reads the same keys again and finds them kept.
+/// will look up first: the record's stored version, evidence and review item, the person
+/// holding its ID number, the postings of its blocking keys (paired, then stand-alone, as
+/// `prepare_entry_timed` asks for them), the persons they name with their features, and its
+/// name counts. Decides nothing and writes nothing: the writer reads the same keys again and
+/// finds them kept.
 pub(super) fn read_ahead(
     txn: &mut Txn<'_>,
     catalog: &Catalog,
@@ -448,7 +449,7 @@ pub(super) fn read_ahead(
     received_at: EpochMillis,
 ) -> Result<(), StoreError> {
     let clean = cleanse_record(raw, received_at, catalog);
-    txn.record(&clean.key)?;
+    txn.read_record(&clean.key)?;
     if let Some(id_number) = &clean.id_number {
         txn.person_for_id_number(id_number)?;
     }

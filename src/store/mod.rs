@@ -1338,6 +1338,16 @@ impl Txn<'_> {
     }
 
     /// A person's identity features, in the matcher's encoding.
+    /// Reads what the store keeps under a record's key (the record, its evidence and review
+    /// item) without decoding it: for a read-ahead transaction, whose reads are kept for the
+    /// writer.
+    pub fn read_record(&self, key: &RecordKey) -> Result<(), StoreError> {
+        self.get(&layout::record(key))?;
+        self.get(&layout::evidence(key))?;
+        self.get(&layout::review_item(key))?;
+        Ok(())
+    }
+
     /// Reads a person's header and features without decoding them: for a read-ahead
     /// transaction, whose reads are kept for the writer.
     pub fn read_person(&self, person_id: &PersonId) -> Result<(), StoreError> {
