@@ -378,15 +378,10 @@ struct Overlap {
 /// Two addresses whose words agree at least this much (Dice) are on the same street.
 const SAME_STREET_DICE: f64 = 0.75;
 
-fn address_overlap(a: &str, b: &str, words_a: &[String], words_b: &[String]) -> Overlap {
-    if words_a.is_empty() || words_b.is_empty() {
-        return Overlap {
-            jaccard: 0.0,
-            dice: 0.0,
-        };
-    }
-    // Counted from both sides, so the overlap is symmetric: a word of one address may match a
-    // misspelled or split word of the other.
+/// How many words two addresses share, counted from both sides and averaged, so the count is
+/// symmetric: a word of one address may match a misspelled or split word of the other (Jaro–
+/// Winkler at least 0.9, four letters or more).
+fn shared_words(words_a: &[String], words_b: &[String]) -> f64 {
     // Both word lists are sorted (`address_words`), so an exact match is a binary search.
     let matched = |words: &[String], others: &[String]| -> f64 {
         words
@@ -399,8 +394,18 @@ fn address_overlap(a: &str, b: &str, words_a: &[String], words_b: &[String]) -> 
             })
             .count() as f64
     };
+    (matched(words_a, words_b) + matched(words_b, words_a)) / 2.0
+}
+
+fn address_overlap(a: &str, b: &str, words_a: &[String], words_b: &[String]) -> Overlap {
+    if words_a.is_empty() || words_b.is_empty() {
+        return Overlap {
+            jaccard: 0.0,
+            dice: 0.0,
+        };
+    }
     let (n_a, n_b) = (words_a.len() as f64, words_b.len() as f64);
-    let shared = (matched(words_a, words_b) + matched(words_b, words_a)) / 2.0;
+    let shared = shared_words(words_a, words_b);
     let mut overlap = Overlap {
         jaccard: shared / (n_a + n_b - shared),
         dice: 2.0 * shared / (n_a + n_b),
@@ -480,19 +485,8 @@ mod tests {
         let overlap = if words_a.is_empty() || words_b.is_empty() {
             (0.0, 0.0)
         } else {
-            let matched = |words: &[String], others: &[String]| -> f64 {
-                words
-                    .iter()
-                    .filter(|word| {
-                        others.binary_search(word).is_ok()
-                            || (word.chars().count() >= 4
-                                && !word.bytes().all(|b| b.is_ascii_digit())
-                                && others.iter().any(|other| strsim::jaro_winkler(word, other) >= 0.9))
-                    })
-                    .count() as f64
-            };
             let (n_a, n_b) = (words_a.len() as f64, words_b.len() as f64);
-            let shared = (matched(&words_a, &words_b) + matched(&words_b, &words_a)) / 2.0;
+            let shared = shared_words(&words_a, &words_b);
             let (mut jaccard, mut dice) = (shared / (n_a + n_b - shared), 2.0 * shared / (n_a + n_b));
             let squeeze = |text: &str| -> String { text.chars().filter(|c| c.is_alphanumeric()).collect() };
             let squeezed = strsim::normalized_levenshtein(&squeeze(&a.text), &squeeze(&b.text));

@@ -175,8 +175,10 @@ impl ReadAhead {
         }
     }
 
-    /// The handed batches' writes under `prefix`, the newer over the older (`None`: deleted).
-    fn handed_under(&self, prefix: &[u8]) -> BTreeMap<Vec<u8>, bool> {
+    /// The handed batches' writes under `prefix`, oldest batch first, each as `keep` makes it.
+    /// Taken before the store is read: a batch leaves the view only once the store holds it,
+    /// so the store read after it is at least as new.
+    fn handed_under<T>(&self, prefix: &[u8], keep: impl Fn(&Option<Vec<u8>>) -> T) -> BTreeMap<Vec<u8>, T> {
         let handed = self.handed.read().expect("lock poisoned");
         let mut writes = BTreeMap::new();
         for batch in handed.iter() {
@@ -184,7 +186,7 @@ impl ReadAhead {
                 if !key.starts_with(prefix) {
                     break;
                 }
-                writes.insert(key.clone(), value.is_some());
+                writes.insert(key.clone(), keep(value));
             }
         }
         writes
@@ -193,7 +195,8 @@ impl ReadAhead {
     /// The writer's scan of the first `limit` keys under `prefix`: the store's (kept, or read
     /// now) with the handed batches over it.
     pub(super) fn scan_keys(&self, kv: &dyn KvStore, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        let handed = self.handed_under(prefix);
+        // Whether each key is there after the handed batches.
+        let handed = self.handed_under(prefix, Option::is_some);
         let n_deleted = handed.values().filter(|present| !**present).count();
         let base_limit = limit.saturating_add(n_deleted);
         let kept = {
@@ -230,20 +233,8 @@ impl ReadAhead {
     }
 
     /// The handed batches' pairs under `prefix`, the newer over the older (`None`: deleted).
-    /// Taken before the store is read: a batch leaves the view only once the store holds it,
-    /// so the store read after it is at least as new.
     pub(super) fn handed_pairs_under(&self, prefix: &[u8]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
-        let handed = self.handed.read().expect("lock poisoned");
-        let mut pairs = BTreeMap::new();
-        for batch in handed.iter() {
-            for (key, value) in batch.writes.range(prefix.to_vec()..) {
-                if !key.starts_with(prefix) {
-                    break;
-                }
-                pairs.insert(key.clone(), value.clone());
-            }
-        }
-        pairs
+        self.handed_under(prefix, Clone::clone)
     }
 
     /// A read ahead of one key for the batch `tag`: read from the store and kept, unless a
