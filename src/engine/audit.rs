@@ -779,83 +779,12 @@ mod tests {
         assert!(error.to_string().contains("shared tag list the store lacks"), "{error}");
     }
 
-    /// A store whose next `fails` batches are refused, as a full or failing disk would.
-    struct FailingKv {
-        inner: MemKv,
-        fails: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    impl crate::store::kv::KvStore for FailingKv {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
-            self.inner.get(key)
-        }
-
-        fn scan(
-            &self,
-            prefix: &[u8],
-            start: Option<&[u8]>,
-            limit: usize,
-        ) -> Result<Vec<crate::store::kv::KvPair>, crate::store::StoreError> {
-            self.inner.scan(prefix, start, limit)
-        }
-
-        fn apply(&self, batch: crate::store::kv::WriteBatch) -> Result<(), crate::store::StoreError> {
-            let refused = self
-                .fails
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(1))
-                .is_ok();
-            if refused {
-                return Err(std::io::Error::other("injected: the disk refuses the write").into());
-            }
-            self.inner.apply(batch)
-        }
-
-        fn checkpoint(&self) -> Result<(), crate::store::StoreError> {
-            self.inner.checkpoint()
-        }
-
-        fn size_on_disk(&self) -> Result<u64, crate::store::StoreError> {
-            self.inner.size_on_disk()
-        }
-    }
-
-    /// The journal keeps its segments until a checkpoint of the index thread covers them, then
-    /// they go; the entries stay in the store.
-    #[test]
-    fn checkpointed_journal_segments_are_deleted() {
-        let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("store"));
-        let journal = journal_dir();
-        let config = JournalConfig {
-            // A segment a group: every group can be deleted on its own.
-            segment_bytes_max: 64,
-            checkpoint_interval: Duration::from_millis(1),
-            ..journal_config(&journal)
-        };
-        let segments = || std::fs::read_dir(&config.dir).expect("journal dir").count();
-        let audit = AuditLog::start(Arc::clone(&store), &AuditConfig::default(), config.clone()).expect("start");
-        let now = chrono::Utc::now().timestamp_millis();
-        let runtime = runtime();
-        for n in 0..10 {
-            runtime
-                .block_on(audit.append(entry(now + n, "portal")))
-                .expect("append");
-            audit.catch_up().expect("caught up");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(segments() < 5, "{} segments left of 10 groups", segments());
-        assert_eq!(audit.query(&everything(), None, 100).expect("query").entries.len(), 10);
-        audit.close();
-    }
-
     /// A batch the store refuses is tried again until it takes it, once; meanwhile queries
     /// say why they cannot answer, and the call itself was answered from the journal.
     #[test]
     fn a_batch_the_store_refuses_is_tried_again() {
         let fails = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let kv = FailingKv {
-            inner: MemKv::default(),
-            fails: Arc::clone(&fails),
-        };
+        let kv = crate::store::kv::FailingKv::new(MemKv::default(), Arc::clone(&fails));
         let store = Arc::new(Store::open(Box::new(kv)).expect("store"));
         let journal = journal_dir();
         let audit = AuditLog::start(

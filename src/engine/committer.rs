@@ -4,16 +4,18 @@
 //! batches handed over as if they were applied (`store/read_ahead.rs`), so what it decides is
 //! what it would decide if it applied each batch itself.
 //!
-//! At most `HANDED_MAX` batches wait here; past that the writer waits for the store. A batch
-//! the store refuses stops the write path (fail-stop, like a refused apply before): it and
-//! every batch after it is answered with an error, and the log replays them at the next start.
+//! At most `HANDED_MAX` batches wait here (and one is being applied); past that the writer
+//! waits for the store. A batch the store refuses stops the write path (fail-stop): it and
+//! every batch after it is answered with an error, the writer logs nothing more, and the log
+//! replays them at the next start. Batches handed over before a failure elsewhere (a failed
+//! log append, a batch that could not be prepared) are logged and prepared, so they are still
+//! applied and answered.
 //!
 //! Owns the thread, its queue and the answers. Must not: decide anything, or answer a batch
 //! before the store holds it.
 
 use super::apply::Placed;
 use super::feed::FeedSignal;
-use super::indexer::Wakeup;
 use super::{Applied, EngineError, IngestTimes, PendingReply};
 use crate::store::{HandedBatch, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,25 +41,34 @@ enum Message {
 pub(super) struct Committer {
     sender: Option<SyncSender<Message>>,
     thread: Option<JoinHandle<()>>,
+    failed: Arc<AtomicBool>,
 }
 
 /// What the committer tells when a batch is applied, and where it counts the time.
 pub(super) struct Signals {
     pub(super) failed: Arc<AtomicBool>,
     pub(super) feed: FeedSignal,
-    pub(super) indexer_wakeup: Wakeup,
+    /// Tells the indexer that the change feed has grown.
+    pub(super) wake_indexer: Box<dyn Fn() + Send>,
     pub(super) times: Arc<Mutex<IngestTimes>>,
 }
 
 impl Committer {
     pub(super) fn start(store: Arc<Store>, signals: Signals) -> std::io::Result<Committer> {
         let (sender, receiver) = sync_channel(HANDED_MAX);
+        let failed = Arc::clone(&signals.failed);
         let thread = std::thread::Builder::new()
             .name("popmaster-committer".into())
-            .spawn(move || run(&store, &signals, &receiver))?;
+            .spawn(move || {
+                // A panic here would leave handed batches that nothing applies: stop the
+                // write path, as for a refused apply.
+                let _stop_on_panic = StopOnPanic(Arc::clone(&signals.failed));
+                run(&store, &signals, &receiver);
+            })?;
         Ok(Committer {
             sender: Some(sender),
             thread: Some(thread),
+            failed,
         })
     }
 
@@ -71,6 +82,7 @@ impl Committer {
         };
         if let Err(unsent) = self.sender.as_ref().expect("open until dropped").send(message) {
             // The thread is gone (it panicked): nothing will apply the batch.
+            self.failed.store(true, Ordering::Release);
             if let Message::Batch { reply, .. } = unsent.0 {
                 let _ = reply.send(Err(EngineError::WritePathFailed));
             }
@@ -102,7 +114,20 @@ impl Drop for Committer {
     }
 }
 
+/// Sets the failure flag when the thread unwinds.
+struct StopOnPanic(Arc<AtomicBool>);
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+}
+
 fn run(store: &Store, signals: &Signals, receiver: &Receiver<Message>) {
+    // Set once the store refused a batch: every later one is refused too.
+    let mut stopped = false;
     while let Ok(message) = receiver.recv() {
         let (handed, sequence, placed, reply) = match message {
             Message::Batch {
@@ -116,7 +141,7 @@ fn run(store: &Store, signals: &Signals, receiver: &Receiver<Message>) {
                 continue;
             }
         };
-        if signals.failed.load(Ordering::Acquire) {
+        if stopped {
             let _ = reply.send(Err(EngineError::WritePathFailed));
             continue;
         }
@@ -125,15 +150,78 @@ fn run(store: &Store, signals: &Signals, receiver: &Receiver<Message>) {
             Ok(()) => {
                 signals.times.lock().expect("lock poisoned").stages.store += started.elapsed();
                 signals.feed.applied();
-                signals.indexer_wakeup.wake();
+                (signals.wake_indexer)();
                 let _ = reply.send(Ok(Applied { sequence, placed }));
             }
             Err(error) => {
                 // The batch is in the log and will be replayed at the next start.
                 tracing::error!(%error, sequence, "store apply failed; the write path stops");
+                stopped = true;
                 signals.failed.store(true, Ordering::Release);
                 let _ = reply.send(Err(EngineError::WritePathFailed));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::kv::{FailingKv, MemKv};
+    use std::sync::atomic::AtomicUsize;
+    use tokio::sync::oneshot;
+
+    fn hand_over(store: &Store, key: &[u8]) -> Arc<HandedBatch> {
+        let mut txn = store.begin_kept();
+        txn.set_applied_sequence(key[0].into()).expect("write");
+        txn.hand_over()
+    }
+
+    #[test]
+    fn a_refused_apply_stops_the_write_path_and_nothing_after_it_is_applied() {
+        let refusals = Arc::new(AtomicUsize::new(0));
+        let store =
+            Arc::new(Store::open(Box::new(FailingKv::new(MemKv::default(), Arc::clone(&refusals)))).expect("opens"));
+        let failed = Arc::new(AtomicBool::new(false));
+        let committer = Committer::start(
+            Arc::clone(&store),
+            Signals {
+                failed: Arc::clone(&failed),
+                feed: FeedSignal::new(),
+                wake_indexer: Box::new(|| {}),
+                times: Arc::new(Mutex::new(IngestTimes::default())),
+            },
+        )
+        .expect("starts");
+        let commit = |sequence: u8| {
+            let (reply, answer) = oneshot::channel();
+            committer.commit(hand_over(&store, &[sequence]), sequence.into(), Vec::new(), reply);
+            answer
+        };
+        let first = commit(1);
+        committer.drain();
+        assert_eq!(first.blocking_recv().expect("answered").expect("applied").sequence, 1);
+        assert_eq!(store.applied_sequence().expect("reads"), 1);
+
+        // The store refuses the next apply: that batch and the one after it fail.
+        refusals.store(1, Ordering::Release);
+        let second = commit(2);
+        let third = commit(3);
+        committer.drain();
+        assert!(matches!(
+            second.blocking_recv().expect("answered"),
+            Err(EngineError::WritePathFailed)
+        ));
+        assert!(matches!(
+            third.blocking_recv().expect("answered"),
+            Err(EngineError::WritePathFailed)
+        ));
+        assert!(failed.load(Ordering::Acquire), "the write path stopped");
+        assert_eq!(refusals.load(Ordering::Acquire), 0, "one apply was tried and refused");
+        assert_eq!(
+            store.applied_sequence().expect("reads"),
+            1,
+            "nothing after the refusal applied"
+        );
     }
 }

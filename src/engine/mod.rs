@@ -240,7 +240,10 @@ impl Engine {
             committer::Signals {
                 failed: Arc::clone(&write_path_failed),
                 feed: feed.clone(),
-                indexer_wakeup: indexer.wakeup(),
+                wake_indexer: {
+                    let wakeup = indexer.wakeup();
+                    Box::new(move || wakeup.wake())
+                },
                 times: Arc::clone(&ingest_times),
             },
         )
@@ -838,6 +841,14 @@ impl Writer {
     fn commit_group(&mut self, group: Vec<(WalEntry, PendingReply)>) -> bool {
         let started = Instant::now();
         let (entries, replies): (Vec<WalEntry>, Vec<PendingReply>) = group.into_iter().unzip();
+        if self.failed.load(Ordering::Acquire) {
+            // The committer refused a batch: nothing more is logged, so nothing more is
+            // replayed that its caller was told failed.
+            for reply in replies {
+                let _ = reply.send(Err(EngineError::WritePathFailed));
+            }
+            return false;
+        }
         if let Some(read_ahead) = &self.read_ahead {
             // Starts during the fdatasync below.
             read_ahead.submit(&entries);
@@ -912,6 +923,11 @@ impl Writer {
         // Every batch handed over is applied first: the log is trimmed only up to what the
         // store holds durably.
         self.committer.drain();
+        if self.failed.load(Ordering::Acquire) {
+            // After a refused apply the store is not made durable as it is, nor the log
+            // trimmed: the next start replays from what the store last held durably.
+            return false;
+        }
         let result = self.store.checkpoint().map_err(EngineError::from).and_then(|()| {
             let applied = self.store.applied_sequence()?;
             Ok(self.wal.trim(applied)?)

@@ -206,6 +206,53 @@ impl KvStore for MemKv {
     }
 }
 
+/// A backend that refuses applies on demand (the next `n`, counted down), for tests of how the
+/// layers above take a failed write.
+#[cfg(test)]
+pub struct FailingKv {
+    inner: MemKv,
+    refusals: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[cfg(test)]
+impl FailingKv {
+    /// Refuses as many applies as `refusals` holds when they come, counting it down.
+    pub fn new(inner: MemKv, refusals: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> FailingKv {
+        FailingKv { inner, refusals }
+    }
+}
+
+#[cfg(test)]
+impl KvStore for FailingKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+
+    fn scan(&self, prefix: &[u8], start: Option<&[u8]>, limit: usize) -> Result<Vec<KvPair>, StoreError> {
+        self.inner.scan(prefix, start, limit)
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let refused = self
+            .refusals
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(1))
+            .is_ok();
+        if refused {
+            return Err(std::io::Error::other("injected: the disk refuses the write").into());
+        }
+        self.inner.apply(batch)
+    }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        self.inner.checkpoint()
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.inner.size_on_disk()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

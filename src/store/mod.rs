@@ -1265,6 +1265,7 @@ impl Txn<'_> {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
+        debug_assert_ne!(self.reads, Reads::Kept, "reads the store alone, not the writer's view");
         let prefix = layout::history_prefix(person_id);
         let start = layout::history(person_id, from_version);
         let mut entries = Vec::new();
@@ -1337,7 +1338,6 @@ impl Txn<'_> {
             .map(|key| PersonId::new(layout::split_suffix(key, &prefix).concat())))
     }
 
-    /// A person's identity features, in the matcher's encoding.
     /// Reads what the store keeps under a record's key (the record, its evidence and review
     /// item) without decoding it: for a read-ahead transaction, whose reads are kept for the
     /// writer.
@@ -1356,6 +1356,7 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// A person's identity features, in the matcher's encoding.
     pub fn person_features<T: DeserializeOwned>(&self, person_id: &PersonId) -> Result<Option<T>, StoreError> {
         self.get(&layout::person_features(person_id))?
             .map(|bytes| decode("person features", &bytes))
@@ -1589,6 +1590,7 @@ impl Txn<'_> {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<ReviewPage<T>, StoreError> {
+        debug_assert_ne!(self.reads, Reads::Kept, "reads the store alone, not the writer's view");
         let start = after.map(|after| {
             let mut start = after.to_vec();
             start.push(0);
