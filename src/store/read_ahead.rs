@@ -132,10 +132,6 @@ impl ReadAhead {
         kept.bytes as u64 >= self.bytes_max.load(Ordering::Relaxed)
     }
 
-    fn n_commits(&self) -> u64 {
-        self.kept.lock().expect("lock poisoned").n_commits
-    }
-
     /// Makes `writes` part of the writer's view until `committed` is called for them.
     pub(super) fn hand_over(&self, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Arc<HandedBatch> {
         let batch = Arc::new(HandedBatch { writes });
@@ -240,7 +236,16 @@ impl ReadAhead {
     /// A read ahead of one key for the batch `tag`: read from the store and kept, unless a
     /// commit finished meanwhile.
     pub(super) fn read_get(&self, kv: &dyn KvStore, key: &[u8], tag: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let n_commits = self.n_commits();
+        let n_commits = {
+            let mut kept = self.kept.lock().expect("lock poisoned");
+            // Kept already (another record of the group looked it up): kept for this batch
+            // too, no second read.
+            if let Some((value, old_tag)) = kept.gets.get_mut(key) {
+                *old_tag = (*old_tag).max(tag);
+                return Ok(value.clone());
+            }
+            kept.n_commits
+        };
         let value = kv.get(key)?;
         let mut kept = self.kept.lock().expect("lock poisoned");
         if kept.n_commits == n_commits && (kept.bytes as u64) < self.bytes_max.load(Ordering::Relaxed) {
@@ -265,7 +270,16 @@ impl ReadAhead {
         limit: usize,
         tag: u64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let n_commits = self.n_commits();
+        let n_commits = {
+            let mut kept = self.kept.lock().expect("lock poisoned");
+            if let Some(scan) = kept.scans.get_mut(prefix) {
+                if scan.limit >= limit || scan.keys.len() < scan.limit {
+                    scan.tag = scan.tag.max(tag);
+                    return Ok(scan.keys.iter().take(limit).cloned().collect());
+                }
+            }
+            kept.n_commits
+        };
         let keys = scan_keys(kv, prefix, limit)?;
         if prefix.last() == Some(&SEP) {
             let mut kept = self.kept.lock().expect("lock poisoned");
@@ -434,6 +448,33 @@ mod tests {
         // A scan that found fewer than it asked for found all there are.
         read_ahead.read_scan_keys(&kv, b"k/x\0", 10, 1).expect("scan");
         assert_eq!(read_ahead.scan_keys(&kv, b"k/x\0", 50).expect("scan").len(), 3);
+    }
+
+    #[test]
+    fn a_pair_kept_already_is_not_read_again() {
+        let kv = MemKv::default();
+        let read_ahead = ReadAhead::new(1 << 20);
+        put(&kv, &read_ahead, b"a", b"1");
+        put(&kv, &read_ahead, b"k/x\0p1", b"");
+        read_ahead.read_get(&kv, b"a", 1).expect("read");
+        read_ahead.read_scan_keys(&kv, b"k/x\0", 5, 1).expect("scan");
+        // Written behind the kept pairs' back (not through a commit): a second read ahead
+        // answers from what is kept, and keeps it for the later batch.
+        kv.apply({
+            let mut batch = WriteBatch::default();
+            batch.put(b"a".to_vec(), b"2".to_vec());
+            batch
+        })
+        .expect("apply");
+        assert_eq!(read_ahead.read_get(&kv, b"a", 2).expect("read"), Some(b"1".to_vec()));
+        assert_eq!(read_ahead.read_scan_keys(&kv, b"k/x\0", 3, 2).expect("scan").len(), 1);
+        assert_eq!(read_ahead.stats().n_kept, 2);
+        read_ahead.retire(1);
+        assert_eq!(
+            read_ahead.get(&kv, b"a").expect("get"),
+            Some(b"1".to_vec()),
+            "kept for batch 2"
+        );
     }
 
     #[test]
