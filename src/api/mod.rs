@@ -894,6 +894,8 @@ impl pb::admin_service_server::AdminService for AdminApi {
                 candidates_micros: stats.ingest.stages.candidates.as_micros() as u64,
                 scoring_micros: stats.ingest.stages.scoring.as_micros() as u64,
                 store_micros: stats.ingest.stages.store.as_micros() as u64,
+                reads_read_ahead: stats.read_ahead.n_hits,
+                reads_by_writer: stats.read_ahead.n_misses,
             }),
         }))
     }

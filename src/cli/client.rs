@@ -554,6 +554,15 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<()> {
             per_record(cost.scoring_micros),
             per_record(cost.store_micros)
         );
+        let reads = cost.reads_read_ahead + cost.reads_by_writer;
+        if reads > 0 {
+            println!(
+                "writer reads       {reads}: {} read ahead ({:.0}%), {} by the writer",
+                cost.reads_read_ahead,
+                100.0 * cost.reads_read_ahead as f64 / reads as f64,
+                cost.reads_by_writer
+            );
+        }
     }
     Ok(())
 }

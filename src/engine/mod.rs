@@ -143,6 +143,8 @@ pub struct EngineStats {
     pub index_persons: u64,
     /// Where the writer's time went since the start: the stages of applying, and the log.
     pub ingest: IngestTimes,
+    /// How many of the writer's store reads the read-ahead did for it.
+    pub read_ahead: crate::store::ReadAheadStats,
 }
 
 impl EngineStats {
@@ -646,6 +648,7 @@ impl Engine {
             index_watermark,
             index_persons: self.indexer.num_persons(),
             ingest: *self.ingest_times.lock().expect("lock poisoned"),
+            read_ahead: self.store.read_ahead_stats(),
         })
     }
 

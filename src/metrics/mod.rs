@@ -362,6 +362,7 @@ mod tests {
             index_watermark: 7,
             index_persons: 3,
             ingest: Default::default(),
+            read_ahead: Default::default(),
         }
     }
 

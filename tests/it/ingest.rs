@@ -142,6 +142,17 @@ async fn resend_is_idempotent_and_new_content_replaces() {
     assert_eq!(profile.n_records, 1);
     let stats = stats(&server).await;
     assert_eq!((stats.n_records, stats.n_persons), (1, 1));
+    let cost = stats.ingest_cost.expect("the write path's cost");
+    assert!(
+        cost.reads_read_ahead + cost.reads_by_writer > 0,
+        "the writer's store reads are counted: {cost:?}"
+    );
+    let printed = popmaster(&server, &["stats"]).await;
+    assert!(printed.status.success());
+    assert!(
+        String::from_utf8_lossy(&printed.stdout).contains("writer reads       "),
+        "popmaster stats prints them"
+    );
     server.stop().await;
 }
 
