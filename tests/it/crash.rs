@@ -236,17 +236,23 @@ async fn a_changes_audit_entry_survives_kill_9_with_the_change() {
     let config_arg = config_path.display().to_string();
     let data_dir = dir.path().join("data");
     let log_path = dir.path().join("server.log");
-    let as_caller = |token: &'static str| {
+    // A caller's token, and the purpose its reads state.
+    let as_caller = |token: &'static str, purpose: Option<&'static str>| {
         move |mut request: tonic::Request<()>| {
             let value = MetadataValue::try_from(format!("Bearer {token}")).expect("ascii");
             request.metadata_mut().insert("authorization", value);
+            if let Some(purpose) = purpose {
+                request
+                    .metadata_mut()
+                    .insert("x-purpose", MetadataValue::from_static(purpose));
+            }
             Ok(request)
         }
     };
 
     let server = ServerProcess::spawn_with(&data_dir, &log_path, "info", &["--config", &config_arg]).await;
     let channel = connect(&server.url).await.expect("connect");
-    let mut writer = IngestServiceClient::with_interceptor(channel.clone(), as_caller("token-etl-d07"));
+    let mut writer = IngestServiceClient::with_interceptor(channel.clone(), as_caller("token-etl-d07", None));
     // Two residents: the steward then says they are one.
     let other = record(
         "D07",
@@ -272,7 +278,7 @@ async fn a_changes_audit_entry_survives_kill_9_with_the_change() {
         .map(|outcome| outcome.person_id.clone())
         .collect();
     let persons: Vec<String> = persons.into_iter().collect();
-    let mut steward = AdminServiceClient::with_interceptor(channel.clone(), as_caller("token-steward"));
+    let mut steward = AdminServiceClient::with_interceptor(channel.clone(), as_caller("token-steward", None));
     assert_eq!(persons.len(), 2, "{outcome:?}");
     let merged = steward
         .merge(pb::MergeRequest {
@@ -285,14 +291,7 @@ async fn a_changes_audit_entry_survives_kill_9_with_the_change() {
         .into_inner();
     // Reads, answered only once their entries are in the audit journal: killed right after,
     // before any checkpoint or flush of the store, the entries are still there.
-    let mut portal = ProfileServiceClient::with_interceptor(channel.clone(), move |mut request: tonic::Request<()>| {
-        let value = MetadataValue::try_from("Bearer token-portal").expect("ascii");
-        request.metadata_mut().insert("authorization", value);
-        request
-            .metadata_mut()
-            .insert("x-purpose", MetadataValue::from_static("case-7"));
-        Ok(request)
-    });
+    let mut portal = ProfileServiceClient::with_interceptor(channel.clone(), as_caller("token-portal", Some("case-7")));
     const N_READS: usize = 20;
     for _ in 0..N_READS {
         portal
@@ -307,7 +306,7 @@ async fn a_changes_audit_entry_survives_kill_9_with_the_change() {
 
     let server = ServerProcess::spawn_with(&data_dir, &log_path, "info", &["--config", &config_arg]).await;
     let channel = connect(&server.url).await.expect("connect");
-    let mut ops = AdminServiceClient::with_interceptor(channel, as_caller("token-ops"));
+    let mut ops = AdminServiceClient::with_interceptor(channel, as_caller("token-ops", None));
     let entries = |caller: &str| pb::QueryAuditRequest {
         caller: caller.into(),
         ..Default::default()
