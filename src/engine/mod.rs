@@ -776,6 +776,13 @@ struct Writer {
 
 type PendingReply = oneshot::Sender<Result<Applied, EngineError>>;
 
+/// Answers each batch that will not be applied: the write path has failed.
+fn refuse(replies: impl IntoIterator<Item = PendingReply>) {
+    for reply in replies {
+        let _ = reply.send(Err(EngineError::WritePathFailed));
+    }
+}
+
 impl Writer {
     fn run(mut self) {
         let mut last_checkpoint = Instant::now();
@@ -847,9 +854,7 @@ impl Writer {
         if self.failed.load(Ordering::Acquire) {
             // The committer refused a batch: nothing more is logged, so nothing more is
             // replayed that its caller was told failed.
-            for reply in replies {
-                let _ = reply.send(Err(EngineError::WritePathFailed));
-            }
+            refuse(replies);
             return false;
         }
         if let Some(read_ahead) = &self.read_ahead {
@@ -859,9 +864,7 @@ impl Writer {
         if let Err(error) = self.wal.append(&entries) {
             tracing::error!(%error, "write-ahead log append failed; the write path stops acknowledging");
             self.failed.store(true, Ordering::Release);
-            for reply in replies {
-                let _ = reply.send(Err(EngineError::WritePathFailed));
-            }
+            refuse(replies);
             return false;
         }
         let logged = started.elapsed();
@@ -870,6 +873,11 @@ impl Writer {
         let n_batches = entries.len();
         for entry in entries {
             let reply = replies.next().expect("one reply per entry");
+            if self.failed.load(Ordering::Acquire) {
+                // The committer refused an earlier batch: nothing after it may be applied.
+                refuse(std::iter::once(reply).chain(replies));
+                return false;
+            }
             let sequence = entry.sequence;
             let fuzzy = self
                 .fuzzy
@@ -878,14 +886,6 @@ impl Writer {
             let fuzzy = fuzzy.as_ref().map(|search| search as apply::FuzzyCandidates<'_>);
             if let Some(read_ahead) = &self.read_ahead {
                 read_ahead.writer_at(sequence);
-            }
-            if self.failed.load(Ordering::Acquire) {
-                // The committer refused an earlier batch: nothing after it may be applied.
-                let _ = reply.send(Err(EngineError::WritePathFailed));
-                for reply in replies {
-                    let _ = reply.send(Err(EngineError::WritePathFailed));
-                }
-                return false;
             }
             let prepared = apply::prepare_entry_timed(&self.store, &self.catalog, entry, &mut stage_times, fuzzy);
             self.store.retire_read_ahead(sequence);
@@ -896,12 +896,9 @@ impl Writer {
                 }
                 Err(error) => {
                     // The batch is in the log and will be replayed at the next start.
-                    tracing::error!(%error, sequence, "store apply failed; the write path stops");
+                    tracing::error!(%error, sequence, "preparing a batch failed; the write path stops");
                     self.failed.store(true, Ordering::Release);
-                    let _ = reply.send(Err(EngineError::WritePathFailed));
-                    for reply in replies {
-                        let _ = reply.send(Err(EngineError::WritePathFailed));
-                    }
+                    refuse(std::iter::once(reply).chain(replies));
                     return false;
                 }
             }
