@@ -566,6 +566,7 @@ impl Store {
     }
 
     /// Batches handed over that the store does not hold yet.
+    #[cfg(test)]
     pub fn n_handed(&self) -> usize {
         self.read_ahead.n_handed()
     }

@@ -143,6 +143,7 @@ impl ReadAhead {
     }
 
     /// How many handed batches the store does not hold yet.
+    #[cfg(test)]
     pub(super) fn n_handed(&self) -> usize {
         self.handed.read().expect("lock poisoned").len()
     }
