@@ -1,18 +1,18 @@
 //! Followers of the change feed for downstream watchers (`ProfileService.WatchChanges`): each
 //! reads the store's feed (`o/` keys) by sequence and waits for the next commit when it has
-//! caught up. Owns the commit signal the writer raises after every applied batch and the
-//! "closing" signal of a shutdown.
+//! caught up. Owns the commit signal the write path (its committer thread) raises after every
+//! applied batch and the "closing" signal of a shutdown.
 //!
-//! Must not: make the writer wait. The writer only replaces the value of a `tokio::sync::watch`
+//! Must not: make the write path wait. It only replaces the value of a `tokio::sync::watch`
 //! channel; a follower that falls behind (its client reads slowly) simply reads further back in
-//! the store when it is asked for more, and never holds anything the writer needs.
+//! the store when it is asked for more, and never holds anything the write path needs.
 
 use super::EngineError;
 use crate::store::{ChangeEvent, Store};
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// What the writer tells the followers.
+/// What the write path tells the followers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Signal {
     /// Batches applied since the start: a change wakes the followers.

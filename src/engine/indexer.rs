@@ -117,7 +117,7 @@ impl FuzzyIndex {
     }
 }
 
-/// Lets the writer tell the indexer that the feed has grown.
+/// Lets the write path (its committer thread) tell the indexer that the feed has grown.
 #[derive(Clone)]
 pub(super) struct Wakeup(Arc<Shared>);
 
