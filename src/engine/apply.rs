@@ -74,9 +74,10 @@ pub(super) fn held_apart<'t>(txn: &'t Txn<'_>) -> impl Fn(&PersonId, &PersonId) 
     move |a: &PersonId, b: &PersonId| txn.held_apart(a, b).unwrap_or(true)
 }
 
-/// The model the write path decides with: the stored one, or the shipped defaults.
+/// The model the write path decides with: the stored one (completed with the levels added
+/// since it was stored), or the shipped defaults.
 pub fn current_model(txn: &Txn<'_>) -> Result<MatchModel, StoreError> {
-    Ok(txn.model()?.unwrap_or_default())
+    Ok(txn.model()?.map(MatchModel::completed).unwrap_or_default())
 }
 
 /// Where the writer's time goes, summed over the records applied: cleansing, finding

@@ -31,11 +31,15 @@ pub enum Level {
     LastEight,
     /// Addresses: the same place down to the street (or nearly every word).
     SameStreet,
-    /// Addresses: the same district (or half the words).
+    /// Addresses: the same district (or a third of the words).
     SameDistrict,
     /// Addresses: the same city (or a word in common).
     SameCity,
     Different,
+    /// Addresses not placed in a district: most words agree, short of the same street (a
+    /// house number or an address line differs). Last, because stored evidence encodes a level
+    /// by its position here.
+    MostlySame,
 }
 
 impl Level {
@@ -53,6 +57,7 @@ impl Level {
             Level::SameYear => "the same year only",
             Level::LastEight => "the same last 8 digits",
             Level::SameStreet => "the same street",
+            Level::MostlySame => "mostly the same words",
             Level::SameDistrict => "the same district",
             Level::SameCity => "the same city",
             Level::Different => "different",
@@ -88,6 +93,7 @@ pub fn levels_of(feature: Feature) -> &'static [Level] {
         Feature::Phone => &[Level::Exact, Level::LastEight, Level::Different],
         Feature::Address => &[
             Level::SameStreet,
+            Level::MostlySame,
             Level::SameDistrict,
             Level::SameCity,
             Level::Different,
@@ -378,6 +384,12 @@ struct Overlap {
 /// Two addresses whose words agree at least this much (Dice) are on the same street.
 const SAME_STREET_DICE: f64 = 0.75;
 
+/// Two addresses not placed in a district whose words agree at least this much (Dice) are
+/// mostly the same: about five words of seven, where two streets of one suburb share three or
+/// four (suburb, postcode, state). Placed addresses do not use it: their words share the
+/// province, city and district, which lifts two streets of one district to this overlap.
+const MOSTLY_SAME_DICE: f64 = 0.6;
+
 /// How many words two addresses share, counted from both sides and averaged, so the count is
 /// symmetric: a word of one address may match a misspelled or split word of the other (Jaro–
 /// Winkler at least 0.9, four letters or more).
@@ -431,8 +443,9 @@ fn address_overlap(a: &str, b: &str, words_a: &[String], words_b: &[String]) -> 
 }
 
 /// Same street: the texts agree, or (within one district, when both are placed) at least three
-/// quarters of the words by Dice. Otherwise same district at a Jaccard overlap of 0.3, same city
-/// at any shared word; placed addresses compare their district codes instead.
+/// quarters of the words by Dice. Otherwise, unless both are placed, mostly the same at a Dice
+/// overlap of 0.6, same district at a Jaccard overlap of 0.3, same city at any shared word;
+/// placed addresses compare their district codes instead.
 fn compare_addresses(a: &FeatureValue, b: &FeatureValue, words_a: &[String], words_b: &[String]) -> Level {
     if a.text == b.text {
         return Level::SameStreet;
@@ -453,6 +466,8 @@ fn compare_addresses(a: &FeatureValue, b: &FeatureValue, words_a: &[String], wor
     let overlap = address_overlap(&a.text, &b.text, words_a, words_b);
     if overlap.dice >= SAME_STREET_DICE {
         Level::SameStreet
+    } else if overlap.dice >= MOSTLY_SAME_DICE {
+        Level::MostlySame
     } else if overlap.jaccard >= 0.3 {
         Level::SameDistrict
     } else if overlap.jaccard > 0.0 {
@@ -512,6 +527,8 @@ mod tests {
         }
         if dice >= SAME_STREET_DICE {
             Level::SameStreet
+        } else if dice >= MOSTLY_SAME_DICE {
+            Level::MostlySame
         } else if jaccard >= 0.3 {
             Level::SameDistrict
         } else if jaccard > 0.0 {
@@ -680,6 +697,15 @@ mod tests {
                 &value("7, WALLABY PLACE, CLEVELAND, QLD, 2119")
             ),
             Level::SameStreet
+        );
+        // Another house number and state, and an address line one department left out.
+        assert_eq!(
+            compare_values(
+                Feature::Address,
+                &home,
+                &value("9, WALLABY PLACE, CLEVELAND, NSW, 2119")
+            ),
+            Level::MostlySame
         );
         assert_eq!(
             compare_values(Feature::Address, &home, &value("12, KING STREET, CLEVELAND, SA, 2119")),

@@ -108,7 +108,8 @@ impl Default for MatchModel {
                 Address,
                 vec![
                     (SameStreet, level(0.55, 1e-4)),
-                    (SameDistrict, level(0.15, 0.01)),
+                    (MostlySame, level(0.05, 1e-3)),
+                    (SameDistrict, level(0.1, 0.009)),
                     (SameCity, level(0.1, 0.05)),
                     (Different, level(0.2, 0.94)),
                 ],
@@ -185,6 +186,20 @@ impl MatchModel {
                 // A stored model always has every level (`validate`); fall back to the default.
                 MatchModel::default().params[&feature][&level]
             })
+    }
+
+    /// The model with every level `levels_of` names: a model stored by an earlier version
+    /// lacks the levels added since, which take the shipped defaults' parameters (and are
+    /// estimated by the next training).
+    pub fn completed(mut self) -> MatchModel {
+        let defaults = MatchModel::default();
+        for feature in Feature::ALL {
+            let levels = self.params.entry(feature).or_default();
+            for level in levels_of(feature) {
+                levels.entry(*level).or_insert(defaults.params[&feature][level]);
+            }
+        }
+        self
     }
 
     /// The weight of one comparison. `name_share`, for an exact name agreement, is the share of
@@ -368,6 +383,28 @@ mod tests {
         assert_eq!(
             disagreement.weight,
             model.params(Feature::Name, Level::Different).weight()
+        );
+    }
+
+    #[test]
+    fn a_model_stored_before_a_level_existed_is_completed_with_the_default() {
+        let mut old = MatchModel::default();
+        let trained = level(0.8, 2e-4);
+        old.params
+            .get_mut(&Feature::Address)
+            .expect("address")
+            .insert(Level::SameStreet, trained);
+        old.params
+            .get_mut(&Feature::Address)
+            .expect("address")
+            .remove(&Level::MostlySame);
+        assert!(old.validate().is_err());
+        let completed = old.completed();
+        completed.validate().expect("complete");
+        assert_eq!(completed.params(Feature::Address, Level::SameStreet), trained);
+        assert_eq!(
+            completed.params(Feature::Address, Level::MostlySame),
+            MatchModel::default().params(Feature::Address, Level::MostlySame)
         );
     }
 
