@@ -305,13 +305,17 @@ pub fn prepare_entry_timed<'s>(
                             }
                             previous
                         }
-                        _ => layout::person_id_for(entry.sequence, record_idx),
+                        _ => txn.mint_person(entry.sequence, record_idx),
                     },
                 };
                 (person_id, decision, Some(resolution))
             }
         };
-        txn.add_member(&person_id, &clean.key)?;
+        if previous_record.is_some() {
+            txn.add_member(&person_id, &clean.key)?;
+        } else {
+            txn.add_new_member(&person_id, &clean.key)?;
+        }
         let new_keys = add_features(&mut txn, &person_id, &features)?;
         count_names(&mut txn, &features, 1)?;
         txn.count_quality(&clean.key.source, layout::QUALITY_RECORDS)?;

@@ -62,7 +62,7 @@ pub fn sample(store: &Store, catalog: &Catalog) -> Result<TrainingSample, StoreE
             break;
         }
     }
-    let mut txn = store.begin();
+    let txn = store.begin();
     let mut sampled: Vec<(RecordKey, PersonId, Features)> = Vec::with_capacity(reservoir.len());
     for (key, person_id) in reservoir {
         if let Some(record) = txn.record(&key)? {

@@ -8,10 +8,11 @@
 //! a/<person_id>\0<source>\0<record_id>   membership: the records of a person
 //! t/<person_id>\0<group>                 the profile tags of one group: canonical tags (group
 //!                                        empty) or one department's tags (group = its source)
-//! k/<blocking key>\0<person_id>          exact candidate key posting: a person holding a value
-//!                                        (`id/<ID number>`, `ph/<phone>`, `nd/<name, birth date>`..)
-//! g/<blocking key>                       the key is held by more persons than the matcher's cap:
-//!                                        too common to look candidates up with
+//! b/<blocking key>                       exact candidate key postings, one value: the persons
+//!                                        holding a value (`id/<ID number>`, `ph/<phone>`,
+//!                                        `nd/<name, birth date>`..), or the mark that more persons
+//!                                        hold it than the matcher looks at (too common to look
+//!                                        candidates up with)
 //! f/<person_id>                          the person's identity features (what the matcher reads)
 //! l/<person_id>                          alias: a person merged into another -> the survivor
 //! n/<name>                               how many records carry a name (term frequency)
@@ -66,9 +67,14 @@ pub const RECORDS: &[u8] = b"r/";
 pub const PERSONS: &[u8] = b"p/";
 pub const MEMBERS: &[u8] = b"a/";
 pub const PROFILE_TAGS: &[u8] = b"t/";
-pub const BLOCKING_KEYS: &[u8] = b"k/";
+pub const POSTING_LISTS: &[u8] = b"b/";
+/// Format 6 and earlier: one key per posting (`k/<blocking key>\0<person_id>`), read by the
+/// upgrade to format 7 only.
+pub const FORMAT_6_POSTINGS: &[u8] = b"k/";
 pub const PERSON_FEATURES: &[u8] = b"f/";
-pub const COMMON_KEYS: &[u8] = b"g/";
+/// Format 6 and earlier: the mark of a common key (`g/<blocking key>`), read by the upgrade to
+/// format 7 only.
+pub const FORMAT_6_COMMON_KEYS: &[u8] = b"g/";
 pub const ALIASES: &[u8] = b"l/";
 pub const NAME_COUNTS: &[u8] = b"n/";
 pub const EVIDENCE: &[u8] = b"x/";
@@ -280,18 +286,31 @@ pub fn continuation(key: &[u8], part: u16) -> Vec<u8> {
 }
 
 /// The postings of one blocking key: every person holding its value.
-pub fn postings_prefix(blocking_key: &str) -> Vec<u8> {
-    let mut prefix = join(BLOCKING_KEYS, &[blocking_key]);
-    prefix.push(SEP);
-    prefix
+pub fn posting_list(blocking_key: &str) -> Vec<u8> {
+    join(POSTING_LISTS, &[blocking_key])
 }
 
-pub fn posting(blocking_key: &str, person_id: &PersonId) -> Vec<u8> {
-    join(BLOCKING_KEYS, &[blocking_key, person_id.as_str()])
-}
-
-pub fn common_key(blocking_key: &str) -> Vec<u8> {
-    join(COMMON_KEYS, &[blocking_key])
+/// The person a key or scan prefix belongs to: the id in a person's header, membership,
+/// profile group, features, alias, history or held-apart key (the first of the two persons),
+/// or in the key a continuation part continues.
+pub fn person_of_key(key: &[u8]) -> Option<&[u8]> {
+    let (prefix, rest) = key.split_at_checked(2)?;
+    if prefix == CONTINUATIONS {
+        return person_of_key(rest);
+    }
+    let person_scoped = [
+        PERSONS,
+        MEMBERS,
+        PROFILE_TAGS,
+        PERSON_FEATURES,
+        ALIASES,
+        HISTORY,
+        HELD_APART,
+    ];
+    if !person_scoped.contains(&prefix) {
+        return None;
+    }
+    Some(rest.split(|byte| *byte == SEP).next().unwrap_or(rest))
 }
 
 pub fn person_features(person_id: &PersonId) -> Vec<u8> {
@@ -396,6 +415,31 @@ pub fn person_id_for(sequence: u64, record_idx: u32) -> PersonId {
 mod tests {
     use super::*;
     use crate::model::SourceId;
+
+    #[test]
+    fn the_person_of_a_key() {
+        let someone = PersonId::new("P0123456789ABCDEF");
+        let record = RecordKey {
+            source: SourceId::parse("D07").expect("source"),
+            record_id: "r1".into(),
+        };
+        for key in [
+            person(&someone),
+            members_prefix(&someone),
+            member(&someone, &record),
+            profile_group(&someone, "D07"),
+            person_features(&someone),
+            history(&someone, 3),
+            held_apart(&someone, &PersonId::new("P1")),
+            continuation(&profile_group(&someone, ""), 2),
+        ] {
+            assert_eq!(person_of_key(&key), Some(someone.as_str().as_bytes()), "{key:?}");
+        }
+        assert_eq!(person_of_key(&super::record(&record)), None);
+        assert_eq!(person_of_key(&posting_list("id/1")), None);
+        assert_eq!(person_of_key(&continuation(&evidence(&record), 1)), None);
+        assert_eq!(person_of_key(b"p"), None);
+    }
 
     #[test]
     fn person_ids_are_distinct_and_opaque() {

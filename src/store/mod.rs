@@ -20,7 +20,7 @@ pub use audit::{
 };
 use kv::{KvStore, WriteBatch};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,10 +31,12 @@ use std::sync::Arc;
 /// in place when it is opened.
 /// 6: the audit log indexed by caller and by person (`ui/`); a format 5 store is upgraded in
 /// place when it is opened (and a format 4 store through 5).
-pub const FORMAT_VERSION: u32 = 6;
+/// 7: a blocking key's postings are one value (`b/`), read with one lookup instead of a scan;
+/// a format 6 store is upgraded in place when it is opened.
+pub const FORMAT_VERSION: u32 = 7;
 
 /// The oldest format this build upgrades in place, one format at a time: 4 -> 5 counts the
-/// records per source, 5 -> 6 indexes the audit log.
+/// records per source, 5 -> 6 indexes the audit log, 6 -> 7 packs the postings.
 pub const UPGRADABLE_FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +293,18 @@ pub enum Postings {
     },
 }
 
+/// A blocking key's postings as stored: the persons holding its value, in order, or the mark
+/// that more persons hold it than the matcher looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum PostingList {
+    Persons(Vec<String>),
+    Common,
+}
+
+/// The most persons a posting list keeps: one more is stored as the common mark. Above every
+/// cap the matcher looks up with, so a list always says whether it is over the cap.
+pub const POSTINGS_KEPT_MAX: usize = 64;
+
 /// How many pairs a scan reads per round trip.
 const SCAN_PAGE: usize = 4_096;
 
@@ -451,6 +465,9 @@ impl Store {
                 if found <= 5 {
                     store.upgrade_from_format_5()?;
                 }
+                if found <= 6 {
+                    store.upgrade_from_format_6()?;
+                }
             }
             None => {
                 // A restore writes the format version last: data without it is a restore
@@ -527,6 +544,73 @@ impl Store {
         Ok(())
     }
 
+    /// Format 6 -> 7: packs each blocking key's postings (`k/<key>\0<person>`, one key each)
+    /// and its common mark (`g/<key>`) into one value (`b/<key>`), in bounded batches that
+    /// each write the packed lists and delete the keys they replace; then format version 7,
+    /// then makes it durable. An upgrade cut short by a crash leaves format 6, some packed lists
+    /// and the keys not yet packed, and carries on: a list is merged with what is already
+    /// packed for its key.
+    fn upgrade_from_format_6(&self) -> Result<(), StoreError> {
+        tracing::info!(from = 6, to = 7, "upgrading the store format: packing the postings");
+        let (mut n_postings, mut n_lists) = (0u64, 0u64);
+        loop {
+            // Every round deletes what it read, so each starts from the front again.
+            let page = self.kv.scan(layout::FORMAT_6_POSTINGS, None, SCAN_PAGE)?;
+            if page.is_empty() {
+                break;
+            }
+            let mut lists: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut txn = self.begin();
+            for (key, _) in &page {
+                let parts = layout::split_suffix(key, layout::FORMAT_6_POSTINGS);
+                let [blocking_key, person_id] = parts[..] else {
+                    return Err(StoreError::Corrupt {
+                        kind: "posting",
+                        message: format!("expected a blocking key and a person, found {} parts", parts.len()),
+                    });
+                };
+                lists
+                    .entry(blocking_key.to_owned())
+                    .or_default()
+                    .push(person_id.to_owned());
+                txn.delete_small(key.clone());
+                n_postings += 1;
+            }
+            for (blocking_key, persons) in lists {
+                for person_id in persons {
+                    txn.add_posting(&blocking_key, &PersonId::new(person_id))?;
+                }
+                n_lists += 1;
+            }
+            txn.commit()?;
+        }
+        loop {
+            let page = self.kv.scan(layout::FORMAT_6_COMMON_KEYS, None, SCAN_PAGE)?;
+            if page.is_empty() {
+                break;
+            }
+            let mut txn = self.begin();
+            for (key, _) in &page {
+                let blocking_key = layout::split_suffix(key, layout::FORMAT_6_COMMON_KEYS).concat();
+                txn.mark_common_key(&blocking_key)?;
+                txn.delete_small(key.clone());
+            }
+            txn.commit()?;
+        }
+        let mut txn = self.begin();
+        txn.put(layout::META_FORMAT.to_vec(), &7u32)?;
+        txn.commit()?;
+        self.checkpoint()?;
+        tracing::info!(
+            from = 6,
+            to = 7,
+            n_postings,
+            n_lists,
+            "upgraded the store format: packed the postings of each blocking key into one value"
+        );
+        Ok(())
+    }
+
     /// A read view, or the start of a write: reads see the transaction's own writes.
     pub fn begin(&self) -> Txn<'_> {
         self.begin_with(Reads::Store)
@@ -548,7 +632,7 @@ impl Store {
         Txn {
             store: self,
             pending: BTreeMap::new(),
-            common_keys: HashSet::new(),
+            minted: Vec::new(),
             reads,
         }
     }
@@ -794,8 +878,9 @@ fn decode<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, St
 pub struct Txn<'s> {
     store: &'s Store,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Blocking keys this transaction found too common: their postings are no longer kept.
-    common_keys: HashSet<String>,
+    /// Persons this transaction minted (`mint_person`): nothing of them is stored yet, so
+    /// their keys are read from the pending writes alone.
+    minted: Vec<PersonId>,
     reads: Reads,
 }
 
@@ -815,21 +900,14 @@ impl Txn<'_> {
         if let Some(value) = self.pending.get(key) {
             return Ok(value.clone());
         }
+        if self.is_minted_here(key) {
+            return Ok(None);
+        }
         let kv = self.store.kv.as_ref();
         match self.reads {
             Reads::Store => kv.get(key),
             Reads::Kept => self.store.read_ahead.get(kv, key),
             Reads::Ahead(tag) => self.store.read_ahead.read_get(kv, key, tag),
-        }
-    }
-
-    /// The first `limit` keys under `prefix` in the store, without the pending writes.
-    fn stored_keys(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        let kv = self.store.kv.as_ref();
-        match self.reads {
-            Reads::Store => Ok(kv.scan(prefix, None, limit)?.into_iter().map(|(key, _)| key).collect()),
-            Reads::Kept => self.store.read_ahead.scan_keys(kv, prefix, limit),
-            Reads::Ahead(tag) => self.store.read_ahead.read_scan_keys(kv, prefix, limit, tag),
         }
     }
 
@@ -856,26 +934,36 @@ impl Txn<'_> {
         Ok(value)
     }
 
+    /// Whether `key` (or a scan prefix) belongs to a person this transaction minted.
+    fn is_minted_here(&self, key: &[u8]) -> bool {
+        !self.minted.is_empty()
+            && layout::person_of_key(key)
+                .is_some_and(|person| self.minted.iter().any(|minted| minted.as_str().as_bytes() == person))
+    }
+
     /// Every whole value under `prefix`, merging pending writes over the store.
     fn scan_all(&self, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+        let minted_here = self.is_minted_here(prefix);
         // The writer's view: the batches it handed over, taken before the store is read.
         let handed = match self.reads {
-            Reads::Kept => self.store.read_ahead.handed_pairs_under(prefix),
-            Reads::Store | Reads::Ahead(_) => BTreeMap::new(),
+            Reads::Kept if !minted_here => self.store.read_ahead.handed_pairs_under(prefix),
+            _ => BTreeMap::new(),
         };
         let mut merged = BTreeMap::new();
-        let mut start: Option<Vec<u8>> = None;
-        loop {
-            let page = self.store.kv.scan(prefix, start.as_deref(), SCAN_PAGE)?;
-            let done = page.len() < SCAN_PAGE;
-            if let Some((last, _)) = page.last() {
-                let mut next = last.clone();
-                next.push(0);
-                start = Some(next);
-            }
-            merged.extend(page);
-            if done {
-                break;
+        if !minted_here {
+            let mut start: Option<Vec<u8>> = None;
+            loop {
+                let page = self.store.kv.scan(prefix, start.as_deref(), SCAN_PAGE)?;
+                let done = page.len() < SCAN_PAGE;
+                if let Some((last, _)) = page.last() {
+                    let mut next = last.clone();
+                    next.push(0);
+                    start = Some(next);
+                }
+                merged.extend(page);
+                if done {
+                    break;
+                }
             }
         }
         for (key, value) in handed {
@@ -902,25 +990,6 @@ impl Txn<'_> {
             .collect()
     }
 
-    /// The first `limit` keys under `prefix`, merging pending writes over the store.
-    fn scan_keys(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        let pending: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self
-            .pending
-            .range(prefix.to_vec()..)
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .collect();
-        let n_deleted = pending.iter().filter(|(_, value)| value.is_none()).count();
-        let page = self.stored_keys(prefix, limit.saturating_add(n_deleted))?;
-        let mut keys: BTreeSet<Vec<u8>> = page.into_iter().collect();
-        for (key, value) in pending {
-            match value {
-                Some(_) => keys.insert(key.clone()),
-                None => keys.remove(key),
-            };
-        }
-        Ok(keys.into_iter().take(limit).collect())
-    }
-
     fn stored_parts(&self, key: &[u8]) -> Result<u16, StoreError> {
         match self.get_raw(key)? {
             Some(stored) => Ok(split_parts_header(&stored)?.0),
@@ -930,8 +999,20 @@ impl Txn<'_> {
 
     /// Writes a value, split into parts of at most `VALUE_PART_BYTES`.
     fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
-        let bytes = encode(value);
         let old_parts = self.stored_parts(&key)?;
+        self.put_over(key, value, old_parts)
+    }
+
+    /// `put` for a key that has never held a value (a person's next history version): there
+    /// are no old parts to look up.
+    fn put_new<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
+        debug_assert!(matches!(self.get_raw(&key), Ok(None)), "a new key holds no value");
+        self.put_over(key, value, 0)
+    }
+
+    /// Writes a value over one of `old_parts` parts.
+    fn put_over<T: Serialize>(&mut self, key: Vec<u8>, value: &T, old_parts: u16) -> Result<(), StoreError> {
+        let bytes = encode(value);
         let parts: Vec<&[u8]> = if bytes.is_empty() {
             vec![&[][..]]
         } else {
@@ -1075,9 +1156,45 @@ impl Txn<'_> {
             .collect()
     }
 
+    /// A new person's id, from the position of the write-ahead-log entry that creates it
+    /// (`layout::person_id_for`). An entry is applied once, so nothing of the person is stored
+    /// yet: this transaction reads its keys from its own writes, without asking the store.
+    pub fn mint_person(&mut self, sequence: u64, slot: u32) -> PersonId {
+        let person_id = layout::person_id_for(sequence, slot);
+        debug_assert!(
+            matches!(self.store.kv.get(&layout::person(&person_id)), Ok(None)),
+            "a minted person is new"
+        );
+        self.minted.push(person_id.clone());
+        person_id
+    }
+
     /// Adds a record to a person (creating the person if needed) and counts it.
     pub fn add_member(&mut self, person_id: &PersonId, key: &RecordKey) -> Result<(), StoreError> {
         let member_key = layout::member(person_id, key);
+        let is_member = self.get_raw(&member_key)?.is_some();
+        self.add_member_unless(person_id, member_key, is_member)
+    }
+
+    /// `add_member` for a record that was not stored before this transaction: no person holds
+    /// it, unless this transaction made it a member already, so the store is not asked.
+    pub fn add_new_member(&mut self, person_id: &PersonId, key: &RecordKey) -> Result<(), StoreError> {
+        let member_key = layout::member(person_id, key);
+        let is_member = matches!(self.pending.get(&member_key), Some(Some(_)));
+        debug_assert_eq!(
+            is_member,
+            self.get_raw(&member_key).is_ok_and(|value| value.is_some()),
+            "a record not stored before is a member only through this transaction"
+        );
+        self.add_member_unless(person_id, member_key, is_member)
+    }
+
+    fn add_member_unless(
+        &mut self,
+        person_id: &PersonId,
+        member_key: Vec<u8>,
+        is_member: bool,
+    ) -> Result<(), StoreError> {
         let mut header = match self.person(person_id)? {
             Some(header) => header,
             None => {
@@ -1088,7 +1205,7 @@ impl Txn<'_> {
                 }
             }
         };
-        if self.get_raw(&member_key)?.is_none() {
+        if !is_member {
             header.n_records += 1;
             self.put_small(member_key, &())?;
         }
@@ -1244,7 +1361,7 @@ impl Txn<'_> {
                 kind: kind.clone(),
             },
         )?;
-        self.put(
+        self.put_new(
             layout::history(person_id, version),
             &HistoryEntry {
                 version,
@@ -1289,54 +1406,76 @@ impl Txn<'_> {
         self.counter(layout::META_N_REVIEW_ITEMS)
     }
 
-    /// The persons holding a blocking key's value, unless more than `cap` do: then the value
-    /// is too common to say anything (a shared phone, 张伟 born on a common day).
-    pub fn postings(&mut self, blocking_key: &str, cap: usize) -> Result<Postings, StoreError> {
-        if self.get_raw(&layout::common_key(blocking_key))?.is_some() {
-            self.common_keys.insert(blocking_key.to_owned());
-            return Ok(Postings::Common { marked: true });
+    fn posting_list(&self, blocking_key: &str) -> Result<Option<PostingList>, StoreError> {
+        match self.get(&layout::posting_list(blocking_key))? {
+            Some(bytes) => Ok(Some(decode("posting list", &bytes)?)),
+            None => Ok(None),
         }
-        let prefix = layout::postings_prefix(blocking_key);
-        let keys = self.scan_keys(&prefix, cap + 1)?;
-        if keys.len() > cap {
-            self.common_keys.insert(blocking_key.to_owned());
-            return Ok(Postings::Common { marked: false });
-        }
-        Ok(Postings::Persons(
-            keys.iter()
-                .map(|key| PersonId::new(layout::split_suffix(key, &prefix).concat()))
-                .collect(),
-        ))
     }
 
-    /// Adds a person to a key's postings, unless this transaction found the key too common:
-    /// such a key is never read again, so its postings would only cost writes and disk.
+    /// The persons holding a blocking key's value, unless more than `cap` do: then the value
+    /// is too common to say anything (a shared phone, 张伟 born on a common day). One read.
+    pub fn postings(&self, blocking_key: &str, cap: usize) -> Result<Postings, StoreError> {
+        debug_assert!(cap < POSTINGS_KEPT_MAX, "a list must say whether it is over the cap");
+        Ok(match self.posting_list(blocking_key)? {
+            None => Postings::Persons(Vec::new()),
+            Some(PostingList::Common) => Postings::Common { marked: true },
+            Some(PostingList::Persons(persons)) if persons.len() > cap => Postings::Common { marked: false },
+            Some(PostingList::Persons(persons)) => Postings::Persons(persons.into_iter().map(PersonId::new).collect()),
+        })
+    }
+
+    /// Adds a person to a key's postings, unless the key is marked common: such a key is
+    /// never looked up, so its postings would only cost writes and disk. A list that would
+    /// keep more than `POSTINGS_KEPT_MAX` persons becomes the mark.
     pub fn add_posting(&mut self, blocking_key: &str, person_id: &PersonId) -> Result<(), StoreError> {
-        if self.common_keys.contains(blocking_key) {
+        let mut persons = match self.posting_list(blocking_key)? {
+            Some(PostingList::Common) => return Ok(()),
+            Some(PostingList::Persons(persons)) => persons,
+            None => Vec::new(),
+        };
+        let Err(at) = persons.binary_search_by(|held| held.as_str().cmp(person_id.as_str())) else {
             return Ok(());
-        }
-        self.put_small(layout::posting(blocking_key, person_id), &())
+        };
+        persons.insert(at, person_id.as_str().to_owned());
+        let list = if persons.len() > POSTINGS_KEPT_MAX {
+            PostingList::Common
+        } else {
+            PostingList::Persons(persons)
+        };
+        self.put_small(layout::posting_list(blocking_key), &list)
     }
 
     /// Remembers that a blocking key is held by more persons than the matcher looks at, so
-    /// later lookups cost one read instead of a scan, and no more postings are kept for it.
+    /// later lookups find no candidates in it, and no more postings are kept for it.
     pub fn mark_common_key(&mut self, blocking_key: &str) -> Result<(), StoreError> {
-        self.put_small(layout::common_key(blocking_key), &())
+        self.put_small(layout::posting_list(blocking_key), &PostingList::Common)
     }
 
+    /// Removes a person from a key's postings (a key marked common stays marked).
     pub fn remove_posting(&mut self, blocking_key: &str, person_id: &PersonId) -> Result<(), StoreError> {
-        self.delete_small(layout::posting(blocking_key, person_id));
-        Ok(())
+        let Some(PostingList::Persons(mut persons)) = self.posting_list(blocking_key)? else {
+            return Ok(());
+        };
+        let Ok(at) = persons.binary_search_by(|held| held.as_str().cmp(person_id.as_str())) else {
+            return Ok(());
+        };
+        persons.remove(at);
+        if persons.is_empty() {
+            self.delete_small(layout::posting_list(blocking_key));
+            Ok(())
+        } else {
+            self.put_small(layout::posting_list(blocking_key), &PostingList::Persons(persons))
+        }
     }
 
     /// The person holding a resident ID number (the first, if a duplicated number is held by
     /// several persons pending review).
     pub fn person_for_id_number(&self, id_number: &str) -> Result<Option<PersonId>, StoreError> {
-        let prefix = layout::postings_prefix(&format!("id/{id_number}"));
-        Ok(self
-            .scan_keys(&prefix, 1)?
-            .first()
-            .map(|key| PersonId::new(layout::split_suffix(key, &prefix).concat())))
+        Ok(match self.posting_list(&format!("id/{id_number}"))? {
+            Some(PostingList::Persons(persons)) => persons.into_iter().next().map(PersonId::new),
+            Some(PostingList::Common) | None => None,
+        })
     }
 
     /// Reads what the store keeps under a record's key (the record, its evidence and review
@@ -1930,15 +2069,118 @@ mod tests {
         txn.add_posting("nd/张伟\u{1f}19900102", &PersonId::new("P9"))
             .expect("posting");
         txn.commit().expect("commit");
-        let mut txn = store.begin();
-        let prefix = layout::postings_prefix("nd/张伟\u{1f}19900102");
-        assert_eq!(txn.scan_keys(&prefix, 10).expect("scan").len(), 3);
+        let txn = store.begin();
+        assert_eq!(
+            txn.posting_list("nd/张伟\u{1f}19900102").expect("read"),
+            Some(PostingList::Common)
+        );
         // A key that merely extends another is not mistaken for it.
         assert_eq!(
             txn.postings("nd/张伟\u{1f}1990010", 10).expect("read"),
             Postings::Persons(vec![])
         );
         assert_eq!(txn.person_for_id_number("1").expect("read"), None);
+    }
+
+    #[test]
+    fn a_posting_list_is_kept_in_order_and_bounded() {
+        let store = mem_store();
+        let mut txn = store.begin();
+        for n in [3, 1, 2, 1] {
+            txn.add_posting("ph/13800001234", &PersonId::new(format!("P{n}")))
+                .expect("posting");
+        }
+        txn.commit().expect("commit");
+        let mut txn = store.begin();
+        assert_eq!(
+            txn.postings("ph/13800001234", 8).expect("read"),
+            Postings::Persons(["P1", "P2", "P3"].map(PersonId::new).to_vec())
+        );
+        txn.remove_posting("ph/13800001234", &PersonId::new("P2"))
+            .expect("remove");
+        txn.remove_posting("ph/13800001234", &PersonId::new("P7"))
+            .expect("remove");
+        assert_eq!(
+            txn.postings("ph/13800001234", 8).expect("read"),
+            Postings::Persons(["P1", "P3"].map(PersonId::new).to_vec())
+        );
+        for n in [1, 3] {
+            txn.remove_posting("ph/13800001234", &PersonId::new(format!("P{n}")))
+                .expect("remove");
+        }
+        assert_eq!(
+            txn.posting_list("ph/13800001234").expect("read"),
+            None,
+            "an empty list is deleted"
+        );
+        for n in 0..=POSTINGS_KEPT_MAX {
+            txn.add_posting("nm/张伟", &PersonId::new(format!("P{n:03}")))
+                .expect("posting");
+        }
+        assert_eq!(
+            txn.posting_list("nm/张伟").expect("read"),
+            Some(PostingList::Common),
+            "one more than a list keeps"
+        );
+        txn.commit().expect("commit");
+    }
+
+    /// A format 6 store (one key per posting, common keys marked apart) is packed at open, in
+    /// more than one batch, and an upgrade cut short carries on where it stopped.
+    #[test]
+    fn a_format_6_store_is_upgraded_by_packing_its_postings() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let n_postings = SCAN_PAGE + 100;
+        let person = |n: usize| PersonId::new(format!("P{n:05}"));
+        {
+            let store = Store::open_sled(dir.path(), 1 << 24).expect("opens");
+            let mut txn = store.begin();
+            // What a format 6 build left: postings of 10 keys spread over the batches, a key
+            // marked common (with postings from before it was), and one already packed by an
+            // upgrade a crash cut short.
+            for n in 0..n_postings {
+                let posting = layout::FORMAT_6_POSTINGS
+                    .iter()
+                    .copied()
+                    .chain(format!("nd/k{}\u{1f}1990", n % 10).into_bytes())
+                    .chain([layout::SEP])
+                    .chain(person(n).as_str().bytes())
+                    .collect::<Vec<u8>>();
+                txn.put_small(posting, &()).expect("put");
+            }
+            txn.put_small(b"k/ph/1\0P1".to_vec(), &()).expect("put");
+            txn.put_small(b"g/ph/1".to_vec(), &()).expect("put");
+            txn.put_small(b"k/id/1\0P2".to_vec(), &()).expect("put");
+            txn.add_posting("id/1", &PersonId::new("P1")).expect("packed");
+            txn.put(layout::META_FORMAT.to_vec(), &6u32).expect("put");
+            txn.commit().expect("commit");
+            store.checkpoint().expect("checkpoint");
+        }
+        let store = Store::open_sled(dir.path(), 1 << 24).expect("upgrades");
+        let txn = store.begin();
+        let format: u32 =
+            decode("format", &txn.get(layout::META_FORMAT).expect("read").expect("set")).expect("decodes");
+        assert_eq!(format, FORMAT_VERSION);
+        // 4,196 postings over 10 keys: every list is over what a list keeps.
+        assert_eq!(
+            txn.posting_list("nd/k3\u{1f}1990").expect("read"),
+            Some(PostingList::Common)
+        );
+        assert_eq!(
+            txn.postings("ph/1", 8).expect("read"),
+            Postings::Common { marked: true }
+        );
+        assert_eq!(
+            txn.postings("id/1", 8).expect("read"),
+            Postings::Persons(vec![PersonId::new("P1"), PersonId::new("P2")])
+        );
+        assert_eq!(txn.person_for_id_number("1").expect("read"), Some(PersonId::new("P1")));
+        for prefix in [layout::FORMAT_6_POSTINGS, layout::FORMAT_6_COMMON_KEYS] {
+            assert!(
+                store.kv.scan(prefix, None, 1).expect("scan").is_empty(),
+                "nothing left unpacked"
+            );
+        }
     }
 
     #[test]

@@ -15,17 +15,16 @@
 //!
 //! Exact, never stale. A kept pair holds what the store holds, except for keys a handed batch
 //! writes, which the writer reads from that batch instead. Every commit, once applied, drops
-//! the keys it wrote (and every kept scan whose prefix covers one) and counts itself; a pair
+//! the keys it wrote and counts itself; a pair
 //! read ahead is kept only if no commit finished between its read and its keeping, so a pair
 //! read before a commit's apply either is dropped by it or was never kept.
 //!
-//! Owns the handed batches, the kept pairs and their bound. Must not: know what a key means
-//! (it knows only that a scan prefix ends at a separator), or make a commit wait for a read.
+//! Owns the handed batches, the kept pairs and their bound. Must not: know what a key means,
+//! or make a commit wait for a read.
 
 use super::kv::{KvStore, WriteBatch};
-use super::layout::SEP;
 use super::StoreError;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -71,28 +70,14 @@ pub(super) struct ReadAhead {
     n_dropped: AtomicU64,
 }
 
-/// A kept pair or scan remembers the batch it was read for (`tag`), so that it can be let go
+/// A kept pair remembers the batch it was read for (`tag`), so that it can be let go
 /// once the writer has applied that batch.
 #[derive(Default)]
 struct Kept {
     gets: HashMap<Vec<u8>, (Option<Vec<u8>>, u64)>,
-    scans: HashMap<Vec<u8>, KeptScan>,
     bytes: usize,
     /// Commits finished (applied and dropped from here) since the store opened.
     n_commits: u64,
-}
-
-/// The first keys under a prefix, as `KvStore::scan` gave them for `limit`.
-struct KeptScan {
-    keys: Vec<Vec<u8>>,
-    limit: usize,
-    tag: u64,
-}
-
-impl KeptScan {
-    fn bytes(&self) -> usize {
-        self.keys.iter().map(Vec::len).sum::<usize>() + 16 * self.keys.len()
-    }
 }
 
 fn get_bytes(key: &[u8], value: &Option<Vec<u8>>) -> usize {
@@ -189,46 +174,6 @@ impl ReadAhead {
         writes
     }
 
-    /// The writer's scan of the first `limit` keys under `prefix`: the store's (kept, or read
-    /// now) with the handed batches over it.
-    pub(super) fn scan_keys(&self, kv: &dyn KvStore, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        // Whether each key is there after the handed batches.
-        let handed = self.handed_under(prefix, Option::is_some);
-        let n_deleted = handed.values().filter(|present| !**present).count();
-        let base_limit = limit.saturating_add(n_deleted);
-        let kept = {
-            let kept = self.kept.lock().expect("lock poisoned");
-            kept.scans.get(prefix).and_then(|scan| {
-                // The first keys are known when the kept scan asked for at least as many, or
-                // found fewer than it asked for (all there are).
-                (scan.limit >= base_limit || scan.keys.len() < scan.limit)
-                    .then(|| scan.keys.iter().take(base_limit).cloned().collect::<Vec<_>>())
-            })
-        };
-        let base = match kept {
-            Some(keys) => {
-                self.n_hits.fetch_add(1, Ordering::Relaxed);
-                keys
-            }
-            None => {
-                self.n_misses.fetch_add(1, Ordering::Relaxed);
-                scan_keys(kv, prefix, base_limit)?
-            }
-        };
-        if handed.is_empty() {
-            return Ok(base);
-        }
-        let mut keys: BTreeSet<Vec<u8>> = base.into_iter().collect();
-        for (key, present) in handed {
-            if present {
-                keys.insert(key);
-            } else {
-                keys.remove(&key);
-            }
-        }
-        Ok(keys.into_iter().take(limit).collect())
-    }
-
     /// The handed batches' pairs under `prefix`, the newer over the older (`None`: deleted).
     pub(super) fn handed_pairs_under(&self, prefix: &[u8]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
         self.handed_under(prefix, Clone::clone)
@@ -261,47 +206,6 @@ impl ReadAhead {
         Ok(value)
     }
 
-    /// A read ahead of the first `limit` keys under `prefix` for the batch `tag`. Only a
-    /// prefix that ends at a separator is kept: that is how a commit finds the scans a key it
-    /// writes belongs to.
-    pub(super) fn read_scan_keys(
-        &self,
-        kv: &dyn KvStore,
-        prefix: &[u8],
-        limit: usize,
-        tag: u64,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let n_commits = {
-            let mut kept = self.kept.lock().expect("lock poisoned");
-            if let Some(scan) = kept.scans.get_mut(prefix) {
-                if scan.limit >= limit || scan.keys.len() < scan.limit {
-                    scan.tag = scan.tag.max(tag);
-                    return Ok(scan.keys.iter().take(limit).cloned().collect());
-                }
-            }
-            kept.n_commits
-        };
-        let keys = scan_keys(kv, prefix, limit)?;
-        if prefix.last() == Some(&SEP) {
-            let mut kept = self.kept.lock().expect("lock poisoned");
-            if kept.n_commits == n_commits && (kept.bytes as u64) < self.bytes_max.load(Ordering::Relaxed) {
-                let scan = KeptScan {
-                    keys: keys.clone(),
-                    limit,
-                    tag,
-                };
-                let bytes = prefix.len() + scan.bytes();
-                if let Some(old) = kept.scans.insert(prefix.to_vec(), scan) {
-                    kept.bytes -= prefix.len() + old.bytes();
-                } else {
-                    self.n_kept.fetch_add(1, Ordering::Relaxed);
-                }
-                kept.bytes += bytes;
-            }
-        }
-        Ok(keys)
-    }
-
     /// Runs a commit: `apply`s `batch`, then drops what is kept of the keys it wrote. With
     /// `handed`, the batch is the oldest handed one, and leaves the writer's view in the same
     /// step.
@@ -324,21 +228,11 @@ impl ReadAhead {
                 Some(handed) => Box::new(handed.writes.keys()),
                 None => Box::new(keys.iter()),
             };
-            if !kept.gets.is_empty() || !kept.scans.is_empty() {
+            if !kept.gets.is_empty() {
                 for key in written {
                     if let Some((value, _)) = kept.gets.remove(key) {
                         kept.bytes -= get_bytes(key, &value);
                         n_dropped += 1;
-                    }
-                    if kept.scans.is_empty() {
-                        continue;
-                    }
-                    for (idx, _) in key.iter().enumerate().filter(|(_, byte)| **byte == SEP) {
-                        let prefix = &key[..=idx];
-                        if let Some(scan) = kept.scans.remove(prefix) {
-                            kept.bytes -= prefix.len() + scan.bytes();
-                            n_dropped += 1;
-                        }
                     }
                 }
             }
@@ -358,7 +252,7 @@ impl ReadAhead {
     /// Lets go of what was read ahead for batches up to `tag`, which the writer has applied.
     pub(super) fn retire(&self, tag: u64) {
         let mut kept = self.kept.lock().expect("lock poisoned");
-        if kept.gets.is_empty() && kept.scans.is_empty() {
+        if kept.gets.is_empty() {
             return;
         }
         let mut bytes = kept.bytes;
@@ -369,19 +263,8 @@ impl ReadAhead {
             }
             keep
         });
-        kept.scans.retain(|prefix, scan| {
-            let keep = scan.tag > tag;
-            if !keep {
-                bytes -= prefix.len() + scan.bytes();
-            }
-            keep
-        });
         kept.bytes = bytes;
     }
-}
-
-fn scan_keys(kv: &dyn KvStore, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-    Ok(kv.scan(prefix, None, limit)?.into_iter().map(|(key, _)| key).collect())
 }
 
 #[cfg(test)]
@@ -412,53 +295,11 @@ mod tests {
     }
 
     #[test]
-    fn a_commit_drops_the_scans_its_keys_belong_to() {
-        let kv = MemKv::default();
-        let read_ahead = ReadAhead::new(1 << 20);
-        put(&kv, &read_ahead, b"k/x\0p1", b"");
-        put(&kv, &read_ahead, b"k/xy\0p1", b"");
-        let prefix = b"k/x\0";
-        assert_eq!(read_ahead.read_scan_keys(&kv, prefix, 5, 1).expect("scan").len(), 1);
-        assert_eq!(read_ahead.read_scan_keys(&kv, b"k/xy\0", 5, 1).expect("scan").len(), 1);
-        // Another key's postings leave the kept scan alone.
-        put(&kv, &read_ahead, b"k/xy\0p2", b"");
-        assert_eq!(read_ahead.scan_keys(&kv, prefix, 5).expect("scan").len(), 1);
-        assert_eq!(read_ahead.stats().n_hits, 1);
-        put(&kv, &read_ahead, b"k/x\0p2", b"");
-        assert_eq!(
-            read_ahead.scan_keys(&kv, prefix, 5).expect("scan"),
-            vec![b"k/x\0p1".to_vec(), b"k/x\0p2".to_vec()]
-        );
-        assert_eq!(read_ahead.scan_keys(&kv, b"k/xy\0", 5).expect("scan").len(), 2);
-    }
-
-    #[test]
-    fn a_kept_scan_answers_only_what_it_covers() {
-        let kv = MemKv::default();
-        let read_ahead = ReadAhead::new(1 << 20);
-        for person in ["p1", "p2", "p3"] {
-            put(&kv, &read_ahead, format!("k/x\0{person}").as_bytes(), b"");
-        }
-        read_ahead.read_scan_keys(&kv, b"k/x\0", 2, 1).expect("scan");
-        assert_eq!(read_ahead.scan_keys(&kv, b"k/x\0", 1).expect("scan").len(), 1);
-        assert_eq!(read_ahead.scan_keys(&kv, b"k/x\0", 2).expect("scan").len(), 2);
-        assert_eq!(read_ahead.stats().n_hits, 2);
-        // Asked for more than it read, with more there: the store answers.
-        assert_eq!(read_ahead.scan_keys(&kv, b"k/x\0", 4).expect("scan").len(), 3);
-        assert_eq!(read_ahead.stats().n_misses, 1);
-        // A scan that found fewer than it asked for found all there are.
-        read_ahead.read_scan_keys(&kv, b"k/x\0", 10, 1).expect("scan");
-        assert_eq!(read_ahead.scan_keys(&kv, b"k/x\0", 50).expect("scan").len(), 3);
-    }
-
-    #[test]
     fn a_pair_kept_already_is_not_read_again() {
         let kv = MemKv::default();
         let read_ahead = ReadAhead::new(1 << 20);
         put(&kv, &read_ahead, b"a", b"1");
-        put(&kv, &read_ahead, b"k/x\0p1", b"");
         read_ahead.read_get(&kv, b"a", 1).expect("read");
-        read_ahead.read_scan_keys(&kv, b"k/x\0", 5, 1).expect("scan");
         // Written behind the kept pairs' back (not through a commit): a second read ahead
         // answers from what is kept, and keeps it for the later batch.
         kv.apply({
@@ -468,8 +309,7 @@ mod tests {
         })
         .expect("apply");
         assert_eq!(read_ahead.read_get(&kv, b"a", 2).expect("read"), Some(b"1".to_vec()));
-        assert_eq!(read_ahead.read_scan_keys(&kv, b"k/x\0", 3, 2).expect("scan").len(), 1);
-        assert_eq!(read_ahead.stats().n_kept, 2);
+        assert_eq!(read_ahead.stats().n_kept, 1);
         read_ahead.retire(1);
         assert_eq!(
             read_ahead.get(&kv, b"a").expect("get"),
