@@ -174,7 +174,7 @@ mod tests {
     fn hand_over(store: &Store, key: &[u8]) -> Arc<HandedBatch> {
         let mut txn = store.begin_kept();
         txn.set_applied_sequence(key[0].into()).expect("write");
-        txn.hand_over()
+        txn.hand_over().expect("hand over")
     }
 
     #[test]

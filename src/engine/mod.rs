@@ -887,12 +887,13 @@ impl Writer {
             if let Some(read_ahead) = &self.read_ahead {
                 read_ahead.writer_at(sequence);
             }
-            let prepared = apply::prepare_entry_timed(&self.store, &self.catalog, entry, &mut stage_times, fuzzy);
+            let prepared = apply::prepare_entry_timed(&self.store, &self.catalog, entry, &mut stage_times, fuzzy)
+                .and_then(|(placed, txn)| Ok((placed, txn.hand_over()?)));
             self.store.retire_read_ahead(sequence);
             match prepared {
-                Ok((placed, txn)) => {
+                Ok((placed, handed)) => {
                     // Applied and answered by the committer, while this thread goes on.
-                    self.committer.commit(txn.hand_over(), sequence, placed, reply);
+                    self.committer.commit(handed, sequence, placed, reply);
                 }
                 Err(error) => {
                     // The batch is in the log and will be replayed at the next start.

@@ -18,7 +18,8 @@
 //! n/<name>                               how many records carry a name (term frequency)
 //! x/<source>\0<record_id>                the evidence of the record's last resolution
 //! v/<source>\0<record_id>                the record's open review item (possible matches)
-//! q/<source>\0<rule id | #records | #rejected>   quality counters of a source
+//! q/<source>                            quality counters of a source, one value: rule id (or
+//!                                        #records, #rejected) -> count
 //! o/<sequence, 8 bytes big-endian>       change feed (outbox) of person versions
 //! h/<person_id>\0<version, 8 bytes BE>    the person's history: what each version changed, and why
 //! d/<person_id>\0<person_id>              a steward said the two persons differ (both directions)
@@ -150,14 +151,9 @@ pub fn profile_group_of(tag: &TagCode) -> String {
     }
 }
 
-pub fn quality_prefix(source: &SourceId) -> Vec<u8> {
-    let mut prefix = join(QUALITY, &[source.as_str()]);
-    prefix.push(SEP);
-    prefix
-}
-
-pub fn quality(source: &SourceId, counter: &str) -> Vec<u8> {
-    join(QUALITY, &[source.as_str(), counter])
+/// The quality counters of a source, one value (counter -> count).
+pub fn quality(source: &SourceId) -> Vec<u8> {
+    join(QUALITY, &[source.as_str()])
 }
 
 /// The counter of the records of `source` that are stored now (re-sent records count once,

@@ -483,6 +483,15 @@ impl Store {
         Ok(store)
     }
 
+    /// Ends an upgrade done in batches: writes format version `version`, then makes the store
+    /// durable.
+    fn finish_upgrade(&self, version: u32) -> Result<(), StoreError> {
+        let mut txn = self.begin();
+        txn.put(layout::META_FORMAT.to_vec(), &version)?;
+        txn.commit()?;
+        self.checkpoint()
+    }
+
     /// Format 4 -> 5: counts the stored records of each source (one pass over the record
     /// keys) and writes the counters with format version 5 in one atomic batch, then makes it
     /// durable. An upgrade cut short by a crash left nothing and runs again.
@@ -530,10 +539,7 @@ impl Store {
     fn upgrade_from_format_5(&self) -> Result<(), StoreError> {
         tracing::info!(from = 5, to = 6, "upgrading the store format: indexing the audit log");
         let indexed = self.index_audit_entries()?;
-        let mut txn = self.begin();
-        txn.put(layout::META_FORMAT.to_vec(), &6u32)?;
-        txn.commit()?;
-        self.checkpoint()?;
+        self.finish_upgrade(6)?;
         tracing::info!(
             from = 5,
             to = 6,
@@ -544,7 +550,8 @@ impl Store {
         Ok(())
     }
 
-    /// Format 6 -> 7: packs each blocking key's postings (`k/<key>\0<person>`, one key each)
+    /// Format 6 -> 7: packs each source's quality counters (`q/<source>\0<counter>`) into one
+    /// value (`q/<source>`), and each blocking key's postings (`k/<key>\0<person>`, one key each)
     /// and its common mark (`g/<key>`) into one value (`b/<key>`), in bounded batches that
     /// each write the packed lists and delete the keys they replace; then format version 7,
     /// then makes it durable. An upgrade cut short by a crash leaves format 6, some packed lists
@@ -597,16 +604,37 @@ impl Store {
             }
             txn.commit()?;
         }
+        // A source's quality counters, one key each, become one value: few enough for one
+        // atomic batch.
         let mut txn = self.begin();
-        txn.put(layout::META_FORMAT.to_vec(), &7u32)?;
+        let mut n_counters = 0u64;
+        for (key, stored) in self.kv.scan(layout::QUALITY, None, usize::MAX)? {
+            let parts = layout::split_suffix(&key, layout::QUALITY);
+            let [source, counter] = parts[..] else {
+                continue; // packed already
+            };
+            let source = SourceId::parse(source).ok_or_else(|| StoreError::Corrupt {
+                kind: "quality counter",
+                message: format!("{source:?} is not a source"),
+            })?;
+            let count: u64 = decode("quality counter", split_parts_header(&stored)?.1)?;
+            *txn.quality_counted
+                .entry(source)
+                .or_default()
+                .entry(counter.to_owned())
+                .or_default() += count;
+            txn.delete_small(key);
+            n_counters += 1;
+        }
         txn.commit()?;
-        self.checkpoint()?;
+        self.finish_upgrade(7)?;
         tracing::info!(
             from = 6,
             to = 7,
             n_postings,
             n_lists,
-            "upgraded the store format: packed the postings of each blocking key into one value"
+            n_counters,
+            "upgraded the store format: packed the postings of each blocking key, and the quality counters of each source, into one value"
         );
         Ok(())
     }
@@ -633,6 +661,7 @@ impl Store {
             store: self,
             pending: BTreeMap::new(),
             minted: Vec::new(),
+            quality_counted: BTreeMap::new(),
             reads,
         }
     }
@@ -765,17 +794,20 @@ impl Store {
     /// Quality counters (rule id or record/rejection totals -> count) of one source, or summed
     /// over every source.
     pub fn quality(&self, source: Option<&SourceId>) -> Result<BTreeMap<String, u64>, StoreError> {
-        let prefix = match source {
-            Some(source) => layout::quality_prefix(source),
-            None => layout::QUALITY.to_vec(),
-        };
-        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-        for (key, value) in self.begin().scan_all(&prefix)? {
-            let parts = layout::split_suffix(&key, layout::QUALITY);
-            let Some(counter) = parts.last() else { continue };
-            *counts.entry(counter.to_string()).or_default() += decode::<u64>("quality counter", &value)?;
+        let txn = self.begin();
+        match source {
+            Some(source) => txn.quality_counts(source),
+            None => {
+                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+                for value in txn.scan_all(layout::QUALITY)?.into_values() {
+                    let of_source: BTreeMap<String, u64> = decode("quality counters", &value)?;
+                    for (counter, count) in of_source {
+                        *counts.entry(counter).or_default() += count;
+                    }
+                }
+                Ok(counts)
+            }
         }
-        Ok(counts)
     }
 
     /// Record -> person mapping in key order, starting after `after`, at most `limit` rows.
@@ -881,6 +913,8 @@ pub struct Txn<'s> {
     /// Persons this transaction minted (`mint_person`): nothing of them is stored yet, so
     /// their keys are read from the pending writes alone.
     minted: Vec<PersonId>,
+    /// Quality counts not written yet (`count_quality`).
+    quality_counted: BTreeMap<SourceId, BTreeMap<String, u64>>,
     reads: Reads,
 }
 
@@ -1081,11 +1115,12 @@ impl Txn<'_> {
         self.put_small(key.to_vec(), &value)
     }
 
-    pub fn commit(self) -> Result<(), StoreError> {
+    pub fn commit(mut self) -> Result<(), StoreError> {
         debug_assert!(
             !matches!(self.reads, Reads::Ahead(_)),
             "a read-ahead transaction is never committed"
         );
+        self.write_quality_counts()?;
         let store = self.store;
         let mut batch = WriteBatch::default();
         for (key, value) in self.pending {
@@ -1102,9 +1137,10 @@ impl Txn<'_> {
     /// Hands the transaction's writes over to be committed on another thread: from now on the
     /// writer's transactions (`Store::begin_kept`) read them as if they were committed, until
     /// `Store::commit_handed` applies them. Handed batches are committed in the order handed.
-    pub fn hand_over(self) -> Arc<HandedBatch> {
+    pub fn hand_over(mut self) -> Result<Arc<HandedBatch>, StoreError> {
         debug_assert_eq!(self.reads, Reads::Kept, "only the writer hands batches over");
-        self.store.read_ahead.hand_over(self.pending)
+        self.write_quality_counts()?;
+        Ok(self.store.read_ahead.hand_over(self.pending))
     }
 
     // --- records ---
@@ -1776,8 +1812,35 @@ impl Txn<'_> {
 
     /// Counts one more hit of `counter` (a rule id, or `layout::QUALITY_RECORDS` /
     /// `layout::QUALITY_REJECTED`) for `source`.
+    /// Counted in memory, written once per source when the transaction is committed or handed
+    /// over.
     pub fn count_quality(&mut self, source: &SourceId, counter: &str) -> Result<(), StoreError> {
-        self.add_to_counter(&layout::quality(source, counter), 1)
+        *self
+            .quality_counted
+            .entry(source.clone())
+            .or_default()
+            .entry(counter.to_owned())
+            .or_default() += 1;
+        Ok(())
+    }
+
+    /// Adds the counts of `count_quality` to the stored ones.
+    fn write_quality_counts(&mut self) -> Result<(), StoreError> {
+        for (source, counted) in std::mem::take(&mut self.quality_counted) {
+            let mut counts = self.quality_counts(&source)?;
+            for (counter, n) in counted {
+                *counts.entry(counter).or_default() += n;
+            }
+            self.put(layout::quality(&source), &counts)?;
+        }
+        Ok(())
+    }
+
+    fn quality_counts(&self, source: &SourceId) -> Result<BTreeMap<String, u64>, StoreError> {
+        match self.get(&layout::quality(source))? {
+            Some(bytes) => decode("quality counters", &bytes),
+            None => Ok(BTreeMap::new()),
+        }
     }
 
     // --- progress ---
@@ -1842,7 +1905,7 @@ mod tests {
         txn.add_posting("name/y", &person).expect("posting");
         txn.put_record(&key("c"), &stored("P1", &[("name", "张三")]))
             .expect("put");
-        let first = txn.hand_over();
+        let first = txn.hand_over().expect("hand over");
         // Batch 2, prepared on top of batch 1.
         let mut txn = store.begin_kept();
         assert_eq!(txn.members(&person).expect("members"), vec![key("b"), key("c")]);
@@ -1854,7 +1917,7 @@ mod tests {
         assert!(txn.record(&key("c")).expect("read").is_some());
         assert!(store.begin().record(&key("c")).expect("read").is_none());
         txn.add_member(&person, &key("d")).expect("add");
-        let second = txn.hand_over();
+        let second = txn.hand_over().expect("hand over");
         assert_eq!(store.n_handed(), 2);
 
         // Other readers see only what the store holds.
@@ -2125,8 +2188,9 @@ mod tests {
         txn.commit().expect("commit");
     }
 
-    /// A format 6 store (one key per posting, common keys marked apart) is packed at open, in
-    /// more than one batch, and an upgrade cut short carries on where it stopped.
+    /// A format 6 store (one key per posting, common keys marked apart, one key per quality
+    /// counter) is packed at open, in more than one batch, and an upgrade cut short carries on
+    /// where it stopped.
     #[test]
     fn a_format_6_store_is_upgraded_by_packing_its_postings() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -2152,6 +2216,11 @@ mod tests {
             txn.put_small(b"g/ph/1".to_vec(), &()).expect("put");
             txn.put_small(b"k/id/1\0P2".to_vec(), &()).expect("put");
             txn.add_posting("id/1", &PersonId::new("P1")).expect("packed");
+            // Quality counters, one key each.
+            for (source, counter, count) in [("D07", "#records", 5u64), ("D07", "R001", 2), ("D09", "#records", 1)] {
+                let key = [layout::QUALITY, source.as_bytes(), &[layout::SEP], counter.as_bytes()].concat();
+                txn.put_small(key, &count).expect("put");
+            }
             txn.put(layout::META_FORMAT.to_vec(), &6u32).expect("put");
             txn.commit().expect("commit");
             store.checkpoint().expect("checkpoint");
@@ -2181,6 +2250,17 @@ mod tests {
                 "nothing left unpacked"
             );
         }
+        let d07 = SourceId::parse("D07").expect("source");
+        assert_eq!(
+            store.quality(Some(&d07)).expect("quality"),
+            BTreeMap::from([("#records".to_string(), 5), ("R001".to_string(), 2)])
+        );
+        assert_eq!(store.quality(None).expect("quality")["#records"], 6);
+        assert_eq!(
+            store.kv.scan(layout::QUALITY, None, 10).expect("scan").len(),
+            2,
+            "one value a source"
+        );
     }
 
     #[test]
