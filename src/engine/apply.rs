@@ -543,7 +543,7 @@ fn persons_sharing(
 }
 
 /// The persons holding a blocking key, none if it is too common; a key found too common for
-/// the first time is marked so that later lookups cost one read.
+/// the first time is marked, so that it keeps no more postings and is not counted again.
 fn postings(txn: &mut Txn<'_>, key: &str) -> Result<Vec<PersonId>, StoreError> {
     match txn.postings(key, postings_cap(key))? {
         Postings::Persons(persons) => Ok(persons),

@@ -20,7 +20,7 @@ pub use audit::{
 };
 use kv::{KvStore, WriteBatch};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,12 +31,14 @@ use std::sync::Arc;
 /// in place when it is opened.
 /// 6: the audit log indexed by caller and by person (`ui/`); a format 5 store is upgraded in
 /// place when it is opened (and a format 4 store through 5).
-/// 7: a blocking key's postings are one value (`b/`), read with one lookup instead of a scan;
-/// a format 6 store is upgraded in place when it is opened.
+/// 7: a blocking key's postings are one value (`b/`), read with one lookup instead of a scan,
+/// and a source's quality counters are one value (`q/<source>`); a format 6 store is upgraded
+/// in place when it is opened.
 pub const FORMAT_VERSION: u32 = 7;
 
 /// The oldest format this build upgrades in place, one format at a time: 4 -> 5 counts the
-/// records per source, 5 -> 6 indexes the audit log, 6 -> 7 packs the postings.
+/// records per source, 5 -> 6 indexes the audit log, 6 -> 7 packs the postings and the quality
+/// counters.
 pub const UPGRADABLE_FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
@@ -294,11 +296,21 @@ pub enum Postings {
 }
 
 /// A blocking key's postings as stored: the persons holding its value, in order, or the mark
-/// that more persons hold it than the matcher looks at.
+/// that more persons hold it than the matcher looks at. The mark keeps the first person the
+/// list held, so an ID number held by too many persons still names one holder
+/// (`person_for_id_number`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum PostingList {
     Persons(Vec<String>),
-    Common,
+    Common { first: Option<String> },
+}
+
+impl PostingList {
+    fn common_from(persons: Vec<String>) -> PostingList {
+        PostingList::Common {
+            first: persons.into_iter().next(),
+        }
+    }
 }
 
 /// The most persons a posting list keeps: one more is stored as the common mark. Above every
@@ -660,7 +672,7 @@ impl Store {
         Txn {
             store: self,
             pending: BTreeMap::new(),
-            minted: Vec::new(),
+            minted: HashSet::new(),
             quality_counted: BTreeMap::new(),
             reads,
         }
@@ -912,7 +924,7 @@ pub struct Txn<'s> {
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Persons this transaction minted (`mint_person`): nothing of them is stored yet, so
     /// their keys are read from the pending writes alone.
-    minted: Vec<PersonId>,
+    minted: HashSet<Vec<u8>>,
     /// Quality counts not written yet (`count_quality`).
     quality_counted: BTreeMap<SourceId, BTreeMap<String, u64>>,
     reads: Reads,
@@ -970,9 +982,7 @@ impl Txn<'_> {
 
     /// Whether `key` (or a scan prefix) belongs to a person this transaction minted.
     fn is_minted_here(&self, key: &[u8]) -> bool {
-        !self.minted.is_empty()
-            && layout::person_of_key(key)
-                .is_some_and(|person| self.minted.iter().any(|minted| minted.as_str().as_bytes() == person))
+        !self.minted.is_empty() && layout::person_of_key(key).is_some_and(|person| self.minted.contains(person))
     }
 
     /// Every whole value under `prefix`, merging pending writes over the store.
@@ -1201,7 +1211,7 @@ impl Txn<'_> {
             matches!(self.store.kv.get(&layout::person(&person_id)), Ok(None)),
             "a minted person is new"
         );
-        self.minted.push(person_id.clone());
+        self.minted.insert(person_id.as_str().as_bytes().to_vec());
         person_id
     }
 
@@ -1455,7 +1465,7 @@ impl Txn<'_> {
         debug_assert!(cap < POSTINGS_KEPT_MAX, "a list must say whether it is over the cap");
         Ok(match self.posting_list(blocking_key)? {
             None => Postings::Persons(Vec::new()),
-            Some(PostingList::Common) => Postings::Common { marked: true },
+            Some(PostingList::Common { .. }) => Postings::Common { marked: true },
             Some(PostingList::Persons(persons)) if persons.len() > cap => Postings::Common { marked: false },
             Some(PostingList::Persons(persons)) => Postings::Persons(persons.into_iter().map(PersonId::new).collect()),
         })
@@ -1466,7 +1476,7 @@ impl Txn<'_> {
     /// keep more than `POSTINGS_KEPT_MAX` persons becomes the mark.
     pub fn add_posting(&mut self, blocking_key: &str, person_id: &PersonId) -> Result<(), StoreError> {
         let mut persons = match self.posting_list(blocking_key)? {
-            Some(PostingList::Common) => return Ok(()),
+            Some(PostingList::Common { .. }) => return Ok(()),
             Some(PostingList::Persons(persons)) => persons,
             None => Vec::new(),
         };
@@ -1475,7 +1485,7 @@ impl Txn<'_> {
         };
         persons.insert(at, person_id.as_str().to_owned());
         let list = if persons.len() > POSTINGS_KEPT_MAX {
-            PostingList::Common
+            PostingList::common_from(persons)
         } else {
             PostingList::Persons(persons)
         };
@@ -1485,13 +1495,24 @@ impl Txn<'_> {
     /// Remembers that a blocking key is held by more persons than the matcher looks at, so
     /// later lookups find no candidates in it, and no more postings are kept for it.
     pub fn mark_common_key(&mut self, blocking_key: &str) -> Result<(), StoreError> {
-        self.put_small(layout::posting_list(blocking_key), &PostingList::Common)
+        let marked = match self.posting_list(blocking_key)? {
+            Some(PostingList::Persons(persons)) => PostingList::common_from(persons),
+            Some(common @ PostingList::Common { .. }) => common,
+            None => PostingList::Common { first: None },
+        };
+        self.put_small(layout::posting_list(blocking_key), &marked)
     }
 
-    /// Removes a person from a key's postings (a key marked common stays marked).
+    /// Removes a person from a key's postings (a key marked common stays marked, without the
+    /// person if it was the one the mark kept).
     pub fn remove_posting(&mut self, blocking_key: &str, person_id: &PersonId) -> Result<(), StoreError> {
-        let Some(PostingList::Persons(mut persons)) = self.posting_list(blocking_key)? else {
-            return Ok(());
+        let mut persons = match self.posting_list(blocking_key)? {
+            Some(PostingList::Persons(persons)) => persons,
+            Some(PostingList::Common { first: Some(first) }) if first == person_id.as_str() => {
+                let marked = PostingList::Common { first: None };
+                return self.put_small(layout::posting_list(blocking_key), &marked);
+            }
+            Some(PostingList::Common { .. }) | None => return Ok(()),
         };
         let Ok(at) = persons.binary_search_by(|held| held.as_str().cmp(person_id.as_str())) else {
             return Ok(());
@@ -1510,7 +1531,8 @@ impl Txn<'_> {
     pub fn person_for_id_number(&self, id_number: &str) -> Result<Option<PersonId>, StoreError> {
         Ok(match self.posting_list(&format!("id/{id_number}"))? {
             Some(PostingList::Persons(persons)) => persons.into_iter().next().map(PersonId::new),
-            Some(PostingList::Common) | None => None,
+            Some(PostingList::Common { first }) => first.map(PersonId::new),
+            None => None,
         })
     }
 
@@ -2135,7 +2157,9 @@ mod tests {
         let txn = store.begin();
         assert_eq!(
             txn.posting_list("nd/张伟\u{1f}19900102").expect("read"),
-            Some(PostingList::Common)
+            Some(PostingList::Common {
+                first: Some("P0".into())
+            })
         );
         // A key that merely extends another is not mistaken for it.
         assert_eq!(
@@ -2177,13 +2201,31 @@ mod tests {
             "an empty list is deleted"
         );
         for n in 0..=POSTINGS_KEPT_MAX {
-            txn.add_posting("nm/张伟", &PersonId::new(format!("P{n:03}")))
+            txn.add_posting("id/1", &PersonId::new(format!("P{n:03}")))
                 .expect("posting");
         }
         assert_eq!(
-            txn.posting_list("nm/张伟").expect("read"),
-            Some(PostingList::Common),
+            txn.posting_list("id/1").expect("read"),
+            Some(PostingList::Common {
+                first: Some("P000".into())
+            }),
             "one more than a list keeps"
+        );
+        // An ID number held by too many persons still names the first of them, until it leaves.
+        assert_eq!(
+            txn.person_for_id_number("1").expect("read"),
+            Some(PersonId::new("P000"))
+        );
+        txn.remove_posting("id/1", &PersonId::new("P001")).expect("remove");
+        assert_eq!(
+            txn.person_for_id_number("1").expect("read"),
+            Some(PersonId::new("P000"))
+        );
+        txn.remove_posting("id/1", &PersonId::new("P000")).expect("remove");
+        assert_eq!(txn.person_for_id_number("1").expect("read"), None);
+        assert_eq!(
+            txn.postings("id/1", 8).expect("read"),
+            Postings::Common { marked: true }
         );
         txn.commit().expect("commit");
     }
@@ -2233,7 +2275,9 @@ mod tests {
         // 4,196 postings over 10 keys: every list is over what a list keeps.
         assert_eq!(
             txn.posting_list("nd/k3\u{1f}1990").expect("read"),
-            Some(PostingList::Common)
+            Some(PostingList::Common {
+                first: Some("P00003".into())
+            })
         );
         assert_eq!(
             txn.postings("ph/1", 8).expect("read"),
