@@ -11,7 +11,7 @@ use super::apply::{
 use crate::catalog::Catalog;
 use crate::model::{Cause, Decision, EpochMillis, PersonEvent, PersonId, RecordKey, StewardAction};
 use crate::resolve::{self, blocking_keys, Features, MatchModel};
-use crate::store::{layout, StoreError, Txn};
+use crate::store::{StoreError, Txn};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A person with more records than this is not re-clustered after a deletion: the pairwise
@@ -47,7 +47,7 @@ pub(super) fn apply_action(
             if moving.is_empty() || moving.len() == members.len() {
                 return Ok(Vec::new());
             }
-            let new_person = layout::person_id_for(sequence, 0);
+            let new_person = txn.mint_person(sequence, 0);
             let cause = Cause::Steward { note: note.clone() };
             split_off(txn, catalog, &person, &new_person, &moving, cause, touched)?;
             // An unmerge overrides an earlier "these are one" across the records it separates;
@@ -315,7 +315,7 @@ fn recluster(
     clusters.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.first().cmp(&b.first())));
     let mut new_persons = Vec::new();
     for cluster in clusters.iter().skip(1) {
-        let new_person = ids.next();
+        let new_person = ids.next(txn);
         split_off(txn, catalog, person, &new_person, cluster, cause.clone(), touched)?;
         new_persons.push(new_person);
     }
@@ -334,9 +334,9 @@ impl NewIds {
         NewIds { sequence, slot: used }
     }
 
-    fn next(&mut self) -> PersonId {
+    fn next(&mut self, txn: &mut Txn<'_>) -> PersonId {
         self.slot = self.slot.saturating_add(1);
-        layout::person_id_for(self.sequence, self.slot)
+        txn.mint_person(self.sequence, self.slot)
     }
 }
 
