@@ -463,7 +463,11 @@ fn compare_addresses(a: &FeatureValue, b: &FeatureValue, words_a: &[String], wor
             Level::SameDistrict
         };
     }
-    let overlap = address_overlap(&a.text, &b.text, words_a, words_b);
+    level_of_words(&address_overlap(&a.text, &b.text, words_a, words_b))
+}
+
+/// The level of two addresses not both placed in a district, from how much their words agree.
+fn level_of_words(overlap: &Overlap) -> Level {
     if overlap.dice >= SAME_STREET_DICE {
         Level::SameStreet
     } else if overlap.dice >= MOSTLY_SAME_DICE {
@@ -525,17 +529,7 @@ mod tests {
                 Level::SameDistrict
             };
         }
-        if dice >= SAME_STREET_DICE {
-            Level::SameStreet
-        } else if dice >= MOSTLY_SAME_DICE {
-            Level::MostlySame
-        } else if jaccard >= 0.3 {
-            Level::SameDistrict
-        } else if jaccard > 0.0 {
-            Level::SameCity
-        } else {
-            Level::Different
-        }
+        level_of_words(&Overlap { jaccard, dice })
     }
 
     proptest::proptest! {
