@@ -318,9 +318,9 @@ pub fn prepare_entry_timed<'s>(
         }
         let new_keys = add_features(&mut txn, &person_id, &features)?;
         count_names(&mut txn, &features, 1)?;
-        txn.count_quality(&clean.key.source, layout::QUALITY_RECORDS)?;
+        txn.count_quality(&clean.key.source, layout::QUALITY_RECORDS);
         for finding in &clean.findings {
-            txn.count_quality(&clean.key.source, &finding.rule_id)?;
+            txn.count_quality(&clean.key.source, &finding.rule_id);
         }
         let stored = StoredRecord {
             header: RecordHeader {
@@ -393,8 +393,8 @@ pub fn prepare_entry_timed<'s>(
         placed.push(Placed { decision, person_id });
     }
     for (source, rule_id) in &entry.rejected {
-        txn.count_quality(source, layout::QUALITY_REJECTED)?;
-        txn.count_quality(source, rule_id)?;
+        txn.count_quality(source, layout::QUALITY_REJECTED);
+        txn.count_quality(source, rule_id);
     }
     if let Some(actor) = entry.actor {
         // In the change's own transaction: the entry is durable exactly when the change is.

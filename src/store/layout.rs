@@ -306,7 +306,7 @@ pub fn person_of_key(key: &[u8]) -> Option<&[u8]> {
     if !person_scoped.contains(&prefix) {
         return None;
     }
-    Some(rest.split(|byte| *byte == SEP).next().unwrap_or(rest))
+    rest.split(|byte| *byte == SEP).next()
 }
 
 pub fn person_features(person_id: &PersonId) -> Vec<u8> {

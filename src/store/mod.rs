@@ -571,14 +571,13 @@ impl Store {
     /// packed for its key.
     fn upgrade_from_format_6(&self) -> Result<(), StoreError> {
         tracing::info!(from = 6, to = 7, "upgrading the store format: packing the postings");
-        let (mut n_postings, mut n_lists) = (0u64, 0u64);
+        let mut n_postings = 0u64;
         loop {
             // Every round deletes what it read, so each starts from the front again.
             let page = self.kv.scan(layout::FORMAT_6_POSTINGS, None, SCAN_PAGE)?;
             if page.is_empty() {
                 break;
             }
-            let mut lists: BTreeMap<String, Vec<String>> = BTreeMap::new();
             let mut txn = self.begin();
             for (key, _) in &page {
                 let parts = layout::split_suffix(key, layout::FORMAT_6_POSTINGS);
@@ -588,18 +587,9 @@ impl Store {
                         message: format!("expected a blocking key and a person, found {} parts", parts.len()),
                     });
                 };
-                lists
-                    .entry(blocking_key.to_owned())
-                    .or_default()
-                    .push(person_id.to_owned());
+                txn.add_posting(blocking_key, &PersonId::new(person_id))?;
                 txn.delete_small(key.clone());
                 n_postings += 1;
-            }
-            for (blocking_key, persons) in lists {
-                for person_id in persons {
-                    txn.add_posting(&blocking_key, &PersonId::new(person_id))?;
-                }
-                n_lists += 1;
             }
             txn.commit()?;
         }
@@ -630,11 +620,7 @@ impl Store {
                 message: format!("{source:?} is not a source"),
             })?;
             let count: u64 = decode("quality counter", split_parts_header(&stored)?.1)?;
-            *txn.quality_counted
-                .entry(source)
-                .or_default()
-                .entry(counter.to_owned())
-                .or_default() += count;
+            txn.count_quality_n(&source, counter, count);
             txn.delete_small(key);
             n_counters += 1;
         }
@@ -644,7 +630,6 @@ impl Store {
             from = 6,
             to = 7,
             n_postings,
-            n_lists,
             n_counters,
             "upgraded the store format: packed the postings of each blocking key, and the quality counters of each source, into one value"
         );
@@ -1834,26 +1819,31 @@ impl Txn<'_> {
 
     /// Counts one more hit of `counter` (a rule id, or `layout::QUALITY_RECORDS` /
     /// `layout::QUALITY_REJECTED`) for `source`.
+    ///
     /// Counted in memory, written once per source when the transaction is committed or handed
     /// over.
-    pub fn count_quality(&mut self, source: &SourceId, counter: &str) -> Result<(), StoreError> {
+    pub fn count_quality(&mut self, source: &SourceId, counter: &str) {
+        self.count_quality_n(source, counter, 1);
+    }
+
+    fn count_quality_n(&mut self, source: &SourceId, counter: &str, n: u64) {
         *self
             .quality_counted
             .entry(source.clone())
             .or_default()
             .entry(counter.to_owned())
-            .or_default() += 1;
-        Ok(())
+            .or_default() += n;
     }
 
-    /// Adds the counts of `count_quality` to the stored ones.
+    /// Adds the counts of `count_quality` to the stored ones. A source's counters are one
+    /// small value: one per cleansing rule.
     fn write_quality_counts(&mut self) -> Result<(), StoreError> {
         for (source, counted) in std::mem::take(&mut self.quality_counted) {
             let mut counts = self.quality_counts(&source)?;
             for (counter, n) in counted {
                 *counts.entry(counter).or_default() += n;
             }
-            self.put(layout::quality(&source), &counts)?;
+            self.put_small(layout::quality(&source), &counts)?;
         }
         Ok(())
     }
