@@ -9,9 +9,9 @@ use super::error::to_status;
 use super::{blocking, from_hex, now_millis, to_hex};
 use crate::engine::Engine;
 use crate::pb;
-use crate::store::{AuditQuery, AuditRecord};
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use crate::store::{AuditQuery, AuditRecord, TagList};
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use tonic::Status;
 
 /// The caller of a call refused before its token was accepted.
@@ -22,12 +22,45 @@ pub const UNAUTHENTICATED_CALLER: &str = "unauthenticated";
 #[derive(Debug, Clone, Default)]
 pub struct AuditNote {
     pub persons: Vec<String>,
-    pub tags: Vec<String>,
+    pub tags: TagList,
     pub shares: u64,
     pub detail: String,
     /// The call's entry was written with the change it made, in the change's store transaction
     /// (the change was logged with its actor): the layer writes none of its own.
     pub written: bool,
+}
+
+/// The tag lists of recent profile reads, most recent first. A reader's reads of full
+/// profiles share the same two thousand tags call after call: those take the one list held
+/// here (`TagList`, one allocation, hashed once for the store) instead of a new list of two
+/// thousand strings each.
+#[derive(Default)]
+pub struct RecentTagLists {
+    lists: Mutex<VecDeque<TagList>>,
+}
+
+/// Lists `RecentTagLists` holds; a list shorter than `SHORT_TAG_LIST` is not held.
+const RECENT_TAG_LISTS_MAX: usize = 16;
+const SHORT_TAG_LIST: usize = 16;
+
+impl RecentTagLists {
+    /// `tags` as a list: a held list when one holds exactly these tags.
+    pub fn list(&self, tags: &[&str]) -> TagList {
+        let new = || TagList::from(tags.iter().map(|tag| tag.to_string()).collect::<Vec<_>>());
+        if tags.len() < SHORT_TAG_LIST {
+            return new();
+        }
+        let mut lists = self.lists.lock().expect("lock poisoned");
+        if let Some(idx) = lists.iter().position(|list| list.holds(tags.iter().copied())) {
+            let list = lists.remove(idx).expect("held");
+            lists.push_front(list.clone());
+            return list;
+        }
+        let list = new();
+        lists.push_front(list.clone());
+        lists.truncate(RECENT_TAG_LISTS_MAX);
+        list
+    }
 }
 
 impl AuditNote {
@@ -47,7 +80,7 @@ impl AuditNote {
     }
 
     /// A read that shared one person's profile with `tags`.
-    pub fn shared_profile(person_id: String, tags: Vec<String>) -> AuditNote {
+    pub fn shared_profile(person_id: String, tags: TagList) -> AuditNote {
         AuditNote {
             persons: vec![person_id],
             tags,
@@ -65,7 +98,7 @@ impl AuditNote {
             .collect();
         AuditNote {
             persons: profiles.iter().map(|profile| profile.person_id.clone()).collect(),
-            tags: tags.into_iter().map(String::from).collect(),
+            tags: tags.into_iter().map(String::from).collect::<Vec<_>>().into(),
             shares: profiles.len() as u64,
             detail: String::new(),
             written: false,
@@ -73,7 +106,7 @@ impl AuditNote {
     }
 
     pub fn with_tags(mut self, tags: impl IntoIterator<Item = impl ToString>) -> AuditNote {
-        self.tags = tags.into_iter().map(|tag| tag.to_string()).collect();
+        self.tags = tags.into_iter().map(|tag| tag.to_string()).collect::<Vec<_>>().into();
         self
     }
 
@@ -152,7 +185,7 @@ impl Auditor {
             action: method.to_string(),
             outcome: outcome(refusal.status.code(), refusal.status.message()),
             persons: Vec::new(),
-            tags: Vec::new(),
+            tags: TagList::default(),
             shares: 0,
             detail,
         })
@@ -221,7 +254,7 @@ pub async fn query_audit(engine: Arc<Engine>, request: pb::QueryAuditRequest) ->
                 action: entry.action,
                 outcome: entry.outcome,
                 person_ids: entry.persons,
-                tags: entry.tags,
+                tags: entry.tags.to_vec(),
                 shares: entry.shares,
                 detail: entry.detail,
             })
@@ -260,4 +293,53 @@ pub async fn share_counts(engine: Arc<Engine>, request: pb::GetShareCountsReques
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(prefix: &str, n: usize) -> Vec<String> {
+        (0..n).map(|idx| format!("{prefix}{idx:04}")).collect()
+    }
+
+    fn borrowed(tags: &[String]) -> Vec<&str> {
+        tags.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn reads_of_the_same_tags_share_one_list_and_others_get_their_own() {
+        let lists = RecentTagLists::default();
+        let full = tags("d01.tag_", 2_091);
+        let first = lists.list(&borrowed(&full));
+        let again = lists.list(&borrowed(&full));
+        assert!(first.is_same_list(&again));
+        assert_eq!(&*first, full.as_slice());
+
+        let mut one_less = full.clone();
+        one_less.pop();
+        let other = lists.list(&borrowed(&one_less));
+        assert!(!other.is_same_list(&first));
+        assert_eq!(&*other, one_less.as_slice());
+        let mut one_changed = full.clone();
+        one_changed[7] = "d02.other".into();
+        assert_eq!(&*lists.list(&borrowed(&one_changed)), one_changed.as_slice());
+
+        let short = tags("name_", 3);
+        assert_eq!(&*lists.list(&borrowed(&short)), short.as_slice());
+    }
+
+    #[test]
+    fn only_the_most_recent_lists_are_held() {
+        let lists = RecentTagLists::default();
+        let first_tags = tags("first_", 20);
+        let first = lists.list(&borrowed(&first_tags));
+        for n in 0..RECENT_TAG_LISTS_MAX {
+            lists.list(&borrowed(&tags(&format!("other{n}_"), 20)));
+        }
+        let after = lists.list(&borrowed(&first_tags));
+        assert!(!after.is_same_list(&first), "pushed out by newer lists");
+        assert_eq!(after, first);
+        assert!(lists.list(&borrowed(&first_tags)).is_same_list(&after));
+    }
 }

@@ -43,11 +43,11 @@ impl EncodedProfile {
 
 /// The profile as `grant` may see it, encoded as a `pb::Profile`, and the tags it shares (for
 /// the audit entry), in tag order.
-pub fn profile(
+pub fn profile<'v>(
     grant: &ReaderGrant,
     catalog: &Catalog,
-    view: &StoredProfileView,
-) -> Result<(EncodedProfile, Vec<String>), EngineError> {
+    view: &'v StoredProfileView,
+) -> Result<(EncodedProfile, Vec<&'v str>), EngineError> {
     let entries = view.tags.entries()?;
     let mut times = TimeFormatter::default();
     let mut buf = Vec::with_capacity(64 + entries.len() * 96);
@@ -60,7 +60,7 @@ pub fn profile(
         let observed_at = times.format(entry.observed_at);
         let fields = [entry.tag, value.as_ref(), entry.source, entry.record_id, observed_at];
         put_message(&mut buf, 2, &fields);
-        shared.push(entry.tag.to_string());
+        shared.push(entry.tag);
     }
     let n_records = u32::try_from(view.records.len()).unwrap_or(u32::MAX);
     put_varint(&mut buf, 3, u64::from(n_records));
@@ -340,6 +340,7 @@ mod tests {
                 redirected_from: redirected.map(PersonId::new),
             };
             let (encoded, shared) = profile(&grant, &catalog, &view).expect("encodes");
+            let shared: Vec<String> = shared.into_iter().map(String::from).collect();
             let expected = profile_to_pb(access::profile(&grant, &catalog, view.into_view().expect("decodes")));
             let expected_bytes = expected.encode_to_vec();
             prop_assert_eq!(encoded.as_bytes(), expected_bytes.as_slice());

@@ -17,7 +17,7 @@ use crate::engine::{ChangeFollower, Engine, EngineError, StoredProfileView};
 use crate::metrics::{BatchEnd, IngestTally, Metrics};
 use crate::model::{Outcome, PersonId, RecordKey, SourceId};
 use crate::pb;
-use audit::{noted, AuditNote};
+use audit::{noted, AuditNote, RecentTagLists};
 use auth::{identity, Identity};
 use encoded::EncodedProfile;
 use error::to_status;
@@ -333,6 +333,7 @@ impl pb::ingest_service_server::IngestService for IngestApi {
 pub struct ProfileApi {
     engine: Arc<Engine>,
     watch_permits: Arc<Semaphore>,
+    tag_lists: Arc<RecentTagLists>,
 }
 
 impl ProfileApi {
@@ -383,13 +384,14 @@ impl ProfileApi {
         read: impl FnOnce(&Engine) -> Result<Option<StoredProfileView>, EngineError> + Send + 'static,
     ) -> Result<Option<Response<EncodedProfile>>, Status> {
         let engine = Arc::clone(&self.engine);
+        let tag_lists = Arc::clone(&self.tag_lists);
         blocking(move || {
             let grant = access::reader_grant(&identity, method)?;
             let Some(view) = read(&engine).map_err(to_status)? else {
                 return Ok(None);
             };
             let (profile, tags) = encoded::profile(grant, engine.catalog(), &view).map_err(to_status)?;
-            let note = AuditNote::shared_profile(view.person_id.to_string(), tags);
+            let note = AuditNote::shared_profile(view.person_id.to_string(), tag_lists.list(&tags));
             Ok(Some(noted(profile, note)))
         })
         .await
@@ -400,6 +402,7 @@ impl ProfileApi {
         ProfileApi {
             engine,
             watch_permits: Arc::new(Semaphore::new(permits)),
+            tag_lists: Arc::default(),
         }
     }
 }

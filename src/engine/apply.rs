@@ -420,7 +420,7 @@ pub fn prepare_entry_timed<'s>(
                 action: actor.action,
                 outcome: "OK".into(),
                 persons: persons.into_iter().collect(),
-                tags: Vec::new(),
+                tags: crate::store::TagList::default(),
                 shares: 0,
                 detail: if actor.detail.is_empty() {
                     format!("sequence {}", entry.sequence)

@@ -24,7 +24,9 @@
 use super::EngineError;
 use crate::config::AuditConfig;
 use crate::model::EpochMillis;
-use crate::store::{shared_tag_list_hash, AuditBatchDone, AuditPage, AuditQuery, AuditRecord, ShareCount, Store};
+use crate::store::{
+    shared_tag_list_hash, AuditBatchDone, AuditPage, AuditQuery, AuditRecord, ShareCount, Store, TagList,
+};
 use crate::wal::{LogEntry, Wal, WalError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -63,16 +65,19 @@ pub struct JournalGroup {
 }
 
 /// One entry as the journal holds it. A long tag list (a full profile's 2,091 codes) that the
-/// store already holds durably is left out and named by its hash, so a frame is not some thirty
-/// thousand bytes an entry.
+/// store already holds durably, or that an earlier entry of the journal holds, is left out and
+/// named by its hash, so a frame is not some thirty thousand bytes an entry. The store applies
+/// the journal in order, so that earlier entry has written the list (`ut/`) by then; the
+/// journal keeps it until a checkpoint has made the store's copy durable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct JournalEntry {
-    /// Its `tags` are empty when `tags_in_store`.
+    /// Its `tags` are empty when `tags_by_hash`.
     record: AuditRecord,
     /// The hash of a tag list long enough to be shared (`ut/<hash>`).
     tag_list: Option<[u8; 16]>,
-    /// The store held the list durably when the entry was journaled.
-    tags_in_store: bool,
+    /// The list is left out: the store held it durably, or an earlier entry of the journal
+    /// holds it, when the entry was journaled.
+    tags_by_hash: bool,
 }
 
 /// The shared tag lists the store is known to hold durably: written by the index thread before
@@ -349,6 +354,8 @@ fn journal_loop(
 ) {
     let mut failed: Option<String> = None;
     let mut trimmed = 0;
+    // The long tag lists this thread has journaled in full (bounded like `durable_lists`).
+    let mut journaled_lists: HashSet<[u8; 16]> = HashSet::new();
     while let Some(first) = receiver.blocking_recv() {
         let mut n_keys = first.0.n_keys();
         let mut group = vec![first];
@@ -375,20 +382,25 @@ fn journal_loop(
                 Err(error) => tracing::warn!(%error, "cannot delete old audit journal segments; trying again later"),
             }
         }
+        let mut listed_here = Vec::new();
         let entries = {
             let durable_lists = durable_lists.lock().expect("audit lock");
             records
                 .into_iter()
                 .map(|mut record| {
                     let tag_list = shared_tag_list_hash(&record.tags);
-                    let tags_in_store = tag_list.is_some_and(|hash| durable_lists.contains(&hash));
-                    if tags_in_store {
-                        record.tags = Vec::new();
+                    let tags_by_hash = tag_list.is_some_and(|hash| {
+                        durable_lists.contains(&hash) || journaled_lists.contains(&hash) || listed_here.contains(&hash)
+                    });
+                    if tags_by_hash {
+                        record.tags = TagList::default();
+                    } else if let Some(hash) = tag_list {
+                        listed_here.push(hash);
                     }
                     JournalEntry {
                         record,
                         tag_list,
-                        tags_in_store,
+                        tags_by_hash,
                     }
                 })
                 .collect()
@@ -402,6 +414,10 @@ fn journal_loop(
             Ok(()) => {
                 next_serial += group.entries.len() as u64;
                 journaled.store(group.sequence, Ordering::Release);
+                if journaled_lists.len() + listed_here.len() > DURABLE_TAG_LISTS_MAX {
+                    journaled_lists.clear();
+                }
+                journaled_lists.extend(listed_here);
                 Ok(())
             }
             Err(error @ WalError::TailUnknown(_)) => {
@@ -487,7 +503,7 @@ fn index_loop(
         }
         let new_lists: Vec<[u8; 16]> = entries
             .iter()
-            .filter(|entry| !entry.tags_in_store)
+            .filter(|entry| !entry.tags_by_hash)
             .filter_map(|entry| entry.tag_list)
             .collect();
         let records = store_records(entries);
@@ -530,7 +546,7 @@ fn store_records(entries: Vec<JournalEntry>) -> Vec<(AuditRecord, Option<[u8; 16
     entries
         .into_iter()
         .map(|entry| {
-            let stored = if entry.tags_in_store { entry.tag_list } else { None };
+            let stored = if entry.tags_by_hash { entry.tag_list } else { None };
             (entry.record, stored)
         })
         .collect()
@@ -645,7 +661,7 @@ mod tests {
             action: "ProfileService/GetProfile".into(),
             outcome: "OK".into(),
             persons: vec!["P1".into()],
-            tags: vec!["name".into()],
+            tags: vec!["name".to_string()].into(),
             shares: 1,
             detail: String::new(),
         }
@@ -694,7 +710,7 @@ mod tests {
             .map(|record| JournalEntry {
                 tag_list: shared_tag_list_hash(&record.tags),
                 record,
-                tags_in_store: false,
+                tags_by_hash: false,
             })
             .collect()
     }
@@ -735,9 +751,9 @@ mod tests {
             .pending;
         let entries: Vec<&JournalEntry> = groups.iter().flat_map(|group| &group.entries).collect();
         assert_eq!(entries.len(), 2);
-        assert!(!entries[0].tags_in_store && entries[0].record.tags.len() == 40);
+        assert!(!entries[0].tags_by_hash && entries[0].record.tags.len() == 40);
         assert!(
-            entries[1].tags_in_store && entries[1].record.tags.is_empty(),
+            entries[1].tags_by_hash && entries[1].record.tags.is_empty(),
             "{:?}",
             entries[1]
         );
@@ -777,6 +793,39 @@ mod tests {
             .err()
             .expect("refused");
         assert!(error.to_string().contains("shared tag list the store lacks"), "{error}");
+    }
+
+    /// A long tag list is journaled in full once: later entries name it by its hash even
+    /// before a checkpoint. A store that lost every entry (a crash before any checkpoint)
+    /// gets them all back from the journal, the list from the entry that holds it.
+    #[test]
+    fn the_journal_holds_a_tag_list_once_and_a_store_that_lost_it_gets_it_back() {
+        let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("store"));
+        let journal = journal_dir();
+        let config = journal_config(&journal);
+        let audit = AuditLog::start(Arc::clone(&store), &AuditConfig::default(), config.clone()).expect("start");
+        let now = chrono::Utc::now().timestamp_millis();
+        let runtime = runtime();
+        for at in now..now + 3 {
+            runtime.block_on(audit.append(full_read(at))).expect("append");
+        }
+        audit.catch_up().expect("caught up");
+        audit.close();
+        let groups = Wal::<JournalGroup>::open(&config.dir, 1 << 20, 0)
+            .expect("journal")
+            .pending;
+        let entries: Vec<&JournalEntry> = groups.iter().flat_map(|group| &group.entries).collect();
+        assert_eq!(entries.len(), 3);
+        assert!(!entries[0].tags_by_hash && entries[0].record.tags.len() == 40);
+        for later in &entries[1..] {
+            assert!(later.tags_by_hash && later.record.tags.is_empty(), "{later:?}");
+        }
+
+        let lost_everything = Arc::new(Store::open(Box::new(MemKv::default())).expect("store"));
+        let audit = AuditLog::start(lost_everything, &AuditConfig::default(), config).expect("restart");
+        let page = audit.query(&everything(), None, 10).expect("query");
+        assert_eq!(page.entries, (now..now + 3).map(full_read).collect::<Vec<_>>());
+        audit.close();
     }
 
     /// A batch the store refuses is tried again until it takes it, once; meanwhile queries

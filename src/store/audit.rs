@@ -11,8 +11,9 @@
 
 use super::{decode, layout, Store, StoreError, Txn};
 use crate::model::EpochMillis;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 /// One audited call: who, why, what, on whom, with which tags, and how it ended. Holds ids and
 /// tag codes, never a value.
@@ -28,11 +29,92 @@ pub struct AuditRecord {
     pub outcome: String,
     pub persons: Vec<String>,
     /// The tags returned (reads) or asked for.
-    pub tags: Vec<String>,
+    pub tags: TagList,
     /// Profiles shared to the caller by this call (each person returned counts once).
     pub shares: u64,
     /// What else identifies the call: a batch and its sequence, a record key, a directory.
     pub detail: String,
+}
+
+/// The tags an entry names, in an `Arc`: a reader's reads of full profiles name the same two
+/// thousand tags call after call, and the reads that take their list from one `TagList` (see
+/// `api::audit::RecentTagLists`) share its one allocation and hash it once. Stored, sent and
+/// compared as the plain list of tags.
+#[derive(Clone, Default)]
+pub struct TagList(Arc<TagListInner>);
+
+#[derive(Default)]
+struct TagListInner {
+    tags: Vec<String>,
+    /// `tag_list_hash` of `tags`, once asked for.
+    hash: OnceLock<[u8; 16]>,
+}
+
+impl TagList {
+    /// The hash of the list (`tag_list_hash`), computed at its first use.
+    fn hash(&self) -> [u8; 16] {
+        *self.0.hash.get_or_init(|| tag_list_hash(&self.0.tags))
+    }
+
+    /// Whether the two are one list, not two equal ones.
+    #[cfg(test)]
+    pub fn is_same_list(&self, other: &TagList) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Whether this list holds exactly `tags`, in order.
+    pub fn holds<'t>(&self, tags: impl ExactSizeIterator<Item = &'t str>) -> bool {
+        self.0.tags.len() == tags.len() && self.0.tags.iter().zip(tags).all(|(held, tag)| held == tag)
+    }
+}
+
+impl From<Vec<String>> for TagList {
+    fn from(tags: Vec<String>) -> TagList {
+        TagList(Arc::new(TagListInner {
+            tags,
+            hash: OnceLock::new(),
+        }))
+    }
+}
+
+impl FromIterator<String> for TagList {
+    fn from_iter<I: IntoIterator<Item = String>>(tags: I) -> TagList {
+        TagList::from(tags.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl std::ops::Deref for TagList {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.0.tags
+    }
+}
+
+impl PartialEq for TagList {
+    fn eq(&self, other: &TagList) -> bool {
+        self.0.tags == other.0.tags
+    }
+}
+
+impl Eq for TagList {}
+
+impl std::fmt::Debug for TagList {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.tags.fmt(formatter)
+    }
+}
+
+impl Serialize for TagList {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.tags.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for TagList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TagList, D::Error> {
+        Vec::<String>::deserialize(deserializer).map(TagList::from)
+    }
 }
 
 impl AuditRecord {
@@ -163,7 +245,7 @@ fn put_entry(
         }
         StoredTags::Shared(hash)
     } else {
-        StoredTags::Listed(record.tags.clone())
+        StoredTags::Listed(record.tags.to_vec())
     };
     let stored = StoredEntry {
         at: record.at,
@@ -229,19 +311,20 @@ enum StoredTags {
 
 /// The hash a tag list is stored under (`ut/<hash>`), for a list long enough to be stored
 /// once and shared; `None` for a list kept in its entry.
-pub fn shared_tag_list_hash(tags: &[String]) -> Option<[u8; 16]> {
-    (tags.len() >= SHARED_TAG_LIST_MIN).then(|| tag_list_hash(tags))
+pub fn shared_tag_list_hash(tags: &TagList) -> Option<[u8; 16]> {
+    (tags.len() >= SHARED_TAG_LIST_MIN).then(|| tags.hash())
 }
 
 /// The first 16 bytes of the SHA-256 of the tags, each ended by a newline.
 fn tag_list_hash(tags: &[String]) -> [u8; 16] {
     use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
+    // One update of the whole list: two small updates a tag cost more than the hashing.
+    let mut listed = Vec::with_capacity(tags.iter().map(|tag| tag.len() + 1).sum());
     for tag in tags {
-        hasher.update(tag.as_bytes());
-        hasher.update(b"\n");
+        listed.extend_from_slice(tag.as_bytes());
+        listed.push(b'\n');
     }
-    let digest = hasher.finalize();
+    let digest = sha2::Sha256::digest(&listed);
     let mut hash = [0; 16];
     hash.copy_from_slice(&digest[..16]);
     hash
@@ -283,7 +366,7 @@ fn decode_entry(value: &[u8]) -> Result<(AuditRecord, Option<[u8; 16]>), StoreEr
         action: entry.action,
         outcome: entry.outcome,
         persons: entry.persons,
-        tags,
+        tags: tags.into(),
         shares: entry.shares,
         detail: entry.detail,
     };
@@ -340,26 +423,39 @@ impl Store {
         self.begin().counter(layout::META_AUDIT_JOURNAL_APPLIED)
     }
 
+    /// Writes the entries, then, in one atomic batch, the month's share counters, the next
+    /// serial and the journal sequence. The entries go first and one key at a time
+    /// (`Txn::commit_each`): a group of searches writes thousands of keys, and an atomic batch
+    /// of them would hold every read of the store off until all were in (sled's batches take
+    /// its process-wide lock exclusively). Writing an entry twice writes the same keys and
+    /// values, so a crash before the atomic batch, which has the journal group applied again
+    /// at the next start, leaves nothing twice; the share counters, which are not idempotent,
+    /// are only in the atomic batch. A snapshot opens between groups only
+    /// (`Store::open_snapshot` takes the same lock), so a backup holds an entry only with its
+    /// counters.
     fn append_audit_entries<'r>(
         &self,
         first_serial: u64,
         records: impl Iterator<Item = (&'r AuditRecord, Option<[u8; 16]>)>,
         journal_sequence: Option<u64>,
     ) -> Result<(), StoreError> {
-        let mut txn = self.begin();
-        if let Some(sequence) = journal_sequence {
-            txn.put_small(layout::META_AUDIT_JOURNAL_APPLIED.to_vec(), &sequence)?;
-        }
+        let _group = self.audit_groups.lock().expect("lock poisoned");
+        let mut entries = self.begin();
         let mut shares: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
         let mut n_records = 0;
         for (offset, (record, stored_tags)) in records.enumerate() {
             n_records += 1;
-            put_entry(&mut txn, first_serial + offset as u64, record, stored_tags)?;
+            put_entry(&mut entries, first_serial + offset as u64, record, stored_tags)?;
             if record.shares > 0 {
                 let counts = shares.entry((month_of(record.at), record.caller.clone())).or_default();
                 counts.0 += record.shares;
                 counts.1 += 1;
             }
+        }
+        entries.commit_each()?;
+        let mut txn = self.begin();
+        if let Some(sequence) = journal_sequence {
+            txn.put_small(layout::META_AUDIT_JOURNAL_APPLIED.to_vec(), &sequence)?;
         }
         for ((month, caller), (n_shares, n_calls)) in shares {
             let key = layout::share_count(&month, &caller);
@@ -550,7 +646,7 @@ mod tests {
             action: "ProfileService/GetProfile".into(),
             outcome: "OK".into(),
             persons: persons.iter().map(ToString::to_string).collect(),
-            tags: vec!["name".into()],
+            tags: vec!["name".to_string()].into(),
             shares,
             detail: String::new(),
         }
@@ -561,7 +657,7 @@ mod tests {
         let store = Store::open(Box::new(MemKv::default())).expect("store");
         let all_tags: Vec<String> = (0..2_091).map(|idx| format!("tag_{idx:04}")).collect();
         let mut full_read = entry(1_768_000_000_000, "portal", &["P1"], 1);
-        full_read.tags = all_tags.clone();
+        full_read.tags = all_tags.clone().into();
         let mut other_person = full_read.clone();
         other_person.persons = vec!["P2".into()];
         let short = entry(1_768_000_000_001, "police", &["P1"], 1);
@@ -683,6 +779,58 @@ mod tests {
             ]
         );
         assert_eq!(store.share_counts(Some("2026-02")).expect("counts").len(), 1);
+    }
+
+    /// A crash between a group's entries (written one key at a time) and its atomic batch of
+    /// counters: the group applied again at the next start leaves every entry once and counts
+    /// its shares once.
+    #[test]
+    fn a_group_applied_again_after_its_entries_alone_were_written_counts_once() {
+        let refusals = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let kv = crate::store::kv::FailingKv::new(MemKv::default(), std::sync::Arc::clone(&refusals));
+        let store = Store::open(Box::new(kv)).expect("store");
+        refusals.store(1, std::sync::atomic::Ordering::Release);
+        let mut full_read = entry(JAN, "portal", &["P1", "P2"], 2);
+        full_read.tags = (0..40).map(|idx| format!("tag_{idx:02}")).collect();
+        let group = [(full_read, None), (entry(JAN + 1, "ops", &["P3"], 1), None)];
+        let refused = store
+            .append_audit_journaled(0, &group, 1)
+            .expect_err("the atomic batch is refused");
+        assert!(refused.to_string().contains("injected"), "{refused}");
+        assert_eq!(n_keys(&store, layout::AUDIT), 2, "the entries went in before the batch");
+        assert_eq!(store.audit_journal_applied().expect("applied"), 0);
+        assert!(store.share_counts(None).expect("counts").is_empty());
+
+        store.append_audit_journaled(0, &group, 1).expect("applied again");
+        assert_eq!(store.audit_journal_applied().expect("applied"), 1);
+        assert_eq!(n_keys(&store, layout::AUDIT), 2);
+        assert_eq!(n_keys(&store, layout::AUDIT_TAG_LISTS), 1);
+        let counts: Vec<(String, u64, u64)> = store
+            .share_counts(None)
+            .expect("counts")
+            .into_iter()
+            .map(|count| (count.caller, count.n_shares, count.n_calls))
+            .collect();
+        assert_eq!(counts, [("ops".to_string(), 1, 1), ("portal".to_string(), 2, 1)]);
+        let by_person = AuditQuery {
+            person: Some("P1".into()),
+            to: JAN + 10,
+            ..AuditQuery::default()
+        };
+        let page = store.audit_page(&by_person, None, 10).expect("page");
+        assert_eq!(page.entries.len(), 1);
+        assert_eq!(page.entries[0].tags.len(), 40);
+        assert_eq!(store.next_audit_serial().expect("serial"), 2);
+    }
+
+    /// Stored lists are keyed by this hash: it must not change between versions.
+    #[test]
+    fn a_tag_list_hash_is_the_sha256_of_its_lines() {
+        let tags = ["name".to_string(), "phone".to_string()];
+        assert_eq!(
+            tag_list_hash(&tags),
+            [171, 167, 178, 108, 235, 106, 5, 43, 189, 242, 168, 184, 217, 232, 155, 249]
+        );
     }
 
     const JAN: EpochMillis = 1_768_000_000_000; // 2026-01-10

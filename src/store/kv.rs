@@ -38,6 +38,13 @@ pub trait KvStore: Send + Sync + 'static {
     fn scan(&self, prefix: &[u8], start: Option<&[u8]>, limit: usize) -> Result<Vec<KvPair>, StoreError>;
     /// Applies every write or none, also across a crash.
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Applies the writes one at a time, in order: each is atomic, the batch is not. Reads and
+    /// writes of other threads go on between them, and a crash keeps a prefix of them, as it
+    /// keeps a prefix of the batches. For idempotent writes that a later `apply` records as
+    /// done. A backend without a cheaper way applies them as one batch.
+    fn apply_each(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.apply(batch)
+    }
     /// Makes every applied batch durable against power loss before returning.
     fn checkpoint(&self) -> Result<(), StoreError>;
     fn size_on_disk(&self) -> Result<u64, StoreError>;
@@ -128,6 +135,18 @@ impl KvStore for SledKv {
         Ok(())
     }
 
+    /// `insert` and `remove` take sled's process-wide lock shared, where `apply_batch` takes it
+    /// exclusively and so holds every read off until the whole batch is in.
+    fn apply_each(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        for (key, value) in batch.writes {
+            match value {
+                Some(value) => self.tree.insert(key, value)?,
+                None => self.tree.remove(key)?,
+            };
+        }
+        Ok(())
+    }
+
     fn checkpoint(&self) -> Result<(), StoreError> {
         // sled's flush writes its buffers and calls sync_file_range, which survives a process
         // kill but not power loss; fsync every file and directory it owns to close the gap.
@@ -206,8 +225,8 @@ impl KvStore for MemKv {
     }
 }
 
-/// A backend that refuses applies on demand (the next `n`, counted down), for tests of how the
-/// layers above take a failed write.
+/// A backend that refuses atomic batches on demand (the next `n`, counted down), for tests of
+/// how the layers above take a failed write. Writes applied one at a time go through.
 #[cfg(test)]
 pub struct FailingKv {
     inner: MemKv,
@@ -242,6 +261,10 @@ impl KvStore for FailingKv {
             return Err(std::io::Error::other("injected: the disk refuses the write").into());
         }
         self.inner.apply(batch)
+    }
+
+    fn apply_each(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.inner.apply_each(batch)
     }
 
     fn checkpoint(&self) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ pub use snapshot::SnapshotStats;
 use crate::model::{Cause, EpochMillis, Finding, PersonEvent, PersonId, RecordKey, SourceId, TagCode, TagValue};
 pub use audit::{
     month_of, put_audit_entry, shared_tag_list_hash, AuditBatchDone, AuditPage, AuditQuery, AuditRecord, ShareCount,
-    AUDIT_BATCH_ENTRIES_MAX, AUDIT_SCAN_MAX,
+    TagList, AUDIT_BATCH_ENTRIES_MAX, AUDIT_SCAN_MAX,
 };
 use kv::{KvStore, WriteBatch};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -150,7 +150,8 @@ impl StoredProfile {
                     }),
             );
         }
-        entries.sort_unstable_by(|a, b| a.tag.cmp(b.tag));
+        // Each group is in tag order already: a stable sort merges those runs.
+        entries.sort_by(|a, b| a.tag.cmp(b.tag));
         Ok(entries)
     }
 
@@ -283,6 +284,9 @@ pub struct Store {
     cow: snapshot::CopyOnWrite,
     /// Pairs read ahead of the writer; every commit drops the keys it writes from it.
     read_ahead: read_ahead::ReadAhead,
+    /// Held while a group of audit entries is written (in two commits) and while a snapshot
+    /// opens, so a snapshot never holds half of a group.
+    audit_groups: std::sync::Mutex<()>,
 }
 
 /// What a blocking key's postings hold.
@@ -461,6 +465,7 @@ impl Store {
             kv,
             cow: snapshot::CopyOnWrite::default(),
             read_ahead: read_ahead::ReadAhead::new(0),
+            audit_groups: std::sync::Mutex::default(),
         };
         match store.begin().get(layout::META_FORMAT)? {
             Some(bytes) => {
@@ -741,6 +746,7 @@ impl Store {
     /// Opens the one snapshot of the store (`SnapshotOpen` while another is open). Past
     /// `preimage_bytes_max` of kept values, commits wait for the snapshot's reader.
     pub fn open_snapshot(self: &Arc<Self>, preimage_bytes_max: usize) -> Result<Snapshot, StoreError> {
+        let _between_audit_groups = self.audit_groups.lock().expect("lock poisoned");
         let info = self.cow.open(preimage_bytes_max, || {
             let txn = self.begin();
             Ok(SnapshotInfo {
@@ -1110,13 +1116,32 @@ impl Txn<'_> {
         self.put_small(key.to_vec(), &value)
     }
 
-    pub fn commit(mut self) -> Result<(), StoreError> {
+    pub fn commit(self) -> Result<(), StoreError> {
+        let store = self.store;
+        let batch = self.into_batch()?;
+        store
+            .read_ahead
+            .commit(batch, None, |batch| store.cow.apply(store.kv.as_ref(), batch))
+    }
+
+    /// Commits the writes one at a time (`KvStore::apply_each`), in key order: not atomic, but
+    /// other reads and writes are not held off the store until all are in. Only for writes
+    /// that can be written again (a crash keeps a prefix of them) and that a later atomic
+    /// commit records as done.
+    pub fn commit_each(self) -> Result<(), StoreError> {
+        let store = self.store;
+        let batch = self.into_batch()?;
+        store
+            .read_ahead
+            .commit(batch, None, |batch| store.cow.apply_each(store.kv.as_ref(), batch))
+    }
+
+    fn into_batch(mut self) -> Result<WriteBatch, StoreError> {
         debug_assert!(
             !matches!(self.reads, Reads::Ahead(_)),
             "a read-ahead transaction is never committed"
         );
         self.write_quality_counts()?;
-        let store = self.store;
         let mut batch = WriteBatch::default();
         for (key, value) in self.pending {
             match value {
@@ -1124,9 +1149,7 @@ impl Txn<'_> {
                 None => batch.delete(key),
             }
         }
-        store
-            .read_ahead
-            .commit(batch, None, |batch| store.cow.apply(store.kv.as_ref(), batch))
+        Ok(batch)
     }
 
     /// Hands the transaction's writes over to be committed on another thread: from now on the
@@ -2530,7 +2553,7 @@ mod tests {
             action: "ProfileService/GetProfile".into(),
             outcome: "OK".into(),
             persons: vec![format!("P{}", idx % 7)],
-            tags: vec!["name".into()],
+            tags: vec!["name".to_string()].into(),
             shares: 1,
             detail: String::new(),
         };

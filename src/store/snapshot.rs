@@ -65,6 +65,20 @@ fn successor(key: &[u8]) -> Vec<u8> {
 impl CopyOnWrite {
     /// Applies `batch`, first keeping the pre-images an open snapshot still needs.
     pub(super) fn apply(&self, kv: &dyn KvStore, batch: WriteBatch) -> Result<(), StoreError> {
+        self.apply_as(kv, batch, KvStore::apply)
+    }
+
+    /// `apply`, with the writes applied one at a time (`KvStore::apply_each`).
+    pub(super) fn apply_each(&self, kv: &dyn KvStore, batch: WriteBatch) -> Result<(), StoreError> {
+        self.apply_as(kv, batch, KvStore::apply_each)
+    }
+
+    fn apply_as(
+        &self,
+        kv: &dyn KvStore,
+        batch: WriteBatch,
+        apply: fn(&dyn KvStore, WriteBatch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let started = Instant::now();
         self.commits_waiting.fetch_add(1, Ordering::AcqRel);
         let open = self.open.lock().expect("lock poisoned");
@@ -97,7 +111,7 @@ impl CopyOnWrite {
             }
         }
         // Applied while holding the lock: a page read sees all of this batch or none of it.
-        kv.apply(batch)
+        apply(kv, batch)
     }
 
     /// Opens the snapshot; `read_info` runs while no commit can happen, so what it reads is the

@@ -1072,7 +1072,7 @@ async fn old_audit_entries_are_pruned_and_queries_by_caller_and_person_are_exact
         action: "ProfileService/GetProfile".into(),
         outcome: "OK".into(),
         persons: vec!["P-OLD".into()],
-        tags: vec!["name".into()],
+        tags: vec!["name".to_string()].into(),
         shares: 1,
         detail: String::new(),
     };
