@@ -146,7 +146,7 @@ fn run(store: &Store, signals: &Signals, receiver: &Receiver<Message>) {
             continue;
         }
         let started = Instant::now();
-        match store.commit_handed(&handed) {
+        match store.commit_handed(&handed, sequence) {
             Ok(()) => {
                 signals.times.lock().expect("lock poisoned").stages.store += started.elapsed();
                 signals.feed.applied();

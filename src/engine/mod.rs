@@ -199,10 +199,16 @@ impl Engine {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let store = Arc::new(Store::open_sled(
+        let (store, n_redone) = Store::open_sled_with_redo(
             &data_dir.join("store"),
             config.storage.cache_capacity_bytes,
-        )?);
+            &data_dir.join("redo"),
+            config.wal.segment_bytes_max,
+        )?;
+        let store = Arc::new(store);
+        if n_redone > 0 {
+            tracing::info!(n_redone, "applied again the batches a stop cut short (redo log)");
+        }
         let catalog = Arc::new(catalog);
         let applied_sequence = store.applied_sequence()?;
         let recovered = Wal::open(&data_dir.join("wal"), config.wal.segment_bytes_max, applied_sequence)?;

@@ -9,6 +9,7 @@
 //! (`ut/`). Entries older than the retention are pruned in bounded batches
 //! (`prune_audit`). Decides nothing about what is audited, nor when entries expire.
 
+use super::kv::KvStore;
 use super::{decode, layout, Store, StoreError, Txn};
 use crate::model::EpochMillis;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -8,6 +8,7 @@ mod audit;
 pub mod kv;
 pub mod layout;
 mod read_ahead;
+mod redo;
 mod snapshot;
 
 pub use read_ahead::{HandedBatch, ReadAheadStats};
@@ -59,6 +60,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Log(#[from] crate::wal::WalError),
 }
 
 /// A record as stored. The header comes first in the encoding, so it can be read from the
@@ -279,7 +282,7 @@ pub struct StoreStats {
 }
 
 pub struct Store {
-    kv: Box<dyn KvStore>,
+    kv: GuardedKv,
     /// Every write batch goes through it, so that an open snapshot keeps what it needs.
     cow: snapshot::CopyOnWrite,
     /// Pairs read ahead of the writer; every commit drops the keys it writes from it.
@@ -287,6 +290,66 @@ pub struct Store {
     /// Held while a group of audit entries is written (in two commits) and while a snapshot
     /// opens, so a snapshot never holds half of a group.
     audit_groups: std::sync::Mutex<()>,
+    /// With it, handed batches are applied key by key behind it (`commit_handed`); without
+    /// (stores not opened by the engine), as one atomic batch.
+    redo: std::sync::Mutex<Option<redo::RedoLog>>,
+}
+
+/// The backend as the store's readers see it: a read waits while a batch is being applied key
+/// by key (`apply_unseen`), so it sees the batch whole or not at all, as with an atomic batch.
+/// The writer and its read-ahead read around it (`unguarded`): they read the batches handed
+/// over before the store, and a commit drops the pairs read ahead of what it wrote only once
+/// it is whole (`store/read_ahead.rs`), so a half-applied batch cannot mislead them.
+struct GuardedKv {
+    kv: Box<dyn KvStore>,
+    applying: std::sync::RwLock<()>,
+}
+
+impl GuardedKv {
+    fn new(kv: Box<dyn KvStore>) -> GuardedKv {
+        GuardedKv {
+            kv,
+            applying: std::sync::RwLock::default(),
+        }
+    }
+
+    fn unguarded(&self) -> &dyn KvStore {
+        self.kv.as_ref()
+    }
+
+    /// Applies the writes one at a time, in order, while no guarded read runs.
+    fn apply_unseen(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let _applying = self.applying.write().expect("lock poisoned");
+        self.kv.apply_each(batch)
+    }
+}
+
+impl KvStore for GuardedKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let _reading = self.applying.read().expect("lock poisoned");
+        self.kv.get(key)
+    }
+
+    fn scan(&self, prefix: &[u8], start: Option<&[u8]>, limit: usize) -> Result<Vec<kv::KvPair>, StoreError> {
+        let _reading = self.applying.read().expect("lock poisoned");
+        self.kv.scan(prefix, start, limit)
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.kv.apply(batch)
+    }
+
+    fn apply_each(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.kv.apply_each(batch)
+    }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        self.kv.checkpoint()
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.kv.size_on_disk()
+    }
 }
 
 /// What a blocking key's postings hold.
@@ -349,7 +412,7 @@ impl Snapshot {
     /// The next pairs in key order, from one bounded read of at most `limit` live keys;
     /// `None` once every pair has been given.
     pub fn next_page(&mut self, limit: usize) -> Result<Option<Vec<kv::KvPair>>, StoreError> {
-        self.store.cow.next_page(self.store.kv.as_ref(), limit)
+        self.store.cow.next_page(&self.store.kv, limit)
     }
 
     /// What keeping the snapshot has cost the write path so far.
@@ -460,12 +523,48 @@ impl Store {
         Store::open(Box::new(kv::SledKv::open(dir, cache_capacity_bytes)?))
     }
 
+    /// `open_sled`, with batches handed over applied key by key behind the redo log in
+    /// `redo_dir` (`store/redo.rs`). Batches the log holds past the store's applied sequence
+    /// (a crash cut one short) are applied whole first, before anything else reads the store.
+    pub fn open_sled_with_redo(
+        dir: &Path,
+        cache_capacity_bytes: u64,
+        redo_dir: &Path,
+        redo_segment_bytes_max: u64,
+    ) -> Result<(Store, usize), StoreError> {
+        let kv: Box<dyn KvStore> = Box::new(kv::SledKv::open(dir, cache_capacity_bytes)?);
+        let (log, entries) = redo::RedoLog::open(redo_dir, redo_segment_bytes_max)?;
+        let applied: u64 = match kv.get(layout::META_APPLIED_SEQUENCE)? {
+            Some(bytes) => decode("applied sequence", split_parts_header(&bytes)?.1)?,
+            None => 0,
+        };
+        let mut n_redone = 0;
+        for entry in entries.into_iter().filter(|entry| entry.applied > applied) {
+            if entry.applied != applied + n_redone as u64 + 1 {
+                return Err(StoreError::Corrupt {
+                    kind: "redo log",
+                    message: format!(
+                        "its batch of sequence {} does not follow the store's applied sequence {}: the redo log belongs to another store",
+                        entry.applied,
+                        applied + n_redone as u64
+                    ),
+                });
+            }
+            kv.apply(WriteBatch { writes: entry.writes })?;
+            n_redone += 1;
+        }
+        let store = Store::open(kv)?;
+        *store.redo.lock().expect("lock poisoned") = Some(log);
+        Ok((store, n_redone))
+    }
+
     pub fn open(kv: Box<dyn KvStore>) -> Result<Store, StoreError> {
         let store = Store {
-            kv,
+            kv: GuardedKv::new(kv),
             cow: snapshot::CopyOnWrite::default(),
             read_ahead: read_ahead::ReadAhead::new(0),
             audit_groups: std::sync::Mutex::default(),
+            redo: std::sync::Mutex::default(),
         };
         match store.begin().get(layout::META_FORMAT)? {
             Some(bytes) => {
@@ -673,10 +772,27 @@ impl Store {
         self.read_ahead.set_bytes_max(bytes_max);
     }
 
-    /// Commits the oldest batch handed over (`Txn::hand_over`).
-    pub fn commit_handed(&self, handed: &Arc<HandedBatch>) -> Result<(), StoreError> {
+    /// Commits the oldest batch handed over (`Txn::hand_over`), the one of write-ahead-log
+    /// sequence `sequence`. With a redo log, the batch goes into it, then into the store key
+    /// by key with its applied sequence last (`store/redo.rs`): the writer reads on meanwhile,
+    /// other readers wait for it.
+    pub fn commit_handed(&self, handed: &Arc<HandedBatch>, sequence: u64) -> Result<(), StoreError> {
         self.read_ahead.commit(handed.to_write_batch(), Some(handed), |batch| {
-            self.cow.apply(self.kv.as_ref(), batch)
+            let logged = match self.redo.lock().expect("lock poisoned").as_mut() {
+                Some(log) => log.append(sequence, batch)?,
+                None => return self.cow.apply(&self.kv, batch),
+            };
+            let mut batch = logged;
+            if let Some(at) = batch
+                .writes
+                .iter()
+                .position(|(key, _)| key.as_slice() == layout::META_APPLIED_SEQUENCE)
+            {
+                let applied = batch.writes.remove(at);
+                batch.writes.push(applied);
+            }
+            self.cow
+                .apply_with(&self.kv, batch, |batch| self.kv.apply_unseen(batch))
         })
     }
 
@@ -700,8 +816,15 @@ impl Store {
         self.read_ahead.stats()
     }
 
+    /// Makes every batch applied so far durable, and lets the redo log go of them.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.kv.checkpoint()
+        // Read first: every batch up to it is in the store when the flush starts.
+        let applied = self.applied_sequence()?;
+        self.kv.checkpoint()?;
+        if let Some(log) = self.redo.lock().expect("lock poisoned").as_mut() {
+            log.trim(applied)?;
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -940,9 +1063,9 @@ impl Txn<'_> {
         if self.is_minted_here(key) {
             return Ok(None);
         }
-        let kv = self.store.kv.as_ref();
+        let kv = self.store.kv.unguarded();
         match self.reads {
-            Reads::Store => kv.get(key),
+            Reads::Store => self.store.kv.get(key),
             Reads::Kept => self.store.read_ahead.get(kv, key),
             Reads::Ahead(tag) => self.store.read_ahead.read_get(kv, key, tag),
         }
@@ -971,6 +1094,15 @@ impl Txn<'_> {
         Ok(value)
     }
 
+    /// The backend as this transaction reads it: the writer and its read-ahead around the
+    /// store's guard (`GuardedKv`), every other reader through it.
+    fn kv(&self) -> &dyn KvStore {
+        match self.reads {
+            Reads::Store => &self.store.kv,
+            Reads::Kept | Reads::Ahead(_) => self.store.kv.unguarded(),
+        }
+    }
+
     /// Whether `key` (or a scan prefix) belongs to a person this transaction minted.
     fn is_minted_here(&self, key: &[u8]) -> bool {
         !self.minted.is_empty() && layout::person_of_key(key).is_some_and(|person| self.minted.contains(person))
@@ -988,7 +1120,7 @@ impl Txn<'_> {
         if !minted_here {
             let mut start: Option<Vec<u8>> = None;
             loop {
-                let page = self.store.kv.scan(prefix, start.as_deref(), SCAN_PAGE)?;
+                let page = self.kv().scan(prefix, start.as_deref(), SCAN_PAGE)?;
                 let done = page.len() < SCAN_PAGE;
                 if let Some((last, _)) = page.last() {
                     let mut next = last.clone();
@@ -1121,7 +1253,7 @@ impl Txn<'_> {
         let batch = self.into_batch()?;
         store
             .read_ahead
-            .commit(batch, None, |batch| store.cow.apply(store.kv.as_ref(), batch))
+            .commit(batch, None, |batch| store.cow.apply(&store.kv, batch))
     }
 
     /// Commits the writes one at a time (`KvStore::apply_each`), in key order: not atomic, but
@@ -1133,7 +1265,7 @@ impl Txn<'_> {
         let batch = self.into_batch()?;
         store
             .read_ahead
-            .commit(batch, None, |batch| store.cow.apply_each(store.kv.as_ref(), batch))
+            .commit(batch, None, |batch| store.cow.apply_each(&store.kv, batch))
     }
 
     fn into_batch(mut self) -> Result<WriteBatch, StoreError> {
@@ -1216,7 +1348,7 @@ impl Txn<'_> {
     pub fn mint_person(&mut self, sequence: u64, slot: u32) -> PersonId {
         let person_id = layout::person_id_for(sequence, slot);
         debug_assert!(
-            matches!(self.store.kv.get(&layout::person(&person_id)), Ok(None)),
+            matches!(self.kv().get(&layout::person(&person_id)), Ok(None)),
             "a minted person is new"
         );
         self.minted.insert(person_id.as_str().as_bytes().to_vec());
@@ -1963,7 +2095,7 @@ mod tests {
             writer.members(&person).expect("members"),
             vec![key("b"), key("c"), key("d")]
         );
-        store.commit_handed(&first).expect("commit");
+        store.commit_handed(&first, 1).expect("commit");
         assert_eq!(
             store.begin().members(&person).expect("members"),
             vec![key("b"), key("c")]
@@ -1972,12 +2104,85 @@ mod tests {
             store.begin_kept().members(&person).expect("members"),
             vec![key("b"), key("c"), key("d")]
         );
-        store.commit_handed(&second).expect("commit");
+        store.commit_handed(&second, 2).expect("commit");
         assert_eq!(store.n_handed(), 0);
         assert_eq!(
             store.begin().members(&person).expect("members"),
             vec![key("b"), key("c"), key("d")]
         );
+    }
+
+    /// A batch of `(key, value)` counters and the applied sequence, as a transaction writes
+    /// them.
+    fn counter_batch(store: &Store, counters: &[(&[u8], u64)], applied: u64) -> WriteBatch {
+        let mut txn = store.begin();
+        for (key, value) in counters {
+            txn.put_small(key.to_vec(), value).expect("put");
+        }
+        txn.put_small(layout::META_APPLIED_SEQUENCE.to_vec(), &applied)
+            .expect("put");
+        txn.into_batch().expect("batch")
+    }
+
+    /// Handed batches go through the redo log and into sled key by key; a batch a crash cut
+    /// short (in the log, part of it in sled, its applied sequence not) is applied whole at
+    /// the next open; a log that does not continue the store is refused.
+    #[test]
+    fn a_batch_cut_short_is_applied_again_from_the_redo_log() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store_dir, redo_dir) = (dir.path().join("store"), dir.path().join("redo"));
+        {
+            let (store, n_redone) = Store::open_sled_with_redo(&store_dir, 1 << 20, &redo_dir, 1 << 20).expect("open");
+            assert_eq!(n_redone, 0);
+            let mut txn = store.begin_kept();
+            txn.put_small(b"x/one".to_vec(), &1u64).expect("put");
+            txn.put_small(layout::META_APPLIED_SEQUENCE.to_vec(), &1u64)
+                .expect("put");
+            let handed = txn.hand_over().expect("hand over");
+            store.commit_handed(&handed, 1).expect("commit");
+            assert_eq!(store.begin().counter(b"x/one").expect("read"), 1);
+            assert_eq!(store.applied_sequence().expect("applied"), 1);
+            store.checkpoint().expect("checkpoint");
+        }
+        // Batch 2 reaches the redo log; only its first write reaches the store.
+        {
+            let scratch = Store::open(Box::new(kv::MemKv::default())).expect("scratch");
+            let batch = counter_batch(&scratch, &[(b"x/a", 2), (b"x/b", 3)], 2);
+            let (mut log, held) = redo::RedoLog::open(&redo_dir, 1 << 20).expect("redo");
+            assert_eq!(held.len(), 1);
+            let batch = log.append(2, batch).expect("append");
+            let first = batch
+                .writes
+                .iter()
+                .find(|(key, _)| key.as_slice() == b"x/a")
+                .expect("x/a")
+                .clone();
+            let kv = kv::SledKv::open(&store_dir, 1 << 20).expect("sled");
+            kv.apply_each(WriteBatch { writes: vec![first] }).expect("apply");
+            kv.checkpoint().expect("checkpoint");
+        }
+        {
+            let (store, n_redone) = Store::open_sled_with_redo(&store_dir, 1 << 20, &redo_dir, 1 << 20).expect("open");
+            assert_eq!(n_redone, 1);
+            assert_eq!(store.applied_sequence().expect("applied"), 2);
+            let txn = store.begin();
+            assert_eq!(
+                [b"x/one".as_slice(), b"x/a", b"x/b"].map(|key| txn.counter(key).expect("read")),
+                [1, 2, 3]
+            );
+        }
+        // A redo log of batches after 7 does not continue a store at 2.
+        let other_redo = dir.path().join("other-redo");
+        {
+            let scratch = Store::open(Box::new(kv::MemKv::default())).expect("scratch");
+            let (mut log, _) = redo::RedoLog::open(&other_redo, 1 << 20).expect("redo");
+            log.append(8, counter_batch(&scratch, &[(b"x/c", 4)], 8))
+                .expect("append");
+        }
+        let refused = Store::open_sled_with_redo(&store_dir, 1 << 20, &other_redo, 1 << 20)
+            .err()
+            .expect("refused");
+        assert!(refused.to_string().contains("belongs to another store"), "{refused}");
     }
 
     #[test]

@@ -65,19 +65,20 @@ fn successor(key: &[u8]) -> Vec<u8> {
 impl CopyOnWrite {
     /// Applies `batch`, first keeping the pre-images an open snapshot still needs.
     pub(super) fn apply(&self, kv: &dyn KvStore, batch: WriteBatch) -> Result<(), StoreError> {
-        self.apply_as(kv, batch, KvStore::apply)
+        self.apply_with(kv, batch, |batch| kv.apply(batch))
     }
 
     /// `apply`, with the writes applied one at a time (`KvStore::apply_each`).
     pub(super) fn apply_each(&self, kv: &dyn KvStore, batch: WriteBatch) -> Result<(), StoreError> {
-        self.apply_as(kv, batch, KvStore::apply_each)
+        self.apply_with(kv, batch, |batch| kv.apply_each(batch))
     }
 
-    fn apply_as(
+    /// `apply`, with the writes applied by `apply` (to `kv`).
+    pub(super) fn apply_with(
         &self,
         kv: &dyn KvStore,
         batch: WriteBatch,
-        apply: fn(&dyn KvStore, WriteBatch) -> Result<(), StoreError>,
+        apply: impl FnOnce(WriteBatch) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let started = Instant::now();
         self.commits_waiting.fetch_add(1, Ordering::AcqRel);
@@ -111,7 +112,7 @@ impl CopyOnWrite {
             }
         }
         // Applied while holding the lock: a page read sees all of this batch or none of it.
-        apply(kv, batch)
+        apply(batch)
     }
 
     /// Opens the snapshot; `read_info` runs while no commit can happen, so what it reads is the
