@@ -157,6 +157,12 @@ impl<E: LogEntry> Wal<E> {
                 tracing::warn!(torn_tail_bytes, log = E::LOG, %problem, "cut a torn write (never acknowledged) off the end of the log");
             }
         }
+        // A segment is named by the sequence its first entry takes: a newest segment left empty
+        // (a stop between its creation and its first frame, the older ones trimmed since)
+        // still says where the sequence stands.
+        if let Some(&(first, _)) = segments.last() {
+            last_sequence = last_sequence.max(first.saturating_sub(1));
+        }
         let next_sequence = last_sequence + 1;
         let (current, current_bytes) = match segments.last() {
             Some((_, path)) => {
@@ -398,6 +404,26 @@ mod tests {
         assert_eq!(sequences, vec![4, 5]);
         assert_eq!(recovered.wal.next_sequence(), 6);
         assert_eq!(recovered.torn_tail_bytes, 0);
+    }
+
+    /// A stop between creating a segment and writing its first frame, after the older
+    /// segments were trimmed, leaves an empty newest segment: its name still says where the
+    /// sequence stands, whatever the caller has applied.
+    #[test]
+    fn an_empty_newest_segment_keeps_the_sequence_going() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut wal = Wal::<WalEntry>::open(dir.path(), 64, 0).expect("open").wal;
+        append_all(&mut wal, 1..=10);
+        wal.rotate().expect("rotate");
+        assert!(wal.trim(10).expect("trim") > 0);
+        drop(wal);
+        let mut wal = Wal::<WalEntry>::open(dir.path(), 64, 0).expect("reopen").wal;
+        assert_eq!(wal.next_sequence(), 11);
+        append_all(&mut wal, 11..=14);
+        drop(wal);
+        let recovered = Wal::<WalEntry>::open(dir.path(), 64, 0).expect("reopen");
+        let sequences: Vec<u64> = recovered.pending.iter().map(|entry| entry.sequence).collect();
+        assert_eq!(sequences, vec![11, 12, 13, 14]);
     }
 
     #[test]

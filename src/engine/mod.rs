@@ -223,6 +223,11 @@ impl Engine {
                 "replayed the write-ahead log"
             );
         }
+        if n_redone + n_replayed > 0 {
+            // The replayed batches are not in the redo log: made durable now, they leave no
+            // gap between the store and the redo log's next batch, whatever stops it next.
+            store.checkpoint()?;
+        }
         // The audit journal's entries the store lacks go in before anything serves.
         let journal = audit::JournalConfig {
             dir: data_dir.join("audit-journal"),

@@ -424,7 +424,8 @@ impl Store {
         self.begin().counter(layout::META_AUDIT_JOURNAL_APPLIED)
     }
 
-    /// Writes the entries, then, in one atomic batch, the month's share counters, the next
+    /// Writes the new shared tag lists, then the entries, then, in one atomic batch, the
+    /// month's share counters, the next
     /// serial and the journal sequence. The entries go first and one key at a time
     /// (`Txn::commit_each`): a group of searches writes thousands of keys, and an atomic batch
     /// of them would hold every read of the store off until all were in (sled's batches take
@@ -441,10 +442,26 @@ impl Store {
         journal_sequence: Option<u64>,
     ) -> Result<(), StoreError> {
         let _group = self.audit_groups.lock().expect("lock poisoned");
+        let records: Vec<_> = records.collect();
+        // New shared tag lists go in before the entries naming them, so a query reading while
+        // the entries go in finds each entry's list.
+        let mut lists = self.begin();
+        for (record, stored_tags) in &records {
+            if stored_tags.is_some() {
+                continue;
+            }
+            if let Some(hash) = shared_tag_list_hash(&record.tags) {
+                let key = layout::audit_tag_list(&hash);
+                if lists.get(&key)?.is_none() {
+                    lists.put(key, &record.tags)?;
+                }
+            }
+        }
+        lists.commit_each()?;
         let mut entries = self.begin();
         let mut shares: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
         let mut n_records = 0;
-        for (offset, (record, stored_tags)) in records.enumerate() {
+        for (offset, (record, stored_tags)) in records.into_iter().enumerate() {
             n_records += 1;
             put_entry(&mut entries, first_serial + offset as u64, record, stored_tags)?;
             if record.shares > 0 {
