@@ -703,6 +703,14 @@ mod tests {
         }
     }
 
+    /// Every entry the journal in `config.dir` holds, in order.
+    fn journal_entries(config: &JournalConfig) -> Vec<JournalEntry> {
+        let groups = Wal::<JournalGroup>::open(&config.dir, 1 << 20, 0)
+            .expect("journal")
+            .pending;
+        groups.into_iter().flat_map(|group| group.entries).collect()
+    }
+
     /// Entries as the journal holds them before their tag lists are known to the store.
     fn journaled(records: Vec<AuditRecord>) -> Vec<JournalEntry> {
         records
@@ -746,10 +754,7 @@ mod tests {
         let page = audit.query(&everything, None, 10).expect("query");
         assert_eq!(page.entries, vec![full_read(now), full_read(now + 1)]);
         audit.close();
-        let groups = Wal::<JournalGroup>::open(&config.dir, 1 << 20, 0)
-            .expect("journal")
-            .pending;
-        let entries: Vec<&JournalEntry> = groups.iter().flat_map(|group| &group.entries).collect();
+        let entries = journal_entries(&config);
         assert_eq!(entries.len(), 2);
         assert!(!entries[0].tags_by_hash && entries[0].record.tags.len() == 40);
         assert!(
@@ -811,10 +816,7 @@ mod tests {
         }
         audit.catch_up().expect("caught up");
         audit.close();
-        let groups = Wal::<JournalGroup>::open(&config.dir, 1 << 20, 0)
-            .expect("journal")
-            .pending;
-        let entries: Vec<&JournalEntry> = groups.iter().flat_map(|group| &group.entries).collect();
+        let entries = journal_entries(&config);
         assert_eq!(entries.len(), 3);
         assert!(!entries[0].tags_by_hash && entries[0].record.tags.len() == 40);
         for later in &entries[1..] {
