@@ -287,7 +287,7 @@ pub struct Store {
     cow: snapshot::CopyOnWrite,
     /// Pairs read ahead of the writer; every commit drops the keys it writes from it.
     read_ahead: read_ahead::ReadAhead,
-    /// Held while a group of audit entries is written (in two commits) and while a snapshot
+    /// Held while a group of audit entries is written (in three commits) and while a snapshot
     /// opens, so a snapshot never holds half of a group.
     audit_groups: std::sync::Mutex<()>,
     /// With it, handed batches are applied key by key behind it (`commit_handed`); without
