@@ -219,16 +219,26 @@ impl Indexer {
 
 fn run(shared: &Shared, interval: Duration) {
     build_if_empty(shared);
+    let mut last_round = Instant::now();
     loop {
         let stopping = {
             let signal = shared.signal.lock().expect("lock poisoned");
-            let (mut signal, _) = shared
+            let (signal, _) = shared
                 .condvar
                 .wait_timeout_while(signal, interval, |signal| !signal.woken && !signal.stopping)
+                .expect("lock poisoned");
+            // Woken sooner than `interval` after the last round: the rest of the interval
+            // first, so a steady stream of batches is indexed in one commit (one new segment,
+            // fewer merges) an interval rather than one a batch. Stopping cuts it short.
+            let rest = interval.saturating_sub(last_round.elapsed());
+            let (mut signal, _) = shared
+                .condvar
+                .wait_timeout_while(signal, rest, |signal| !signal.stopping)
                 .expect("lock poisoned");
             signal.woken = false;
             signal.stopping
         };
+        last_round = Instant::now();
         {
             let _applying = shared.applying.lock().expect("lock poisoned");
             let index = shared.index();

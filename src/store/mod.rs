@@ -10,6 +10,7 @@ pub mod layout;
 mod read_ahead;
 mod redo;
 mod snapshot;
+mod writes;
 
 pub use read_ahead::{HandedBatch, ReadAheadStats};
 pub use snapshot::SnapshotStats;
@@ -760,7 +761,7 @@ impl Store {
     fn begin_with(&self, reads: Reads) -> Txn<'_> {
         Txn {
             store: self,
-            pending: BTreeMap::new(),
+            pending: writes::Writes::default(),
             minted: HashSet::new(),
             quality_counted: BTreeMap::new(),
             reads,
@@ -1035,7 +1036,7 @@ fn decode<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, St
 /// conflicts to detect yet.
 pub struct Txn<'s> {
     store: &'s Store,
-    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pending: writes::Writes,
     /// Persons this transaction minted (`mint_person`): nothing of them is stored yet, so
     /// their keys are read from the pending writes alone.
     minted: HashSet<Vec<u8>>,
@@ -1139,10 +1140,7 @@ impl Txn<'_> {
                 None => merged.remove(&key),
             };
         }
-        for (key, value) in self.pending.range(prefix.to_vec()..) {
-            if !key.starts_with(prefix) {
-                break;
-            }
+        for (key, value) in self.pending.under(prefix) {
             match value {
                 Some(value) => merged.insert(key.clone(), value.clone()),
                 None => merged.remove(key),
@@ -1275,7 +1273,7 @@ impl Txn<'_> {
         );
         self.write_quality_counts()?;
         let mut batch = WriteBatch::default();
-        for (key, value) in self.pending {
+        for (key, value) in self.pending.into_pairs() {
             match value {
                 Some(value) => batch.put(key, value),
                 None => batch.delete(key),

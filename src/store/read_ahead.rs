@@ -23,6 +23,7 @@
 //! or make a commit wait for a read.
 
 use super::kv::{KvStore, WriteBatch};
+use super::writes::{KeyHash, Writes};
 use super::StoreError;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,13 +44,13 @@ pub struct ReadAheadStats {
 
 /// A batch the writer handed over: its writes, readable until the store holds them.
 pub struct HandedBatch {
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: Writes,
 }
 
 impl HandedBatch {
     pub(super) fn to_write_batch(&self) -> WriteBatch {
         let mut batch = WriteBatch::default();
-        for (key, value) in &self.writes {
+        for (key, value) in self.writes.iter() {
             match value {
                 Some(value) => batch.put(key.clone(), value.clone()),
                 None => batch.delete(key.clone()),
@@ -118,7 +119,7 @@ impl ReadAhead {
     }
 
     /// Makes `writes` part of the writer's view until `committed` is called for them.
-    pub(super) fn hand_over(&self, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Arc<HandedBatch> {
+    pub(super) fn hand_over(&self, writes: Writes) -> Arc<HandedBatch> {
         let batch = Arc::new(HandedBatch { writes });
         self.handed
             .write()
@@ -137,7 +138,8 @@ impl ReadAhead {
     pub(super) fn get(&self, kv: &dyn KvStore, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         {
             let handed = self.handed.read().expect("lock poisoned");
-            if let Some(value) = handed.iter().rev().find_map(|batch| batch.writes.get(key)) {
+            let hash = KeyHash::of(key);
+            if let Some(value) = handed.iter().rev().find_map(|batch| batch.writes.get_hashed(key, hash)) {
                 return Ok(value.clone());
             }
         }
@@ -164,10 +166,7 @@ impl ReadAhead {
         let handed = self.handed.read().expect("lock poisoned");
         let mut writes = BTreeMap::new();
         for batch in handed.iter() {
-            for (key, value) in batch.writes.range(prefix.to_vec()..) {
-                if !key.starts_with(prefix) {
-                    break;
-                }
+            for (key, value) in batch.writes.under(prefix) {
                 writes.insert(key.clone(), keep(value));
             }
         }
