@@ -21,6 +21,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub backup: BackupConfig,
     pub export: ExportConfig,
+    pub feed: FeedConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
     pub audit: AuditConfig,
@@ -40,6 +41,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             backup: BackupConfig::default(),
             export: ExportConfig::default(),
+            feed: FeedConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             audit: AuditConfig::default(),
@@ -362,6 +364,26 @@ impl Default for ExportConfig {
         ExportConfig {
             page_persons: 256,
             buffer_chunks: 4,
+        }
+    }
+}
+
+/// The change feed (`o/` keys: `WatchChanges`, and what the index follows).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// The newest changes kept; older ones are deleted once the index has applied them. 0:
+    /// every change is kept. A watcher asking for a deleted change is refused (`OUT_OF_RANGE`)
+    /// and reads the profiles again with `ExportProfiles`.
+    pub changes_kept: u64,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig {
+            // About 100 bytes a change: some 10 GB of feed, weeks of changes at the province's
+            // scale.
+            changes_kept: 100_000_000,
         }
     }
 }

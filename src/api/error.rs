@@ -24,6 +24,9 @@ pub fn to_status(error: EngineError) -> Status {
         EngineError::WritePathFailed => {
             Status::unavailable("the write path has failed and stopped acknowledging; the service needs a restart")
         }
+        EngineError::Store(crate::store::StoreError::Torn) => Status::unavailable(
+            "the store stopped part-way through a batch and serves nothing until a restart completes it; the service needs a restart",
+        ),
         internal @ (EngineError::Store(_)
         | EngineError::Wal(_)
         | EngineError::Index(_)

@@ -86,8 +86,9 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 pub struct WatchArgs {
-    /// The first change-feed sequence to print; to resume, the last one printed plus one.
-    #[arg(long, default_value_t = 1)]
+    /// The first change-feed sequence to print (0: the oldest change the feed keeps); to
+    /// resume, the last one printed plus one.
+    #[arg(long, default_value_t = 0)]
     from: u64,
     #[command(flatten)]
     server: ServerArgs,

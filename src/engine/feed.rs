@@ -8,9 +8,17 @@
 //! the store when it is asked for more, and never holds anything the write path needs.
 
 use super::EngineError;
-use crate::store::{ChangeEvent, Store};
+use crate::store::{ChangeEvent, Store, StoreError};
 use std::sync::Arc;
 use tokio::sync::watch;
+
+/// The refusal of a change the feed no longer keeps, with what to do instead.
+pub(super) fn trimmed(from: u64, start: u64) -> EngineError {
+    EngineError::OutOfRange(format!(
+        "the change feed keeps changes from sequence {start} on (feed.changes_kept); {from} was deleted: \
+         read the profiles again with ExportProfiles and watch from its change_sequence + 1"
+    ))
+}
 
 /// What the write path tells the followers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,9 +78,13 @@ impl ChangeFollower {
             }
             let store = Arc::clone(&self.store);
             let (from, limit) = (self.next_sequence, self.batch_changes_max);
-            let changes = tokio::task::spawn_blocking(move || store.changes_from(from, limit))
+            let changes = match tokio::task::spawn_blocking(move || store.changes_from(from, limit))
                 .await
-                .map_err(|_| EngineError::ShuttingDown)??;
+                .map_err(|_| EngineError::ShuttingDown)?
+            {
+                Err(StoreError::FeedTrimmed { from, start }) => return Err(trimmed(from, start)),
+                other => other?,
+            };
             if let Some((last_sequence, _)) = changes.last() {
                 self.next_sequence = last_sequence + 1;
                 return Ok(Some(changes));

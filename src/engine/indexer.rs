@@ -12,7 +12,7 @@ use super::EngineError;
 use crate::config::IndexConfig;
 use crate::model::PersonId;
 use crate::resolve::{Feature, Features};
-use crate::store::{ChangeKind, Store, Txn};
+use crate::store::{ChangeKind, Store, StoreError, Txn};
 use popmaster_index::{CandidateIndex, CandidateQuery, IndexHome, IndexOp, PersonDoc};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -65,6 +65,8 @@ struct Shared {
     config: popmaster_index::IndexConfig,
     rebuild_config: popmaster_index::IndexConfig,
     changes_per_round_max: usize,
+    /// The newest change-feed entries kept (`feed.changes_kept`); 0: all.
+    changes_kept: u64,
     /// Held while changes are applied to the index in use, and while a rebuilt index is
     /// swapped in: the follower never applies to an index that is being replaced.
     applying: Mutex<()>,
@@ -132,7 +134,12 @@ impl Indexer {
     /// Opens the index home at `root` and the generation in use (recreating it, with a warning,
     /// when it is damaged or of another format), and starts the follower thread. An empty
     /// index over a store that holds persons is rebuilt from the store by that thread.
-    pub(super) fn start(root: &Path, config: &IndexConfig, store: Arc<Store>) -> Result<Indexer, EngineError> {
+    pub(super) fn start(
+        root: &Path,
+        config: &IndexConfig,
+        changes_kept: u64,
+        store: Arc<Store>,
+    ) -> Result<Indexer, EngineError> {
         let index_config = popmaster_index::IndexConfig {
             writer_memory_bytes: config.writer_memory_bytes,
             ..popmaster_index::IndexConfig::default()
@@ -158,6 +165,7 @@ impl Indexer {
             config: index_config,
             rebuild_config,
             changes_per_round_max: config.changes_per_round_max,
+            changes_kept,
             applying: Mutex::new(()),
             rebuilding: AtomicBool::new(false),
             signal: Mutex::new(Signal::default()),
@@ -239,21 +247,71 @@ fn run(shared: &Shared, interval: Duration) {
             signal.stopping
         };
         last_round = Instant::now();
+        let mut behind_the_feed = false;
         {
             let _applying = shared.applying.lock().expect("lock poisoned");
             let index = shared.index();
-            if let Err(error) = catch_up(&shared.store, &index, shared.changes_per_round_max) {
-                // Drop what was applied but not committed, so the retry starts from the watermark.
-                tracing::error!(%error, "candidate index catch-up failed; will retry");
-                if let Err(error) = index.rollback() {
-                    tracing::error!(%error, "candidate index rollback failed");
+            match catch_up(&shared.store, &index, shared.changes_per_round_max) {
+                Ok(()) => {
+                    if let Err(error) = trim_feed(shared, &index) {
+                        tracing::error!(%error, "cannot trim the change feed; trying again after the next round");
+                    }
                 }
+                Err(EngineError::Store(StoreError::FeedTrimmed { from, start })) => {
+                    // An index older than the feed (one put back from elsewhere): what it
+                    // missed is gone from the feed, so it is built again from the persons.
+                    tracing::warn!(
+                        from,
+                        start,
+                        "the candidate index is behind the change feed's oldest change; rebuilding it from the store"
+                    );
+                    behind_the_feed = true;
+                }
+                Err(error) => {
+                    // Drop what was applied but not committed, so the retry starts from the
+                    // watermark.
+                    tracing::error!(%error, "candidate index catch-up failed; will retry");
+                    if let Err(error) = index.rollback() {
+                        tracing::error!(%error, "candidate index rollback failed");
+                    }
+                }
+            }
+        }
+        if behind_the_feed && !stopping {
+            if let Err(error) = rebuild(shared, &mut |_| {}) {
+                tracing::error!(%error, "rebuilding the candidate index failed; will retry");
             }
         }
         if stopping {
             return;
         }
     }
+}
+
+/// Change-feed entries one commit of a trim deletes.
+const TRIM_KEYS_MAX: usize = 10_000;
+
+/// Trims the change feed to its newest `changes_kept` entries, never past what `index` has
+/// applied (the feed is what it follows). Runs on the follower with `applying` held, and not
+/// while a rebuild runs: a rebuild follows the feed from where it started reading the store,
+/// which may be behind the index in use; one that starts after this check starts at or past
+/// the index's watermark, so nothing it needs is trimmed.
+fn trim_feed(shared: &Shared, index: &CandidateIndex) -> Result<(), EngineError> {
+    if shared.changes_kept == 0 || shared.rebuilding.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let store = &shared.store;
+    let kept_from = store
+        .change_sequence()?
+        .saturating_sub(shared.changes_kept)
+        .saturating_add(1);
+    let start = kept_from.min(index.watermark().saturating_add(1));
+    if start <= store.feed_start()? {
+        return Ok(());
+    }
+    let n_deleted = store.trim_changes(start, TRIM_KEYS_MAX)?;
+    tracing::debug!(start, n_deleted, "change feed trimmed");
+    Ok(())
 }
 
 /// A new or recreated index over a store that already holds persons is built from the
@@ -577,7 +635,7 @@ mod tests {
         let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("opens"));
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("index");
-        let indexer = Indexer::start(&root, &config(), Arc::clone(&store)).expect("starts");
+        let indexer = Indexer::start(&root, &config(), 0, Arc::clone(&store)).expect("starts");
 
         // The follower indexes a population batch by batch.
         ingest(&store, &catalog, 1, 300, Some(&indexer.wakeup()));
@@ -626,7 +684,7 @@ mod tests {
         // Reopened, the home keeps the last generation and its watermark.
         shut_down(&indexer);
         drop((indexer, wake));
-        let reopened = Indexer::start(&root, &config(), Arc::clone(&store)).expect("starts");
+        let reopened = Indexer::start(&root, &config(), 0, Arc::clone(&store)).expect("starts");
         assert_eq!(reopened.watermark(), store.change_sequence().expect("reads"));
         same(&answers(&reopened, &store), &after_concurrent);
         shut_down(&reopened);
@@ -638,7 +696,7 @@ mod tests {
         let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("opens"));
         ingest(&store, &catalog, 3, 100, None);
         let dir = tempfile::tempdir().expect("temp dir");
-        let indexer = Indexer::start(&dir.path().join("index"), &config(), Arc::clone(&store)).expect("starts");
+        let indexer = Indexer::start(&dir.path().join("index"), &config(), 0, Arc::clone(&store)).expect("starts");
         wait_caught_up(&indexer, &store);
         assert_eq!(indexer.num_persons(), store.begin().n_persons().expect("reads"));
 

@@ -235,7 +235,12 @@ impl Engine {
             checkpoint_interval: config.wal.checkpoint_interval(),
         };
         let audit = Arc::new(AuditLog::start(Arc::clone(&store), &config.audit, journal)?);
-        let indexer = indexer::Indexer::start(&data_dir.join("index"), &config.index, Arc::clone(&store))?;
+        let indexer = indexer::Indexer::start(
+            &data_dir.join("index"),
+            &config.index,
+            config.feed.changes_kept,
+            Arc::clone(&store),
+        )?;
         let (writer_queue, receiver) = mpsc::channel(config.wal.queue_batches_max);
         let write_path_failed = Arc::new(AtomicBool::new(false));
         let ingest_times = Arc::new(Mutex::new(IngestTimes::default()));
@@ -530,9 +535,11 @@ impl Engine {
         Ok(self.store.change_sequence()?)
     }
 
-    /// Follows the change feed from `from_sequence` (0 and 1 both mean the start), in
+    /// Follows the change feed from `from_sequence` (0: the oldest change it keeps), in
     /// batches of at most `server.watch_batch_changes_max`. A start beyond the end of the feed
-    /// plus one is `OutOfRange`: no change will ever have that sequence next.
+    /// plus one is `OutOfRange`: no change will ever have that sequence next; so is one below
+    /// the oldest change kept (`feed.changes_kept`), and a follower that falls that far behind
+    /// ends with it.
     pub fn follow_changes(&self, from_sequence: u64) -> Result<ChangeFollower, EngineError> {
         let last_sequence = self.store.change_sequence()?;
         if from_sequence > last_sequence + 1 {
@@ -540,6 +547,12 @@ impl Engine {
                 "from_sequence {from_sequence} is beyond the end of the change feed (last sequence {last_sequence})"
             )));
         }
+        let start = self.store.feed_start()?;
+        let from_sequence = match from_sequence {
+            0 => start,
+            from if from < start => return Err(feed::trimmed(from, start)),
+            from => from,
+        };
         Ok(self.feed.follow(
             Arc::clone(&self.store),
             from_sequence,

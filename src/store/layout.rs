@@ -20,7 +20,8 @@
 //! v/<source>\0<record_id>                the record's open review item (possible matches)
 //! q/<source>                            quality counters of a source, one value: rule id (or
 //!                                        #records, #rejected) -> count
-//! o/<sequence, 8 bytes big-endian>       change feed (outbox) of person versions
+//! o/<sequence, 8 bytes big-endian>       change feed (outbox) of person versions, from
+//!                                        `m/feed_start` on (older ones trimmed)
 //! h/<person_id>\0<version, 8 bytes BE>    the person's history: what each version changed, and why
 //! d/<person_id>\0<person_id>              a steward said the two persons differ (both directions)
 //! s/<source>\0<record_id>\0<source>\0<record_id>   a steward said the two records' persons are one
@@ -63,6 +64,9 @@ pub const META_AUDIT_SERIAL: &[u8] = b"m/audit_serial";
 pub const META_AUDIT_JOURNAL_APPLIED: &[u8] = b"m/audit_journal_applied";
 /// Prefix of the monthly share counters (`m/shares/<YYYY-MM>\0<caller>`).
 pub const META_SHARES: &[u8] = b"m/shares/";
+/// The first sequence the change feed still holds (absent: 1, nothing trimmed). Raised before
+/// the entries below it are deleted.
+pub const META_FEED_START: &[u8] = b"m/feed_start";
 
 pub const RECORDS: &[u8] = b"r/";
 pub const PERSONS: &[u8] = b"p/";

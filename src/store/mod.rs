@@ -24,6 +24,7 @@ use kv::{KvStore, WriteBatch};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The on-disk format this build reads and writes.
@@ -57,6 +58,10 @@ pub enum StoreError {
     SnapshotOpen,
     #[error("the store directory already holds data; a restore writes only into an empty one")]
     NotEmpty,
+    #[error("a batch stopped part-way into the store, so nothing is read from it until a restart completes the batch from the redo log")]
+    Torn,
+    #[error("the change feed keeps changes from sequence {start} on; {from} was trimmed")]
+    FeedTrimmed { from: u64, start: u64 },
     #[error(transparent)]
     Sled(#[from] sled::Error),
     #[error(transparent)]
@@ -301,9 +306,25 @@ pub struct Store {
 /// The writer and its read-ahead read around it (`unguarded`): they read the batches handed
 /// over before the store, and a commit drops the pairs read ahead of what it wrote only once
 /// it is whole (`store/read_ahead.rs`), so a half-applied batch cannot mislead them.
+///
+/// A batch that fails or panics part-way leaves the store torn: from then on a guarded read
+/// is refused (`StoreError::Torn`) rather than shown half a batch. The write path has
+/// stopped by then too; a restart applies the batch again whole from the redo log.
 struct GuardedKv {
     kv: Box<dyn KvStore>,
     applying: std::sync::RwLock<()>,
+    torn: AtomicBool,
+}
+
+/// Marks the store torn when dropped armed: an apply that returns early or unwinds.
+struct TornUnlessDone<'a>(&'a AtomicBool, bool);
+
+impl Drop for TornUnlessDone<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl GuardedKv {
@@ -311,7 +332,18 @@ impl GuardedKv {
         GuardedKv {
             kv,
             applying: std::sync::RwLock::default(),
+            torn: AtomicBool::new(false),
         }
+    }
+
+    /// Waits out a batch being applied; refuses a torn store. A panic while applying poisons
+    /// the lock, and leaves the store torn: that is what this reports, not the poison.
+    fn read_guard(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>, StoreError> {
+        let guard = self.applying.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.torn.load(Ordering::Acquire) {
+            return Err(StoreError::Torn);
+        }
+        Ok(guard)
     }
 
     fn unguarded(&self) -> &dyn KvStore {
@@ -320,19 +352,25 @@ impl GuardedKv {
 
     /// Applies the writes one at a time, in order, while no guarded read runs.
     fn apply_unseen(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let _applying = self.applying.write().expect("lock poisoned");
-        self.kv.apply_each(batch)
+        let _applying = self.applying.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.torn.load(Ordering::Acquire) {
+            return Err(StoreError::Torn);
+        }
+        let mut done = TornUnlessDone(&self.torn, false);
+        self.kv.apply_each(batch)?;
+        done.1 = true;
+        Ok(())
     }
 }
 
 impl KvStore for GuardedKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let _reading = self.applying.read().expect("lock poisoned");
+        let _reading = self.read_guard()?;
         self.kv.get(key)
     }
 
     fn scan(&self, prefix: &[u8], start: Option<&[u8]>, limit: usize) -> Result<Vec<kv::KvPair>, StoreError> {
-        let _reading = self.applying.read().expect("lock poisoned");
+        let _reading = self.read_guard()?;
         self.kv.scan(prefix, start, limit)
     }
 
@@ -896,12 +934,29 @@ impl Store {
         self.begin().counter(layout::META_NEXT_CHANGE)
     }
 
-    /// Change-feed entries with sequence >= `from`, at most `limit`.
+    /// The first sequence the change feed holds: 1 until it is trimmed (`trim_changes`).
+    pub fn feed_start(&self) -> Result<u64, StoreError> {
+        Ok(self.begin().counter(layout::META_FEED_START)?.max(1))
+    }
+
+    /// Change-feed entries with sequence >= `from`, at most `limit`. `FeedTrimmed` when `from`
+    /// is below the feed's start, also when a trim raised it during the read: never a read
+    /// that silently skips trimmed changes.
     pub fn changes_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, ChangeEvent)>, StoreError> {
-        let start = layout::change(from);
-        self.kv
-            .scan(layout::CHANGES, Some(&start), limit)?
-            .into_iter()
+        let check = || -> Result<(), StoreError> {
+            let start = self.feed_start()?;
+            if from < start {
+                return Err(StoreError::FeedTrimmed { from, start });
+            }
+            Ok(())
+        };
+        check()?;
+        let first = layout::change(from);
+        let page = self.kv.scan(layout::CHANGES, Some(&first), limit)?;
+        // A trim raises the start before it deletes: if it deleted any of what this read
+        // would have seen, the start is above `from` now.
+        check()?;
+        page.into_iter()
             .map(|(key, value)| {
                 let sequence =
                     u64::from_be_bytes(
@@ -916,6 +971,36 @@ impl Store {
                 Ok((sequence, decode("change", event)?))
             })
             .collect()
+    }
+
+    /// Trims the change feed to the entries from sequence `start` on: first raises the feed's
+    /// start (one atomic write, so readers asking for less are refused from then on), then
+    /// deletes the entries below it, at most `keys_max` a commit, one key at a time (a crash
+    /// between them leaves entries below the start, which the next trim deletes). A `start`
+    /// at or below the current one only finishes such deletions. Returns the entries deleted.
+    pub fn trim_changes(&self, start: u64, keys_max: usize) -> Result<u64, StoreError> {
+        assert!(keys_max > 0, "a trim deletes at least one key a commit");
+        if start > self.feed_start()? {
+            let mut txn = self.begin();
+            txn.put_small(layout::META_FEED_START.to_vec(), &start)?;
+            txn.commit()?;
+        }
+        let below = layout::change(self.feed_start()?);
+        let mut n_deleted = 0;
+        loop {
+            let page = self.kv.scan(layout::CHANGES, None, keys_max)?;
+            let mut txn = self.begin();
+            let mut n = 0;
+            for (key, _) in page.into_iter().take_while(|(key, _)| *key < below) {
+                txn.delete_small(key);
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(n_deleted);
+            }
+            txn.commit_each()?;
+            n_deleted += n;
+        }
     }
 
     /// Quality counters (rule id or record/rejection totals -> count) of one source, or summed
@@ -2019,6 +2104,76 @@ impl Txn<'_> {
 mod tests {
     use super::*;
 
+    /// A backend whose one-at-a-time applies stop after the first write, failing or
+    /// panicking: a batch cut short in the middle.
+    struct PartWayKv {
+        inner: kv::MemKv,
+        panics: bool,
+    }
+
+    impl KvStore for PartWayKv {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+
+        fn scan(&self, prefix: &[u8], start: Option<&[u8]>, limit: usize) -> Result<Vec<kv::KvPair>, StoreError> {
+            self.inner.scan(prefix, start, limit)
+        }
+
+        fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+            self.inner.apply(batch)
+        }
+
+        fn apply_each(&self, mut batch: WriteBatch) -> Result<(), StoreError> {
+            batch.writes.truncate(1);
+            self.inner.apply_each(batch)?;
+            if self.panics {
+                panic!("injected: the apply panics after its first write");
+            }
+            Err(std::io::Error::other("injected: the disk refuses the second write").into())
+        }
+
+        fn checkpoint(&self) -> Result<(), StoreError> {
+            self.inner.checkpoint()
+        }
+
+        fn size_on_disk(&self) -> Result<u64, StoreError> {
+            self.inner.size_on_disk()
+        }
+    }
+
+    /// A batch cut short (by an error or a panic) is never shown half-applied to guarded
+    /// readers, and a panic does not turn every later read into one: each read is refused with
+    /// `Torn`, as is the next apply. The writer's unguarded view still reads.
+    #[test]
+    fn a_batch_cut_short_leaves_the_store_refusing_guarded_reads() {
+        for panics in [false, true] {
+            let guarded = Arc::new(GuardedKv::new(Box::new(PartWayKv {
+                inner: kv::MemKv::default(),
+                panics,
+            })));
+            let mut batch = WriteBatch::default();
+            batch.put(b"x/a".to_vec(), b"1".to_vec());
+            batch.put(b"x/b".to_vec(), b"2".to_vec());
+            let applying = Arc::clone(&guarded);
+            let outcome = std::thread::spawn(move || applying.apply_unseen(batch)).join();
+            match (panics, outcome) {
+                (true, Err(_)) => {}
+                (false, Ok(Err(StoreError::Io(_)))) => {}
+                (_, other) => panic!("panics {panics}: unexpected outcome {other:?}"),
+            }
+            assert!(matches!(guarded.get(b"x/a"), Err(StoreError::Torn)), "panics {panics}");
+            assert!(matches!(guarded.scan(b"x/", None, 10), Err(StoreError::Torn)));
+            assert!(matches!(
+                guarded.apply_unseen(WriteBatch::default()),
+                Err(StoreError::Torn)
+            ));
+            assert_eq!(guarded.unguarded().get(b"x/a").expect("unguarded"), Some(b"1".to_vec()));
+            let status = crate::api::error::to_status(crate::engine::EngineError::Store(StoreError::Torn));
+            assert_eq!(status.code(), tonic::Code::Unavailable);
+        }
+    }
+
     fn key(record_id: &str) -> RecordKey {
         RecordKey {
             source: SourceId::parse("D01").expect("well-formed"),
@@ -2341,6 +2496,48 @@ mod tests {
         );
         assert_eq!(feed(2, 1), [(2, "P2".into(), 1)]);
         assert_eq!(feed(4, 10), []);
+    }
+
+    #[test]
+    fn a_trimmed_feed_refuses_what_it_deleted_and_keeps_the_rest() {
+        let store = mem_store();
+        let mut txn = store.begin();
+        for n in 1..=7 {
+            let person_id = PersonId::new(format!("P{n}"));
+            txn.add_member(&person_id, &key(&format!("r{n}"))).expect("member");
+            txn.write_person(&person_id, &BTreeMap::new(), 0, Vec::new())
+                .expect("write");
+        }
+        txn.commit().expect("commit");
+        assert_eq!(store.feed_start().expect("start"), 1);
+        // Two keys a commit: the deletions take two commits.
+        assert_eq!(store.trim_changes(5, 2).expect("trim"), 4);
+        assert_eq!(store.feed_start().expect("start"), 5);
+        for from in [1, 4] {
+            assert!(matches!(
+                store.changes_from(from, 10),
+                Err(StoreError::FeedTrimmed { from: f, start: 5 }) if f == from
+            ));
+        }
+        let kept: Vec<u64> = store
+            .changes_from(5, 10)
+            .expect("kept")
+            .into_iter()
+            .map(|(sequence, _)| sequence)
+            .collect();
+        assert_eq!(kept, [5, 6, 7]);
+        assert_eq!(store.kv.scan(layout::CHANGES, None, 10).expect("scan").len(), 3);
+        // A start at or below the current one deletes nothing more and lowers nothing.
+        assert_eq!(store.trim_changes(3, 2).expect("trim"), 0);
+        assert_eq!(store.feed_start().expect("start"), 5);
+        // Entries left below the start (a crash between raising it and deleting) go at the
+        // next trim.
+        let mut txn = store.begin();
+        txn.put_small(layout::change(2), &"left over").expect("put");
+        txn.commit().expect("commit");
+        assert_eq!(store.trim_changes(6, 10).expect("trim"), 2);
+        assert_eq!(store.kv.scan(layout::CHANGES, None, 10).expect("scan").len(), 2);
+        assert_eq!(store.change_sequence().expect("sequence"), 7);
     }
 
     #[test]

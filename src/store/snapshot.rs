@@ -9,6 +9,10 @@
 //! passed enough keys to free room, so ingest slows to the pace of the reader instead of
 //! memory growing without end.
 //!
+//! A commit whose apply panics poisons the lock; what it guards is whole then (the pre-images
+//! are kept before the apply), so later commits and reads take it as it is, and the store
+//! below reports the torn batch (`StoreError::Torn`).
+//!
 //! Owns the one open snapshot and its pre-images. Must not: know what a key means, or hold a
 //! commit for longer than one page read.
 
@@ -16,7 +20,7 @@ use super::kv::{KvPair, KvStore, WriteBatch};
 use super::StoreError;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The commit path's side of snapshots: every write batch of the store goes through `apply`.
@@ -82,7 +86,7 @@ impl CopyOnWrite {
     ) -> Result<(), StoreError> {
         let started = Instant::now();
         self.commits_waiting.fetch_add(1, Ordering::AcqRel);
-        let open = self.open.lock().expect("lock poisoned");
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         self.commits_waiting.fetch_sub(1, Ordering::AcqRel);
         let mut open = self
             .room
@@ -90,7 +94,7 @@ impl CopyOnWrite {
                 open.as_ref()
                     .is_some_and(|open| !open.complete && open.preimage_bytes > open.preimage_bytes_max)
             })
-            .expect("lock poisoned");
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(snapshot) = open.as_mut() {
             snapshot.stats.n_commits += 1;
             snapshot.stats.commit_wait_max = snapshot.stats.commit_wait_max.max(started.elapsed());
@@ -122,7 +126,7 @@ impl CopyOnWrite {
         preimage_bytes_max: usize,
         read_info: impl FnOnce() -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut open = self.open.lock().expect("lock poisoned");
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if open.is_some() {
             return Err(StoreError::SnapshotOpen);
         }
@@ -139,18 +143,18 @@ impl CopyOnWrite {
     }
 
     pub(super) fn is_open(&self) -> bool {
-        self.open.lock().expect("lock poisoned").is_some()
+        self.open.lock().unwrap_or_else(PoisonError::into_inner).is_some()
     }
 
     pub(super) fn close(&self) {
-        *self.open.lock().expect("lock poisoned") = None;
+        *self.open.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.room.notify_all();
     }
 
     pub(super) fn stats(&self) -> SnapshotStats {
         self.open
             .lock()
-            .expect("lock poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .map(|open| open.stats)
             .unwrap_or_default()
@@ -164,7 +168,7 @@ impl CopyOnWrite {
         while self.commits_waiting.load(Ordering::Acquire) > 0 {
             std::thread::yield_now();
         }
-        let mut open = self.open.lock().expect("lock poisoned");
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let snapshot = open.as_mut().expect("the snapshot is open while its reader lives");
         if snapshot.complete {
             return Ok(None);

@@ -183,3 +183,68 @@ async fn a_missing_damaged_or_old_format_index_is_rebuilt_at_start() {
         server.kill_9();
     }
 }
+
+/// Waits until the change feed no longer holds its first change.
+async fn wait_for_trimmed_feed(server: &TestServer) {
+    let mut profiles = server.profile_client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while profiles
+        .watch_changes(pb::WatchChangesRequest { from_sequence: 1 })
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < deadline, "the feed was never trimmed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+/// An index older than the change feed's oldest change (one put back from an earlier copy)
+/// cannot catch up from the feed: it is rebuilt from the store's persons.
+#[tokio::test]
+async fn an_index_behind_a_trimmed_feed_is_rebuilt_from_the_store() {
+    let mut config = popmaster::config::Config::default();
+    config.feed.changes_kept = 3;
+    config.index.refresh_interval_ms = 20;
+    let records = synthetic_records(29, 40);
+    let (first, second) = records.split_at(records.len() / 2);
+
+    let server = TestServer::start_in(tempfile::tempdir().expect("temp dir"), config.clone()).await;
+    ingest(&mut server.ingest_client().await, first.to_vec())
+        .await
+        .expect("ingest");
+    index_counts(&server.url()).await;
+    wait_for_trimmed_feed(&server).await;
+    let dir = server.stop().await.expect("the server's own directory");
+    let index_dir = dir.path().join("data/index");
+    let old_index = dir.path().join("old-index");
+    copy_dir(&index_dir, &old_index);
+
+    let server = TestServer::start_in(dir, config.clone()).await;
+    ingest(&mut server.ingest_client().await, second.to_vec())
+        .await
+        .expect("ingest");
+    let (_, n_persons, stats) = index_counts(&server.url()).await;
+    assert!(stats.change_sequence > 2 * 3, "{stats:?}");
+    wait_for_trimmed_feed(&server).await;
+    let dir = server.stop().await.expect("the server's own directory");
+    std::fs::remove_dir_all(&index_dir).expect("remove the index");
+    copy_dir(&old_index, &index_dir);
+
+    let server = TestServer::start_in(dir, config).await;
+    let (index_persons, persons, _) = index_counts(&server.url()).await;
+    assert_eq!((index_persons, persons), (n_persons, n_persons));
+    server.stop().await;
+}

@@ -2,6 +2,7 @@
 //! person of a record, the change feed (live, resumed, ended by shutdown) and person search.
 
 use crate::common::*;
+use popmaster::config::Config;
 use popmaster::pb;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -164,6 +165,85 @@ async fn next_changes(stream: &mut tonic::Streaming<pb::ChangeBatch>, n: usize) 
     }
     assert_eq!(changes.len(), n, "no more changes than expected");
     changes
+}
+
+/// With `feed.changes_kept`, the feed keeps its newest changes once the index has applied
+/// them: a watch from a deleted change is refused with what to do instead, a watch from 0
+/// starts at the oldest change kept, and search still finds a person whose change was deleted.
+#[tokio::test]
+async fn a_trimmed_feed_refuses_deleted_changes_and_serves_the_rest() {
+    let mut config = Config::default();
+    config.feed.changes_kept = 3;
+    config.index.refresh_interval_ms = 20;
+    let server = TestServer::start_with(config).await;
+    let mut ingest_client = server.ingest_client().await;
+    let names = [
+        "司马相如",
+        "卓文君",
+        "王昭君",
+        "李太白",
+        "杜子美",
+        "苏东坡",
+        "辛弃疾",
+        "陆放翁",
+    ];
+    let phones: Vec<String> = (0..names.len()).map(|n| format!("1390013{n:04}")).collect();
+    let records = names
+        .iter()
+        .zip(&phones)
+        .enumerate()
+        .map(|(n, (name, phone))| record("D05", &format!("r{n}"), &[("name", name), ("phone", phone)]))
+        .collect();
+    let outcome = ingest(&mut ingest_client, records).await.expect("ingest");
+    assert_eq!(decisions(&outcome), [pb::Decision::Created; 8]);
+
+    // Eight persons, changes 1 to 8: once the index has them, 6 to 8 are kept.
+    let mut profiles = server.profile_client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        match profiles
+            .watch_changes(pb::WatchChangesRequest { from_sequence: 1 })
+            .await
+        {
+            Err(status) => break status,
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "the feed was never trimmed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(refused.code(), Code::OutOfRange);
+    for words in ["keeps changes from sequence 6", "ExportProfiles"] {
+        assert!(refused.message().contains(words), "{}", refused.message());
+    }
+    let mut from_oldest = profiles
+        .watch_changes(pb::WatchChangesRequest { from_sequence: 0 })
+        .await
+        .expect("watch from the oldest change kept")
+        .into_inner();
+    let kept = next_changes(&mut from_oldest, 3).await;
+    assert_eq!(kept.iter().map(|c| c.sequence).collect::<Vec<_>>(), [6, 7, 8]);
+    for change in &kept {
+        assert_eq!(change.kind(), pb::ChangeKind::Created);
+        assert!(outcome.outcomes.iter().any(|o| o.person_id == change.person_id));
+    }
+
+    let found = profiles
+        .search_persons(pb::SearchPersonsRequest {
+            name: names[0].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("search")
+        .into_inner();
+    assert!(
+        found
+            .persons
+            .iter()
+            .any(|person| person.person_id == outcome.outcomes[0].person_id),
+        "{found:?}"
+    );
+    server.stop().await;
 }
 
 fn kinds(changes: &[pb::PersonChange]) -> BTreeMap<String, (pb::ChangeKind, u64)> {
