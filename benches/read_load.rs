@@ -41,6 +41,9 @@ struct Args {
     /// Take each profile as its tags' bytes, as a forwarding gateway would, not decoded.
     #[arg(long)]
     forward: bool,
+    /// Ask for compact profiles (each record named once, the values pointing at it).
+    #[arg(long)]
+    compact: bool,
     /// Accepted for `cargo bench`, which passes it to every bench target.
     #[arg(long, hide = true)]
     bench: bool,
@@ -53,6 +56,7 @@ enum Work {
         persons: Vec<String>,
         mask: Vec<String>,
         forward: bool,
+        compact: bool,
     },
     Searches(Vec<(String, String)>),
 }
@@ -118,17 +122,22 @@ async fn client_loop(
                 persons,
                 mask,
                 forward: true,
+                compact,
             } => {
                 let request = pb::GetProfileRequest {
                     person_id: persons[idx].clone(),
                     tag_mask: mask.clone(),
+                    compact: *compact,
                 };
                 forwarded_profile(&mut forwarding, request).await
             }
-            Work::Profiles { persons, mask, .. } => client
+            Work::Profiles {
+                persons, mask, compact, ..
+            } => client
                 .get_profile(pb::GetProfileRequest {
                     person_id: persons[idx].clone(),
                     tag_mask: mask.clone(),
+                    compact: *compact,
                 })
                 .await
                 .map(|profile| profile.into_inner().tags.len()),
@@ -198,6 +207,7 @@ fn main() {
                 .collect(),
             mask: mask.clone(),
             forward: args.forward,
+            compact: args.compact,
         },
         (None, None) => unreachable!("clap requires one"),
     };
@@ -209,6 +219,11 @@ fn main() {
     };
     let label = if args.forward && !matches!(work, Work::Searches(_)) {
         format!("{label}, forwarded")
+    } else {
+        label
+    };
+    let label = if args.compact && !matches!(work, Work::Searches(_)) {
+        format!("{label}, compact")
     } else {
         label
     };

@@ -2,7 +2,7 @@
 # Read benchmark through gRPC: generates a synthetic population plus residents known to every
 # department (profiles of every catalog tag, ~2,100), loads it into a fresh server, and runs
 # concurrent clients (benches/read_load.rs) on the same machine: GetProfile of the full
-# profiles (decoded, and forwarded as a gateway would take them), of ordinary persons spread
+# profiles (decoded, and forwarded as a gateway would take them; full and compact), of ordinary persons spread
 # over the whole store, with a 3-tag mask, and SearchPersons by name and birth date. Prints calls/s and latency percentiles.
 #
 #   scripts/read-bench.sh [PERSONS] [FULL_PROFILES] [CLIENTS]
@@ -41,6 +41,8 @@ run() { cargo bench --bench read_load --quiet -- --server "$POPMASTER_SERVER" "$
 for n in 8 "$clients"; do
   run --persons "$work/full.txt" --clients "$n"
   run --persons "$work/full.txt" --clients "$n" --forward
+  run --persons "$work/full.txt" --clients "$n" --compact
+  run --persons "$work/full.txt" --clients "$n" --compact --forward
   run --persons "$work/ordinary.txt" --clients "$n"
   run --persons "$work/full.txt" --clients "$n" --tags name,id_number,phone
   run --search "$work/records.jsonl" --clients "$n"

@@ -216,8 +216,9 @@ impl WalConfig {
 pub struct IndexConfig {
     pub writer_memory_bytes: usize,
     /// How often the index catches up with the change feed: at once when the store has
-    /// changed and the last round is an interval old, else when it is; so at most one commit
-    /// (one new segment) an interval under a steady load.
+    /// changed and the last round is an interval old, else when it is; so under a steady load
+    /// one round an interval (one commit, one new segment, for each `changes_per_round_max`
+    /// changes).
     pub refresh_interval_ms: u64,
     pub changes_per_round_max: usize,
     /// How many persons the matcher asks the index for when the exact keys find no possible

@@ -129,6 +129,7 @@ pub fn profile_to_pb(view: ProfileView) -> pb::Profile {
                 source: entry.source.into_string(),
                 record_id: entry.record_id,
                 observed_at: times.format(entry.observed_at).to_string(),
+                record: 0,
             })
             .collect(),
         n_records,
@@ -139,9 +140,34 @@ pub fn profile_to_pb(view: ProfileView) -> pb::Profile {
             .map(|key| pb::RecordRef {
                 source: key.source.to_string(),
                 record_id: key.record_id,
+                observed_at: String::new(),
             })
             .collect(),
     }
+}
+
+/// A compact profile (`GetProfileRequest.compact`) as the full one: each value's source,
+/// record id and time filled in from the record it names, the records' times cleared. A
+/// value naming no record, or one past the list, is left as it is.
+pub fn expand_compact_profile(mut profile: pb::Profile) -> pb::Profile {
+    for tag in &mut profile.tags {
+        let Some(record) = (tag.record as usize)
+            .checked_sub(1)
+            .and_then(|at| profile.records.get(at))
+        else {
+            continue;
+        };
+        tag.source.clone_from(&record.source);
+        tag.record_id.clone_from(&record.record_id);
+        if tag.observed_at.is_empty() {
+            tag.observed_at.clone_from(&record.observed_at);
+        }
+        tag.record = 0;
+    }
+    for record in &mut profile.records {
+        record.observed_at.clear();
+    }
+    profile
 }
 
 /// Formats the times of one profile. A full profile's ~2,100 tags come from a few dozen

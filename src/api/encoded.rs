@@ -14,9 +14,12 @@ use super::{access, ProfileApi};
 use crate::callers::ReaderGrant;
 use crate::catalog::Catalog;
 use crate::engine::{EngineError, StoredProfileView};
+use crate::model::EpochMillis;
 use crate::pb;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use prost::Message;
+use rustc_hash::FxHashMap;
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -42,31 +45,77 @@ impl EncodedProfile {
 }
 
 /// The profile as `grant` may see it, encoded as a `pb::Profile`, and the tags it shares (for
-/// the audit entry), in tag order.
+/// the audit entry), in tag order. `compact`: each value names its record by its place in
+/// `records` (`TagValue.record`), which carry the time, instead of repeating source, record id
+/// and time (see `convert::expand_compact_profile`).
 pub fn profile<'v>(
     grant: &ReaderGrant,
     catalog: &Catalog,
     view: &'v StoredProfileView,
+    compact: bool,
 ) -> Result<(EncodedProfile, Vec<&'v str>), EngineError> {
     let entries = view.tags.entries()?;
+    let values: Vec<Option<Cow<'_, str>>> = entries
+        .iter()
+        .map(|entry| access::profile_value(grant, catalog, entry.tag, entry.value))
+        .collect();
+    // Compact: the record of each value (1 + its place in `records`; 0 for one not among
+    // them, which keeps its own fields), and each record's time, the first of its values'.
+    let mut record_of = vec![0u32; entries.len()];
+    let mut record_times: Vec<Option<EpochMillis>> = vec![None; if compact { view.records.len() } else { 0 }];
+    if compact {
+        let places: FxHashMap<(&str, &str), u32> = (1..)
+            .zip(&view.records)
+            .map(|(place, record)| ((record.source.as_str(), record.record_id.as_str()), place))
+            .collect();
+        for ((entry, value), record) in entries.iter().zip(&values).zip(&mut record_of) {
+            if value.is_none() {
+                continue;
+            }
+            if let Some(&place) = places.get(&(entry.source, entry.record_id)) {
+                *record = place;
+                record_times[place as usize - 1].get_or_insert(entry.observed_at);
+            }
+        }
+    }
     let mut times = TimeFormatter::default();
-    let mut buf = Vec::with_capacity(64 + entries.len() * 96);
+    let mut buf = Vec::with_capacity(64 + entries.len() * if compact { 40 } else { 96 });
     put_str(&mut buf, 1, view.person_id.as_str());
     let mut shared = Vec::with_capacity(entries.len());
-    for entry in &entries {
-        let Some(value) = access::profile_value(grant, catalog, entry.tag, entry.value) else {
+    for ((entry, value), &record) in entries.iter().zip(&values).zip(&record_of) {
+        let Some(value) = value else {
             continue;
         };
-        let observed_at = times.format(entry.observed_at);
-        let fields = [entry.tag, value.as_ref(), entry.source, entry.record_id, observed_at];
-        put_message(&mut buf, 2, &fields);
+        let record_time = record.checked_sub(1).map(|at| record_times[at as usize]);
+        if record_time == Some(Some(entry.observed_at)) {
+            put_message(&mut buf, 2, &[entry.tag, value.as_ref(), "", "", ""], record);
+        } else {
+            let observed_at = times.format(entry.observed_at);
+            // A time of its own that formats to nothing (out of range) would read as the
+            // record's: such a value keeps its own fields.
+            if record == 0 || observed_at.is_empty() {
+                let fields = [entry.tag, value.as_ref(), entry.source, entry.record_id, observed_at];
+                put_message(&mut buf, 2, &fields, 0);
+            } else {
+                put_message(&mut buf, 2, &[entry.tag, value.as_ref(), "", "", observed_at], record);
+            }
+        }
         shared.push(entry.tag);
     }
     let n_records = u32::try_from(view.records.len()).unwrap_or(u32::MAX);
     put_varint(&mut buf, 3, u64::from(n_records));
     put_varint(&mut buf, 4, view.version);
-    for record in &view.records {
-        put_message(&mut buf, 5, &[record.source.as_str(), record.record_id.as_str()]);
+    for (place, record) in view.records.iter().enumerate() {
+        let observed_at = match record_times.get(place).copied().flatten() {
+            Some(time) => times.format(time),
+            None => "",
+        };
+        put_message(
+            &mut buf,
+            5,
+            &[record.source.as_str(), record.record_id.as_str(), observed_at],
+            0,
+        );
     }
     if let Some(asked) = &view.redirected_from {
         put_str(&mut buf, 6, asked.as_str());
@@ -100,14 +149,26 @@ fn put_varint(buf: &mut Vec<u8>, field: u32, value: u64) {
     }
 }
 
-/// An element of a repeated message field whose fields are all strings, numbered from 1.
-fn put_message(buf: &mut Vec<u8>, field: u32, strings: &[&str]) {
-    let len: usize = (1..).zip(strings).map(|(number, value)| str_len(number, value)).sum();
+/// An element of a repeated message field whose fields are strings, numbered from 1, and
+/// then, unless zero, one varint (numbered after them).
+fn put_message(buf: &mut Vec<u8>, field: u32, strings: &[&str], last: u32) {
+    let last_number = strings.len() as u32 + 1;
+    let last_len = if last == 0 {
+        0
+    } else {
+        key_len(last_number) + encoded_len_varint(u64::from(last))
+    };
+    let len: usize = (1..)
+        .zip(strings)
+        .map(|(number, value)| str_len(number, value))
+        .sum::<usize>()
+        + last_len;
     encode_key(field, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
     for (number, value) in (1..).zip(strings) {
         put_str(buf, number, value);
     }
+    put_varint(buf, last_number, u64::from(last));
 }
 
 /// Sends an `EncodedProfile` as it is and decodes the request with prost.
@@ -256,7 +317,7 @@ impl UnaryService<pb::GetProfileByIdNumberRequest> for GetProfileByIdNumber {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::convert::profile_to_pb;
+    use crate::api::convert::{expand_compact_profile, profile_to_pb};
     use crate::callers::Callers;
     use crate::model::{PersonId, RecordKey, SourceId, TagCode};
     use crate::store::layout::profile_group_of;
@@ -339,13 +400,63 @@ mod tests {
                     .collect(),
                 redirected_from: redirected.map(PersonId::new),
             };
-            let (encoded, shared) = profile(&grant, &catalog, &view).expect("encodes");
+            let (encoded, shared) = profile(&grant, &catalog, &view, false).expect("encodes");
             let shared: Vec<String> = shared.into_iter().map(String::from).collect();
             let expected = profile_to_pb(access::profile(&grant, &catalog, view.into_view().expect("decodes")));
             let expected_bytes = expected.encode_to_vec();
             prop_assert_eq!(encoded.as_bytes(), expected_bytes.as_slice());
             let expected_tags: Vec<String> = expected.tags.iter().map(|tag| tag.tag.clone()).collect();
             prop_assert_eq!(shared, expected_tags);
+        }
+
+        /// A compact profile is prost's encoding of its own message, and expands to exactly
+        /// the full profile: the records the values name (in any order, some values of a
+        /// record at another time than its first), and values naming a record not listed.
+        #[test]
+        fn compact_profiles_expand_to_the_full_profile(
+            tags in proptest::collection::btree_map(tag_code(), (0usize..4, "\\PC{0,8}", prop_oneof![6 => Just(0i64), 2 => 1i64..9, 1 => Just(i64::MAX / 2)]), 0..24),
+            unlisted in proptest::collection::vec(0usize..4, 0..2),
+            order in Just(()).prop_perturb(|_, mut rng| rng.next_u64()),
+            mask_some in proptest::collection::vec(tag_code(), 0..2),
+            restricted in any::<bool>(),
+        ) {
+            let catalog = Catalog::shipped();
+            let grant = if restricted { restricted_grant(&catalog) } else { ReaderGrant::everything() };
+            let record_key = |n: usize| RecordKey {
+                source: SourceId::parse(["D01", "D07", "D07", "D63"][n]).expect("source"),
+                record_id: format!("r{n}"),
+            };
+            let mut by_group: BTreeMap<String, BTreeMap<TagCode, ProfileEntry>> = BTreeMap::new();
+            for (tag, (record, value, shift)) in tags {
+                let key = record_key(record);
+                let tag = TagCode::new(tag);
+                let entry = ProfileEntry {
+                    value,
+                    source: key.source,
+                    record_id: key.record_id,
+                    observed_at: 1_700_000_000_000 + 1_000 * record as i64 + shift,
+                };
+                by_group.entry(profile_group_of(&tag)).or_default().insert(tag, entry);
+            }
+            let groups: Vec<BTreeMap<TagCode, ProfileEntry>> = by_group.into_values().collect();
+            let mut records: Vec<RecordKey> = (0..4).filter(|n| !unlisted.contains(n)).map(record_key).collect();
+            let rotate = (order % 4) as usize % records.len().max(1);
+            records.rotate_left(rotate);
+            let view = StoredProfileView {
+                person_id: PersonId::new("P0001".to_string()),
+                version: 3,
+                tags: StoredProfile::from_groups(&groups, &mask_some.into_iter().map(TagCode::new).collect::<Vec<_>>()),
+                records,
+                redirected_from: None,
+            };
+            let (full, _) = profile(&grant, &catalog, &view, false).expect("encodes");
+            let (compact, shared) = profile(&grant, &catalog, &view, true).expect("encodes");
+            let decoded = compact.decode().expect("decodes");
+            prop_assert_eq!(decoded.encode_to_vec(), compact.as_bytes().to_vec());
+            prop_assert!(compact.as_bytes().len() <= full.as_bytes().len());
+            let shared: Vec<String> = shared.into_iter().map(String::from).collect();
+            prop_assert_eq!(shared, decoded.tags.iter().map(|tag| tag.tag.clone()).collect::<Vec<_>>());
+            prop_assert_eq!(expand_compact_profile(decoded), full.decode().expect("decodes"));
         }
     }
 }

@@ -351,7 +351,7 @@ impl ProfileApi {
         let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
         let person_id = PersonId::new(request.person_id);
         let lookup = person_id.clone();
-        self.encoded_read(identity, method, move |engine| {
+        self.encoded_read(identity, method, request.compact, move |engine| {
             engine.get_stored_profile(&lookup, &mask)
         })
         .await?
@@ -368,7 +368,7 @@ impl ProfileApi {
         let method = "ProfileService/GetProfileByIdNumber";
         access::check_lookup_by(&identity, self.engine.catalog(), method, "id_number")?;
         let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
-        self.encoded_read(identity, method, move |engine| {
+        self.encoded_read(identity, method, request.compact, move |engine| {
             engine.get_stored_profile_by_id_number(&request.id_number, &mask)
         })
         .await?
@@ -376,11 +376,12 @@ impl ProfileApi {
     }
 
     /// Reads one profile with `read` off the async workers, and encodes it there as the
-    /// caller's grant shows it, noted for the audit as shared.
+    /// caller's grant shows it (compact or not), noted for the audit as shared.
     async fn encoded_read(
         &self,
         identity: Identity,
         method: &'static str,
+        compact: bool,
         read: impl FnOnce(&Engine) -> Result<Option<StoredProfileView>, EngineError> + Send + 'static,
     ) -> Result<Option<Response<EncodedProfile>>, Status> {
         let engine = Arc::clone(&self.engine);
@@ -390,7 +391,7 @@ impl ProfileApi {
             let Some(view) = read(&engine).map_err(to_status)? else {
                 return Ok(None);
             };
-            let (profile, tags) = encoded::profile(grant, engine.catalog(), &view).map_err(to_status)?;
+            let (profile, tags) = encoded::profile(grant, engine.catalog(), &view, compact).map_err(to_status)?;
             let note = AuditNote::shared_profile(view.person_id.to_string(), tag_lists.list(&tags));
             Ok(Some(noted(profile, note)))
         })

@@ -56,6 +56,7 @@ fn record_ref(key: &RecordKey) -> pb::RecordRef {
     pb::RecordRef {
         source: key.source.to_string(),
         record_id: key.record_id.clone(),
+        observed_at: String::new(),
     }
 }
 
@@ -289,6 +290,7 @@ fn lineage_to_pb(person: &PersonId, tag: &TagCode, lineage: TagLineage) -> pb::T
             source: entry.source.to_string(),
             record_id: entry.record_id,
             observed_at: format_millis(entry.observed_at),
+            record: 0,
         }),
         rule: lineage.rule.label().into(),
         reason: lineage.reason,

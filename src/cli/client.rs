@@ -348,6 +348,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
                 .get_profile(pb::GetProfileRequest {
                     person_id: person_id.clone(),
                     tag_mask: args.tags.clone(),
+                    compact: false,
                 })
                 .await
                 .map_err(status_error)?;
@@ -358,6 +359,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
                 .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
                     id_number: id_number.clone(),
                     tag_mask: args.tags.clone(),
+                    compact: false,
                 })
                 .await
                 .map_err(status_error)?;

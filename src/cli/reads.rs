@@ -116,7 +116,9 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let mut next_sequence = args.from.max(1);
+    // Nothing printed yet: resuming is asking again from where this call asked (0: the oldest
+    // change kept).
+    let mut next_sequence = args.from;
     while let Some(batch) = stream.message().await.map_err(status_error)? {
         for change in batch.changes {
             // Where a merged person went, or which person a split one came from.

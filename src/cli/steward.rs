@@ -15,6 +15,7 @@ fn record_ref(text: &str) -> anyhow::Result<pb::RecordRef> {
         Some((source, record_id)) if !source.is_empty() && !record_id.is_empty() => Ok(pb::RecordRef {
             source: source.to_string(),
             record_id: record_id.to_string(),
+            observed_at: String::new(),
         }),
         _ => bail!("{text:?} is not a record reference; write SOURCE/RECORD_ID, such as D07/2024-000123"),
     }

@@ -48,11 +48,20 @@ impl FeedSignal {
         self.0.send_modify(|signal| signal.closing = true);
     }
 
-    pub(super) fn follow(&self, store: Arc<Store>, from_sequence: u64, batch_changes_max: usize) -> ChangeFollower {
+    /// A follower from `from_sequence`; with `from_oldest`, one asked for the oldest change
+    /// kept, which moves on with the feed's start if a trim passes it before its first batch.
+    pub(super) fn follow(
+        &self,
+        store: Arc<Store>,
+        from_sequence: u64,
+        from_oldest: bool,
+        batch_changes_max: usize,
+    ) -> ChangeFollower {
         ChangeFollower {
             store,
             signal: self.0.subscribe(),
             next_sequence: from_sequence.max(1),
+            from_oldest,
             batch_changes_max: batch_changes_max.max(1),
         }
     }
@@ -63,6 +72,8 @@ pub struct ChangeFollower {
     store: Arc<Store>,
     signal: watch::Receiver<Signal>,
     next_sequence: u64,
+    /// Asked for the oldest change kept, and nothing sent yet.
+    from_oldest: bool,
     batch_changes_max: usize,
 }
 
@@ -82,11 +93,16 @@ impl ChangeFollower {
                 .await
                 .map_err(|_| EngineError::ShuttingDown)?
             {
+                Err(StoreError::FeedTrimmed { start, .. }) if self.from_oldest => {
+                    self.next_sequence = start;
+                    continue;
+                }
                 Err(StoreError::FeedTrimmed { from, start }) => return Err(trimmed(from, start)),
                 other => other?,
             };
             if let Some((last_sequence, _)) = changes.last() {
                 self.next_sequence = last_sequence + 1;
+                self.from_oldest = false;
                 return Ok(Some(changes));
             }
             if self.signal.changed().await.is_err() {
@@ -140,7 +156,7 @@ mod tests {
         let store = store();
         let signal = FeedSignal::new();
         commit(&store, &signal, &["P1", "P2", "P3"]);
-        let mut follower = signal.follow(Arc::clone(&store), 0, 2);
+        let mut follower = signal.follow(Arc::clone(&store), 0, true, 2);
         let first = follower.next_batch().await.expect("read").expect("open");
         assert_eq!(sequences(&first), [1, 2]);
         let second = follower.next_batch().await.expect("read").expect("open");
@@ -175,8 +191,39 @@ mod tests {
         let store = store();
         let signal = FeedSignal::new();
         commit(&store, &signal, &["P1", "P2", "P3", "P4"]);
-        let mut follower = signal.follow(Arc::clone(&store), 3, 100);
+        let mut follower = signal.follow(Arc::clone(&store), 3, false, 100);
         let batch = follower.next_batch().await.expect("read").expect("open");
         assert_eq!(sequences(&batch), [3, 4]);
+    }
+
+    /// A trim that passes a follower: one asked for the oldest change moves on with the feed's
+    /// start until it has sent something; one asked for a sequence, or one that has sent, is
+    /// refused with what to do instead.
+    #[tokio::test]
+    async fn a_trim_moves_an_oldest_follower_on_and_refuses_the_others() {
+        let store = store();
+        let signal = FeedSignal::new();
+        commit(&store, &signal, &["P1", "P2", "P3", "P4", "P5"]);
+        let mut oldest = signal.follow(Arc::clone(&store), 1, true, 2);
+        let mut from_two = signal.follow(Arc::clone(&store), 2, false, 2);
+        let mut sent = signal.follow(Arc::clone(&store), 1, true, 2);
+        assert_eq!(
+            sequences(&sent.next_batch().await.expect("read").expect("open")),
+            [1, 2]
+        );
+        store.trim_changes(4, 10, 10).expect("trim");
+        assert_eq!(
+            sequences(&oldest.next_batch().await.expect("read").expect("open")),
+            [4, 5]
+        );
+        for follower in [&mut from_two, &mut sent] {
+            match follower.next_batch().await {
+                Err(EngineError::OutOfRange(message)) => {
+                    assert!(message.contains("from sequence 4"), "{message}");
+                    assert!(message.contains("ExportProfiles"), "{message}");
+                }
+                other => panic!("not refused: {other:?}"),
+            }
+        }
     }
 }

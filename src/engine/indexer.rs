@@ -278,8 +278,11 @@ fn run(shared: &Shared, interval: Duration) {
             }
         }
         if behind_the_feed && !stopping {
-            if let Err(error) = rebuild(shared, &mut |_| {}) {
-                tracing::error!(%error, "rebuilding the candidate index failed; will retry");
+            match rebuild(shared, &mut |_| {}) {
+                // Shutting down, or an operator's rebuild is already running: it brings the
+                // index past the feed's start.
+                Ok(_) | Err(EngineError::ShuttingDown) | Err(EngineError::FailedPrecondition(_)) => {}
+                Err(error) => tracing::error!(%error, "rebuilding the candidate index failed; will retry"),
             }
         }
         if stopping {
@@ -291,26 +294,37 @@ fn run(shared: &Shared, interval: Duration) {
 /// Change-feed entries one commit of a trim deletes.
 const TRIM_KEYS_MAX: usize = 10_000;
 
+/// Change-feed entries one round deletes at most, so that a long backlog (a lowered
+/// `changes_kept`, an upgraded store) is trimmed over many rounds instead of holding the
+/// follower, a rebuild's swap or a shutdown for one long round.
+const TRIM_ROUND_KEYS_MAX: u64 = 100_000;
+
 /// Trims the change feed to its newest `changes_kept` entries, never past what `index` has
 /// applied (the feed is what it follows). Runs on the follower with `applying` held, and not
-/// while a rebuild runs: a rebuild follows the feed from where it started reading the store,
+/// while a rebuild runs (a rebuild follows the feed from where it started reading the store,
 /// which may be behind the index in use; one that starts after this check starts at or past
-/// the index's watermark, so nothing it needs is trimmed.
+/// the index's watermark, so nothing it needs is trimmed) nor while a backup's snapshot is
+/// open (each deletion would keep a pre-image and fill its budget). The start is raised only
+/// once the feed holds a tenth more than it keeps, so watchers at the oldest change are not
+/// refused every round and the store is not written every round.
 fn trim_feed(shared: &Shared, index: &CandidateIndex) -> Result<(), EngineError> {
-    if shared.changes_kept == 0 || shared.rebuilding.load(Ordering::Acquire) {
-        return Ok(());
-    }
     let store = &shared.store;
-    let kept_from = store
-        .change_sequence()?
-        .saturating_sub(shared.changes_kept)
-        .saturating_add(1);
-    let start = kept_from.min(index.watermark().saturating_add(1));
-    if start <= store.feed_start()? {
+    if shared.changes_kept == 0 || shared.rebuilding.load(Ordering::Acquire) || store.snapshot_is_open() {
         return Ok(());
     }
-    let n_deleted = store.trim_changes(start, TRIM_KEYS_MAX)?;
-    tracing::debug!(start, n_deleted, "change feed trimmed");
+    let last = store.change_sequence()?;
+    let start = store.feed_start()?;
+    let slack = (shared.changes_kept / 10).max(1);
+    let held = (last + 1).saturating_sub(start);
+    let new_start = if held > shared.changes_kept + slack {
+        (last - shared.changes_kept + 1).min(index.watermark().saturating_add(1))
+    } else {
+        start
+    };
+    let (n_deleted, done) = store.trim_changes(new_start, TRIM_KEYS_MAX, TRIM_ROUND_KEYS_MAX)?;
+    if n_deleted > 0 {
+        tracing::debug!(start = new_start.max(start), n_deleted, done, "change feed trimmed");
+    }
     Ok(())
 }
 

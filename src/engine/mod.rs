@@ -548,6 +548,7 @@ impl Engine {
             )));
         }
         let start = self.store.feed_start()?;
+        let asked = from_sequence;
         let from_sequence = match from_sequence {
             0 => start,
             from if from < start => return Err(feed::trimmed(from, start)),
@@ -556,6 +557,7 @@ impl Engine {
         Ok(self.feed.follow(
             Arc::clone(&self.store),
             from_sequence,
+            asked == 0,
             self.config.server.watch_batch_changes_max,
         ))
     }

@@ -58,7 +58,7 @@ pub enum StoreError {
     SnapshotOpen,
     #[error("the store directory already holds data; a restore writes only into an empty one")]
     NotEmpty,
-    #[error("a batch stopped part-way into the store, so nothing is read from it until a restart completes the batch from the redo log")]
+    #[error("a batch stopped part-way into the store, so nothing is read from it until a restart completes the batch (from the redo log)")]
     Torn,
     #[error("the change feed keeps changes from sequence {start} on; {from} was trimmed")]
     FeedTrimmed { from: u64, start: u64 },
@@ -975,11 +975,13 @@ impl Store {
 
     /// Trims the change feed to the entries from sequence `start` on: first raises the feed's
     /// start (one atomic write, so readers asking for less are refused from then on), then
-    /// deletes the entries below it, at most `keys_max` a commit, one key at a time (a crash
-    /// between them leaves entries below the start, which the next trim deletes). A `start`
-    /// at or below the current one only finishes such deletions. Returns the entries deleted.
-    pub fn trim_changes(&self, start: u64, keys_max: usize) -> Result<u64, StoreError> {
-        assert!(keys_max > 0, "a trim deletes at least one key a commit");
+    /// deletes the entries below it, at most `keys_max` a commit, one key at a time, and at
+    /// most `budget` in all. What is left below the start (past the budget, or after a crash
+    /// between the two steps) goes at the next call, whatever its `start`; a `start` at or
+    /// below the current one lowers nothing. Returns the entries deleted, and whether none is
+    /// left below the start.
+    pub fn trim_changes(&self, start: u64, keys_max: usize, budget: u64) -> Result<(u64, bool), StoreError> {
+        assert!(keys_max > 0 && budget > 0, "a trim deletes at least one key");
         if start > self.feed_start()? {
             let mut txn = self.begin();
             txn.put_small(layout::META_FEED_START.to_vec(), &start)?;
@@ -988,7 +990,8 @@ impl Store {
         let below = layout::change(self.feed_start()?);
         let mut n_deleted = 0;
         loop {
-            let page = self.kv.scan(layout::CHANGES, None, keys_max)?;
+            let limit = keys_max.min(usize::try_from(budget - n_deleted).unwrap_or(usize::MAX));
+            let page = self.kv.scan(layout::CHANGES, None, limit)?;
             let mut txn = self.begin();
             let mut n = 0;
             for (key, _) in page.into_iter().take_while(|(key, _)| *key < below) {
@@ -996,10 +999,14 @@ impl Store {
                 n += 1;
             }
             if n == 0 {
-                return Ok(n_deleted);
+                return Ok((n_deleted, true));
             }
             txn.commit_each()?;
             n_deleted += n;
+            if n_deleted >= budget {
+                let left = self.kv.scan(layout::CHANGES, None, 1)?;
+                return Ok((n_deleted, left.first().is_none_or(|(key, _)| *key >= below)));
+            }
         }
     }
 
@@ -2510,8 +2517,9 @@ mod tests {
         }
         txn.commit().expect("commit");
         assert_eq!(store.feed_start().expect("start"), 1);
-        // Two keys a commit: the deletions take two commits.
-        assert_eq!(store.trim_changes(5, 2).expect("trim"), 4);
+        // Two keys a commit, three at most a call: the deletions take two calls.
+        assert_eq!(store.trim_changes(5, 2, 3).expect("trim"), (3, false));
+        assert_eq!(store.trim_changes(5, 2, 10).expect("trim"), (1, true));
         assert_eq!(store.feed_start().expect("start"), 5);
         for from in [1, 4] {
             assert!(matches!(
@@ -2528,14 +2536,14 @@ mod tests {
         assert_eq!(kept, [5, 6, 7]);
         assert_eq!(store.kv.scan(layout::CHANGES, None, 10).expect("scan").len(), 3);
         // A start at or below the current one deletes nothing more and lowers nothing.
-        assert_eq!(store.trim_changes(3, 2).expect("trim"), 0);
+        assert_eq!(store.trim_changes(3, 2, 10).expect("trim"), (0, true));
         assert_eq!(store.feed_start().expect("start"), 5);
         // Entries left below the start (a crash between raising it and deleting) go at the
         // next trim.
         let mut txn = store.begin();
         txn.put_small(layout::change(2), &"left over").expect("put");
         txn.commit().expect("commit");
-        assert_eq!(store.trim_changes(6, 10).expect("trim"), 2);
+        assert_eq!(store.trim_changes(6, 10, 10).expect("trim"), (2, true));
         assert_eq!(store.kv.scan(layout::CHANGES, None, 10).expect("scan").len(), 2);
         assert_eq!(store.change_sequence().expect("sequence"), 7);
     }

@@ -200,6 +200,7 @@ async fn verify(url: &str, workloads: &[Arc<Vec<pb::RecordBatch>>]) {
             .get_profile(pb::GetProfileRequest {
                 person_id: person_id.clone(),
                 tag_mask: vec!["address".into()],
+                compact: false,
             })
             .await
             .expect("profile")
@@ -298,6 +299,7 @@ async fn a_changes_audit_entry_survives_kill_9_with_the_change() {
             .get_profile(pb::GetProfileRequest {
                 person_id: merged.person_id.clone(),
                 tag_mask: vec![],
+                compact: false,
             })
             .await
             .expect("read");

@@ -66,6 +66,7 @@ async fn a_call_past_its_deadline_does_nothing_and_is_answered_deadline_exceeded
                 pb::GetProfileRequest {
                     person_id: person_id.clone(),
                     tag_mask: vec![],
+                    compact: false,
                 },
                 ALREADY_LATE,
             ))
@@ -132,6 +133,7 @@ async fn a_call_past_its_deadline_does_nothing_and_is_answered_deadline_exceeded
             pb::GetProfileRequest {
                 person_id: person_id.clone(),
                 tag_mask: vec![],
+                compact: false,
             },
             Duration::from_secs(10),
         ))
@@ -208,6 +210,7 @@ async fn refusals_without_a_token_are_audited_at_a_bounded_rate_and_the_rest_cou
                 .get_profile(pb::GetProfileRequest {
                     person_id: "P0".into(),
                     tag_mask: vec![],
+                    compact: false,
                 })
                 .await,
             Code::Unauthenticated,
@@ -229,6 +232,7 @@ async fn refusals_without_a_token_are_audited_at_a_bounded_rate_and_the_rest_cou
             .get_profile(pb::GetProfileRequest {
                 person_id: "P0".into(),
                 tag_mask: vec![],
+                compact: false,
             })
             .await,
         Code::NotFound,
@@ -287,6 +291,7 @@ async fn a_purpose_in_chinese_is_stated_as_binary_metadata() {
         .get_profile(pb::GetProfileRequest {
             person_id: person_id.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("served");

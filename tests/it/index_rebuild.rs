@@ -184,17 +184,21 @@ async fn a_missing_damaged_or_old_format_index_is_rebuilt_at_start() {
     }
 }
 
-/// Waits until the change feed no longer holds its first change.
-async fn wait_for_trimmed_feed(server: &TestServer) {
+/// Waits until the change feed no longer holds the change `from_sequence`.
+async fn wait_for_trimmed_feed(server: &TestServer, from_sequence: u64) {
     let mut profiles = server.profile_client().await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while profiles
-        .watch_changes(pb::WatchChangesRequest { from_sequence: 1 })
-        .await
-        .is_ok()
-    {
-        assert!(Instant::now() < deadline, "the feed was never trimmed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    loop {
+        match profiles.watch_changes(pb::WatchChangesRequest { from_sequence }).await {
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+                return;
+            }
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "change {from_sequence} was never trimmed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 
@@ -225,8 +229,8 @@ async fn an_index_behind_a_trimmed_feed_is_rebuilt_from_the_store() {
     ingest(&mut server.ingest_client().await, first.to_vec())
         .await
         .expect("ingest");
-    index_counts(&server.url()).await;
-    wait_for_trimmed_feed(&server).await;
+    let (_, _, first_stats) = index_counts(&server.url()).await;
+    wait_for_trimmed_feed(&server, 1).await;
     let dir = server.stop().await.expect("the server's own directory");
     let index_dir = dir.path().join("data/index");
     let old_index = dir.path().join("old-index");
@@ -237,8 +241,9 @@ async fn an_index_behind_a_trimmed_feed_is_rebuilt_from_the_store() {
         .await
         .expect("ingest");
     let (_, n_persons, stats) = index_counts(&server.url()).await;
-    assert!(stats.change_sequence > 2 * 3, "{stats:?}");
-    wait_for_trimmed_feed(&server).await;
+    assert!(stats.change_sequence > first_stats.change_sequence + 2 * 3, "{stats:?}");
+    // What the old index has not applied is gone from the feed.
+    wait_for_trimmed_feed(&server, first_stats.index_watermark + 1).await;
     let dir = server.stop().await.expect("the server's own directory");
     std::fs::remove_dir_all(&index_dir).expect("remove the index");
     copy_dir(&old_index, &index_dir);

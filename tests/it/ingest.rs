@@ -58,6 +58,7 @@ async fn id_number_forms_join_one_person() {
         .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
             id_number: legacy.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("found by the legacy number")
@@ -129,6 +130,7 @@ async fn resend_is_idempotent_and_new_content_replaces() {
         .get_profile(pb::GetProfileRequest {
             person_id: created.outcomes[0].person_id.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("profile")
@@ -187,6 +189,7 @@ async fn a_changed_id_number_moves_the_record() {
         .get_profile(pb::GetProfileRequest {
             person_id: old_person.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("old person remains")
@@ -196,6 +199,7 @@ async fn a_changed_id_number_moves_the_record() {
         .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
             id_number: new_id.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("new number found")
@@ -213,6 +217,7 @@ async fn a_changed_id_number_moves_the_record() {
         .get_profile(pb::GetProfileRequest {
             person_id: old_person,
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect_err("old person is gone");
@@ -221,6 +226,7 @@ async fn a_changed_id_number_moves_the_record() {
         .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
             id_number: old_id,
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect_err("old number is free");

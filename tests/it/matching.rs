@@ -105,6 +105,7 @@ async fn a_record_that_links_two_persons_merges_them() {
         .get_profile(pb::GetProfileRequest {
             person_id: merged_away.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("an alias answers")

@@ -124,6 +124,7 @@ async fn metrics_count_ingest_outcomes_and_calls_by_status() {
         .get_profile(pb::GetProfileRequest {
             person_id,
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("found");
@@ -131,6 +132,7 @@ async fn metrics_count_ingest_outcomes_and_calls_by_status() {
         .get_profile(pb::GetProfileRequest {
             person_id: "P0000000000000000".into(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect_err("no such person");
@@ -139,6 +141,7 @@ async fn metrics_count_ingest_outcomes_and_calls_by_status() {
         .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
             id_number: "12345".into(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect_err("not an ID number");
@@ -392,6 +395,7 @@ async fn debug_json_logs_carry_no_personal_values() {
         .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
             id_number: id_a.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("found")
@@ -401,6 +405,7 @@ async fn debug_json_logs_carry_no_personal_values() {
         .get_profile(pb::GetProfileRequest {
             person_id: found.person_id.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("found");
@@ -427,6 +432,7 @@ async fn debug_json_logs_carry_no_personal_values() {
             .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
                 id_number: id_number.into(),
                 tag_mask: vec![],
+                compact: false,
             })
             .await
             .expect_err("not found or invalid");

@@ -4,6 +4,7 @@ use crate::common::*;
 use popmaster::catalog::Catalog;
 use popmaster::pb;
 use popmaster::synth::{Generator, SynthConfig};
+use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[tokio::test]
@@ -32,6 +33,7 @@ async fn tag_masks_and_lookup_errors() {
         .get_profile(pb::GetProfileRequest {
             person_id: person_id.clone(),
             tag_mask: vec!["name".into(), "phone".into()],
+            compact: false,
         })
         .await
         .expect("profile")
@@ -43,6 +45,7 @@ async fn tag_masks_and_lookup_errors() {
         .get_profile(pb::GetProfileRequest {
             person_id: person_id.clone(),
             tag_mask: vec!["shoe_size".into()],
+            compact: false,
         })
         .await
         .expect_err("unknown tag in mask");
@@ -53,6 +56,7 @@ async fn tag_masks_and_lookup_errors() {
         .get_profile(pb::GetProfileRequest {
             person_id: "P0000000000000000".into(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect_err("no such person");
@@ -62,6 +66,7 @@ async fn tag_masks_and_lookup_errors() {
         .get_profile(pb::GetProfileRequest {
             person_id: String::new(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect_err("empty id");
@@ -72,6 +77,7 @@ async fn tag_masks_and_lookup_errors() {
         .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
             id_number: bad_number.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect_err("bad check digit");
@@ -287,6 +293,7 @@ async fn every_profile_read_gives_the_same_profile() {
         .get_profile(pb::GetProfileRequest {
             person_id: person_id.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("by person id")
@@ -307,6 +314,7 @@ async fn every_profile_read_gives_the_same_profile() {
         .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
             id_number: id.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("by ID number")
@@ -332,6 +340,41 @@ async fn every_profile_read_gives_the_same_profile() {
         .into_inner();
     assert_eq!(batch.profiles, vec![by_id.clone()]);
 
+    // Compact: each record once, the values pointing at it; expanded, the same profile.
+    let compact = profiles
+        .get_profile(pb::GetProfileRequest {
+            person_id: person_id.clone(),
+            tag_mask: vec![],
+            compact: true,
+        })
+        .await
+        .expect("compact")
+        .into_inner();
+    assert!(compact
+        .tags
+        .iter()
+        .all(|tag| tag.record > 0 && tag.source.is_empty() && tag.record_id.is_empty()));
+    // Each record a value names carries the time (here every value comes from D01's record:
+    // public security wins every canonical tag; D07's record names none and has no time).
+    for tag in &compact.tags {
+        assert!(
+            !compact.records[tag.record as usize - 1].observed_at.is_empty(),
+            "{compact:#?}"
+        );
+    }
+    assert!(compact.encoded_len() < by_id.encoded_len());
+    assert_eq!(popmaster::api::convert::expand_compact_profile(compact.clone()), by_id);
+    let compact_by_number = profiles
+        .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
+            id_number: id.clone(),
+            tag_mask: vec![],
+            compact: true,
+        })
+        .await
+        .expect("compact by ID number")
+        .into_inner();
+    assert_eq!(compact_by_number, compact);
+
     let mut gzip = server
         .profile_client()
         .await
@@ -341,6 +384,7 @@ async fn every_profile_read_gives_the_same_profile() {
         .get_profile(pb::GetProfileRequest {
             person_id: person_id.clone(),
             tag_mask: vec!["name".into()],
+            compact: false,
         })
         .await
         .expect("gzip")

@@ -81,6 +81,7 @@ async fn quality_report_counts_rules_per_source() {
         .get_profile(pb::GetProfileRequest {
             person_id: answer.outcomes[0].person_id.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("profile")

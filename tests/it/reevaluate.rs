@@ -183,6 +183,7 @@ async fn reevaluate_splits_and_merges_with_the_new_model_and_keeps_steward_decis
             records: vec![pb::RecordRef {
                 source: SOURCE.into(),
                 record_id: "f2".into(),
+                observed_at: String::new(),
             }],
             note: "a lodger, not family".into(),
         })

@@ -246,6 +246,7 @@ async fn missing_invalid_and_malformed_tokens_are_unauthenticated_and_health_sta
     let request = || pb::GetProfileRequest {
         person_id: "P1".into(),
         tag_mask: vec![],
+        compact: false,
     };
     assert_status(
         secure.profiles(None, Some("case-1")).await.get_profile(request()).await,
@@ -320,6 +321,7 @@ async fn each_role_reaches_only_its_calls() {
             .get_profile(pb::GetProfileRequest {
                 person_id: person_id.clone(),
                 tag_mask: vec![],
+                compact: false,
             })
             .await,
         Code::PermissionDenied,
@@ -351,6 +353,7 @@ async fn each_role_reaches_only_its_calls() {
             .get_profile(pb::GetProfileRequest {
                 person_id: person_id.clone(),
                 tag_mask: vec![],
+                compact: false,
             })
             .await,
         Code::PermissionDenied,
@@ -526,6 +529,7 @@ async fn readers_get_only_their_tags_and_masked_values_unless_cleared() {
         .get_profile(pb::GetProfileRequest {
             person_id: person_id.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("portal reads")
@@ -546,6 +550,7 @@ async fn readers_get_only_their_tags_and_masked_values_unless_cleared() {
             .get_profile(pb::GetProfileRequest {
                 person_id: person_id.clone(),
                 tag_mask: vec!["name".into(), "id_number".into()],
+                compact: false,
             })
             .await,
         Code::PermissionDenied,
@@ -557,6 +562,7 @@ async fn readers_get_only_their_tags_and_masked_values_unless_cleared() {
         .get_profile(pb::GetProfileRequest {
             person_id: person_id.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("police reads")
@@ -572,6 +578,7 @@ async fn readers_get_only_their_tags_and_masked_values_unless_cleared() {
             .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
                 id_number: resident_id_number(),
                 tag_mask: vec![],
+                compact: false,
             })
             .await,
         Code::PermissionDenied,
@@ -581,6 +588,7 @@ async fn readers_get_only_their_tags_and_masked_values_unless_cleared() {
         .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
             id_number: resident_id_number(),
             tag_mask: vec!["name".into(), "phone".into()],
+            compact: false,
         })
         .await
         .expect("by ID number")
@@ -791,6 +799,7 @@ async fn reads_changes_and_refusals_are_audited_and_shares_counted() {
         .get_profile(pb::GetProfileRequest {
             person_id: person_id.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("portal reads")
@@ -800,6 +809,7 @@ async fn reads_changes_and_refusals_are_audited_and_shares_counted() {
             .get_profile(pb::GetProfileRequest {
                 person_id: person_id.clone(),
                 tag_mask: vec!["id_number".into()],
+                compact: false,
             })
             .await,
         Code::PermissionDenied,
@@ -812,6 +822,7 @@ async fn reads_changes_and_refusals_are_audited_and_shares_counted() {
             .get_profile(pb::GetProfileRequest {
                 person_id: person_id.clone(),
                 tag_mask: vec![],
+                compact: false,
             })
             .await,
         Code::Unauthenticated,
@@ -1002,6 +1013,7 @@ async fn audit_entries_survive_a_restart() {
         .get_profile(pb::GetProfileRequest {
             person_id: person_id.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("police reads");
@@ -1137,6 +1149,7 @@ async fn old_audit_entries_are_pruned_and_queries_by_caller_and_person_are_exact
     let read = || pb::GetProfileRequest {
         person_id: person_id.clone(),
         tag_mask: vec![],
+        compact: false,
     };
     for n in 0..12 {
         if n % 2 == 0 || n > 8 {
@@ -1591,6 +1604,7 @@ async fn sighup_rereads_the_callers_file_and_the_log_holds_no_personal_value() {
         .get_profile(pb::GetProfileRequest {
             person_id: person_id.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("read");
@@ -1606,6 +1620,7 @@ async fn sighup_rereads_the_callers_file_and_the_log_holds_no_personal_value() {
         .get_profile_by_id_number(pb::GetProfileByIdNumberRequest {
             id_number: resident_id_number(),
             tag_mask: vec!["id_number".into()],
+            compact: false,
         })
         .await
         .expect_err("not the portal's tag");

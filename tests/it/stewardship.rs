@@ -9,6 +9,7 @@ fn record_ref(source: &str, record_id: &str) -> pb::RecordRef {
     pb::RecordRef {
         source: source.into(),
         record_id: record_id.into(),
+        observed_at: String::new(),
     }
 }
 
@@ -33,6 +34,7 @@ async fn n_records(server: &TestServer, person_id: &str) -> u32 {
         .get_profile(pb::GetProfileRequest {
             person_id: person_id.into(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("profile")
@@ -219,6 +221,7 @@ async fn a_steward_merge_with_history_and_lineage() {
         .get_profile(pb::GetProfileRequest {
             person_id: b.clone(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("redirects")
