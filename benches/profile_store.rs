@@ -47,6 +47,23 @@ fn bench_profiles(criterion: &mut Criterion) {
         store_bytes / 1024
     );
 
+    // The answer of GetProfile for that profile, full and compact (each record named once).
+    let stored = engine
+        .get_stored_profile(&person_ids[0], &[])
+        .expect("read")
+        .expect("exists");
+    let grant = popmaster::callers::ReaderGrant::everything();
+    let encode = |compact: bool| {
+        popmaster::api::encoded::profile(&grant, &catalog, &stored, compact)
+            .expect("encodes")
+            .0
+    };
+    println!(
+        "GetProfile answer for it: {} bytes full, {} bytes compact",
+        encode(false).as_bytes().len(),
+        encode(true).as_bytes().len()
+    );
+
     let mut group = criterion.benchmark_group("profile");
     group.measurement_time(Duration::from_secs(8));
     group.throughput(Throughput::Elements(1));
@@ -62,6 +79,12 @@ fn bench_profiles(criterion: &mut Criterion) {
             view
         })
     });
+    for (name, compact) in [
+        ("encode_full_profile_answer", false),
+        ("encode_compact_profile_answer", true),
+    ] {
+        group.bench_function(name, |bencher| bencher.iter(|| encode(compact)));
+    }
     let mask = vec![TagCode::new("name"), TagCode::new("id_number"), TagCode::new("phone")];
     group.bench_function("get_profile_3_tag_mask", |bencher| {
         bencher.iter(|| {
