@@ -7,7 +7,7 @@
 //!
 //! A restore runs offline: it checks the whole backup before writing anything, then loads the
 //! pairs into a fresh store. It writes no write-ahead log (the first one opens after the
-//! backup's applied sequence) and no index (rebuilt from the change feed at the next start).
+//! backup's applied sequence) and no index (rebuilt from the store's persons at the next start).
 //!
 //! Must not: run a backup on the writer thread; speak proto.
 

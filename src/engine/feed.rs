@@ -49,7 +49,7 @@ impl FeedSignal {
     }
 
     /// A follower from `from_sequence`; with `from_oldest`, one asked for the oldest change
-    /// kept, which moves on with the feed's start if a trim passes it before its first batch.
+    /// kept, which moves on with the feed's start if a trim passes it before its first read.
     pub(super) fn follow(
         &self,
         store: Arc<Store>,
@@ -72,7 +72,7 @@ pub struct ChangeFollower {
     store: Arc<Store>,
     signal: watch::Receiver<Signal>,
     next_sequence: u64,
-    /// Asked for the oldest change kept, and nothing sent yet.
+    /// Asked for the oldest change kept, and nothing read yet.
     from_oldest: bool,
     batch_changes_max: usize,
 }
@@ -100,9 +100,11 @@ impl ChangeFollower {
                 Err(StoreError::FeedTrimmed { from, start }) => return Err(trimmed(from, start)),
                 other => other?,
             };
+            // Past the first read, every change is one the client must get: a trim that passes
+            // the follower from then on refuses it, even one asked for the oldest change.
+            self.from_oldest = false;
             if let Some((last_sequence, _)) = changes.last() {
                 self.next_sequence = last_sequence + 1;
-                self.from_oldest = false;
                 return Ok(Some(changes));
             }
             if self.signal.changed().await.is_err() {
@@ -225,5 +227,20 @@ mod tests {
                 other => panic!("not refused: {other:?}"),
             }
         }
+
+        // One asked for the oldest change that has read the feed's end waits for new changes:
+        // a trim that passes it before it reads them refuses it, never skips them.
+        let mut waiting_oldest = signal.follow(Arc::clone(&store), 6, true, 2);
+        let waiting = tokio::spawn(async move { waiting_oldest.next_batch().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "nothing new: the follower waits");
+        commit(&store, &FeedSignal::new(), &["P6", "P7"]);
+        store.trim_changes(7, 10, 10).expect("trim");
+        signal.applied();
+        let refused = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert!(matches!(refused, Err(EngineError::OutOfRange(_))), "{refused:?}");
     }
 }

@@ -976,10 +976,11 @@ impl Store {
     /// Trims the change feed to the entries from sequence `start` on: first raises the feed's
     /// start (one atomic write, so readers asking for less are refused from then on), then
     /// deletes the entries below it, at most `keys_max` a commit, one key at a time, and at
-    /// most `budget` in all. What is left below the start (past the budget, or after a crash
-    /// between the two steps) goes at the next call, whatever its `start`; a `start` at or
-    /// below the current one lowers nothing. Returns the entries deleted, and whether none is
-    /// left below the start.
+    /// most `budget` in all, stopping early if a backup's snapshot opens. What is left below
+    /// the start (past the budget, after a crash between the two steps) goes at the next call,
+    /// whatever its `start`; a `start` at or below the current one lowers nothing. A call with
+    /// nothing to delete reads one key. Returns the entries deleted, and whether none is left
+    /// below the start.
     pub fn trim_changes(&self, start: u64, keys_max: usize, budget: u64) -> Result<(u64, bool), StoreError> {
         assert!(keys_max > 0 && budget > 0, "a trim deletes at least one key");
         if start > self.feed_start()? {
@@ -988,8 +989,20 @@ impl Store {
             txn.commit()?;
         }
         let below = layout::change(self.feed_start()?);
+        // The oldest entry first, alone: most calls find nothing below the start.
+        let nothing_below = |store: &Store| -> Result<bool, StoreError> {
+            let oldest = store.kv.scan(layout::CHANGES, None, 1)?;
+            Ok(oldest.first().is_none_or(|(key, _)| *key >= below))
+        };
         let mut n_deleted = 0;
         loop {
+            if nothing_below(self)? {
+                return Ok((n_deleted, true));
+            }
+            // A backup opened meanwhile: each deletion would keep a pre-image for it.
+            if n_deleted >= budget || self.snapshot_is_open() {
+                return Ok((n_deleted, false));
+            }
             let limit = keys_max.min(usize::try_from(budget - n_deleted).unwrap_or(usize::MAX));
             let page = self.kv.scan(layout::CHANGES, None, limit)?;
             let mut txn = self.begin();
@@ -998,15 +1011,8 @@ impl Store {
                 txn.delete_small(key);
                 n += 1;
             }
-            if n == 0 {
-                return Ok((n_deleted, true));
-            }
             txn.commit_each()?;
             n_deleted += n;
-            if n_deleted >= budget {
-                let left = self.kv.scan(layout::CHANGES, None, 1)?;
-                return Ok((n_deleted, left.first().is_none_or(|(key, _)| *key >= below)));
-            }
         }
     }
 
