@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
+use tonic_health::ServingStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -174,11 +175,13 @@ pub async fn serve(
     ));
     let metrics_endpoint =
         metrics_listener.map(|listener| MetricsEndpoint::start(listener, Arc::clone(&metrics), Arc::clone(&engine)));
+    let health_watch = tokio::spawn(watch_health(Arc::clone(&engine), health_reporter.clone()));
 
     tokio::select! {
         result = &mut server => {
             // The transport ended on its own: an error, since nothing asked it to stop.
             reloader.abort();
+            health_watch.abort();
             engine.shutdown().await;
             if let Some(endpoint) = metrics_endpoint {
                 endpoint.shutdown().await;
@@ -192,6 +195,8 @@ pub async fn serve(
     }
     tracing::info!("shutting down: no new calls accepted");
     reloader.abort();
+    // Before the ingest service is marked not serving, so nothing marks it serving again.
+    health_watch.abort();
     health_reporter
         .set_not_serving::<pb::ingest_service_server::IngestServiceServer<IngestApi>>()
         .await;
@@ -330,6 +335,87 @@ pub async fn termination_signal() {
 }
 
 /// A bound in milliseconds from the configuration; 0 is none.
+/// What the health service says, as (service name, status), from the engine's state: the
+/// ingest service stops serving once the write path has failed (batches are refused until a
+/// restart); every service, and the server as a whole (""), once the store is torn (nothing
+/// can be read or written until a restart).
+fn health_statuses(write_path_failed: bool, store_torn: bool) -> [(&'static str, ServingStatus); 4] {
+    use tonic::server::NamedService;
+    let status = |failed: bool| {
+        if failed {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        }
+    };
+    [
+        ("", status(store_torn)),
+        (
+            <pb::ingest_service_server::IngestServiceServer<IngestApi> as NamedService>::NAME,
+            status(write_path_failed || store_torn),
+        ),
+        (
+            <pb::profile_service_server::ProfileServiceServer<ProfileApi> as NamedService>::NAME,
+            status(store_torn),
+        ),
+        (
+            <pb::admin_service_server::AdminServiceServer<AdminApi> as NamedService>::NAME,
+            status(store_torn),
+        ),
+    ]
+}
+
+/// Keeps the health service's statuses in step with the engine, checking once a second.
+async fn watch_health(engine: Arc<Engine>, reporter: tonic_health::server::HealthReporter) {
+    let mut last = health_statuses(false, false);
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        interval.tick().await;
+        let now = health_statuses(engine.write_path_failed(), engine.store_torn());
+        if now == last {
+            continue;
+        }
+        for ((service, status), (_, before)) in now.into_iter().zip(last) {
+            if status != before {
+                tracing::warn!(service, ?status, "health status changed");
+                reporter.set_service_status(service, status).await;
+            }
+        }
+        last = now;
+    }
+}
+
 fn bound(millis: u64) -> Option<Duration> {
     (millis > 0).then(|| Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn not_serving(write_path_failed: bool, store_torn: bool) -> Vec<&'static str> {
+        health_statuses(write_path_failed, store_torn)
+            .into_iter()
+            .filter(|(_, status)| *status == ServingStatus::NotServing)
+            .map(|(service, _)| service)
+            .collect()
+    }
+
+    /// A failed write path takes the ingest service out; a torn store takes everything out,
+    /// the server as a whole ("") too.
+    #[test]
+    fn health_follows_the_write_path_and_the_store() {
+        assert!(not_serving(false, false).is_empty());
+        assert_eq!(not_serving(true, false), ["popmaster.v1.IngestService"]);
+        assert_eq!(
+            not_serving(true, true),
+            [
+                "",
+                "popmaster.v1.IngestService",
+                "popmaster.v1.ProfileService",
+                "popmaster.v1.AdminService"
+            ]
+        );
+        assert_eq!(not_serving(false, true).len(), 4);
+    }
 }

@@ -683,6 +683,11 @@ impl Engine {
     pub fn write_path_failed(&self) -> bool {
         self.write_path_failed.load(Ordering::Acquire)
     }
+
+    /// Whether a batch stopped part-way into the store: nothing is served until a restart.
+    pub fn store_torn(&self) -> bool {
+        self.store.is_torn()
+    }
 }
 
 /// The person an id names now, with its header: itself, or the survivor it was merged into

@@ -307,8 +307,8 @@ pub struct Store {
 /// over before the store, and a commit drops the pairs read ahead of what it wrote only once
 /// it is whole (`store/read_ahead.rs`), so a half-applied batch cannot mislead them.
 ///
-/// A batch that fails or panics part-way leaves the store torn: from then on a guarded read
-/// is refused (`StoreError::Torn`) rather than shown half a batch. The write path has
+/// A batch that fails or panics part-way leaves the store torn: from then on a guarded read,
+/// and every write, is refused (`StoreError::Torn`) rather than shown half a batch. The write path has
 /// stopped by then too; a restart applies the batch again whole from the redo log.
 struct GuardedKv {
     kv: Box<dyn KvStore>,
@@ -336,13 +336,18 @@ impl GuardedKv {
         }
     }
 
+    fn refuse_torn(&self) -> Result<(), StoreError> {
+        if self.torn.load(Ordering::Acquire) {
+            return Err(StoreError::Torn);
+        }
+        Ok(())
+    }
+
     /// Waits out a batch being applied; refuses a torn store. A panic while applying poisons
     /// the lock, and leaves the store torn: that is what this reports, not the poison.
     fn read_guard(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>, StoreError> {
         let guard = self.applying.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.torn.load(Ordering::Acquire) {
-            return Err(StoreError::Torn);
-        }
+        self.refuse_torn()?;
         Ok(guard)
     }
 
@@ -353,9 +358,7 @@ impl GuardedKv {
     /// Applies the writes one at a time, in order, while no guarded read runs.
     fn apply_unseen(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let _applying = self.applying.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.torn.load(Ordering::Acquire) {
-            return Err(StoreError::Torn);
-        }
+        self.refuse_torn()?;
         let mut done = TornUnlessDone(&self.torn, false);
         self.kv.apply_each(batch)?;
         done.1 = true;
@@ -375,10 +378,12 @@ impl KvStore for GuardedKv {
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.refuse_torn()?;
         self.kv.apply(batch)
     }
 
     fn apply_each(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.refuse_torn()?;
         self.kv.apply_each(batch)
     }
 
@@ -901,6 +906,12 @@ impl Store {
     }
 
     /// A snapshot is open (a backup is running).
+    /// Whether a batch stopped part-way into the store (`StoreError::Torn`): nothing is read
+    /// or written until a restart.
+    pub fn is_torn(&self) -> bool {
+        self.kv.torn.load(Ordering::Acquire)
+    }
+
     pub fn snapshot_is_open(&self) -> bool {
         self.cow.is_open()
     }
@@ -2179,6 +2190,11 @@ mod tests {
             assert!(matches!(guarded.scan(b"x/", None, 10), Err(StoreError::Torn)));
             assert!(matches!(
                 guarded.apply_unseen(WriteBatch::default()),
+                Err(StoreError::Torn)
+            ));
+            assert!(matches!(guarded.apply(WriteBatch::default()), Err(StoreError::Torn)));
+            assert!(matches!(
+                guarded.apply_each(WriteBatch::default()),
                 Err(StoreError::Torn)
             ));
             assert_eq!(guarded.unguarded().get(b"x/a").expect("unguarded"), Some(b"1".to_vec()));
