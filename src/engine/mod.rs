@@ -548,16 +548,14 @@ impl Engine {
             )));
         }
         let start = self.store.feed_start()?;
-        let asked = from_sequence;
-        let from_sequence = match from_sequence {
-            0 => start,
-            from if from < start => return Err(feed::trimmed(from, start)),
-            from => from,
-        };
+        if (1..start).contains(&from_sequence) {
+            return Err(feed::trimmed(from_sequence, start));
+        }
+        let from_oldest = from_sequence == 0;
         Ok(self.feed.follow(
             Arc::clone(&self.store),
-            from_sequence,
-            asked == 0,
+            if from_oldest { start } else { from_sequence },
+            from_oldest,
             self.config.server.watch_batch_changes_max,
         ))
     }
