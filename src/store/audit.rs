@@ -232,7 +232,7 @@ fn put_entry(
     stored_tags: Option<[u8; 16]>,
 ) -> Result<(), StoreError> {
     let tags = if let Some(hash) = stored_tags {
-        if txn.get(&layout::audit_tag_list(&hash))?.is_none() {
+        if !txn.holds(&layout::audit_tag_list(&hash))? {
             return Err(StoreError::Corrupt {
                 kind: "audit entry",
                 message: "an audit journal entry names a shared tag list the store lacks".into(),
@@ -241,7 +241,7 @@ fn put_entry(
         StoredTags::Shared(hash)
     } else if let Some(hash) = shared_tag_list_hash(&record.tags) {
         let key = layout::audit_tag_list(&hash);
-        if txn.get(&key)?.is_none() {
+        if !txn.holds(&key)? {
             txn.put(key, &record.tags)?;
         }
         StoredTags::Shared(hash)
@@ -452,7 +452,7 @@ impl Store {
             }
             if let Some(hash) = shared_tag_list_hash(&record.tags) {
                 let key = layout::audit_tag_list(&hash);
-                if lists.get(&key)?.is_none() {
+                if !lists.holds(&key)? {
                     lists.put(key, &record.tags)?;
                 }
             }

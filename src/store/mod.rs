@@ -905,13 +905,13 @@ impl Store {
         Ok(counts)
     }
 
-    /// A snapshot is open (a backup is running).
     /// Whether a batch stopped part-way into the store (`StoreError::Torn`): nothing is read
     /// or written until a restart.
     pub fn is_torn(&self) -> bool {
         self.kv.torn.load(Ordering::Acquire)
     }
 
+    /// A snapshot is open (a backup is running).
     pub fn snapshot_is_open(&self) -> bool {
         self.cow.is_open()
     }
@@ -1179,6 +1179,12 @@ impl Txn<'_> {
             Reads::Kept => self.store.read_ahead.get(kv, key),
             Reads::Ahead(tag) => self.store.read_ahead.read_get(kv, key, tag),
         }
+    }
+
+    /// Whether `key` holds a value: its first part alone is read, not the value's other
+    /// parts.
+    fn holds(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.get_raw(key)?.is_some())
     }
 
     /// A whole value, its parts joined.
@@ -1465,7 +1471,7 @@ impl Txn<'_> {
     /// Adds a record to a person (creating the person if needed) and counts it.
     pub fn add_member(&mut self, person_id: &PersonId, key: &RecordKey) -> Result<(), StoreError> {
         let member_key = layout::member(person_id, key);
-        let is_member = self.get_raw(&member_key)?.is_some();
+        let is_member = self.holds(&member_key)?;
         self.add_member_unless(person_id, member_key, is_member)
     }
 
@@ -1507,7 +1513,7 @@ impl Txn<'_> {
 
     pub fn remove_member(&mut self, person_id: &PersonId, key: &RecordKey) -> Result<(), StoreError> {
         let member_key = layout::member(person_id, key);
-        if self.get_raw(&member_key)?.is_some() {
+        if self.holds(&member_key)? {
             let mut header = self
                 .person(person_id)?
                 .ok_or_else(|| StoreError::PersonNotFound(person_id.clone()))?;
@@ -1876,7 +1882,7 @@ impl Txn<'_> {
     }
 
     pub fn held_apart(&self, a: &PersonId, b: &PersonId) -> Result<bool, StoreError> {
-        Ok(self.get_raw(&layout::held_apart(a, b))?.is_some())
+        self.holds(&layout::held_apart(a, b))
     }
 
     /// The persons a steward said differ from `person_id`, with the steward's note.
