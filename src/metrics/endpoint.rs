@@ -3,7 +3,7 @@
 //! a blocking thread: counters of the store and the size of its one data file (no record is
 //! read, no directory walked). Stops with the server.
 
-use super::Metrics;
+use super::{Health, Metrics};
 use crate::engine::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -121,27 +121,26 @@ async fn answer<B>(
     if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
         return plain(http::StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
-    let encoded = tokio::task::spawn_blocking(move || {
-        let stats = engine.stats()?;
-        Ok::<_, crate::engine::EngineError>(metrics.encode(&stats, engine.write_path_failed()))
+    let text = tokio::task::spawn_blocking(move || {
+        let health = Health {
+            write_path_failed: engine.write_path_failed(),
+            store_torn: engine.store_torn(),
+        };
+        let stats = match engine.stats() {
+            Ok(stats) => Some(stats),
+            Err(error) => {
+                tracing::error!(%error, "metrics scrape cannot read the store; answering without its figures");
+                None
+            }
+        };
+        metrics.encode(stats.as_ref(), health)
     })
     .await
     .expect("metrics scrape task panicked");
-    match encoded {
-        Ok(text) => {
-            let mut response = http::Response::new(Full::new(Bytes::from(text)));
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(prometheus_client::encoding::prometheus_text::CONTENT_TYPE),
-            );
-            response
-        }
-        Err(error) => {
-            tracing::error!(%error, "metrics scrape cannot read the store");
-            plain(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot read the store; see the server log\n",
-            )
-        }
-    }
+    let mut response = http::Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(prometheus_client::encoding::prometheus_text::CONTENT_TYPE),
+    );
+    response
 }

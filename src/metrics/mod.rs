@@ -11,7 +11,7 @@ pub mod rpc;
 
 use crate::engine::EngineStats;
 use crate::model::Decision;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -110,7 +110,11 @@ pub enum BatchEnd {
 }
 
 pub struct Metrics {
+    /// What the service counts itself and the engine's health: answered even when the store
+    /// cannot be read.
     registry: Registry,
+    /// The figures read from the store at each scrape: left out of a scrape that cannot read it.
+    store_registry: Registry,
     ingest_records: Family<OutcomeLabels, Counter>,
     ingest_batches: Family<ResultLabels, Counter>,
     ingest_batch_seconds: Histogram,
@@ -124,6 +128,8 @@ pub struct Metrics {
     index_lag: Gauge,
     store_bytes: Gauge,
     write_path_failed: Gauge,
+    store_torn: Gauge,
+    store_readable: Gauge,
     /// gRPC path (`/package.Service/Method`) -> labels, for every method served.
     methods: HashMap<String, MethodLabels>,
     /// One scrape at a time: a scrape sets the gauges, then encodes them.
@@ -217,34 +223,48 @@ impl Metrics {
             "gRPC calls started and not finished (open streams included)",
             rpc_in_flight.clone(),
         );
+        let mut store_registry = Registry::with_prefix("popmaster");
         let records = Gauge::default();
-        registry.register("records", "Records stored", records.clone());
+        store_registry.register("records", "Records stored", records.clone());
         let source_records = Family::<SourceLabels, Gauge>::default();
-        registry.register("source_records", "Records stored per source", source_records.clone());
+        store_registry.register("source_records", "Records stored per source", source_records.clone());
         let persons = Gauge::default();
-        registry.register("persons", "Persons", persons.clone());
+        store_registry.register("persons", "Persons", persons.clone());
         let review_items = Gauge::default();
-        registry.register(
+        store_registry.register(
             "review_items",
             "Records with possible matches waiting for a steward (the review queue)",
             review_items.clone(),
         );
         let index_lag = Gauge::default();
-        registry.register(
+        store_registry.register(
             "index_lag",
             "Change-feed entries the search index has not applied yet",
             index_lag.clone(),
         );
         let store_bytes = Gauge::default();
-        registry.register_with_unit("store", "Size of the store on disk", Unit::Bytes, store_bytes.clone());
+        store_registry.register_with_unit("store", "Size of the store on disk", Unit::Bytes, store_bytes.clone());
         let write_path_failed = Gauge::default();
         registry.register(
             "write_path_failed",
             "1 when the write path has failed and acknowledges nothing more until a restart",
             write_path_failed.clone(),
         );
+        let store_torn = Gauge::default();
+        registry.register(
+            "store_torn",
+            "1 when the store stopped part-way through a batch: it serves nothing until a restart completes the batch",
+            store_torn.clone(),
+        );
+        let store_readable = Gauge::default();
+        registry.register(
+            "store_readable",
+            "1 when this scrape read the store's figures (records, persons, review items, index lag, size); 0 leaves them out",
+            store_readable.clone(),
+        );
         Ok(Metrics {
             registry,
+            store_registry,
             ingest_records,
             ingest_batches,
             ingest_batch_seconds,
@@ -258,6 +278,8 @@ impl Metrics {
             index_lag,
             store_bytes,
             write_path_failed,
+            store_torn,
+            store_readable,
             methods,
             scrape: Mutex::new(()),
         })
@@ -290,29 +312,45 @@ impl Metrics {
         })
     }
 
-    /// Every metric in the Prometheus text format (0.0.4), the gauges set from `stats` first.
-    pub fn encode(&self, stats: &EngineStats, write_path_failed: bool) -> String {
+    /// Every metric in the Prometheus text format (0.0.4), the gauges set from `stats` first;
+    /// without `stats` (the store could not be read) the store's figures are left out, and the
+    /// service's own counters and health still answer.
+    pub fn encode(&self, stats: Option<&EngineStats>, health: Health) -> String {
         let _one_scrape = self.scrape.lock().expect("lock poisoned");
-        self.records.set(gauge_value(stats.store.n_records));
-        self.persons.set(gauge_value(stats.store.n_persons));
-        self.review_items.set(gauge_value(stats.store.n_review_items));
-        self.index_lag.set(gauge_value(stats.index_lag()));
-        self.store_bytes.set(gauge_value(stats.store.size_on_disk));
-        self.write_path_failed.set(i64::from(write_path_failed));
-        // A source whose last record was deleted disappears rather than staying at its old count.
-        self.source_records.clear();
-        for (source, n_records) in &stats.store.records_by_source {
-            self.source_records
-                .get_or_create(&SourceLabels {
-                    source: source.to_string(),
-                })
-                .set(gauge_value(*n_records));
-        }
+        self.write_path_failed.set(i64::from(health.write_path_failed));
+        self.store_torn.set(i64::from(health.store_torn));
+        self.store_readable.set(i64::from(stats.is_some()));
         let mut text = String::new();
-        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        if let Some(stats) = stats {
+            self.records.set(gauge_value(stats.store.n_records));
+            self.persons.set(gauge_value(stats.store.n_persons));
+            self.review_items.set(gauge_value(stats.store.n_review_items));
+            self.index_lag.set(gauge_value(stats.index_lag()));
+            self.store_bytes.set(gauge_value(stats.store.size_on_disk));
+            // A source whose last record was deleted disappears rather than staying at its old
+            // count.
+            self.source_records.clear();
+            for (source, n_records) in &stats.store.records_by_source {
+                self.source_records
+                    .get_or_create(&SourceLabels {
+                        source: source.to_string(),
+                    })
+                    .set(gauge_value(*n_records));
+            }
+            prometheus_text::encode(&mut text, &self.store_registry).expect("writing to a String cannot fail");
+        }
         text
     }
+}
+
+/// The engine's health as a scrape reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    /// The write path has failed and acknowledges nothing more until a restart.
+    pub write_path_failed: bool,
+    /// The store stopped part-way through a batch and serves nothing until a restart.
+    pub store_torn: bool,
 }
 
 /// The gRPC name of a status code, as the grpc-status header carries it.
@@ -393,7 +431,7 @@ mod tests {
         };
         metrics.count_batch(BatchEnd::Acknowledged(tally), Duration::from_millis(3));
         metrics.count_batch(BatchEnd::Refused, Duration::ZERO);
-        let text = metrics.encode(&stats(), false);
+        let text = metrics.encode(Some(&stats()), Health::default());
         check_line(&text, "popmaster_records 5");
         check_line(&text, "popmaster_persons 3");
         check_line(&text, "popmaster_review_items 1");
@@ -415,9 +453,47 @@ mod tests {
 
         let mut later = stats();
         later.store.records_by_source.clear();
-        let text = metrics.encode(&later, true);
+        let health = Health {
+            write_path_failed: true,
+            store_torn: false,
+        };
+        let text = metrics.encode(Some(&later), health);
         assert!(!text.contains("source=\"D07\""), "{text}");
         check_line(&text, "popmaster_write_path_failed 1");
+        check_line(&text, "popmaster_store_torn 0");
+        check_line(&text, "popmaster_store_readable 1");
+        assert_eq!(text.matches("# TYPE popmaster_records gauge").count(), 1, "{text}");
+    }
+
+    /// A store that cannot be read (torn, say) still gets an answer: the health and the
+    /// service's own counters, the store's figures left out rather than stale.
+    #[test]
+    fn a_scrape_without_the_store_reports_health_and_leaves_the_store_figures_out() {
+        let metrics = metrics();
+        metrics.count_batch(BatchEnd::Failed, Duration::ZERO);
+        let _ = metrics.encode(Some(&stats()), Health::default());
+        let health = Health {
+            write_path_failed: true,
+            store_torn: true,
+        };
+        let text = metrics.encode(None, health);
+        check_line(&text, "popmaster_write_path_failed 1");
+        check_line(&text, "popmaster_store_torn 1");
+        check_line(&text, "popmaster_store_readable 0");
+        check_line(&text, "popmaster_ingest_batches_total{result=\"failed\"} 1");
+        for figure in [
+            "popmaster_records",
+            "popmaster_persons",
+            "popmaster_review_items",
+            "popmaster_index_lag",
+            "popmaster_store_bytes",
+            "popmaster_source_records",
+        ] {
+            assert!(
+                !text.lines().any(|line| line.starts_with(figure)),
+                "{figure} in\n{text}"
+            );
+        }
     }
 
     #[test]

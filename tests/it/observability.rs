@@ -188,6 +188,8 @@ async fn metrics_count_ingest_outcomes_and_calls_by_status() {
     check(&after, "popmaster_source_records{source=\"D07\"}", 2.0);
     check(&after, "popmaster_review_items", 0.0);
     check(&after, "popmaster_write_path_failed", 0.0);
+    check(&after, "popmaster_store_torn", 0.0);
+    check(&after, "popmaster_store_readable", 1.0);
     assert!(after["popmaster_store_bytes"] > 0.0);
     // The store grows as the audit entries of these calls (the stats call's own among them)
     // are written in the background, so the stats reading lies between the two scrapes
