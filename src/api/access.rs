@@ -6,7 +6,7 @@
 
 use super::auth::Identity;
 use crate::callers::ReaderGrant;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, ValueType};
 use crate::engine::ProfileView;
 use crate::masking::mask_value;
 use crate::model::{SourceId, TagCode};
@@ -97,15 +97,33 @@ fn shown(grant: &ReaderGrant, catalog: &Catalog, tag: &str, value: String) -> St
 /// One profile tag's value as the grant shows it: `None` when the grant does not reach the tag
 /// (or the tag is not in the catalog), masked when the grant says so.
 pub fn profile_value<'a>(grant: &ReaderGrant, catalog: &Catalog, tag: &str, value: &'a str) -> Option<Cow<'a, str>> {
-    if grant.is_everything() {
-        return Some(Cow::Borrowed(value));
+    match visibility(grant, catalog, tag) {
+        Shown::Hidden => None,
+        Shown::AsIs => Some(Cow::Borrowed(value)),
+        Shown::Masked(value_type) => Some(Cow::Owned(mask_value(value_type, value))),
     }
-    let def = catalog.tag(tag).filter(|def| grant.may_read(def))?;
-    Some(if grant.sees_unmasked(def) {
-        Cow::Borrowed(value)
-    } else {
-        Cow::Owned(mask_value(def.value_type, value))
-    })
+}
+
+/// How a reader sees one tag's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    /// Not at all: the grant does not reach the tag (or the catalog does not know it).
+    Hidden,
+    AsIs,
+    /// Masked as values of this type are.
+    Masked(ValueType),
+}
+
+/// How `grant` sees the values of `tag` (`profile_value` applies it to one value).
+pub fn visibility(grant: &ReaderGrant, catalog: &Catalog, tag: &str) -> Shown {
+    if grant.is_everything() {
+        return Shown::AsIs;
+    }
+    match catalog.tag(tag).filter(|def| grant.may_read(def)) {
+        None => Shown::Hidden,
+        Some(def) if grant.sees_unmasked(def) => Shown::AsIs,
+        Some(def) => Shown::Masked(def.value_type),
+    }
 }
 
 /// A profile with the tags the grant does not reach removed and the rest masked as it says.

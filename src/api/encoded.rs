@@ -9,14 +9,16 @@
 //! `GetProfileByIdNumber` through it while every other method of `ProfileService` goes to the
 //! generated server.
 
+use super::access::{self, Shown};
 use super::convert::TimeFormatter;
-use super::{access, ProfileApi};
+use super::ProfileApi;
 use crate::callers::ReaderGrant;
 use crate::catalog::Catalog;
 use crate::engine::{EngineError, StoredProfileView};
+use crate::masking::mask_value;
 use crate::model::EpochMillis;
 use crate::pb;
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::encoding::{encode_varint, encoded_len_varint, key_len, WireType};
 use prost::Message;
 use rustc_hash::FxHashMap;
 use std::borrow::Cow;
@@ -55,18 +57,24 @@ pub fn profile<'v>(
     compact: bool,
 ) -> Result<(EncodedProfile, Vec<&'v str>), EngineError> {
     let entries = view.tags.entries()?;
-    let values: Vec<Option<Cow<'_, str>>> = entries
-        .iter()
-        .map(|entry| access::profile_value(grant, catalog, entry.tag, entry.value))
-        .collect();
+    // Each value as the grant shows it: the stored bytes as they are, or read as text and
+    // masked (`None`: not shown).
+    let mut values: Vec<Option<Cow<'_, [u8]>>> = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        values.push(match access::visibility(grant, catalog, entry.tag) {
+            Shown::Hidden => None,
+            Shown::AsIs => Some(Cow::Borrowed(entry.value)),
+            Shown::Masked(value_type) => Some(Cow::Owned(mask_value(value_type, entry.value_text()?).into_bytes())),
+        });
+    }
     // Compact: the record of each value (1 + its place in `records`; 0 for one not among
     // them, which keeps its own fields), and each record's time, the first of its values'.
     let mut record_of = vec![0u32; entries.len()];
     let mut record_times: Vec<Option<EpochMillis>> = vec![None; if compact { view.records.len() } else { 0 }];
     if compact {
-        let places: FxHashMap<(&str, &str), u32> = (1..)
+        let places: FxHashMap<(&[u8], &[u8]), u32> = (1..)
             .zip(&view.records)
-            .map(|(place, record)| ((record.source.as_str(), record.record_id.as_str()), place))
+            .map(|(place, record)| ((record.source.as_str().as_bytes(), record.record_id.as_bytes()), place))
             .collect();
         for ((entry, value), record) in entries.iter().zip(&values).zip(&mut record_of) {
             if value.is_none() {
@@ -80,7 +88,7 @@ pub fn profile<'v>(
     }
     let mut times = TimeFormatter::default();
     let mut buf = Vec::with_capacity(64 + entries.len() * if compact { 40 } else { 96 });
-    put_str(&mut buf, 1, view.person_id.as_str());
+    put_str(&mut buf, 1, view.person_id.as_str().as_bytes());
     let mut shared = Vec::with_capacity(entries.len());
     for ((entry, value), &record) in entries.iter().zip(&values).zip(&record_of) {
         let Some(value) = value else {
@@ -88,16 +96,27 @@ pub fn profile<'v>(
         };
         let record_time = record.checked_sub(1).map(|at| record_times[at as usize]);
         if record_time == Some(Some(entry.observed_at)) {
-            put_message(&mut buf, 2, &[entry.tag, value.as_ref(), "", "", ""], record);
+            put_message(&mut buf, 2, &[entry.tag.as_bytes(), value, b"", b"", b""], record);
         } else {
             let observed_at = times.format(entry.observed_at);
             // A time of its own that formats to nothing (out of range) would read as the
             // record's: such a value keeps its own fields.
             if record == 0 || observed_at.is_empty() {
-                let fields = [entry.tag, value.as_ref(), entry.source, entry.record_id, observed_at];
+                let fields = [
+                    entry.tag.as_bytes(),
+                    value,
+                    entry.source,
+                    entry.record_id,
+                    observed_at.as_bytes(),
+                ];
                 put_message(&mut buf, 2, &fields, 0);
             } else {
-                put_message(&mut buf, 2, &[entry.tag, value.as_ref(), "", "", observed_at], record);
+                put_message(
+                    &mut buf,
+                    2,
+                    &[entry.tag.as_bytes(), value, b"", b"", observed_at.as_bytes()],
+                    record,
+                );
             }
         }
         shared.push(entry.tag);
@@ -113,17 +132,21 @@ pub fn profile<'v>(
         put_message(
             &mut buf,
             5,
-            &[record.source.as_str(), record.record_id.as_str(), observed_at],
+            &[
+                record.source.as_str().as_bytes(),
+                record.record_id.as_bytes(),
+                observed_at.as_bytes(),
+            ],
             0,
         );
     }
     if let Some(asked) = &view.redirected_from {
-        put_str(&mut buf, 6, asked.as_str());
+        put_str(&mut buf, 6, asked.as_str().as_bytes());
     }
     Ok((EncodedProfile(buf), shared))
 }
 
-fn str_len(field: u32, value: &str) -> usize {
+fn str_len(field: u32, value: &[u8]) -> usize {
     if value.is_empty() {
         0
     } else {
@@ -131,27 +154,44 @@ fn str_len(field: u32, value: &str) -> usize {
     }
 }
 
-/// A string field; an empty one is left out, as proto3 does.
-fn put_str(buf: &mut Vec<u8>, field: u32, value: &str) {
+/// A varint, written in place when it takes one byte (field keys below 16 and most lengths
+/// here do): a full profile writes about ten of them a tag.
+#[inline]
+fn put_raw_varint(buf: &mut Vec<u8>, value: u64) {
+    if value < 0x80 {
+        buf.push(value as u8);
+    } else {
+        encode_varint(value, buf);
+    }
+}
+
+#[inline]
+fn put_key(buf: &mut Vec<u8>, field: u32, wire_type: WireType) {
+    put_raw_varint(buf, (u64::from(field) << 3) | wire_type as u64);
+}
+
+/// A string field (its bytes); an empty one is left out, as proto3 does.
+#[inline]
+fn put_str(buf: &mut Vec<u8>, field: u32, value: &[u8]) {
     if value.is_empty() {
         return;
     }
-    encode_key(field, WireType::LengthDelimited, buf);
-    encode_varint(value.len() as u64, buf);
-    buf.extend_from_slice(value.as_bytes());
+    put_key(buf, field, WireType::LengthDelimited);
+    put_raw_varint(buf, value.len() as u64);
+    buf.extend_from_slice(value);
 }
 
 /// A varint field; zero is left out, as proto3 does.
 fn put_varint(buf: &mut Vec<u8>, field: u32, value: u64) {
     if value != 0 {
-        encode_key(field, WireType::Varint, buf);
-        encode_varint(value, buf);
+        put_key(buf, field, WireType::Varint);
+        put_raw_varint(buf, value);
     }
 }
 
 /// An element of a repeated message field whose fields are strings, numbered from 1, and
 /// then, unless zero, one varint (numbered after them).
-fn put_message(buf: &mut Vec<u8>, field: u32, strings: &[&str], last: u32) {
+fn put_message(buf: &mut Vec<u8>, field: u32, strings: &[&[u8]], last: u32) {
     let last_number = strings.len() as u32 + 1;
     let last_len = if last == 0 {
         0
@@ -163,8 +203,8 @@ fn put_message(buf: &mut Vec<u8>, field: u32, strings: &[&str], last: u32) {
         .map(|(number, value)| str_len(number, value))
         .sum::<usize>()
         + last_len;
-    encode_key(field, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
+    put_key(buf, field, WireType::LengthDelimited);
+    put_raw_varint(buf, len as u64);
     for (number, value) in (1..).zip(strings) {
         put_str(buf, number, value);
     }

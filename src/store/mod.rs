@@ -103,27 +103,104 @@ pub struct ProfileEntry {
     pub observed_at: EpochMillis,
 }
 
-/// One profile entry borrowed from its stored group: `ProfileEntry` and its tag without a
-/// copy of any string.
+/// One profile entry borrowed from its stored group, without a copy of any string. The tag is
+/// checked text; the value, source and record id are the bytes stored: they were text when
+/// written, a read that passes them on as they are does not check them again (sled checks
+/// every page it reads against its CRC), and one that reads them as text checks them then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProfileEntryRef<'a> {
     pub tag: &'a str,
-    pub value: &'a str,
-    pub source: &'a str,
-    pub record_id: &'a str,
+    pub value: &'a [u8],
+    pub source: &'a [u8],
+    pub record_id: &'a [u8],
     pub observed_at: EpochMillis,
 }
 
-/// `ProfileEntry` as its fields are stored, borrowed (a newtype is stored as what it wraps).
-#[derive(Deserialize)]
-struct BorrowedEntry<'a> {
-    #[serde(borrow)]
-    value: &'a str,
-    #[serde(borrow)]
-    source: &'a str,
-    #[serde(borrow)]
-    record_id: &'a str,
-    observed_at: EpochMillis,
+impl<'a> ProfileEntryRef<'a> {
+    /// The value as text.
+    pub fn value_text(&self) -> Result<&'a str, StoreError> {
+        std::str::from_utf8(self.value).map_err(|_| group_corrupt("a value is not UTF-8"))
+    }
+}
+
+fn group_corrupt(message: &str) -> StoreError {
+    StoreError::Corrupt {
+        kind: "profile group",
+        message: message.to_string(),
+    }
+}
+
+/// Walks a stored profile group (postcard's encoding of `BTreeMap<TagCode, ProfileEntry>`: the
+/// number of entries, then each tag and the entry's fields in order, strings as a length and
+/// bytes, the time zigzag-encoded) without serde: a full profile's read is mostly this walk,
+/// and serde's borrowed strings checked every value as text on the way.
+struct GroupReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> GroupReader<'a> {
+    fn varint(&mut self) -> Result<u64, StoreError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self
+                .bytes
+                .get(self.at)
+                .ok_or_else(|| group_corrupt("it ends inside a number"))?;
+            self.at += 1;
+            if shift == 63 && byte > 1 {
+                return Err(group_corrupt("a number is larger than 64 bits"));
+            }
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(group_corrupt("a number is longer than ten bytes"))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], StoreError> {
+        let len = usize::try_from(self.varint()?).map_err(|_| group_corrupt("a string is too long"))?;
+        let end = self
+            .at
+            .checked_add(len)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or_else(|| group_corrupt("it ends inside a string"))?;
+        let bytes = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(bytes)
+    }
+
+    /// Every entry of `bytes`, in the group's (tag) order, to `out`.
+    fn read_group(
+        bytes: &'a [u8],
+        out: &mut Vec<ProfileEntryRef<'a>>,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut reader = GroupReader { bytes, at: 0 };
+        let n = reader.varint()?;
+        for _ in 0..n {
+            let tag = std::str::from_utf8(reader.bytes()?).map_err(|_| group_corrupt("a tag is not UTF-8"))?;
+            let value = reader.bytes()?;
+            let source = reader.bytes()?;
+            let record_id = reader.bytes()?;
+            let zigzag = reader.varint()?;
+            let observed_at = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
+            if wanted(tag) {
+                out.push(ProfileEntryRef {
+                    tag,
+                    value,
+                    source,
+                    record_id,
+                    observed_at,
+                });
+            }
+        }
+        if reader.at != bytes.len() {
+            return Err(group_corrupt("bytes follow its last entry"));
+        }
+        Ok(())
+    }
 }
 
 /// A person's profile groups as read, not yet decoded, and the tags asked for (empty: all).
@@ -138,26 +215,20 @@ pub struct StoredProfile {
 impl StoredProfile {
     /// The entries asked for, sorted by tag, borrowed from the groups.
     pub fn entries(&self) -> Result<Vec<ProfileEntryRef<'_>>, StoreError> {
-        let mut entries = Vec::new();
+        // Room for every entry at once: the count each group starts with, where it is no
+        // more than the group's bytes could hold (five at least an entry).
+        let room: usize = self
+            .groups
+            .iter()
+            .map(|bytes| {
+                let n = GroupReader { bytes, at: 0 }.varint().unwrap_or(0);
+                usize::try_from(n).unwrap_or(usize::MAX).min(bytes.len() / 5)
+            })
+            .sum();
+        let mut entries = Vec::with_capacity(if self.tag_mask.is_empty() { room } else { 0 });
+        let wanted = |tag: &str| self.tag_mask.is_empty() || self.tag_mask.iter().any(|want| want.as_str() == tag);
         for bytes in &self.groups {
-            let group: Vec<(&str, BorrowedEntry<'_>)> =
-                postcard::from_bytes(bytes).map_err(|error| StoreError::Corrupt {
-                    kind: "profile group",
-                    message: error.to_string(),
-                })?;
-            let wanted = |tag: &str| self.tag_mask.is_empty() || self.tag_mask.iter().any(|want| want.as_str() == tag);
-            entries.extend(
-                group
-                    .into_iter()
-                    .filter(|(tag, _)| wanted(tag))
-                    .map(|(tag, entry)| ProfileEntryRef {
-                        tag,
-                        value: entry.value,
-                        source: entry.source,
-                        record_id: entry.record_id,
-                        observed_at: entry.observed_at,
-                    }),
-            );
+            GroupReader::read_group(bytes, &mut entries, wanted)?;
         }
         // Each group is in tag order already: a stable sort merges those runs.
         entries.sort_by(|a, b| a.tag.cmp(b.tag));
@@ -3078,5 +3149,81 @@ mod tests {
         let blobs = dir.path().join("blobs");
         let n_blobs = std::fs::read_dir(&blobs).map(|entries| entries.count()).unwrap_or(0);
         assert_eq!(n_blobs, 0, "sled wrote values to never-fsynced blob files");
+    }
+
+    mod profile_groups {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn group() -> impl Strategy<Value = BTreeMap<TagCode, ProfileEntry>> {
+            let sources = prop_oneof![Just("D01"), Just("D07"), Just("D63")];
+            let entry = ("\\PC{0,12}", sources, "\\PC{0,10}", any::<i64>()).prop_map(
+                |(value, source, record_id, observed_at)| ProfileEntry {
+                    value,
+                    source: SourceId::parse(source).expect("source"),
+                    record_id,
+                    observed_at,
+                },
+            );
+            proptest::collection::btree_map("[a-z0-9._]{0,20}".prop_map(TagCode::new), entry, 0..20)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+            /// The walk over a stored group reads what serde's decoding of it reads, and a
+            /// mask keeps the entries it names.
+            #[test]
+            fn walking_a_group_reads_what_serde_reads(tags in group(), n_groups in 1usize..4, keep in any::<bool>()) {
+                // A tag lives in one group.
+                let mut groups = vec![BTreeMap::new(); n_groups];
+                for (at, (tag, entry)) in tags.into_iter().enumerate() {
+                    groups[at % n_groups].insert(tag, entry);
+                }
+                let mask: Vec<TagCode> = if keep {
+                    groups.iter().flat_map(|group| group.keys()).step_by(2).cloned().collect()
+                } else {
+                    Vec::new()
+                };
+                let stored = StoredProfile::from_groups(&groups, &mask);
+                let walked: Vec<(TagCode, ProfileEntry)> = stored
+                    .entries()
+                    .expect("walks")
+                    .into_iter()
+                    .map(|entry| {
+                        let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).expect("text");
+                        (
+                            TagCode::new(entry.tag.to_string()),
+                            ProfileEntry {
+                                value: entry.value_text().expect("text").to_string(),
+                                source: SourceId::parse(&text(entry.source)).expect("source"),
+                                record_id: text(entry.record_id),
+                                observed_at: entry.observed_at,
+                            },
+                        )
+                    })
+                    .collect();
+                prop_assert_eq!(walked, stored.into_entries().expect("decodes"));
+            }
+
+            /// A group cut short, or with bytes after its last entry, is refused as damaged;
+            /// any other damage is read or refused, never a panic.
+            #[test]
+            fn a_damaged_group_is_refused(group in group(), cut in any::<prop::sample::Index>(), flip in any::<(prop::sample::Index, u8)>()) {
+                let whole = encode(&group);
+                let refused = |bytes: Vec<u8>| {
+                    let stored = StoredProfile { groups: vec![bytes], tag_mask: Vec::new() };
+                    matches!(stored.entries(), Err(StoreError::Corrupt { kind: "profile group", .. }))
+                };
+                let short = whole[..cut.index(whole.len())].to_vec();
+                prop_assert!(refused(short));
+                let mut longer = whole.clone();
+                longer.push(0);
+                prop_assert!(refused(longer));
+                let mut flipped = whole.clone();
+                let at = flip.0.index(flipped.len());
+                flipped[at] ^= flip.1;
+                let _ = StoredProfile { groups: vec![flipped], tag_mask: Vec::new() }.entries();
+            }
+        }
     }
 }
