@@ -90,6 +90,18 @@ impl AuditNote {
         }
     }
 
+    /// A read that shared one profile of each of `persons` (a person named twice was shared
+    /// twice), the union of their tags being `tags`.
+    pub fn shared_profiles(persons: Vec<String>, tags: TagList) -> AuditNote {
+        AuditNote {
+            shares: persons.len() as u64,
+            persons,
+            tags,
+            detail: String::new(),
+            written: false,
+        }
+    }
+
     /// A read that shared `profiles`, with the union of their tags.
     pub fn shared(profiles: &[pb::Profile]) -> AuditNote {
         let tags: BTreeSet<&str> = profiles

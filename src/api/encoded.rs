@@ -46,6 +46,56 @@ impl EncodedProfile {
     }
 }
 
+impl AsRef<[u8]> for EncodedProfile {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The encoded bytes of one `pb::BatchGetProfilesResponse`, written a profile at a time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncodedBatch(Vec<u8>);
+
+impl EncodedBatch {
+    /// Appends a found profile. Every profile comes before the first `not_found`, the order
+    /// of the message's fields.
+    pub fn push_profile(&mut self, profile: &EncodedProfile) {
+        put_key(&mut self.0, 1, WireType::LengthDelimited);
+        put_raw_varint(&mut self.0, profile.0.len() as u64);
+        self.0.extend_from_slice(&profile.0);
+    }
+
+    /// Appends the ids no person holds, after the profiles.
+    pub fn finish(mut self, not_found: &[String]) -> EncodedBatch {
+        for person_id in not_found {
+            put_key(&mut self.0, 2, WireType::LengthDelimited);
+            put_raw_varint(&mut self.0, person_id.len() as u64);
+            self.0.extend_from_slice(person_id.as_bytes());
+        }
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The message the bytes encode.
+    pub fn decode(&self) -> Result<pb::BatchGetProfilesResponse, Status> {
+        pb::BatchGetProfilesResponse::decode(self.0.as_slice())
+            .map_err(|error| Status::internal(format!("an encoded batch of profiles does not decode: {error}")))
+    }
+}
+
+impl AsRef<[u8]> for EncodedBatch {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// The profile as `grant` may see it, encoded as a `pb::Profile`, and the tags it shares (for
 /// the audit entry), in tag order. `compact`: each value names its record by its place in
 /// `records` (`TagValue.record`), which carry the time, instead of repeating source, record id
@@ -211,36 +261,41 @@ fn put_message(buf: &mut Vec<u8>, field: u32, strings: &[&[u8]], last: u32) {
     put_varint(buf, last_number, u64::from(last));
 }
 
-/// Sends an `EncodedProfile` as it is and decodes the request with prost.
-pub struct EncodedCodec<Req>(std::marker::PhantomData<Req>);
+/// Sends an answer already encoded (`Resp`: `EncodedProfile`, `EncodedBatch`) as it is and
+/// decodes the request with prost.
+pub struct EncodedCodec<Req, Resp>(std::marker::PhantomData<(Req, Resp)>);
 
-impl<Req> Default for EncodedCodec<Req> {
+impl<Req, Resp> Default for EncodedCodec<Req, Resp> {
     fn default() -> Self {
         EncodedCodec(std::marker::PhantomData)
     }
 }
 
-pub struct EncodedEncoder;
+pub struct EncodedEncoder<Resp>(std::marker::PhantomData<Resp>);
 
-impl Encoder for EncodedEncoder {
-    type Item = EncodedProfile;
+impl<Resp: AsRef<[u8]>> Encoder for EncodedEncoder<Resp> {
+    type Item = Resp;
     type Error = Status;
 
-    fn encode(&mut self, item: EncodedProfile, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+    fn encode(&mut self, item: Resp, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         use bytes::BufMut;
-        dst.put_slice(&item.0);
+        dst.put_slice(item.as_ref());
         Ok(())
     }
 }
 
-impl<Req: Message + Default + Send + 'static> Codec for EncodedCodec<Req> {
-    type Encode = EncodedProfile;
+impl<Req, Resp> Codec for EncodedCodec<Req, Resp>
+where
+    Req: Message + Default + Send + 'static,
+    Resp: AsRef<[u8]> + Send + 'static,
+{
+    type Encode = Resp;
     type Decode = Req;
-    type Encoder = EncodedEncoder;
+    type Encoder = EncodedEncoder<Resp>;
     type Decoder = RequestDecoder<Req>;
 
-    fn encoder(&mut self) -> EncodedEncoder {
-        EncodedEncoder
+    fn encoder(&mut self) -> EncodedEncoder<Resp> {
+        EncodedEncoder(std::marker::PhantomData)
     }
 
     fn decoder(&mut self) -> RequestDecoder<Req> {
@@ -266,9 +321,10 @@ type Generated = pb::profile_service_server::ProfileServiceServer<ProfileApi>;
 
 const GET_PROFILE: &str = "/popmaster.v1.ProfileService/GetProfile";
 const GET_PROFILE_BY_ID_NUMBER: &str = "/popmaster.v1.ProfileService/GetProfileByIdNumber";
+const BATCH_GET_PROFILES: &str = "/popmaster.v1.ProfileService/BatchGetProfiles";
 
-/// `ProfileService` as the server mounts it: the two single-profile reads answered with
-/// encoded profiles, every other method by the generated server.
+/// `ProfileService` as the server mounts it: the profile reads by id and by ID number, one or a
+/// batch, answered with encoded profiles, every other method by the generated server.
 #[derive(Clone)]
 pub struct ProfileRoutes {
     generated: Generated,
@@ -291,7 +347,11 @@ impl ProfileRoutes {
     }
 
     /// The same message limits and compression as the generated server's.
-    fn grpc<Req: Message + Default + Send + 'static>(&self) -> Grpc<EncodedCodec<Req>> {
+    fn grpc<Req, Resp>(&self) -> Grpc<EncodedCodec<Req, Resp>>
+    where
+        Req: Message + Default + Send + 'static,
+        Resp: AsRef<[u8]> + Send + 'static,
+    {
         Grpc::new(EncodedCodec::default())
             .max_decoding_message_size(self.message_bytes_max)
             .max_encoding_message_size(self.message_bytes_max)
@@ -316,13 +376,18 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for ProfileRoutes 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         match request.uri().path() {
             GET_PROFILE => {
-                let mut grpc = self.grpc::<pb::GetProfileRequest>();
+                let mut grpc = self.grpc::<pb::GetProfileRequest, EncodedProfile>();
                 let method = GetProfile(self.api.clone());
                 Box::pin(async move { Ok(grpc.unary(method, request).await) })
             }
             GET_PROFILE_BY_ID_NUMBER => {
-                let mut grpc = self.grpc::<pb::GetProfileByIdNumberRequest>();
+                let mut grpc = self.grpc::<pb::GetProfileByIdNumberRequest, EncodedProfile>();
                 let method = GetProfileByIdNumber(self.api.clone());
+                Box::pin(async move { Ok(grpc.unary(method, request).await) })
+            }
+            BATCH_GET_PROFILES => {
+                let mut grpc = self.grpc::<pb::BatchGetProfilesRequest, EncodedBatch>();
+                let method = BatchGetProfiles(self.api.clone());
                 Box::pin(async move { Ok(grpc.unary(method, request).await) })
             }
             _ => self.generated.call(request),
@@ -351,6 +416,18 @@ impl UnaryService<pb::GetProfileByIdNumberRequest> for GetProfileByIdNumber {
     fn call(&mut self, request: Request<pb::GetProfileByIdNumberRequest>) -> Self::Future {
         let api = self.0.clone();
         Box::pin(async move { api.get_profile_by_id_number_encoded(request).await })
+    }
+}
+
+struct BatchGetProfiles(ProfileApi);
+
+impl UnaryService<pb::BatchGetProfilesRequest> for BatchGetProfiles {
+    type Response = EncodedBatch;
+    type Future = BoxFuture<Result<Response<EncodedBatch>, Status>>;
+
+    fn call(&mut self, request: Request<pb::BatchGetProfilesRequest>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move { api.batch_get_profiles_encoded(request).await })
     }
 }
 
@@ -447,6 +524,42 @@ mod tests {
             prop_assert_eq!(encoded.as_bytes(), expected_bytes.as_slice());
             let expected_tags: Vec<String> = expected.tags.iter().map(|tag| tag.tag.clone()).collect();
             prop_assert_eq!(shared, expected_tags);
+        }
+
+        /// A batch answer is prost's encoding of the message of its profiles and unfound ids.
+        #[test]
+        fn encoded_batches_are_what_prost_encodes(
+            persons in proptest::collection::vec(proptest::collection::btree_map(tag_code(), entry(), 0..6), 0..4),
+            not_found in proptest::collection::vec("P[0-9]{0,200}", 0..3),
+            compact in any::<bool>(),
+        ) {
+            let catalog = Catalog::shipped();
+            let grant = ReaderGrant::everything();
+            let mut batch = EncodedBatch::default();
+            let mut expected = pb::BatchGetProfilesResponse::default();
+            for (n, tags) in persons.into_iter().enumerate() {
+                let mut by_group: BTreeMap<String, BTreeMap<TagCode, ProfileEntry>> = BTreeMap::new();
+                for (tag, entry) in tags {
+                    let tag = TagCode::new(tag);
+                    by_group.entry(profile_group_of(&tag)).or_default().insert(tag, entry);
+                }
+                let groups: Vec<BTreeMap<TagCode, ProfileEntry>> = by_group.into_values().collect();
+                let view = StoredProfileView {
+                    person_id: PersonId::new(format!("P{n:04}")),
+                    version: n as u64,
+                    tags: StoredProfile::from_groups(&groups, &[]),
+                    records: Vec::new(),
+                    redirected_from: None,
+                };
+                let (profile, _) = profile(&grant, &catalog, &view, compact).expect("encodes");
+                batch.push_profile(&profile);
+                expected.profiles.push(profile.decode().expect("decodes"));
+            }
+            expected.not_found = not_found.clone();
+            let batch = batch.finish(&not_found);
+            let expected_bytes = expected.encode_to_vec();
+            prop_assert_eq!(batch.as_ref(), expected_bytes.as_slice());
+            prop_assert_eq!(batch.decode().expect("decodes"), expected);
         }
 
         /// A compact profile is prost's encoding of its own message, and expands to exactly

@@ -19,9 +19,10 @@ use crate::model::{Outcome, PersonId, RecordKey, SourceId};
 use crate::pb;
 use audit::{noted, AuditNote, RecentTagLists};
 use auth::{identity, Identity};
-use encoded::EncodedProfile;
+use encoded::{EncodedBatch, EncodedProfile};
 use error::to_status;
 use futures::stream::{FuturesOrdered, StreamExt};
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -375,6 +376,82 @@ impl ProfileApi {
         .ok_or_else(|| Status::not_found("no person holds this ID number"))
     }
 
+    /// `BatchGetProfiles`, each profile encoded straight from the store as `GetProfile`
+    /// encodes it, read and encoded one at a time off the async workers.
+    pub async fn batch_get_profiles_encoded(
+        &self,
+        request: Request<pb::BatchGetProfilesRequest>,
+    ) -> Result<Response<EncodedBatch>, Status> {
+        let identity = identity(&request)?;
+        let request = request.into_inner();
+        let limits = &self.engine.config().limits;
+        let (ids_max, bytes_max) = (limits.batch_get_persons_max, limits.message_bytes_max);
+        if request.person_ids.is_empty() {
+            return Err(Status::invalid_argument("person_ids is empty"));
+        }
+        if request.person_ids.len() > ids_max {
+            return Err(Status::invalid_argument(format!(
+                "person_ids has {} ids, more than the limit of {ids_max}",
+                request.person_ids.len()
+            )));
+        }
+        if let Some(position) = request.person_ids.iter().position(String::is_empty) {
+            return Err(Status::invalid_argument(format!("person_ids[{position}] is empty")));
+        }
+        let method = "ProfileService/BatchGetProfiles";
+        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
+        let mut seen = std::collections::HashSet::new();
+        let person_ids: Vec<PersonId> = request
+            .person_ids
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .map(PersonId::new)
+            .collect();
+        let compact = request.compact;
+        let engine = Arc::clone(&self.engine);
+        let tag_lists = Arc::clone(&self.tag_lists);
+        blocking(move || {
+            let grant = access::reader_grant(&identity, method)?;
+            let n_persons = person_ids.len();
+            let too_big = || {
+                Status::out_of_range(format!(
+                    "the profiles of these {n_persons} persons take more than limits.message_bytes_max \
+                     ({bytes_max} bytes); ask for fewer persons, a tag mask or compact profiles"
+                ))
+            };
+            let mut answer = EncodedBatch::default();
+            let mut not_found = Vec::new();
+            let mut persons = Vec::new();
+            // The union of the shared tags; most profiles of a batch share the same ones.
+            let mut tags: BTreeSet<String> = BTreeSet::new();
+            let mut last_tags: Vec<String> = Vec::new();
+            for person_id in &person_ids {
+                let Some(view) = engine.get_stored_profile(person_id, &mask).map_err(to_status)? else {
+                    not_found.push(person_id.to_string());
+                    continue;
+                };
+                let (profile, shared) = encoded::profile(grant, engine.catalog(), &view, compact).map_err(to_status)?;
+                answer.push_profile(&profile);
+                if answer.len() > bytes_max {
+                    return Err(too_big());
+                }
+                if !shared.iter().eq(last_tags.iter()) {
+                    tags.extend(shared.iter().map(|tag| tag.to_string()));
+                    last_tags = shared.iter().map(|tag| tag.to_string()).collect();
+                }
+                persons.push(view.person_id.to_string());
+            }
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            let answer = answer.finish(&not_found);
+            if answer.len() > bytes_max {
+                return Err(too_big());
+            }
+            let note = AuditNote::shared_profiles(persons, tag_lists.list(&tags));
+            Ok(noted(answer, note))
+        })
+        .await
+    }
+
     /// Reads one profile with `read` off the async workers, and encodes it there as the
     /// caller's grant shows it (compact or not), noted for the audit as shared.
     async fn encoded_read(
@@ -534,53 +611,13 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         decoded(self.get_profile_by_id_number_encoded(request).await?)
     }
 
+    /// Served by `encoded::ProfileRoutes` as encoded bytes; this decodes them.
     async fn batch_get_profiles(
         &self,
         request: Request<pb::BatchGetProfilesRequest>,
     ) -> Result<Response<pb::BatchGetProfilesResponse>, Status> {
-        let identity = identity(&request)?;
-        let request = request.into_inner();
-        let ids_max = self.engine.config().limits.batch_get_persons_max;
-        if request.person_ids.is_empty() {
-            return Err(Status::invalid_argument("person_ids is empty"));
-        }
-        if request.person_ids.len() > ids_max {
-            return Err(Status::invalid_argument(format!(
-                "person_ids has {} ids, more than the limit of {ids_max}",
-                request.person_ids.len()
-            )));
-        }
-        if let Some(position) = request.person_ids.iter().position(String::is_empty) {
-            return Err(Status::invalid_argument(format!("person_ids[{position}] is empty")));
-        }
-        let method = "ProfileService/BatchGetProfiles";
-        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
-        let grant = access::reader_grant(&identity, method)?;
-        let mut seen = std::collections::HashSet::new();
-        let person_ids: Vec<PersonId> = request
-            .person_ids
-            .into_iter()
-            .filter(|id| seen.insert(id.clone()))
-            .map(PersonId::new)
-            .collect();
-        let engine = Arc::clone(&self.engine);
-        let lookup = person_ids.clone();
-        let views = blocking(move || engine.get_profiles(&lookup, &mask))
-            .await
-            .map_err(to_status)?;
-        let mut answer = pb::BatchGetProfilesResponse::default();
-        for (person_id, view) in person_ids.into_iter().zip(views) {
-            match view {
-                Some(view) => answer.profiles.push(convert::profile_to_pb(access::profile(
-                    grant,
-                    self.engine.catalog(),
-                    view,
-                ))),
-                None => answer.not_found.push(person_id.to_string()),
-            }
-        }
-        let note = AuditNote::shared(&answer.profiles);
-        Ok(noted(answer, note))
+        let (metadata, encoded, extensions) = self.batch_get_profiles_encoded(request).await?.into_parts();
+        Ok(Response::from_parts(metadata, encoded.decode()?, extensions))
     }
 
     async fn get_person_by_record(

@@ -385,6 +385,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
                 .batch_get_profiles(pb::BatchGetProfilesRequest {
                     person_ids: person_ids.to_vec(),
                     tag_mask: args.tags.clone(),
+                    compact: false,
                 })
                 .await
                 .map_err(status_error)?

@@ -334,6 +334,7 @@ async fn every_profile_read_gives_the_same_profile() {
         .batch_get_profiles(pb::BatchGetProfilesRequest {
             person_ids: vec![person_id.clone()],
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("batch")

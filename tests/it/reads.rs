@@ -57,6 +57,7 @@ async fn batch_get_and_get_by_record() {
                 survivor.clone(),
             ],
             tag_mask: vec!["name".into()],
+            compact: false,
         })
         .await
         .expect("batch get")
@@ -78,6 +79,29 @@ async fn batch_get_and_get_by_record() {
             profile_values(profile),
             HashMap::from([("name".to_string(), "司马相如".to_string())])
         );
+    }
+    // Compact profiles, every tag: each expands to the full one.
+    let batch = |compact| pb::BatchGetProfilesRequest {
+        person_ids: vec![merged_away.clone(), "P0000000000000000".into(), survivor.clone()],
+        tag_mask: vec![],
+        compact,
+    };
+    let full = profiles
+        .batch_get_profiles(batch(false))
+        .await
+        .expect("full")
+        .into_inner();
+    let compact = profiles
+        .batch_get_profiles(batch(true))
+        .await
+        .expect("compact")
+        .into_inner();
+    assert_eq!(compact.not_found, full.not_found);
+    assert_eq!(compact.profiles.len(), 2);
+    for (compact, full) in compact.profiles.into_iter().zip(&full.profiles) {
+        assert!(full.tags.len() >= 3, "{full:?}");
+        assert!(compact.tags.iter().all(|tag| tag.source.is_empty() && tag.record > 0));
+        assert_eq!(&popmaster::api::convert::expand_compact_profile(compact), full);
     }
 
     let by_record = profiles
@@ -124,6 +148,7 @@ async fn batch_get_and_get_by_record() {
         .batch_get_profiles(pb::BatchGetProfilesRequest {
             person_ids: (0..1_001).map(|n| format!("P{n}")).collect(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect_err("over the limit");
@@ -144,6 +169,7 @@ async fn batch_get_and_get_by_record() {
         .batch_get_profiles(pb::BatchGetProfilesRequest {
             person_ids: vec![survivor.clone()],
             tag_mask: vec!["shoe_size".into()],
+            compact: false,
         })
         .await
         .expect_err("unknown tag");
@@ -595,5 +621,56 @@ async fn client_commands_get_search_and_watch() {
         .expect("wait task");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.trim().is_empty(), "no panic, no broken-pipe error: {stderr}");
+    server.stop().await;
+}
+
+/// A batch whose profiles would not fit in one message is refused whole, saying what to do;
+/// a smaller one is answered.
+#[tokio::test]
+async fn a_batch_over_the_message_size_is_refused() {
+    let mut config = Config::default();
+    config.limits.message_bytes_max = 1024;
+    let server = TestServer::start_with(config).await;
+    let mut ingest_client = server.ingest_client().await;
+    let records = (0..10)
+        .map(|n| {
+            let id = id_number("19900101", n);
+            record(
+                "D05",
+                &format!("r{n}"),
+                &[("name", "欧阳修远"), ("id_number", &id), ("phone", "13900139000")],
+            )
+        })
+        .collect();
+    let answer = ingest(&mut ingest_client, records).await.expect("ingest");
+    let person_ids: Vec<String> = answer
+        .outcomes
+        .iter()
+        .map(|outcome| outcome.person_id.clone())
+        .collect();
+    let mut profiles = server.profile_client().await;
+    let request = |person_ids: &[String]| pb::BatchGetProfilesRequest {
+        person_ids: person_ids.to_vec(),
+        tag_mask: vec![],
+        compact: false,
+    };
+    let status = profiles
+        .batch_get_profiles(request(&person_ids))
+        .await
+        .expect_err("over the message size");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("limits.message_bytes_max (1024 bytes); ask for fewer persons"),
+        "{}",
+        status.message()
+    );
+    let two = profiles
+        .batch_get_profiles(request(&person_ids[..2]))
+        .await
+        .expect("two fit")
+        .into_inner();
+    assert_eq!(two.profiles.len(), 2);
     server.stop().await;
 }

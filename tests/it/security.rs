@@ -610,6 +610,7 @@ async fn readers_get_only_their_tags_and_masked_values_unless_cleared() {
         .batch_get_profiles(pb::BatchGetProfilesRequest {
             person_ids: vec![person_id.clone()],
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("batch")
