@@ -5,8 +5,9 @@
 //! client sees the same `Profile` message, byte for byte what prost encodes for
 //! `convert::profile_to_pb` of the same view (the tests hold the two to that).
 //!
-//! Owns: that encoding, the codec that sends it, and the routing that serves `GetProfile` and
-//! `GetProfileByIdNumber` through it while every other method of `ProfileService` goes to the
+//! Owns: that encoding (of one profile, and of a `BatchGetProfiles` answer of many), the codec
+//! that sends it, and the routing that serves `GetProfile`, `GetProfileByIdNumber` and
+//! `BatchGetProfiles` through it while every other method of `ProfileService` goes to the
 //! generated server.
 
 use super::access::{self, Shown};

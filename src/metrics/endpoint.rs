@@ -127,9 +127,17 @@ async fn answer<B>(
             store_torn: engine.store_torn(),
         };
         let stats = match engine.stats() {
-            Ok(stats) => Some(stats),
+            Ok(stats) => {
+                if metrics.note_store_readable(true) {
+                    tracing::info!("metrics scrape reads the store again");
+                }
+                Some(stats)
+            }
             Err(error) => {
-                tracing::error!(%error, "metrics scrape cannot read the store; answering without its figures");
+                // Once when it starts, not at every scrape.
+                if metrics.note_store_readable(false) {
+                    tracing::error!(%error, "metrics scrape cannot read the store; answering without its figures");
+                }
                 None
             }
         };

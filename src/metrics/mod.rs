@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use prost::Message;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -134,6 +135,8 @@ pub struct Metrics {
     methods: HashMap<String, MethodLabels>,
     /// One scrape at a time: a scrape sets the gauges, then encodes them.
     scrape: Mutex<()>,
+    /// Whether the last scrape could read the store.
+    store_was_readable: AtomicBool,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -282,6 +285,7 @@ impl Metrics {
             store_readable,
             methods,
             scrape: Mutex::new(()),
+            store_was_readable: AtomicBool::new(true),
         })
     }
 
@@ -310,6 +314,11 @@ impl Metrics {
             service: OTHER.into(),
             method: OTHER.into(),
         })
+    }
+
+    /// Notes whether this scrape could read the store; true when that changed since the last.
+    pub fn note_store_readable(&self, readable: bool) -> bool {
+        self.store_was_readable.swap(readable, Ordering::Relaxed) != readable
     }
 
     /// Every metric in the Prometheus text format (0.0.4), the gauges set from `stats` first;
@@ -476,6 +485,8 @@ mod tests {
             write_path_failed: true,
             store_torn: true,
         };
+        assert!(metrics.note_store_readable(false), "a change");
+        assert!(!metrics.note_store_readable(false), "no change");
         let text = metrics.encode(None, health);
         check_line(&text, "popmaster_write_path_failed 1");
         check_line(&text, "popmaster_store_torn 1");

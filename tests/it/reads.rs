@@ -4,6 +4,7 @@
 use crate::common::*;
 use popmaster::config::Config;
 use popmaster::pb;
+use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tonic::Code;
@@ -672,5 +673,15 @@ async fn a_batch_over_the_message_size_is_refused() {
         .expect("two fit")
         .into_inner();
     assert_eq!(two.profiles.len(), 2);
+    // For a client that takes gzip the limit is on the compressed answer: five profiles that
+    // do not fit as they are fit compressed.
+    let mut gzip_client = profiles.accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let five = gzip_client
+        .batch_get_profiles(request(&person_ids[..5]))
+        .await
+        .expect("five fit compressed")
+        .into_inner();
+    assert!(five.encode_to_vec().len() > 1024, "five do not fit as they are");
+    assert_eq!(five.profiles.len(), 5);
     server.stop().await;
 }
