@@ -6,9 +6,9 @@
 //! `convert::profile_to_pb` of the same view (the tests hold the two to that).
 //!
 //! Owns: that encoding (of one profile, and of a `BatchGetProfiles` answer of many), the codec
-//! that sends it, and the routing that serves `GetProfile`, `GetProfileByIdNumber` and
-//! `BatchGetProfiles` through it while every other method of `ProfileService` goes to the
-//! generated server.
+//! that sends it, and the routing that serves `GetProfile`, `GetProfileByIdNumber`,
+//! `GetPersonByRecord` and `BatchGetProfiles` through it while every other method of
+//! `ProfileService` goes to the generated server.
 
 use super::access::{self, Shown};
 use super::convert::TimeFormatter;
@@ -323,9 +323,11 @@ type Generated = pb::profile_service_server::ProfileServiceServer<ProfileApi>;
 const GET_PROFILE: &str = "/popmaster.v1.ProfileService/GetProfile";
 const GET_PROFILE_BY_ID_NUMBER: &str = "/popmaster.v1.ProfileService/GetProfileByIdNumber";
 const BATCH_GET_PROFILES: &str = "/popmaster.v1.ProfileService/BatchGetProfiles";
+const GET_PERSON_BY_RECORD: &str = "/popmaster.v1.ProfileService/GetPersonByRecord";
 
-/// `ProfileService` as the server mounts it: the profile reads by id and by ID number, one or a
-/// batch, answered with encoded profiles, every other method by the generated server.
+/// `ProfileService` as the server mounts it: the profile reads (by id, one or a batch, by ID
+/// number, by record) answered with encoded profiles, every other method by the generated
+/// server.
 #[derive(Clone)]
 pub struct ProfileRoutes {
     generated: Generated,
@@ -386,6 +388,11 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for ProfileRoutes 
                 let method = GetProfileByIdNumber(self.api.clone());
                 Box::pin(async move { Ok(grpc.unary(method, request).await) })
             }
+            GET_PERSON_BY_RECORD => {
+                let mut grpc = self.grpc::<pb::GetPersonByRecordRequest, EncodedProfile>();
+                let method = GetPersonByRecord(self.api.clone());
+                Box::pin(async move { Ok(grpc.unary(method, request).await) })
+            }
             BATCH_GET_PROFILES => {
                 let mut grpc = self.grpc::<pb::BatchGetProfilesRequest, EncodedBatch>();
                 let method = BatchGetProfiles(self.api.clone());
@@ -417,6 +424,18 @@ impl UnaryService<pb::GetProfileByIdNumberRequest> for GetProfileByIdNumber {
     fn call(&mut self, request: Request<pb::GetProfileByIdNumberRequest>) -> Self::Future {
         let api = self.0.clone();
         Box::pin(async move { api.get_profile_by_id_number_encoded(request).await })
+    }
+}
+
+struct GetPersonByRecord(ProfileApi);
+
+impl UnaryService<pb::GetPersonByRecordRequest> for GetPersonByRecord {
+    type Response = EncodedProfile;
+    type Future = BoxFuture<Result<Response<EncodedProfile>, Status>>;
+
+    fn call(&mut self, request: Request<pb::GetPersonByRecordRequest>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move { api.get_person_by_record_encoded(request).await })
     }
 }
 

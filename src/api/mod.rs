@@ -55,12 +55,6 @@ fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// A profile read's answer, noted for the audit as one profile shared.
-fn shared_profile(profile: pb::Profile) -> Response<pb::Profile> {
-    let note = AuditNote::shared(std::slice::from_ref(&profile));
-    noted(profile, note)
-}
-
 /// The answer of a change logged with its actor: its audit entry was written with it.
 fn logged_change<T>(answer: T) -> Response<T> {
     noted(answer, AuditNote::written_with_change())
@@ -459,6 +453,29 @@ impl ProfileApi {
         .await
     }
 
+    /// `GetPersonByRecord`, answered with the profile encoded straight from the store.
+    pub async fn get_person_by_record_encoded(
+        &self,
+        request: Request<pb::GetPersonByRecordRequest>,
+    ) -> Result<Response<EncodedProfile>, Status> {
+        let identity = identity(&request)?;
+        let request = request.into_inner();
+        let key = convert::record_key(
+            &request.source,
+            request.record_id,
+            self.engine.catalog(),
+            &self.engine.config().limits,
+        )?;
+        let method = "ProfileService/GetPersonByRecord";
+        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
+        let lookup = key.clone();
+        self.encoded_read(identity, method, request.compact, move |engine| {
+            engine.get_stored_profile_by_record(&lookup, &mask)
+        })
+        .await?
+        .ok_or_else(|| Status::not_found(format!("record {key} is not stored")))
+    }
+
     /// Reads one profile with `read` off the async workers, and encodes it there as the
     /// caller's grant shows it (compact or not), noted for the audit as shared.
     async fn encoded_read(
@@ -627,34 +644,12 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         Ok(Response::from_parts(metadata, encoded.decode()?, extensions))
     }
 
+    /// Served by `encoded::ProfileRoutes` as encoded bytes; this decodes them.
     async fn get_person_by_record(
         &self,
         request: Request<pb::GetPersonByRecordRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
-        let identity = identity(&request)?;
-        let request = request.into_inner();
-        let key = convert::record_key(
-            &request.source,
-            request.record_id,
-            self.engine.catalog(),
-            &self.engine.config().limits,
-        )?;
-        let method = "ProfileService/GetPersonByRecord";
-        let mask = access::read_mask(&identity, self.engine.catalog(), method, request.tag_mask)?;
-        let grant = access::reader_grant(&identity, method)?;
-        let engine = Arc::clone(&self.engine);
-        let lookup = key.clone();
-        let view = blocking(move || engine.get_profile_by_record(&lookup, &mask))
-            .await
-            .map_err(to_status)?;
-        match view {
-            Some(view) => Ok(shared_profile(convert::profile_to_pb(access::profile(
-                grant,
-                self.engine.catalog(),
-                view,
-            )))),
-            None => Err(Status::not_found(format!("record {key} is not stored"))),
-        }
+        decoded(self.get_person_by_record_encoded(request).await?)
     }
 
     type WatchChangesStream = BoxStream<pb::ChangeBatch>;

@@ -374,6 +374,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
                     source: source.clone(),
                     record_id: record_id.clone(),
                     tag_mask: args.tags.clone(),
+                    compact: false,
                 })
                 .await
                 .map_err(status_error)?;

@@ -506,17 +506,18 @@ impl Engine {
             .collect()
     }
 
-    /// The profile of the person a record belongs to; `None` for a record never stored.
-    pub fn get_profile_by_record(
+    /// The profile of the person a record belongs to, with its tags as stored for a read that
+    /// encodes them at once; `None` for a record never stored.
+    pub fn get_stored_profile_by_record(
         &self,
         key: &RecordKey,
         tag_mask: &[TagCode],
-    ) -> Result<Option<ProfileView>, EngineError> {
+    ) -> Result<Option<StoredProfileView>, EngineError> {
         let txn = self.store.begin();
         let Some(header) = txn.record_header(key)? else {
             return Ok(None);
         };
-        match profile_view(&txn, &header.person_id, tag_mask)? {
+        match stored_profile_view(&txn, &header.person_id, tag_mask)? {
             Some(mut view) => {
                 // The record names its person directly: no redirection to report.
                 view.redirected_from = None;

@@ -416,6 +416,7 @@ async fn debug_json_logs_carry_no_personal_values() {
             source: "D05".into(),
             record_id: "p3".into(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("found");

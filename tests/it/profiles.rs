@@ -325,6 +325,7 @@ async fn every_profile_read_gives_the_same_profile() {
             source: "D07".into(),
             record_id: "r2".into(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("by record")

@@ -110,6 +110,7 @@ async fn batch_get_and_get_by_record() {
             source: "d05".into(),
             record_id: "phone-only".into(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("get by record")
@@ -117,6 +118,24 @@ async fn batch_get_and_get_by_record() {
     assert_eq!(by_record.person_id, survivor);
     assert!(by_record.redirected_from.is_empty());
     assert_eq!(profile_values(&by_record)["phone"], "13800138000");
+    let compact_by_record = profiles
+        .get_person_by_record(pb::GetPersonByRecordRequest {
+            source: "D05".into(),
+            record_id: "phone-only".into(),
+            tag_mask: vec![],
+            compact: true,
+        })
+        .await
+        .expect("compact by record")
+        .into_inner();
+    assert!(compact_by_record
+        .tags
+        .iter()
+        .all(|tag| tag.source.is_empty() && tag.record > 0));
+    assert_eq!(
+        popmaster::api::convert::expand_compact_profile(compact_by_record),
+        by_record
+    );
 
     // Bad input: each a specific status.
     let unknown_record = profiles
@@ -124,6 +143,7 @@ async fn batch_get_and_get_by_record() {
             source: "D05".into(),
             record_id: "never-sent".into(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect_err("unknown record");
@@ -140,6 +160,7 @@ async fn batch_get_and_get_by_record() {
                 source: source.into(),
                 record_id: record_id.into(),
                 tag_mask: vec![],
+                compact: false,
             })
             .await
             .expect_err("malformed");

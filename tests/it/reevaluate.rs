@@ -15,6 +15,7 @@ async fn person_of(server: &TestServer, record_id: &str) -> String {
             source: SOURCE.into(),
             record_id: record_id.into(),
             tag_mask: vec!["name".into()],
+            compact: false,
         })
         .await
         .expect("person of record")

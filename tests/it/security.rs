@@ -429,6 +429,7 @@ async fn a_writer_writes_and_deletes_only_its_own_sources_records() {
             source: "D08".into(),
             record_id: "x1".into(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("the record was not deleted")
@@ -601,6 +602,7 @@ async fn readers_get_only_their_tags_and_masked_values_unless_cleared() {
             source: "D07".into(),
             record_id: "r1".into(),
             tag_mask: vec![],
+            compact: false,
         })
         .await
         .expect("by record")
