@@ -14,7 +14,7 @@ use crate::api::{AdminApi, IngestApi, ProfileApi};
 use crate::callers::CallersError;
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, EngineHealth};
 use crate::metrics::endpoint::MetricsEndpoint;
 use crate::metrics::rpc::RpcMetricsLayer;
 use crate::metrics::{Metrics, MetricsError};
@@ -339,7 +339,11 @@ pub async fn termination_signal() {
 /// ingest service stops serving once the write path has failed (batches are refused until a
 /// restart); every service, and the server as a whole (""), once the store is torn (nothing
 /// can be read or written until a restart).
-fn health_statuses(write_path_failed: bool, store_torn: bool) -> [(&'static str, ServingStatus); 4] {
+fn health_statuses(health: EngineHealth) -> [(&'static str, ServingStatus); 4] {
+    let EngineHealth {
+        write_path_failed,
+        store_torn,
+    } = health;
     use tonic::server::NamedService;
     let status = |failed: bool| {
         if failed {
@@ -367,11 +371,11 @@ fn health_statuses(write_path_failed: bool, store_torn: bool) -> [(&'static str,
 
 /// Keeps the health service's statuses in step with the engine, checking once a second.
 async fn watch_health(engine: Arc<Engine>, reporter: tonic_health::server::HealthReporter) {
-    let mut last = health_statuses(false, false);
+    let mut last = health_statuses(EngineHealth::default());
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     loop {
         interval.tick().await;
-        let now = health_statuses(engine.write_path_failed(), engine.store_torn());
+        let now = health_statuses(engine.health());
         if now == last {
             continue;
         }
@@ -394,11 +398,14 @@ mod tests {
     use super::*;
 
     fn not_serving(write_path_failed: bool, store_torn: bool) -> Vec<&'static str> {
-        health_statuses(write_path_failed, store_torn)
-            .into_iter()
-            .filter(|(_, status)| *status == ServingStatus::NotServing)
-            .map(|(service, _)| service)
-            .collect()
+        health_statuses(EngineHealth {
+            write_path_failed,
+            store_torn,
+        })
+        .into_iter()
+        .filter(|(_, status)| *status == ServingStatus::NotServing)
+        .map(|(service, _)| service)
+        .collect()
     }
 
     /// A failed write path takes the ingest service out; a torn store takes everything out,

@@ -492,20 +492,6 @@ impl Engine {
         stored_profile_view(&self.store.begin(), person_id, tag_mask)
     }
 
-    /// The profiles of many persons, through one read view, in the order asked (`None` for an
-    /// id no person holds). Merged-away ids are followed as `get_profile` follows them.
-    pub fn get_profiles(
-        &self,
-        person_ids: &[PersonId],
-        tag_mask: &[TagCode],
-    ) -> Result<Vec<Option<ProfileView>>, EngineError> {
-        let txn = self.store.begin();
-        person_ids
-            .iter()
-            .map(|person_id| profile_view(&txn, person_id, tag_mask))
-            .collect()
-    }
-
     /// The profile of the person a record belongs to, with its tags as stored for a read that
     /// encodes them at once; `None` for a record never stored.
     pub fn get_stored_profile_by_record(
@@ -677,16 +663,23 @@ impl Engine {
         })
     }
 
-    /// Whether the write path has failed (a log append, apply or checkpoint error) and
-    /// acknowledges nothing more until a restart.
-    pub fn write_path_failed(&self) -> bool {
-        self.write_path_failed.load(Ordering::Acquire)
+    /// What has failed for good, until a restart: what health checks and metrics report.
+    pub fn health(&self) -> EngineHealth {
+        EngineHealth {
+            write_path_failed: self.write_path_failed.load(Ordering::Acquire),
+            store_torn: self.store.is_torn(),
+        }
     }
+}
 
-    /// Whether a batch stopped part-way into the store: nothing is served until a restart.
-    pub fn store_torn(&self) -> bool {
-        self.store.is_torn()
-    }
+/// The engine's failures that only a restart ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineHealth {
+    /// The write path has failed (a log append, apply or checkpoint error) and acknowledges
+    /// nothing more.
+    pub write_path_failed: bool,
+    /// A batch stopped part-way into the store: nothing is read or written.
+    pub store_torn: bool,
 }
 
 /// The person an id names now, with its header: itself, or the survivor it was merged into

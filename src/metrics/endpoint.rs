@@ -3,7 +3,7 @@
 //! a blocking thread: counters of the store and the size of its one data file (no record is
 //! read, no directory walked). Stops with the server.
 
-use super::{Health, Metrics};
+use super::Metrics;
 use crate::engine::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -122,10 +122,7 @@ async fn answer<B>(
         return plain(http::StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
     let text = tokio::task::spawn_blocking(move || {
-        let health = Health {
-            write_path_failed: engine.write_path_failed(),
-            store_torn: engine.store_torn(),
-        };
+        let health = engine.health();
         let stats = match engine.stats() {
             Ok(stats) => {
                 if metrics.note_store_readable(true) {

@@ -9,7 +9,7 @@
 pub mod endpoint;
 pub mod rpc;
 
-use crate::engine::EngineStats;
+use crate::engine::{EngineHealth, EngineStats};
 use crate::model::Decision;
 use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
@@ -324,7 +324,7 @@ impl Metrics {
     /// Every metric in the Prometheus text format (0.0.4), the gauges set from `stats` first;
     /// without `stats` (the store could not be read) the store's figures are left out, and the
     /// service's own counters and health still answer.
-    pub fn encode(&self, stats: Option<&EngineStats>, health: Health) -> String {
+    pub fn encode(&self, stats: Option<&EngineStats>, health: EngineHealth) -> String {
         let _one_scrape = self.scrape.lock().expect("lock poisoned");
         self.write_path_failed.set(i64::from(health.write_path_failed));
         self.store_torn.set(i64::from(health.store_torn));
@@ -351,15 +351,6 @@ impl Metrics {
         }
         text
     }
-}
-
-/// The engine's health as a scrape reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Health {
-    /// The write path has failed and acknowledges nothing more until a restart.
-    pub write_path_failed: bool,
-    /// The store stopped part-way through a batch and serves nothing until a restart.
-    pub store_torn: bool,
 }
 
 /// The gRPC name of a status code, as the grpc-status header carries it.
@@ -440,7 +431,7 @@ mod tests {
         };
         metrics.count_batch(BatchEnd::Acknowledged(tally), Duration::from_millis(3));
         metrics.count_batch(BatchEnd::Refused, Duration::ZERO);
-        let text = metrics.encode(Some(&stats()), Health::default());
+        let text = metrics.encode(Some(&stats()), EngineHealth::default());
         check_line(&text, "popmaster_records 5");
         check_line(&text, "popmaster_persons 3");
         check_line(&text, "popmaster_review_items 1");
@@ -462,7 +453,7 @@ mod tests {
 
         let mut later = stats();
         later.store.records_by_source.clear();
-        let health = Health {
+        let health = EngineHealth {
             write_path_failed: true,
             store_torn: false,
         };
@@ -480,8 +471,8 @@ mod tests {
     fn a_scrape_without_the_store_reports_health_and_leaves_the_store_figures_out() {
         let metrics = metrics();
         metrics.count_batch(BatchEnd::Failed, Duration::ZERO);
-        let _ = metrics.encode(Some(&stats()), Health::default());
-        let health = Health {
+        let _ = metrics.encode(Some(&stats()), EngineHealth::default());
+        let health = EngineHealth {
             write_path_failed: true,
             store_torn: true,
         };
