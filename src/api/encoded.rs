@@ -349,17 +349,24 @@ impl ProfileRoutes {
         }
     }
 
-    /// The same message limits and compression as the generated server's.
-    fn grpc<Req, Resp>(&self) -> Grpc<EncodedCodec<Req, Resp>>
+    /// Answers `request` with `handler` through a codec that sends its encoded answer as it
+    /// is, with the same message limits and compression as the generated server's.
+    fn unary<Req, Resp>(
+        &self,
+        request: http::Request<tonic::body::Body>,
+        handler: Handler<Req, Resp>,
+    ) -> BoxFuture<Result<http::Response<tonic::body::Body>, Infallible>>
     where
         Req: Message + Default + Send + 'static,
         Resp: AsRef<[u8]> + Send + 'static,
     {
-        Grpc::new(EncodedCodec::default())
+        let mut grpc = Grpc::new(EncodedCodec::<Req, Resp>::default())
             .max_decoding_message_size(self.message_bytes_max)
             .max_encoding_message_size(self.message_bytes_max)
             .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+        let method = Method(self.api.clone(), handler);
+        Box::pin(async move { Ok(grpc.unary(method, request).await) })
     }
 }
 
@@ -378,76 +385,34 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for ProfileRoutes 
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         match request.uri().path() {
-            GET_PROFILE => {
-                let mut grpc = self.grpc::<pb::GetProfileRequest, EncodedProfile>();
-                let method = GetProfile(self.api.clone());
-                Box::pin(async move { Ok(grpc.unary(method, request).await) })
-            }
-            GET_PROFILE_BY_ID_NUMBER => {
-                let mut grpc = self.grpc::<pb::GetProfileByIdNumberRequest, EncodedProfile>();
-                let method = GetProfileByIdNumber(self.api.clone());
-                Box::pin(async move { Ok(grpc.unary(method, request).await) })
-            }
-            GET_PERSON_BY_RECORD => {
-                let mut grpc = self.grpc::<pb::GetPersonByRecordRequest, EncodedProfile>();
-                let method = GetPersonByRecord(self.api.clone());
-                Box::pin(async move { Ok(grpc.unary(method, request).await) })
-            }
-            BATCH_GET_PROFILES => {
-                let mut grpc = self.grpc::<pb::BatchGetProfilesRequest, EncodedBatch>();
-                let method = BatchGetProfiles(self.api.clone());
-                Box::pin(async move { Ok(grpc.unary(method, request).await) })
-            }
+            GET_PROFILE => self.unary(request, |api, request| {
+                Box::pin(async move { api.get_profile_encoded(request).await })
+            }),
+            GET_PROFILE_BY_ID_NUMBER => self.unary(request, |api, request| {
+                Box::pin(async move { api.get_profile_by_id_number_encoded(request).await })
+            }),
+            GET_PERSON_BY_RECORD => self.unary(request, |api, request| {
+                Box::pin(async move { api.get_person_by_record_encoded(request).await })
+            }),
+            BATCH_GET_PROFILES => self.unary(request, |api, request| {
+                Box::pin(async move { api.batch_get_profiles_encoded(request).await })
+            }),
             _ => self.generated.call(request),
         }
     }
 }
 
-struct GetProfile(ProfileApi);
+/// One method served with an encoded answer.
+type Handler<Req, Resp> = fn(ProfileApi, Request<Req>) -> BoxFuture<Result<Response<Resp>, Status>>;
 
-impl UnaryService<pb::GetProfileRequest> for GetProfile {
-    type Response = EncodedProfile;
-    type Future = BoxFuture<Result<Response<EncodedProfile>, Status>>;
+struct Method<Req, Resp>(ProfileApi, Handler<Req, Resp>);
 
-    fn call(&mut self, request: Request<pb::GetProfileRequest>) -> Self::Future {
-        let api = self.0.clone();
-        Box::pin(async move { api.get_profile_encoded(request).await })
-    }
-}
+impl<Req, Resp> UnaryService<Req> for Method<Req, Resp> {
+    type Response = Resp;
+    type Future = BoxFuture<Result<Response<Resp>, Status>>;
 
-struct GetProfileByIdNumber(ProfileApi);
-
-impl UnaryService<pb::GetProfileByIdNumberRequest> for GetProfileByIdNumber {
-    type Response = EncodedProfile;
-    type Future = BoxFuture<Result<Response<EncodedProfile>, Status>>;
-
-    fn call(&mut self, request: Request<pb::GetProfileByIdNumberRequest>) -> Self::Future {
-        let api = self.0.clone();
-        Box::pin(async move { api.get_profile_by_id_number_encoded(request).await })
-    }
-}
-
-struct GetPersonByRecord(ProfileApi);
-
-impl UnaryService<pb::GetPersonByRecordRequest> for GetPersonByRecord {
-    type Response = EncodedProfile;
-    type Future = BoxFuture<Result<Response<EncodedProfile>, Status>>;
-
-    fn call(&mut self, request: Request<pb::GetPersonByRecordRequest>) -> Self::Future {
-        let api = self.0.clone();
-        Box::pin(async move { api.get_person_by_record_encoded(request).await })
-    }
-}
-
-struct BatchGetProfiles(ProfileApi);
-
-impl UnaryService<pb::BatchGetProfilesRequest> for BatchGetProfiles {
-    type Response = EncodedBatch;
-    type Future = BoxFuture<Result<Response<EncodedBatch>, Status>>;
-
-    fn call(&mut self, request: Request<pb::BatchGetProfilesRequest>) -> Self::Future {
-        let api = self.0.clone();
-        Box::pin(async move { api.batch_get_profiles_encoded(request).await })
+    fn call(&mut self, request: Request<Req>) -> Self::Future {
+        (self.1)(self.0.clone(), request)
     }
 }
 

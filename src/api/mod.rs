@@ -60,10 +60,10 @@ fn logged_change<T>(answer: T) -> Response<T> {
     noted(answer, AuditNote::written_with_change())
 }
 
-/// An encoded profile's answer as the message it encodes, with its audit note.
-fn decoded(response: Response<EncodedProfile>) -> Result<Response<pb::Profile>, Status> {
+/// An encoded answer as the message it encodes, with its audit note.
+fn decoded<E, M>(response: Response<E>, decode: impl FnOnce(&E) -> Result<M, Status>) -> Result<Response<M>, Status> {
     let (metadata, encoded, extensions) = response.into_parts();
-    Ok(Response::from_parts(metadata, encoded.decode()?, extensions))
+    Ok(Response::from_parts(metadata, decode(&encoded)?, extensions))
 }
 
 /// Runs blocking store reads off the async workers.
@@ -625,14 +625,17 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
     /// Served by `encoded::ProfileRoutes` as encoded bytes; this decodes them for a server
     /// that mounts the generated service alone.
     async fn get_profile(&self, request: Request<pb::GetProfileRequest>) -> Result<Response<pb::Profile>, Status> {
-        decoded(self.get_profile_encoded(request).await?)
+        decoded(self.get_profile_encoded(request).await?, EncodedProfile::decode)
     }
 
     async fn get_profile_by_id_number(
         &self,
         request: Request<pb::GetProfileByIdNumberRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
-        decoded(self.get_profile_by_id_number_encoded(request).await?)
+        decoded(
+            self.get_profile_by_id_number_encoded(request).await?,
+            EncodedProfile::decode,
+        )
     }
 
     /// Served by `encoded::ProfileRoutes` as encoded bytes; this decodes them.
@@ -640,8 +643,7 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::BatchGetProfilesRequest>,
     ) -> Result<Response<pb::BatchGetProfilesResponse>, Status> {
-        let (metadata, encoded, extensions) = self.batch_get_profiles_encoded(request).await?.into_parts();
-        Ok(Response::from_parts(metadata, encoded.decode()?, extensions))
+        decoded(self.batch_get_profiles_encoded(request).await?, EncodedBatch::decode)
     }
 
     /// Served by `encoded::ProfileRoutes` as encoded bytes; this decodes them.
@@ -649,7 +651,10 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::GetPersonByRecordRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
-        decoded(self.get_person_by_record_encoded(request).await?)
+        decoded(
+            self.get_person_by_record_encoded(request).await?,
+            EncodedProfile::decode,
+        )
     }
 
     type WatchChangesStream = BoxStream<pb::ChangeBatch>;
