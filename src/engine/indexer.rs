@@ -227,9 +227,14 @@ impl Indexer {
 
 fn run(shared: &Shared, interval: Duration) {
     build_if_empty(shared);
+    // Behind the feed at start (a stop came before the last changes were indexed): the first
+    // round runs at once, not an interval later, so search is current as soon as it can be.
+    let mut first_round_behind = behind_at_start(shared);
     let mut last_round = Instant::now();
     loop {
-        let stopping = {
+        let stopping = if first_round_behind {
+            shared.stopping()
+        } else {
             let signal = shared.signal.lock().expect("lock poisoned");
             let (signal, _) = shared
                 .condvar
@@ -253,6 +258,12 @@ fn run(shared: &Shared, interval: Duration) {
             let index = shared.index();
             match catch_up(&shared.store, &index, shared.changes_per_round_max) {
                 Ok(()) => {
+                    if first_round_behind {
+                        tracing::info!(
+                            watermark = index.watermark(),
+                            "candidate index caught up with the change feed"
+                        );
+                    }
                     if let Err(error) = trim_feed(shared, &index) {
                         tracing::error!(%error, "cannot trim the change feed; trying again after the next round");
                     }
@@ -277,6 +288,7 @@ fn run(shared: &Shared, interval: Duration) {
                 }
             }
         }
+        first_round_behind = false;
         if behind_the_feed && !stopping {
             match rebuild(shared, &mut |_| {}) {
                 // Shutting down, or an operator's rebuild is already running: it brings the
@@ -326,6 +338,24 @@ fn trim_feed(shared: &Shared, index: &CandidateIndex) -> Result<(), EngineError>
         tracing::debug!(start = new_start.max(start), n_deleted, done, "change feed trimmed");
     }
     Ok(())
+}
+
+/// Whether the index is behind the change feed as the follower starts, logged (not when the
+/// feed's position cannot be read: the rounds report that).
+fn behind_at_start(shared: &Shared) -> bool {
+    let watermark = shared.index().watermark();
+    let Ok(change_sequence) = shared.store.change_sequence() else {
+        return false;
+    };
+    if change_sequence <= watermark {
+        return false;
+    }
+    tracing::info!(
+        watermark,
+        change_sequence,
+        "candidate index catching up with the change feed"
+    );
+    true
 }
 
 /// A new or recreated index over a store that already holds persons is built from the

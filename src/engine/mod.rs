@@ -213,6 +213,9 @@ impl Engine {
         let applied_sequence = store.applied_sequence()?;
         let recovered = Wal::open(&data_dir.join("wal"), config.wal.segment_bytes_max, applied_sequence)?;
         let n_replayed = recovered.pending.len();
+        if n_replayed > 0 {
+            tracing::info!(n_replayed, applied_sequence, "replaying the write-ahead log");
+        }
         for entry in recovered.pending {
             apply::apply_entry(&store, &catalog, entry)?;
         }

@@ -651,8 +651,16 @@ impl Store {
             Some(bytes) => decode("applied sequence", split_parts_header(&bytes)?.1)?,
             None => 0,
         };
+        let entries: Vec<_> = entries.into_iter().filter(|entry| entry.applied > applied).collect();
+        if !entries.is_empty() {
+            tracing::info!(
+                n_batches = entries.len(),
+                applied_sequence = applied,
+                "applying again the batches a stop cut short (redo log)"
+            );
+        }
         let mut n_redone = 0;
-        for entry in entries.into_iter().filter(|entry| entry.applied > applied) {
+        for entry in entries {
             if entry.applied != applied + n_redone as u64 + 1 {
                 return Err(StoreError::Corrupt {
                     kind: "redo log",

@@ -293,6 +293,14 @@ impl ServerProcess {
 
     /// With the log filter `log` (`POPMASTER_LOG`) and more `serve` arguments.
     pub async fn spawn_with(data_dir: &Path, log_path: &Path, log_filter: &str, args: &[&str]) -> ServerProcess {
+        let server = ServerProcess::start(data_dir, log_path, log_filter, args);
+        wait_until_serving(&server.url).await;
+        server
+    }
+
+    /// Starts the process and returns at once, before it serves (it may be opening the store,
+    /// replaying its log or failing to start).
+    pub fn start(data_dir: &Path, log_path: &Path, log_filter: &str, args: &[&str]) -> ServerProcess {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe");
             probe.local_addr().expect("probe addr").port()
@@ -316,7 +324,6 @@ impl ServerProcess {
             .spawn()
             .expect("spawn popmaster serve");
         let url = format!("http://127.0.0.1:{port}");
-        wait_until_serving(&url).await;
         ServerProcess {
             child,
             url,

@@ -1,6 +1,7 @@
 //! kill -9 during streaming ingest: several concurrent streams, the server SIGKILLed at
 //! random points at least ten times and restarted, clients resending what was not
-//! acknowledged. Every acknowledged record must be stored exactly once, at its latest version.
+//! acknowledged; and again with its restarts killed while they recover. Every acknowledged
+//! record must be stored exactly once, at its latest version.
 
 use crate::common::*;
 use popmaster::pb;
@@ -360,5 +361,164 @@ async fn a_changes_audit_entry_survives_kill_9_with_the_change() {
         .count();
     assert_eq!(n_reads, N_READS, "every answered read kept its entry: {reads:?}");
     assert!(!server.log().contains("panicked"));
+    server.kill_9();
+}
+
+/// Kills that must land inside a recovery phase.
+const RECOVERY_KILLS: usize = 10;
+/// Rounds of ingest, kill and killed restarts before the test gives up on reaching them.
+const RECOVERY_ROUNDS_MAX: usize = 40;
+/// Restarts killed at random points after each kill during ingest.
+const RESTARTS_PER_ROUND: usize = 4;
+
+/// The phases of a start that recover from a stop, as the log shows them begin and end.
+const RECOVERY_PHASES: [(&str, &str, &str); 3] = [
+    (
+        "redo log",
+        "applying again the batches a stop cut short",
+        "applied again the batches a stop cut short",
+    ),
+    (
+        "write-ahead log replay",
+        "replaying the write-ahead log",
+        "replayed the write-ahead log",
+    ),
+    (
+        "index catch-up",
+        "candidate index catching up with the change feed",
+        "candidate index caught up with the change feed",
+    ),
+];
+
+/// The recovery phase one start's log shows begun and not ended, if any.
+fn phase_cut_short(log: &str) -> Option<&'static str> {
+    RECOVERY_PHASES
+        .iter()
+        .find(|(_, begun, ended)| log.contains(begun) && !log.contains(ended))
+        .map(|(phase, ..)| *phase)
+}
+
+/// What the log file holds from byte `from` on.
+fn log_since(path: &std::path::Path, from: u64) -> String {
+    let log = std::fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(&log[(from as usize).min(log.len())..]).into_owned()
+}
+
+/// kill -9 while the server recovers: after each kill during streaming ingest, the restarts
+/// are killed at random points of their start and of the index's catch-up after it, until at
+/// least `RECOVERY_KILLS` kills have landed inside a recovery phase (applying the redo log
+/// again, replaying the write-ahead log, the index catching up; each logs its start and its
+/// end). Then the server starts undisturbed and the clients send what was not acknowledged:
+/// every acknowledged record is stored exactly once at its latest version, the index catches
+/// up with the store, and no start panicked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_during_recovery_lose_nothing() {
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xDEC0DE);
+    eprintln!("recovery crash test seed {seed} (rerun with CRASH_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let workloads: Vec<Arc<Vec<pb::RecordBatch>>> = (0..N_STREAMS)
+        .map(|stream_idx| Arc::new(workload(stream_idx, &mut rng)))
+        .collect();
+    let cursors: Vec<Arc<AtomicUsize>> = (0..N_STREAMS).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let log_path = dir.path().join("server.log");
+    let start_clients = |url: &str| -> Vec<tokio::task::JoinHandle<()>> {
+        (0..N_STREAMS)
+            .map(|stream_idx| {
+                tokio::spawn(run_stream(
+                    url.to_string(),
+                    Arc::clone(&workloads[stream_idx]),
+                    Arc::clone(&cursors[stream_idx]),
+                ))
+            })
+            .collect()
+    };
+
+    let mut kills_in: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut round = 0;
+    while kills_in.values().sum::<usize>() < RECOVERY_KILLS {
+        round += 1;
+        assert!(
+            round <= RECOVERY_ROUNDS_MAX,
+            "only {kills_in:?} kills landed inside a recovery in {RECOVERY_ROUNDS_MAX} rounds"
+        );
+        // A start left undisturbed (it finishes what the last kill cut short), how long it
+        // takes, and a kill while batches stream in.
+        let started = std::time::Instant::now();
+        let server = ServerProcess::spawn(&data_dir, &log_path).await;
+        let start_takes = started.elapsed();
+        let clients = start_clients(&server.url);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..600))).await;
+        server.kill_9();
+        for client in clients {
+            client.await.expect("client task");
+        }
+        // Restarts killed at random points, up to twice as long as a start takes, until one
+        // recovers completely.
+        let window_ms = (start_takes.as_millis() as u64).max(100) * 2;
+        for _ in 0..RESTARTS_PER_ROUND {
+            let log_from = std::fs::metadata(&log_path).map_or(0, |meta| meta.len());
+            let server = ServerProcess::start(&data_dir, &log_path, "info", &[]);
+            let at = rng.gen_range(0..window_ms);
+            tokio::time::sleep(Duration::from_millis(at)).await;
+            server.kill_9();
+            let log = log_since(&log_path, log_from);
+            assert!(!log.contains("panicked"), "a start panicked:\n{log}");
+            match phase_cut_short(&log) {
+                Some(phase) => {
+                    *kills_in.entry(phase).or_default() += 1;
+                    eprintln!("round {round}: killed {at} ms after the start, during the {phase}");
+                }
+                None if log.contains("popmaster serving")
+                    && (!log.contains(RECOVERY_PHASES[2].1) || log.contains(RECOVERY_PHASES[2].2)) =>
+                {
+                    eprintln!("round {round}: killed {at} ms after the start, recovered and serving");
+                    break;
+                }
+                None => eprintln!("round {round}: killed {at} ms after the start, before any recovery phase"),
+            }
+        }
+    }
+    eprintln!("kills inside a recovery phase: {kills_in:?} in {round} rounds");
+
+    let server = loop {
+        let server = ServerProcess::spawn(&data_dir, &log_path).await;
+        for client in start_clients(&server.url) {
+            client.await.expect("client task");
+        }
+        let all_done = cursors
+            .iter()
+            .zip(&workloads)
+            .all(|(cursor, batches)| cursor.load(Ordering::SeqCst) == batches.len());
+        if all_done {
+            break server;
+        }
+        server.kill_9();
+    };
+    verify(&server.url, &workloads).await;
+    let channel = connect(&server.url).await.expect("connect");
+    let mut admin = popmaster::pb::admin_service_client::AdminServiceClient::new(channel);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = admin
+            .get_stats(pb::GetStatsRequest {})
+            .await
+            .expect("stats")
+            .into_inner();
+        if stats.index_lag == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index did not catch up: {} changes behind",
+            stats.index_lag
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!server.log().contains("panicked"), "no panic in the server log");
     server.kill_9();
 }
