@@ -9,6 +9,7 @@ pub mod callers;
 pub mod catalog;
 pub mod cleanse;
 pub mod config;
+pub mod crash_point;
 pub mod engine;
 pub mod interchange;
 pub mod masking;

@@ -148,10 +148,12 @@ fn run(store: &Store, signals: &Signals, receiver: &Receiver<Message>) {
         let started = Instant::now();
         match store.commit_handed(&handed, sequence) {
             Ok(()) => {
+                crate::crash_point::reached("store-applied");
                 signals.times.lock().expect("lock poisoned").stages.store += started.elapsed();
                 signals.feed.applied();
                 (signals.wake_indexer)();
                 let _ = reply.send(Ok(Applied { sequence, placed }));
+                crate::crash_point::reached("answered");
             }
             Err(error) => {
                 // The batch is in the log and will be replayed at the next start.

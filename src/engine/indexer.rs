@@ -540,7 +540,9 @@ fn catch_up(store: &Store, index: &CandidateIndex, changes_per_round_max: usize)
             }
         }
         index.apply(ops)?;
+        crate::crash_point::reached("index-applied");
         index.commit(last_sequence)?;
+        crate::crash_point::reached("index-committed");
     }
 }
 

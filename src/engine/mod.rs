@@ -893,6 +893,7 @@ impl Writer {
             refuse(replies);
             return false;
         }
+        crate::crash_point::reached("wal-logged");
         let logged = started.elapsed();
         let mut stage_times = StageTimes::default();
         let mut replies = replies.into_iter();
@@ -957,7 +958,9 @@ impl Writer {
         }
         let result = self.store.checkpoint().map_err(EngineError::from).and_then(|()| {
             let applied = self.store.applied_sequence()?;
-            Ok(self.wal.trim(applied)?)
+            let n_trimmed = self.wal.trim(applied)?;
+            crate::crash_point::reached("checkpoint-trimmed");
+            Ok(n_trimmed)
         });
         match result {
             Ok(n_trimmed) => {

@@ -903,6 +903,7 @@ impl Store {
                 Some(log) => log.append(sequence, batch)?,
                 None => return self.cow.apply(&self.kv, batch),
             };
+            crate::crash_point::reached("redo-logged");
             let mut batch = logged;
             if let Some(at) = batch
                 .writes
@@ -942,6 +943,7 @@ impl Store {
         // Read first: every batch up to it is in the store when the flush starts.
         let applied = self.applied_sequence()?;
         self.kv.checkpoint()?;
+        crate::crash_point::reached("checkpoint-flushed");
         if let Some(log) = self.redo.lock().expect("lock poisoned").as_mut() {
             log.trim(applied)?;
         }

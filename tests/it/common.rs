@@ -293,14 +293,20 @@ impl ServerProcess {
 
     /// With the log filter `log` (`POPMASTER_LOG`) and more `serve` arguments.
     pub async fn spawn_with(data_dir: &Path, log_path: &Path, log_filter: &str, args: &[&str]) -> ServerProcess {
-        let server = ServerProcess::start(data_dir, log_path, log_filter, args);
+        let server = ServerProcess::start(data_dir, log_path, log_filter, args, &[]);
         wait_until_serving(&server.url).await;
         server
     }
 
-    /// Starts the process and returns at once, before it serves (it may be opening the store,
-    /// replaying its log or failing to start).
-    pub fn start(data_dir: &Path, log_path: &Path, log_filter: &str, args: &[&str]) -> ServerProcess {
+    /// Starts the process, with `envs` added to its environment, and returns at once, before
+    /// it serves (it may be opening the store, replaying its log or failing to start).
+    pub fn start(
+        data_dir: &Path,
+        log_path: &Path,
+        log_filter: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> ServerProcess {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe");
             probe.local_addr().expect("probe addr").port()
@@ -318,6 +324,7 @@ impl ServerProcess {
             .args(["--metrics-listen", "127.0.0.1:0"])
             .args(args)
             .env("POPMASTER_LOG", log_filter)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)

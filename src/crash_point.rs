@@ -1,0 +1,53 @@
+//! Named points of the write path, the checkpoint and the index where a test makes the
+//! process abort, as a crash there would: with `POPMASTER_CRASH_POINT=<point>:<n>` in its
+//! environment, the process aborts the `n`-th time it reaches `<point>` (after a line on
+//! standard error naming it). Debug builds only, which is what the tests run: in a release
+//! build `reached` does nothing and the variable is ignored.
+
+/// Every point, in the order a batch meets them. The crash-point test aborts at each.
+pub const POINTS: [&str; 9] = [
+    // The group of batches is in the write-ahead log (fdatasync done), not yet prepared.
+    "wal-logged",
+    // A prepared batch is in the redo log (fdatasync done), not yet in sled.
+    "redo-logged",
+    // Half of a batch's keys are in sled.
+    "store-half-applied",
+    // The whole batch is in sled, not yet answered.
+    "store-applied",
+    // The batch is answered.
+    "answered",
+    // A checkpoint made sled durable, and trimmed neither log.
+    "checkpoint-flushed",
+    // A checkpoint trimmed the write-ahead log.
+    "checkpoint-trimmed",
+    // The index applied a round of changes, not yet committed.
+    "index-applied",
+    // The index committed a round.
+    "index-committed",
+];
+
+/// The variable that arms a point.
+pub const VARIABLE: &str = "POPMASTER_CRASH_POINT";
+
+#[cfg(debug_assertions)]
+pub fn reached(point: &'static str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static ARMED: OnceLock<Option<(String, AtomicU64)>> = OnceLock::new();
+    debug_assert!(POINTS.contains(&point), "crash point {point} is not listed");
+    let armed = ARMED.get_or_init(|| {
+        let value = std::env::var(VARIABLE).ok()?;
+        let (name, n) = value.split_once(':')?;
+        Some((name.to_string(), AtomicU64::new(n.parse().ok()?)))
+    });
+    if let Some((name, countdown)) = armed {
+        if name == point && countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
+            eprintln!("crash point {point} reached: aborting");
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn reached(_point: &'static str) {}
