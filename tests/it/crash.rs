@@ -611,7 +611,8 @@ async fn aborts_at_every_crash_point_lose_nothing() {
     }
 }
 
-/// Waits until the index has applied every change of the feed.
+/// Waits until the index has applied every change of the feed and holds one document for
+/// each person of the store.
 async fn wait_for_index(url: &str) {
     let channel = connect(url).await.expect("connect");
     let mut admin = popmaster::pb::admin_service_client::AdminServiceClient::new(channel);
@@ -622,13 +623,15 @@ async fn wait_for_index(url: &str) {
             .await
             .expect("stats")
             .into_inner();
-        if stats.index_lag == 0 {
+        if stats.index_lag == 0 && stats.index_persons == stats.n_persons {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the index did not catch up: {} changes behind",
-            stats.index_lag
+            "the index did not catch up: {} changes behind, {} persons indexed of {}",
+            stats.index_lag,
+            stats.index_persons,
+            stats.n_persons
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
