@@ -5,14 +5,15 @@
 //! client sees the same `Profile` message, byte for byte what prost encodes for
 //! `convert::profile_to_pb` of the same view (the tests hold the two to that).
 //!
-//! Owns: that encoding (of one profile, and of a `BatchGetProfiles` answer of many), the codec
-//! that sends it, and the routing that serves `GetProfile`, `GetProfileByIdNumber`,
-//! `GetPersonByRecord` and `BatchGetProfiles` through it while every other method of
-//! `ProfileService` goes to the generated server.
+//! Owns: that encoding (of one profile, of a `BatchGetProfiles` answer of many, and of an
+//! export's `ProfileChunk`), the codec that sends it, and the routing that serves
+//! `GetProfile`, `GetProfileByIdNumber`, `GetPersonByRecord`, `BatchGetProfiles` and
+//! `ExportProfiles` through it while every other method of `ProfileService` goes to the
+//! generated server.
 
 use super::access::{self, Shown};
 use super::convert::TimeFormatter;
-use super::ProfileApi;
+use super::{BoxStream, ProfileApi};
 use crate::callers::ReaderGrant;
 use crate::catalog::Catalog;
 use crate::engine::{EngineError, StoredProfileView};
@@ -28,7 +29,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::server::{Grpc, NamedService, ServerStreamingService, UnaryService};
 use tonic::{Request, Response, Status};
 
 /// The encoded bytes of one `pb::Profile`.
@@ -57,13 +58,18 @@ impl AsRef<[u8]> for EncodedProfile {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncodedBatch(Vec<u8>);
 
+/// Appends `profile` as field `field` of the message `buf` holds.
+fn put_profile(buf: &mut Vec<u8>, field: u32, profile: &EncodedProfile) {
+    put_key(buf, field, WireType::LengthDelimited);
+    put_raw_varint(buf, profile.0.len() as u64);
+    buf.extend_from_slice(&profile.0);
+}
+
 impl EncodedBatch {
     /// Appends a found profile. Every profile comes before the first `not_found`, the order
     /// of the message's fields.
     pub fn push_profile(&mut self, profile: &EncodedProfile) {
-        put_key(&mut self.0, 1, WireType::LengthDelimited);
-        put_raw_varint(&mut self.0, profile.0.len() as u64);
-        self.0.extend_from_slice(&profile.0);
+        put_profile(&mut self.0, 1, profile);
     }
 
     /// Appends the ids no person holds, after the profiles.
@@ -92,6 +98,46 @@ impl EncodedBatch {
 }
 
 impl AsRef<[u8]> for EncodedBatch {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The encoded bytes of one `pb::ProfileChunk` of an export, written a profile at a time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncodedChunk(Vec<u8>);
+
+impl EncodedChunk {
+    pub fn push_profile(&mut self, profile: &EncodedProfile) {
+        put_profile(&mut self.0, 1, profile);
+    }
+
+    /// Ends the chunk with the export's start sequence (the first chunk; 0 for the others),
+    /// after the profiles, the order of the message's fields.
+    pub fn finish(mut self, change_sequence: u64) -> EncodedChunk {
+        if change_sequence != 0 {
+            put_key(&mut self.0, 2, WireType::Varint);
+            put_raw_varint(&mut self.0, change_sequence);
+        }
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The message the bytes encode.
+    pub fn decode(&self) -> Result<pb::ProfileChunk, Status> {
+        pb::ProfileChunk::decode(self.0.as_slice())
+            .map_err(|error| Status::internal(format!("an encoded chunk of profiles does not decode: {error}")))
+    }
+}
+
+impl AsRef<[u8]> for EncodedChunk {
     fn as_ref(&self) -> &[u8] {
         &self.0
     }
@@ -324,6 +370,7 @@ const GET_PROFILE: &str = "/popmaster.v1.ProfileService/GetProfile";
 const GET_PROFILE_BY_ID_NUMBER: &str = "/popmaster.v1.ProfileService/GetProfileByIdNumber";
 const BATCH_GET_PROFILES: &str = "/popmaster.v1.ProfileService/BatchGetProfiles";
 const GET_PERSON_BY_RECORD: &str = "/popmaster.v1.ProfileService/GetPersonByRecord";
+const EXPORT_PROFILES: &str = "/popmaster.v1.ProfileService/ExportProfiles";
 
 /// `ProfileService` as the server mounts it: the profile reads (by id, one or a batch, by ID
 /// number, by record) answered with encoded profiles, every other method by the generated
@@ -360,13 +407,38 @@ impl ProfileRoutes {
         Req: Message + Default + Send + 'static,
         Resp: AsRef<[u8]> + Send + 'static,
     {
-        let mut grpc = Grpc::new(EncodedCodec::<Req, Resp>::default())
+        let mut grpc = self.grpc::<Req, Resp>();
+        let method = Method(self.api.clone(), handler);
+        Box::pin(async move { Ok(grpc.unary(method, request).await) })
+    }
+
+    /// Answers `request` with the stream `handler` opens, each message sent as encoded.
+    fn server_streaming<Req, Resp>(
+        &self,
+        request: http::Request<tonic::body::Body>,
+        handler: StreamHandler<Req, Resp>,
+    ) -> BoxFuture<Result<http::Response<tonic::body::Body>, Infallible>>
+    where
+        Req: Message + Default + Send + 'static,
+        Resp: AsRef<[u8]> + Send + 'static,
+    {
+        let mut grpc = self.grpc::<Req, Resp>();
+        let method = StreamMethod(self.api.clone(), handler);
+        Box::pin(async move { Ok(grpc.server_streaming(method, request).await) })
+    }
+
+    /// A codec that sends encoded answers as they are, with the same message limits and
+    /// compression as the generated server's.
+    fn grpc<Req, Resp>(&self) -> Grpc<EncodedCodec<Req, Resp>>
+    where
+        Req: Message + Default + Send + 'static,
+        Resp: AsRef<[u8]> + Send + 'static,
+    {
+        Grpc::new(EncodedCodec::<Req, Resp>::default())
             .max_decoding_message_size(self.message_bytes_max)
             .max_encoding_message_size(self.message_bytes_max)
             .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip);
-        let method = Method(self.api.clone(), handler);
-        Box::pin(async move { Ok(grpc.unary(method, request).await) })
+            .send_compressed(CompressionEncoding::Gzip)
     }
 }
 
@@ -397,6 +469,9 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for ProfileRoutes 
             BATCH_GET_PROFILES => self.unary(request, |api, request| {
                 Box::pin(async move { api.batch_get_profiles_encoded(request).await })
             }),
+            EXPORT_PROFILES => self.server_streaming(request, |api, request| {
+                Box::pin(async move { api.export_profiles_encoded(request).await })
+            }),
             _ => self.generated.call(request),
         }
     }
@@ -406,6 +481,21 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for ProfileRoutes 
 type Handler<Req, Resp> = fn(ProfileApi, Request<Req>) -> BoxFuture<Result<Response<Resp>, Status>>;
 
 struct Method<Req, Resp>(ProfileApi, Handler<Req, Resp>);
+
+/// One method answered with a stream of encoded messages.
+type StreamHandler<Req, Resp> = fn(ProfileApi, Request<Req>) -> BoxFuture<Result<Response<BoxStream<Resp>>, Status>>;
+
+struct StreamMethod<Req, Resp>(ProfileApi, StreamHandler<Req, Resp>);
+
+impl<Req, Resp: Send + 'static> ServerStreamingService<Req> for StreamMethod<Req, Resp> {
+    type Response = Resp;
+    type ResponseStream = BoxStream<Resp>;
+    type Future = BoxFuture<Result<Response<BoxStream<Resp>>, Status>>;
+
+    fn call(&mut self, request: Request<Req>) -> Self::Future {
+        (self.1)(self.0.clone(), request)
+    }
+}
 
 impl<Req, Resp> UnaryService<Req> for Method<Req, Resp> {
     type Response = Resp;
@@ -545,6 +635,43 @@ mod tests {
             let expected_bytes = expected.encode_to_vec();
             prop_assert_eq!(batch.as_ref(), expected_bytes.as_slice());
             prop_assert_eq!(batch.decode().expect("decodes"), expected);
+        }
+
+        /// An export's chunk is prost's encoding of the message of its profiles and the start
+        /// sequence (set in the first chunk only).
+        #[test]
+        fn encoded_chunks_are_what_prost_encodes(
+            n_profiles in 0usize..4,
+            change_sequence in prop_oneof![Just(0u64), 1u64..200, Just(u64::MAX)],
+            compact in any::<bool>(),
+        ) {
+            let catalog = Catalog::shipped();
+            let grant = ReaderGrant::everything();
+            let mut chunk = EncodedChunk::default();
+            let mut expected = pb::ProfileChunk { change_sequence, ..pb::ProfileChunk::default() };
+            for n in 0..n_profiles {
+                let entry = ProfileEntry {
+                    value: format!("值{n}"),
+                    source: SourceId::parse("D07").expect("source"),
+                    record_id: format!("r{n}"),
+                    observed_at: 1_700_000_000_000 + n as i64,
+                };
+                let tag = TagCode::new("name");
+                let view = StoredProfileView {
+                    person_id: PersonId::new(format!("P{n:04}")),
+                    version: n as u64 + 1,
+                    tags: StoredProfile::from_groups(&[BTreeMap::from([(tag, entry)])], &[]),
+                    records: Vec::new(),
+                    redirected_from: None,
+                };
+                let (profile, _) = profile(&grant, &catalog, &view, compact).expect("encodes");
+                chunk.push_profile(&profile);
+                expected.profiles.push(profile.decode().expect("decodes"));
+            }
+            let chunk = chunk.finish(change_sequence);
+            let expected_bytes = expected.encode_to_vec();
+            prop_assert_eq!(chunk.as_ref(), expected_bytes.as_slice());
+            prop_assert_eq!(chunk.decode().expect("decodes"), expected);
         }
 
         /// A compact profile is prost's encoding of its own message, and expands to exactly

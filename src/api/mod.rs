@@ -19,7 +19,7 @@ use crate::model::{Outcome, PersonId, RecordKey, SourceId};
 use crate::pb;
 use audit::{noted, AuditNote, RecentTagLists};
 use auth::{identity, Identity};
-use encoded::{EncodedBatch, EncodedProfile};
+use encoded::{EncodedBatch, EncodedChunk, EncodedProfile};
 use error::to_status;
 use futures::stream::{FuturesOrdered, StreamExt};
 use std::collections::BTreeSet;
@@ -368,6 +368,18 @@ impl ProfileApi {
         })
         .await?
         .ok_or_else(|| Status::not_found("no person holds this ID number"))
+    }
+
+    /// `ExportProfiles`, each chunk of profiles encoded straight from the store.
+    pub async fn export_profiles_encoded(
+        &self,
+        request: Request<pb::ExportProfilesRequest>,
+    ) -> Result<Response<BoxStream<EncodedChunk>>, Status> {
+        let identity = identity(&request)?;
+        let tag_lists = Arc::clone(&self.tag_lists);
+        operations::export_profiles(Arc::clone(&self.engine), identity, request.into_inner(), tag_lists)
+            .await
+            .map(Response::new)
     }
 
     /// `BatchGetProfiles`, each profile encoded straight from the store as `GetProfile`
@@ -728,10 +740,10 @@ impl pb::profile_service_server::ProfileService for ProfileApi {
         &self,
         request: Request<pb::ExportProfilesRequest>,
     ) -> Result<Response<Self::ExportProfilesStream>, Status> {
-        let identity = identity(&request)?;
-        operations::export_profiles(Arc::clone(&self.engine), identity, request.into_inner())
-            .await
-            .map(Response::new)
+        let chunks = self.export_profiles_encoded(request).await?.into_inner();
+        Ok(Response::new(Box::pin(
+            chunks.map(|chunk| chunk.and_then(|chunk| chunk.decode())),
+        )))
     }
 
     type ExportMappingStream = BoxStream<pb::MappingChunk>;

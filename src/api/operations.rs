@@ -2,14 +2,16 @@
 //! and the export of every profile. Checks that each call is well-formed, maps between proto
 //! and the engine, and bounds every stream; the work is the engine's.
 
-use super::audit::{AuditNote, Auditor};
+use super::audit::{AuditNote, Auditor, RecentTagLists};
 use super::auth::Identity;
+use super::encoded::{self, EncodedChunk, EncodedProfile};
 use super::error::to_status;
-use super::{access, blocking, convert, BoxStream};
-use crate::engine::{BackupDone, BackupProgress, Engine};
+use super::{access, blocking, BoxStream};
+use crate::engine::{BackupDone, BackupProgress, Engine, EngineError};
 use crate::model::PersonId;
 use crate::pb;
-use prost::Message;
+use crate::store::TagList;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,15 +104,19 @@ pub async fn backup(engine: Arc<Engine>, request: pb::BackupRequest) -> Result<B
 }
 
 /// Streams every profile, a page of persons at a time, through a bounded channel: a slow
-/// client stops the reading, and nothing is held for it but the channel.
+/// client stops the reading, and nothing is held for it but the channel. Each page is read and
+/// encoded off the async workers, each profile straight from its stored groups
+/// (`encoded::profile`), full or compact.
 pub async fn export_profiles(
     engine: Arc<Engine>,
     identity: Identity,
     request: pb::ExportProfilesRequest,
-) -> Result<BoxStream<pb::ProfileChunk>, Status> {
+    tag_lists: Arc<RecentTagLists>,
+) -> Result<BoxStream<EncodedChunk>, Status> {
     let method = "ProfileService/ExportProfiles";
     let mask = access::read_mask(&identity, engine.catalog(), method, request.tag_mask)?;
-    let grant = access::reader_grant(&identity, method)?.clone();
+    let grant = Arc::new(access::reader_grant(&identity, method)?.clone());
+    let compact = request.compact;
     let config = engine.config();
     let (page_persons, buffer) = (config.export.page_persons, config.export.buffer_chunks);
     // A chunk is sent before it would pass half the message limit, so one profile more
@@ -128,32 +134,43 @@ pub async fn export_profiles(
     tokio::spawn(async move {
         let mut after: Option<PersonId> = None;
         let mut start = Some(change_sequence);
-        let mut pending: Vec<pb::Profile> = Vec::new();
-        let mut pending_bytes = 0usize;
+        let mut pending = PendingChunk::default();
         let mut n_persons = 0u64;
         loop {
-            let page_engine = Arc::clone(&engine);
+            let (page_engine, page_grant, page_lists) =
+                (Arc::clone(&engine), Arc::clone(&grant), Arc::clone(&tag_lists));
             let page_after = after.clone();
             let page_mask = mask.clone();
-            let page = blocking(move || page_engine.profiles_page(page_after.as_ref(), page_persons, &page_mask)).await;
-            let (views, next) = match page {
+            let page = blocking(move || {
+                let (views, next) = page_engine.stored_profiles_page(page_after.as_ref(), page_persons, &page_mask)?;
+                let mut exported = Vec::with_capacity(views.len());
+                for view in &views {
+                    let (profile, tags) = encoded::profile(&page_grant, page_engine.catalog(), view, compact)?;
+                    exported.push(ExportedProfile {
+                        person_id: view.person_id.to_string(),
+                        tags: page_lists.list(&tags),
+                        profile,
+                    });
+                }
+                Ok::<_, EngineError>((exported, next))
+            })
+            .await;
+            let (exported, next) = match page {
                 Ok(page) => page,
                 Err(error) => {
                     let _ = sender.send(Err(to_status(error))).await;
                     return;
                 }
             };
-            for view in views {
-                let profile = convert::profile_to_pb(access::profile(&grant, engine.catalog(), view));
+            for profile in exported {
                 // The field's tag and length prefix: a few bytes per profile.
-                let profile_bytes = profile.encoded_len() + 8;
-                if !pending.is_empty() && pending_bytes + profile_bytes > chunk_bytes_max {
-                    if !send_chunk(&sender, &audit, std::mem::take(&mut pending), &mut start).await {
-                        return;
-                    }
-                    pending_bytes = 0;
+                let profile_bytes = profile.profile.as_bytes().len() + 8;
+                if !pending.is_empty()
+                    && pending.chunk.len() + profile_bytes > chunk_bytes_max
+                    && !send_chunk(&sender, &audit, std::mem::take(&mut pending), &mut start).await
+                {
+                    return;
                 }
-                pending_bytes += profile_bytes;
                 pending.push(profile);
                 n_persons += 1;
             }
@@ -161,11 +178,8 @@ pub async fn export_profiles(
                 Some(next) => after = Some(next),
                 None => break,
             }
-            if !pending.is_empty() {
-                if !send_chunk(&sender, &audit, std::mem::take(&mut pending), &mut start).await {
-                    return;
-                }
-                pending_bytes = 0;
+            if !pending.is_empty() && !send_chunk(&sender, &audit, std::mem::take(&mut pending), &mut start).await {
+                return;
             }
         }
         // The last chunk; also the first (with the start sequence) of an export of no one.
@@ -175,6 +189,58 @@ pub async fn export_profiles(
         tracing::debug!(n_persons, "profile export ended");
     });
     Ok(Box::pin(ReceiverStream::new(receiver)))
+}
+
+/// One profile of an export, encoded, with what its chunk's audit entry names of it.
+struct ExportedProfile {
+    person_id: String,
+    profile: EncodedProfile,
+    tags: TagList,
+}
+
+/// A chunk being filled, and what its audit entry will name: its persons and the union of
+/// their tags.
+#[derive(Default)]
+struct PendingChunk {
+    chunk: EncodedChunk,
+    persons: Vec<String>,
+    /// The first profile's tags: while every profile has the same (full profiles share one
+    /// list), they are the union.
+    first_tags: Option<TagList>,
+    /// The union, once a profile's tags differ from the first's.
+    union: Option<BTreeSet<String>>,
+}
+
+impl PendingChunk {
+    fn is_empty(&self) -> bool {
+        self.persons.is_empty()
+    }
+
+    fn push(&mut self, exported: ExportedProfile) {
+        self.chunk.push_profile(&exported.profile);
+        self.persons.push(exported.person_id);
+        match &self.first_tags {
+            None => self.first_tags = Some(exported.tags),
+            Some(first) if self.union.is_none() && *first == exported.tags => {}
+            Some(first) => self
+                .union
+                .get_or_insert_with(|| first.iter().cloned().collect())
+                .extend(exported.tags.iter().cloned()),
+        }
+    }
+
+    /// The chunk's audit note, and the chunk.
+    fn into_parts(self) -> (AuditNote, EncodedChunk) {
+        let tags = match (self.union, self.first_tags) {
+            (Some(union), _) => union.into_iter().collect::<Vec<_>>().into(),
+            (None, Some(first)) => first,
+            (None, None) => TagList::default(),
+        };
+        (
+            AuditNote::shared_profiles(self.persons, tags).with_detail("export chunk"),
+            self.chunk,
+        )
+    }
 }
 
 /// Who an export shares its chunks with.
@@ -187,13 +253,14 @@ struct ChunkAudit {
 /// at. False when the client has gone, or the chunk's audit entry could not be written (the
 /// stream then ends with that status, and the chunk is not sent).
 async fn send_chunk(
-    sender: &mpsc::Sender<Result<pb::ProfileChunk, Status>>,
+    sender: &mpsc::Sender<Result<EncodedChunk, Status>>,
     audit: &ChunkAudit,
-    profiles: Vec<pb::Profile>,
+    pending: PendingChunk,
     start: &mut Option<u64>,
 ) -> bool {
-    if !profiles.is_empty() {
-        let note = AuditNote::shared(&profiles).with_detail("export chunk");
+    let shares_someone = !pending.is_empty();
+    let (note, chunk) = pending.into_parts();
+    if shares_someone {
         let written = audit
             .auditor
             .call(
@@ -209,9 +276,5 @@ async fn send_chunk(
             return false;
         }
     }
-    let chunk = pb::ProfileChunk {
-        profiles,
-        change_sequence: start.take().unwrap_or(0),
-    };
-    sender.send(Ok(chunk)).await.is_ok()
+    sender.send(Ok(chunk.finish(start.take().unwrap_or(0)))).await.is_ok()
 }

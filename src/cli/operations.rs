@@ -147,7 +147,10 @@ pub async fn export_profiles(server: &ServerArgs, tags: Vec<String>, out: &Path)
     let channel = connect(server).await?;
     let mut chunks = ProfileServiceClient::new(channel)
         .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
-        .export_profiles(pb::ExportProfilesRequest { tag_mask: tags })
+        .export_profiles(pb::ExportProfilesRequest {
+            tag_mask: tags,
+            compact: false,
+        })
         .await
         .map_err(status_error)?
         .into_inner();

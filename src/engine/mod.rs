@@ -611,17 +611,17 @@ impl Engine {
         Ok(self.store.mapping_page(after, limit)?)
     }
 
-    /// Profiles of the persons after `after` in person-id order, from one read of at most
-    /// `limit` persons, narrowed to `tag_mask`; with the id to pass as `after` for the next page
+    /// Profiles of the persons after `after` in person-id order, as stored (not decoded), from
+    /// one read of at most `limit` persons, narrowed to `tag_mask`; with the id to pass as `after` for the next page
     /// (`None` after the last). Each page follows the store as it is when it is read: a person
     /// merged away before its page is read is not in it, and no alias is followed, so no
     /// person id is given twice across the pages.
-    pub fn profiles_page(
+    pub fn stored_profiles_page(
         &self,
         after: Option<&PersonId>,
         limit: usize,
         tag_mask: &[TagCode],
-    ) -> Result<(Vec<ProfileView>, Option<PersonId>), EngineError> {
+    ) -> Result<(Vec<StoredProfileView>, Option<PersonId>), EngineError> {
         let person_ids: Vec<PersonId> = (self.store.persons_page(after, limit)?.into_iter())
             .map(|(person_id, _)| person_id)
             .collect();
@@ -633,7 +633,7 @@ impl Engine {
         let txn = self.store.begin();
         let mut views = Vec::with_capacity(person_ids.len());
         for person_id in person_ids {
-            if let Some(view) = person_view_unchanged(&txn, person_id, tag_mask)? {
+            if let Some(view) = stored_person(&txn, person_id, tag_mask)? {
                 views.push(view);
             }
         }
@@ -743,17 +743,6 @@ fn changed_under_every_read(person_id: &PersonId) -> EngineError {
     EngineError::Aborted(format!(
         "person {person_id} changed during each of {READ_ATTEMPTS_MAX} reads; retry"
     ))
-}
-
-/// `stored_person` decoded.
-fn person_view_unchanged(
-    txn: &Txn<'_>,
-    person_id: PersonId,
-    tag_mask: &[TagCode],
-) -> Result<Option<ProfileView>, EngineError> {
-    stored_person(txn, person_id, tag_mask)?
-        .map(StoredProfileView::into_view)
-        .transpose()
 }
 
 /// A person's profile through `txn`, following an alias chain to the survivor.

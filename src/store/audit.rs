@@ -94,7 +94,7 @@ impl std::ops::Deref for TagList {
 
 impl PartialEq for TagList {
     fn eq(&self, other: &TagList) -> bool {
-        self.0.tags == other.0.tags
+        Arc::ptr_eq(&self.0, &other.0) || self.0.tags == other.0.tags
     }
 }
 

@@ -72,7 +72,7 @@ async fn ingest_all(server: &TestServer, records: Vec<pb::Record>) {
 /// Every profile, by ExportProfiles, keyed by person id (each id once).
 async fn all_profiles(client: &mut ProfileServiceClient<tonic::transport::Channel>) -> BTreeMap<String, pb::Profile> {
     let mut chunks = client
-        .export_profiles(pb::ExportProfilesRequest { tag_mask: vec![] })
+        .export_profiles(pb::ExportProfilesRequest::default())
         .await
         .expect("export starts")
         .into_inner();
@@ -425,7 +425,7 @@ async fn profiles_are_exported_from_a_live_service() {
         .await
         .expect("connect");
     let mut chunks = ProfileServiceClient::new(channel)
-        .export_profiles(pb::ExportProfilesRequest { tag_mask: vec![] })
+        .export_profiles(pb::ExportProfilesRequest::default())
         .await
         .expect("export starts")
         .into_inner();
@@ -479,6 +479,7 @@ async fn profiles_are_exported_from_a_live_service() {
     let mut masked = profiles
         .export_profiles(pb::ExportProfilesRequest {
             tag_mask: vec!["name".into(), "phone".into()],
+            compact: false,
         })
         .await
         .expect("export starts")
@@ -493,9 +494,34 @@ async fn profiles_are_exported_from_a_live_service() {
     }
     // Both merged-away persons are gone now.
     assert_eq!(n_masked, persons.len() - 2);
+
+    // Compact: the same profiles, each record named once, expanding to the full ones.
+    let full = all_profiles(&mut profiles).await;
+    let mut compact = profiles
+        .export_profiles(pb::ExportProfilesRequest {
+            tag_mask: vec![],
+            compact: true,
+        })
+        .await
+        .expect("export starts")
+        .into_inner();
+    let mut n_compact = 0;
+    while let Some(chunk) = compact.message().await.expect("chunk") {
+        for profile in chunk.profiles {
+            assert!(!profile.records.is_empty(), "a compact profile names its records");
+            assert!(profile.tags.iter().all(|tag| tag.record > 0 && tag.source.is_empty()));
+            let expanded = popmaster::api::convert::expand_compact_profile(profile);
+            let whole = &full[&expanded.person_id];
+            assert_eq!(expanded.tags, whole.tags, "{}", whole.person_id);
+            assert_eq!(expanded.version, whole.version);
+            n_compact += 1;
+        }
+    }
+    assert_eq!(n_compact, full.len());
     let status = profiles
         .export_profiles(pb::ExportProfilesRequest {
             tag_mask: vec!["no_such_tag".into()],
+            compact: false,
         })
         .await
         .expect_err("refused");

@@ -620,7 +620,7 @@ async fn readers_get_only_their_tags_and_masked_values_unless_cleared() {
     assert_eq!(profile_values(&batch.profiles[0]), values);
     assert_eq!(leaked(&batch), Vec::<&str>::new());
     let mut chunks = portal
-        .export_profiles(pb::ExportProfilesRequest { tag_mask: vec![] })
+        .export_profiles(pb::ExportProfilesRequest::default())
         .await
         .expect("export")
         .into_inner();
@@ -635,6 +635,7 @@ async fn readers_get_only_their_tags_and_masked_values_unless_cleared() {
         portal
             .export_profiles(pb::ExportProfilesRequest {
                 tag_mask: vec!["id_number".into()],
+                compact: false,
             })
             .await,
         Code::PermissionDenied,
@@ -992,6 +993,34 @@ async fn reads_changes_and_refusals_are_audited_and_shares_counted() {
             .any(|line| line.split_whitespace().collect::<Vec<_>>() == [month.as_str(), "portal", "1", "1"]),
         "{stdout}"
     );
+
+    // An export leaves an entry a chunk, naming the persons it shared and their tags.
+    let mut chunks = portal
+        .export_profiles(pb::ExportProfilesRequest::default())
+        .await
+        .expect("export")
+        .into_inner();
+    let mut n_exported = 0;
+    while let Some(chunk) = chunks.message().await.expect("chunk") {
+        n_exported += chunk.profiles.len();
+    }
+    assert_eq!(n_exported, 1);
+    let entries = ops
+        .query_audit(query("", &person_id))
+        .await
+        .expect("query")
+        .into_inner()
+        .entries;
+    let export = entries
+        .iter()
+        .find(|entry| entry.action == "ProfileService/ExportProfiles")
+        .expect("the export's entry");
+    assert_eq!(
+        (export.caller.as_str(), export.shares, export.detail.as_str()),
+        ("portal", 1, "export chunk")
+    );
+    assert_eq!(export.person_ids, std::slice::from_ref(&person_id));
+    assert_eq!(export.tags, returned);
     secure.server.stop().await;
 }
 
