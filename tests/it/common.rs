@@ -151,6 +151,26 @@ pub async fn wait_until_serving(url: &str) {
     }
 }
 
+/// Waits until the index has applied every change of the feed and holds one document for
+/// each person of the store; the stats that say so.
+pub async fn index_caught_up(url: &str) -> pb::Stats {
+    let channel = connect(url).await.expect("connect");
+    let mut admin = pb::admin_service_client::AdminServiceClient::new(channel);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = admin
+            .get_stats(pb::GetStatsRequest {})
+            .await
+            .expect("stats")
+            .into_inner();
+        if stats.index_watermark == stats.change_sequence && stats.index_persons == stats.n_persons {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "the index did not catch up: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A seeded synthetic population (`popmaster::synth`) as records to send.
 pub fn synthetic_records(seed: u64, n_persons: usize) -> Vec<pb::Record> {
     let config = popmaster::synth::SynthConfig {

@@ -94,69 +94,103 @@ async fn run_stream(url: String, batches: Arc<Vec<pb::RecordBatch>>, acked: Arc<
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_records_survive_kill_9() {
+/// The random source of a crash test: seeded from `CRASH_SEED`, or `default`; the seed is
+/// printed so that a failing run can be repeated.
+fn seeded(test: &str, default: u64) -> StdRng {
     let seed: u64 = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5EED);
-    eprintln!("crash test seed {seed} (rerun with CRASH_SEED={seed})");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let workloads: Vec<Arc<Vec<pb::RecordBatch>>> = (0..N_STREAMS)
-        .map(|stream_idx| Arc::new(workload(stream_idx, BATCHES_PER_STREAM, &mut rng)))
-        .collect();
-    let cursors: Vec<Arc<AtomicUsize>> = (0..N_STREAMS).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        .unwrap_or(default);
+    eprintln!("{test} seed {seed} (rerun with CRASH_SEED={seed})");
+    StdRng::seed_from_u64(seed)
+}
+
+/// `N_STREAMS` streams' batches, and how many of each were acknowledged.
+struct Streams {
+    workloads: Vec<Arc<Vec<pb::RecordBatch>>>,
+    cursors: Vec<Arc<AtomicUsize>>,
+}
+
+impl Streams {
+    fn new(n_batches: usize, rng: &mut StdRng) -> Streams {
+        Streams {
+            workloads: (0..N_STREAMS)
+                .map(|stream_idx| Arc::new(workload(stream_idx, n_batches, rng)))
+                .collect(),
+            cursors: (0..N_STREAMS).map(|_| Arc::new(AtomicUsize::new(0))).collect(),
+        }
+    }
+
+    /// Starts every stream at its first batch not acknowledged.
+    fn send(&self, url: &str) -> Vec<tokio::task::JoinHandle<()>> {
+        self.workloads
+            .iter()
+            .zip(&self.cursors)
+            .map(|(batches, cursor)| tokio::spawn(run_stream(url.to_string(), Arc::clone(batches), Arc::clone(cursor))))
+            .collect()
+    }
+
+    async fn join(clients: Vec<tokio::task::JoinHandle<()>>) {
+        for client in clients {
+            client.await.expect("client task");
+        }
+    }
+
+    fn acknowledged(&self) -> Vec<usize> {
+        self.cursors
+            .iter()
+            .map(|cursor| cursor.load(Ordering::SeqCst))
+            .collect()
+    }
+
+    fn all_done(&self) -> bool {
+        self.acknowledged()
+            .into_iter()
+            .zip(&self.workloads)
+            .all(|(acknowledged, batches)| acknowledged == batches.len())
+    }
+
+    /// Starts the server undisturbed (again, if a stream fails) until every batch is
+    /// acknowledged, and returns it running.
+    async fn finish(&self, data_dir: &std::path::Path, log_path: &std::path::Path, args: &[&str]) -> ServerProcess {
+        loop {
+            let server = ServerProcess::spawn_with(data_dir, log_path, "info", args).await;
+            Streams::join(self.send(&server.url)).await;
+            if self.all_done() {
+                return server;
+            }
+            server.kill_9();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_kill_9() {
+    let mut rng = seeded("crash test", 0x5EED);
+    let streams = Streams::new(BATCHES_PER_STREAM, &mut rng);
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");
     let log_path = dir.path().join("server.log");
 
     let mut n_kills = 0;
     let mut n_kills_mid_ingest = 0;
-    loop {
+    while n_kills < N_KILLS {
         let server = ServerProcess::spawn(&data_dir, &log_path).await;
-        let clients: Vec<_> = (0..N_STREAMS)
-            .map(|stream_idx| {
-                tokio::spawn(run_stream(
-                    server.url.clone(),
-                    Arc::clone(&workloads[stream_idx]),
-                    Arc::clone(&cursors[stream_idx]),
-                ))
-            })
-            .collect();
-        if n_kills < N_KILLS {
-            tokio::time::sleep(Duration::from_millis(rng.gen_range(50..700))).await;
-            let before: Vec<usize> = cursors.iter().map(|cursor| cursor.load(Ordering::SeqCst)).collect();
-            server.kill_9();
-            n_kills += 1;
-            for client in clients {
-                client.await.expect("client task");
-            }
-            let unfinished = cursors
-                .iter()
-                .zip(&workloads)
-                .any(|(c, w)| c.load(Ordering::SeqCst) < w.len());
-            if unfinished {
-                n_kills_mid_ingest += 1;
-            }
-            eprintln!("kill {n_kills}: acknowledged batches per stream {before:?}");
-            continue;
-        }
-        for client in clients {
-            client.await.expect("client task");
-        }
-        let all_done = cursors
-            .iter()
-            .zip(&workloads)
-            .all(|(cursor, batches)| cursor.load(Ordering::SeqCst) == batches.len());
-        if !all_done {
-            server.kill_9();
-            continue;
-        }
-        verify(&server.url, &workloads, usize::MAX).await;
-        assert!(!server.log().contains("panicked"), "no panic in the server log");
+        let clients = streams.send(&server.url);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(50..700))).await;
+        let before = streams.acknowledged();
         server.kill_9();
-        break;
+        n_kills += 1;
+        Streams::join(clients).await;
+        if !streams.all_done() {
+            n_kills_mid_ingest += 1;
+        }
+        eprintln!("kill {n_kills}: acknowledged batches per stream {before:?}");
     }
+    let server = streams.finish(&data_dir, &log_path, &[]).await;
+    verify(&server.url, &streams.workloads, usize::MAX).await;
+    assert!(!server.log().contains("panicked"), "no panic in the server log");
+    server.kill_9();
     assert!(n_kills >= 10);
     assert!(
         n_kills_mid_ingest >= 10,
@@ -416,30 +450,11 @@ fn log_since(path: &std::path::Path, from: u64) -> String {
 /// up with the store, and no start panicked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_during_recovery_lose_nothing() {
-    let seed: u64 = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0xDEC0DE);
-    eprintln!("recovery crash test seed {seed} (rerun with CRASH_SEED={seed})");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let workloads: Vec<Arc<Vec<pb::RecordBatch>>> = (0..N_STREAMS)
-        .map(|stream_idx| Arc::new(workload(stream_idx, BATCHES_PER_STREAM, &mut rng)))
-        .collect();
-    let cursors: Vec<Arc<AtomicUsize>> = (0..N_STREAMS).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let mut rng = seeded("recovery crash test", 0xDEC0DE);
+    let streams = Streams::new(BATCHES_PER_STREAM, &mut rng);
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");
     let log_path = dir.path().join("server.log");
-    let start_clients = |url: &str| -> Vec<tokio::task::JoinHandle<()>> {
-        (0..N_STREAMS)
-            .map(|stream_idx| {
-                tokio::spawn(run_stream(
-                    url.to_string(),
-                    Arc::clone(&workloads[stream_idx]),
-                    Arc::clone(&cursors[stream_idx]),
-                ))
-            })
-            .collect()
-    };
 
     let mut kills_in: BTreeMap<&str, usize> = BTreeMap::new();
     let mut round = 0;
@@ -454,12 +469,10 @@ async fn kills_during_recovery_lose_nothing() {
         let started = std::time::Instant::now();
         let server = ServerProcess::spawn(&data_dir, &log_path).await;
         let start_takes = started.elapsed();
-        let clients = start_clients(&server.url);
+        let clients = streams.send(&server.url);
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..600))).await;
         server.kill_9();
-        for client in clients {
-            client.await.expect("client task");
-        }
+        Streams::join(clients).await;
         // Restarts killed at random points, up to twice as long as a start takes, until one
         // recovers completely.
         let window_ms = (start_takes.as_millis() as u64).max(100) * 2;
@@ -488,22 +501,9 @@ async fn kills_during_recovery_lose_nothing() {
     }
     eprintln!("kills inside a recovery phase: {kills_in:?} in {round} rounds");
 
-    let server = loop {
-        let server = ServerProcess::spawn(&data_dir, &log_path).await;
-        for client in start_clients(&server.url) {
-            client.await.expect("client task");
-        }
-        let all_done = cursors
-            .iter()
-            .zip(&workloads)
-            .all(|(cursor, batches)| cursor.load(Ordering::SeqCst) == batches.len());
-        if all_done {
-            break server;
-        }
-        server.kill_9();
-    };
-    verify(&server.url, &workloads, usize::MAX).await;
-    wait_for_index(&server.url).await;
+    let server = streams.finish(&data_dir, &log_path, &[]).await;
+    verify(&server.url, &streams.workloads, usize::MAX).await;
+    index_caught_up(&server.url).await;
     assert!(!server.log().contains("panicked"), "no panic in the server log");
     server.kill_9();
 }
@@ -522,12 +522,7 @@ const CRASH_POINT_BATCHES: usize = 60;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborts_at_every_crash_point_lose_nothing() {
     use popmaster::crash_point;
-    let seed: u64 = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0xAB0A7);
-    eprintln!("crash point test seed {seed} (rerun with CRASH_SEED={seed})");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = seeded("crash point test", 0xAB0A7);
     let dir = tempfile::tempdir().expect("temp dir");
     // Frequent checkpoints and index rounds, so that each point is met often.
     let config_path = dir.path().join("popmaster.toml");
@@ -541,27 +536,7 @@ async fn aborts_at_every_crash_point_lose_nothing() {
     for point in crash_point::POINTS {
         let data_dir = dir.path().join(point);
         let log_path = dir.path().join(format!("{point}.log"));
-        let workloads: Vec<Arc<Vec<pb::RecordBatch>>> = (0..N_STREAMS)
-            .map(|stream_idx| Arc::new(workload(stream_idx, CRASH_POINT_BATCHES, &mut rng)))
-            .collect();
-        let cursors: Vec<Arc<AtomicUsize>> = (0..N_STREAMS).map(|_| Arc::new(AtomicUsize::new(0))).collect();
-        let all_done = || {
-            cursors
-                .iter()
-                .zip(&workloads)
-                .all(|(cursor, batches)| cursor.load(Ordering::SeqCst) == batches.len())
-        };
-        let send = |url: &str| -> Vec<tokio::task::JoinHandle<()>> {
-            (0..N_STREAMS)
-                .map(|stream_idx| {
-                    tokio::spawn(run_stream(
-                        url.to_string(),
-                        Arc::clone(&workloads[stream_idx]),
-                        Arc::clone(&cursors[stream_idx]),
-                    ))
-                })
-                .collect()
-        };
+        let streams = Streams::new(CRASH_POINT_BATCHES, &mut rng);
         for abort in 1..=ABORTS_PER_POINT {
             let n = rng.gen_range(1..=2);
             let armed = format!("{point}:{n}");
@@ -575,12 +550,10 @@ async fn aborts_at_every_crash_point_lose_nothing() {
                     break;
                 }
                 assert!(
-                    !all_done(),
+                    !streams.all_done(),
                     "every batch was acknowledged and the server was never aborted at {armed}"
                 );
-                for client in send(&server.url) {
-                    client.await.expect("client task");
-                }
+                Streams::join(streams.send(&server.url)).await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let log = log_since(&log_path, log_from);
@@ -591,48 +564,13 @@ async fn aborts_at_every_crash_point_lose_nothing() {
             assert!(!log.contains("panicked"), "a start panicked:\n{log}");
             eprintln!(
                 "{point}: abort {abort} at the {n}th time, acknowledged batches per stream {:?}",
-                cursors.iter().map(|c| c.load(Ordering::SeqCst)).collect::<Vec<_>>()
+                streams.acknowledged()
             );
         }
-        let server = loop {
-            let server = ServerProcess::spawn_with(&data_dir, &log_path, "info", &args).await;
-            for client in send(&server.url) {
-                client.await.expect("client task");
-            }
-            if all_done() {
-                break server;
-            }
-            server.kill_9();
-        };
-        verify(&server.url, &workloads, 300).await;
-        wait_for_index(&server.url).await;
+        let server = streams.finish(&data_dir, &log_path, &args).await;
+        verify(&server.url, &streams.workloads, 300).await;
+        index_caught_up(&server.url).await;
         assert!(!server.log().contains("panicked"), "no panic in the server log");
         server.kill_9();
-    }
-}
-
-/// Waits until the index has applied every change of the feed and holds one document for
-/// each person of the store.
-async fn wait_for_index(url: &str) {
-    let channel = connect(url).await.expect("connect");
-    let mut admin = popmaster::pb::admin_service_client::AdminServiceClient::new(channel);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let stats = admin
-            .get_stats(pb::GetStatsRequest {})
-            .await
-            .expect("stats")
-            .into_inner();
-        if stats.index_lag == 0 && stats.index_persons == stats.n_persons {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the index did not catch up: {} changes behind, {} persons indexed of {}",
-            stats.index_lag,
-            stats.index_persons,
-            stats.n_persons
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

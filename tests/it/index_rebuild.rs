@@ -3,7 +3,6 @@
 
 use crate::common::*;
 use popmaster::pb;
-use popmaster::pb::admin_service_client::AdminServiceClient;
 use popmaster::pb::ingest_service_client::IngestServiceClient;
 use popmaster::pb::rebuild_index_progress::Phase;
 use std::time::{Duration, Instant};
@@ -114,23 +113,6 @@ async fn rebuild_index_answers_as_before_and_takes_in_what_arrives_meanwhile() {
     server.stop().await;
 }
 
-async fn index_counts(url: &str) -> (u64, u64, pb::Stats) {
-    let mut admin = AdminServiceClient::new(connect(url).await.expect("connect"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let stats = admin
-            .get_stats(pb::GetStatsRequest {})
-            .await
-            .expect("stats")
-            .into_inner();
-        if stats.index_watermark == stats.change_sequence && stats.index_persons == stats.n_persons {
-            return (stats.index_persons, stats.n_persons, stats);
-        }
-        assert!(Instant::now() < deadline, "the index was not rebuilt: {stats:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_missing_damaged_or_old_format_index_is_rebuilt_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -140,7 +122,7 @@ async fn a_missing_damaged_or_old_format_index_is_rebuilt_at_start() {
     for chunk in synthetic_records(23, 200).chunks(200) {
         ingest(&mut ingest_client, chunk.to_vec()).await.expect("ingest");
     }
-    let (_, n_persons, _) = index_counts(&server.url).await;
+    let n_persons = index_caught_up(&server.url).await.n_persons;
     assert!(n_persons > 100);
     server.kill_9();
 
@@ -170,7 +152,8 @@ async fn a_missing_damaged_or_old_format_index_is_rebuilt_at_start() {
         damage();
         let log_path = dir.path().join(format!("{name}.log"));
         let server = ServerProcess::spawn(&data_dir, &log_path).await;
-        let (index_persons, persons, _) = index_counts(&server.url).await;
+        let stats = index_caught_up(&server.url).await;
+        let (index_persons, persons) = (stats.index_persons, stats.n_persons);
         assert_eq!((index_persons, persons), (n_persons, n_persons), "{name}");
         // The last line is logged just after the new index is swapped in.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -229,7 +212,7 @@ async fn an_index_behind_a_trimmed_feed_is_rebuilt_from_the_store() {
     ingest(&mut server.ingest_client().await, first.to_vec())
         .await
         .expect("ingest");
-    let (_, _, first_stats) = index_counts(&server.url()).await;
+    let first_stats = index_caught_up(&server.url()).await;
     wait_for_trimmed_feed(&server, 1).await;
     let dir = server.stop().await.expect("the server's own directory");
     let index_dir = dir.path().join("data/index");
@@ -240,7 +223,8 @@ async fn an_index_behind_a_trimmed_feed_is_rebuilt_from_the_store() {
     ingest(&mut server.ingest_client().await, second.to_vec())
         .await
         .expect("ingest");
-    let (_, n_persons, stats) = index_counts(&server.url()).await;
+    let stats = index_caught_up(&server.url()).await;
+    let n_persons = stats.n_persons;
     assert!(stats.change_sequence > first_stats.change_sequence + 2 * 3, "{stats:?}");
     // What the old index has not applied is gone from the feed.
     wait_for_trimmed_feed(&server, first_stats.index_watermark + 1).await;
@@ -249,7 +233,8 @@ async fn an_index_behind_a_trimmed_feed_is_rebuilt_from_the_store() {
     copy_dir(&old_index, &index_dir);
 
     let server = TestServer::start_in(dir, config).await;
-    let (index_persons, persons, _) = index_counts(&server.url()).await;
+    let stats = index_caught_up(&server.url()).await;
+    let (index_persons, persons) = (stats.index_persons, stats.n_persons);
     assert_eq!((index_persons, persons), (n_persons, n_persons));
     server.stop().await;
 }

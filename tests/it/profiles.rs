@@ -247,23 +247,7 @@ async fn the_index_catches_up_with_the_store() {
         })
         .collect();
     ingest(&mut ingest_client, records).await.expect("ingest");
-    let mut admin = server.admin_client().await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let stats = admin
-            .get_stats(pb::GetStatsRequest {})
-            .await
-            .expect("stats")
-            .into_inner();
-        if stats.index_persons == 10 && stats.index_watermark == stats.change_sequence {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "index did not catch up: {stats:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    assert_eq!(index_caught_up(&server.url()).await.index_persons, 10);
     server.stop().await;
 }
 
