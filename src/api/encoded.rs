@@ -26,50 +26,93 @@ use rustc_hash::FxHashMap;
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{Grpc, NamedService, ServerStreamingService, UnaryService};
 use tonic::{Request, Response, Status};
 
-/// The encoded bytes of one `pb::Profile`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodedProfile(Vec<u8>);
+/// The protobuf bytes of one `M`, written straight from the store and sent as they are.
+pub struct Encoded<M>(Vec<u8>, PhantomData<fn() -> M>);
 
-impl EncodedProfile {
+/// One `pb::Profile`.
+pub type EncodedProfile = Encoded<pb::Profile>;
+/// One `pb::BatchGetProfilesResponse`, written a profile at a time.
+pub type EncodedBatch = Encoded<pb::BatchGetProfilesResponse>;
+/// One `pb::ProfileChunk` of an export, written a profile at a time.
+pub type EncodedChunk = Encoded<pb::ProfileChunk>;
+
+impl<M: Message + Default> Encoded<M> {
+    fn new(bytes: Vec<u8>) -> Encoded<M> {
+        Encoded(bytes, PhantomData)
+    }
+
     /// The message the bytes encode.
-    pub fn decode(&self) -> Result<pb::Profile, Status> {
-        pb::Profile::decode(self.0.as_slice())
-            .map_err(|error| Status::internal(format!("an encoded profile does not decode: {error}")))
+    pub fn decode(&self) -> Result<M, Status> {
+        M::decode(self.0.as_slice()).map_err(|error| {
+            let message = std::any::type_name::<M>().rsplit("::").next().unwrap_or("message");
+            Status::internal(format!("an encoded {message} does not decode: {error}"))
+        })
     }
 
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Appends `profile` as field `field`.
+    fn put_profile(&mut self, field: u32, profile: &EncodedProfile) {
+        put_key(&mut self.0, field, WireType::LengthDelimited);
+        put_raw_varint(&mut self.0, profile.0.len() as u64);
+        self.0.extend_from_slice(&profile.0);
+    }
 }
 
-impl AsRef<[u8]> for EncodedProfile {
+impl<M> AsRef<[u8]> for Encoded<M> {
     fn as_ref(&self) -> &[u8] {
         &self.0
     }
 }
 
-/// The encoded bytes of one `pb::BatchGetProfilesResponse`, written a profile at a time.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EncodedBatch(Vec<u8>);
+impl<M> Default for Encoded<M> {
+    fn default() -> Self {
+        Encoded(Vec::new(), PhantomData)
+    }
+}
 
-/// Appends `profile` as field `field` of the message `buf` holds.
-fn put_profile(buf: &mut Vec<u8>, field: u32, profile: &EncodedProfile) {
-    put_key(buf, field, WireType::LengthDelimited);
-    put_raw_varint(buf, profile.0.len() as u64);
-    buf.extend_from_slice(&profile.0);
+impl<M> Clone for Encoded<M> {
+    fn clone(&self) -> Self {
+        Encoded(self.0.clone(), PhantomData)
+    }
+}
+
+impl<M> PartialEq for Encoded<M> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<M> Eq for Encoded<M> {}
+
+impl<M> std::fmt::Debug for Encoded<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encoded<{}>({} bytes)", std::any::type_name::<M>(), self.0.len())
+    }
 }
 
 impl EncodedBatch {
     /// Appends a found profile. Every profile comes before the first `not_found`, the order
     /// of the message's fields.
     pub fn push_profile(&mut self, profile: &EncodedProfile) {
-        put_profile(&mut self.0, 1, profile);
+        self.put_profile(1, profile);
     }
 
     /// Appends the ids no person holds, after the profiles.
@@ -81,35 +124,11 @@ impl EncodedBatch {
         }
         self
     }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The message the bytes encode.
-    pub fn decode(&self) -> Result<pb::BatchGetProfilesResponse, Status> {
-        pb::BatchGetProfilesResponse::decode(self.0.as_slice())
-            .map_err(|error| Status::internal(format!("an encoded batch of profiles does not decode: {error}")))
-    }
 }
-
-impl AsRef<[u8]> for EncodedBatch {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-/// The encoded bytes of one `pb::ProfileChunk` of an export, written a profile at a time.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EncodedChunk(Vec<u8>);
 
 impl EncodedChunk {
     pub fn push_profile(&mut self, profile: &EncodedProfile) {
-        put_profile(&mut self.0, 1, profile);
+        self.put_profile(1, profile);
     }
 
     /// Ends the chunk with the export's start sequence (the first chunk; 0 for the others),
@@ -120,26 +139,6 @@ impl EncodedChunk {
             put_raw_varint(&mut self.0, change_sequence);
         }
         self
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The message the bytes encode.
-    pub fn decode(&self) -> Result<pb::ProfileChunk, Status> {
-        pb::ProfileChunk::decode(self.0.as_slice())
-            .map_err(|error| Status::internal(format!("an encoded chunk of profiles does not decode: {error}")))
-    }
-}
-
-impl AsRef<[u8]> for EncodedChunk {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
     }
 }
 
@@ -240,7 +239,7 @@ pub fn profile<'v>(
     if let Some(asked) = &view.redirected_from {
         put_str(&mut buf, 6, asked.as_str().as_bytes());
     }
-    Ok((EncodedProfile(buf), shared))
+    Ok((EncodedProfile::new(buf), shared))
 }
 
 fn str_len(field: u32, value: &[u8]) -> usize {
@@ -308,17 +307,17 @@ fn put_message(buf: &mut Vec<u8>, field: u32, strings: &[&[u8]], last: u32) {
     put_varint(buf, last_number, u64::from(last));
 }
 
-/// Sends an answer already encoded (`Resp`: `EncodedProfile`, `EncodedBatch`) as it is and
+/// Sends an answer already encoded (`Resp`: an `Encoded` message) as it is and
 /// decodes the request with prost.
-pub struct EncodedCodec<Req, Resp>(std::marker::PhantomData<(Req, Resp)>);
+pub struct EncodedCodec<Req, Resp>(PhantomData<(Req, Resp)>);
 
 impl<Req, Resp> Default for EncodedCodec<Req, Resp> {
     fn default() -> Self {
-        EncodedCodec(std::marker::PhantomData)
+        EncodedCodec(PhantomData)
     }
 }
 
-pub struct EncodedEncoder<Resp>(std::marker::PhantomData<Resp>);
+pub struct EncodedEncoder<Resp>(PhantomData<Resp>);
 
 impl<Resp: AsRef<[u8]>> Encoder for EncodedEncoder<Resp> {
     type Item = Resp;
@@ -342,15 +341,15 @@ where
     type Decoder = RequestDecoder<Req>;
 
     fn encoder(&mut self) -> EncodedEncoder<Resp> {
-        EncodedEncoder(std::marker::PhantomData)
+        EncodedEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> RequestDecoder<Req> {
-        RequestDecoder(std::marker::PhantomData)
+        RequestDecoder(PhantomData)
     }
 }
 
-pub struct RequestDecoder<Req>(std::marker::PhantomData<Req>);
+pub struct RequestDecoder<Req>(PhantomData<Req>);
 
 impl<Req: Message + Default> Decoder for RequestDecoder<Req> {
     type Item = Req;

@@ -612,8 +612,8 @@ impl Engine {
     }
 
     /// Profiles of the persons after `after` in person-id order, as stored (not decoded), from
-    /// one read of at most `limit` persons, narrowed to `tag_mask`; with the id to pass as `after` for the next page
-    /// (`None` after the last). Each page follows the store as it is when it is read: a person
+    /// one read of at most `limit` persons, narrowed to `tag_mask`; with the id to pass as
+    /// `after` for the next page (`None` after the last). Each page follows the store as it is when it is read: a person
     /// merged away before its page is read is not in it, and no alias is followed, so no
     /// person id is given twice across the pages.
     pub fn stored_profiles_page(
