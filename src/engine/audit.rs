@@ -14,16 +14,18 @@
 //! hash.
 //!
 //! The pruner, a third thread, deletes entries past the retention (`audit.retention_days`)
-//! every `audit.prune_interval_ms`, in bounded batches, keeping the share counters. Its keys
-//! are `u/`, `ui/`, `ut/`, `m/shares/`, `m/audit_serial` and `m/audit_journal_applied`. The
-//! write path also writes `u/` and `ui/` keys, the entries of changes in the changes' own
-//! transactions (durable with the change, through the write-ahead log), with serials of its
-//! own (high bit set), so the two never write the same key (`ut/` lists are written whole,
-//! the same by anyone). Decides nothing about what is audited; that is the api's.
+//! every `audit.prune_interval_ms`, in bounded batches, keeping the share counters, and
+//! deletes the shared tag lists of the days it has emptied. Its keys are `u/`, `ui/`, `ul/`
+//! (`ut/` from format 7), `m/shares/`, `m/audit_serial` and `m/audit_journal_applied`. The
+//! write path also writes `u/`, `ui/` and `ul/` keys, the entries of changes in the changes'
+//! own transactions (durable with the change, through the write-ahead log), with serials of
+//! its own (high bit set), so the two never write the same entry key (`ul/` lists are written
+//! whole, the same by anyone). Decides nothing about what is audited; that is the api's.
 
 use super::EngineError;
 use crate::config::AuditConfig;
 use crate::model::EpochMillis;
+use crate::store::layout::audit_day;
 use crate::store::{
     shared_tag_list_hash, AuditBatchDone, AuditPage, AuditQuery, AuditRecord, ShareCount, Store, TagList,
 };
@@ -67,13 +69,14 @@ pub struct JournalGroup {
 /// One entry as the journal holds it. A long tag list (a full profile's 2,091 codes) that the
 /// store already holds durably, or that an earlier entry of the journal holds, is left out and
 /// named by its hash, so a frame is not some thirty thousand bytes an entry. The store applies
-/// the journal in order, so that earlier entry has written the list (`ut/`) by then; the
-/// journal keeps it until a checkpoint has made the store's copy durable.
+/// the journal in order, so that earlier entry has written the list (`ul/<day><hash>`, the
+/// entries' day) by then; the journal keeps it until a checkpoint has made the store's copy
+/// durable. A list is named by hash only for an entry of the same day as the list held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct JournalEntry {
     /// Its `tags` are empty when `tags_by_hash`.
     record: AuditRecord,
-    /// The hash of a tag list long enough to be shared (`ut/<hash>`).
+    /// The hash of a tag list long enough to be shared (`ul/<day><hash>`).
     tag_list: Option<[u8; 16]>,
     /// The list is left out: the store held it durably, or an earlier entry of the journal
     /// holds it, when the entry was journaled.
@@ -81,9 +84,19 @@ struct JournalEntry {
 }
 
 /// The shared tag lists the store is known to hold durably: written by the index thread before
-/// one of its checkpoints (never deleted since). Bounded: past `DURABLE_TAG_LISTS_MAX` it is
-/// emptied and fills again.
-type DurableTagLists = Mutex<HashSet<[u8; 16]>>;
+/// one of its checkpoints. Pruning deletes only the lists of days before the retention's
+/// cutoff, which no new entry names. Bounded: past `DURABLE_TAG_LISTS_MAX` it is emptied and
+/// fills again.
+type DurableTagLists = Mutex<HashSet<SharedList>>;
+
+/// A shared tag list as the store keeps it (`ul/<day><hash>`): the day of the entries naming
+/// it, and its hash.
+type SharedList = (u32, [u8; 16]);
+
+/// The shared list an entry's tags go to, if they are long enough to be shared.
+fn shared_list(record: &AuditRecord) -> Option<SharedList> {
+    shared_tag_list_hash(&record.tags).map(|hash| (audit_day(record.at), hash))
+}
 const DURABLE_TAG_LISTS_MAX: usize = 65_536;
 
 impl LogEntry for JournalGroup {
@@ -355,7 +368,7 @@ fn journal_loop(
     let mut failed: Option<String> = None;
     let mut trimmed = 0;
     // The long tag lists this thread has journaled in full (bounded like `durable_lists`).
-    let mut journaled_lists: HashSet<[u8; 16]> = HashSet::new();
+    let mut journaled_lists: HashSet<SharedList> = HashSet::new();
     while let Some(first) = receiver.blocking_recv() {
         let mut n_keys = first.0.n_keys();
         let mut group = vec![first];
@@ -388,18 +401,18 @@ fn journal_loop(
             records
                 .into_iter()
                 .map(|mut record| {
-                    let tag_list = shared_tag_list_hash(&record.tags);
-                    let tags_by_hash = tag_list.is_some_and(|hash| {
-                        durable_lists.contains(&hash) || journaled_lists.contains(&hash) || listed_here.contains(&hash)
+                    let list = shared_list(&record);
+                    let tags_by_hash = list.is_some_and(|list| {
+                        durable_lists.contains(&list) || journaled_lists.contains(&list) || listed_here.contains(&list)
                     });
                     if tags_by_hash {
                         record.tags = TagList::default();
-                    } else if let Some(hash) = tag_list {
-                        listed_here.push(hash);
+                    } else if let Some(list) = list {
+                        listed_here.push(list);
                     }
                     JournalEntry {
                         record,
-                        tag_list,
+                        tag_list: list.map(|(_, hash)| hash),
                         tags_by_hash,
                     }
                 })
@@ -501,10 +514,10 @@ fn index_loop(
                 Err(_) => break,
             }
         }
-        let new_lists: Vec<[u8; 16]> = entries
+        let new_lists: Vec<SharedList> = entries
             .iter()
             .filter(|entry| !entry.tags_by_hash)
-            .filter_map(|entry| entry.tag_list)
+            .filter_map(|entry| entry.tag_list.map(|hash| (audit_day(entry.record.at), hash)))
             .collect();
         let records = store_records(entries);
         let (state, applied) = progress;
@@ -558,7 +571,7 @@ struct Checkpoints<'a> {
     /// The last group applied since the last checkpoint.
     applied_since: Option<u64>,
     /// The shared tag lists written (or found) since the last checkpoint.
-    lists_since: Vec<[u8; 16]>,
+    lists_since: Vec<SharedList>,
     /// Published after each checkpoint: the last group it made durable, and its lists.
     durable: &'a AtomicU64,
     durable_lists: &'a DurableTagLists,
@@ -608,6 +621,7 @@ fn prune_pass(
         let batch = store.prune_audit(cutoff)?;
         pass.n_entries += batch.n_entries;
         pass.n_index_keys += batch.n_index_keys;
+        pass.n_tag_lists += batch.n_tag_lists;
         if batch.finished {
             pass.finished = true;
             break;
@@ -616,13 +630,14 @@ fn prune_pass(
             break;
         }
     }
-    if pass.n_entries > 0 {
+    if pass.n_entries > 0 || pass.n_tag_lists > 0 {
         let cutoff_time = chrono::DateTime::from_timestamp_millis(cutoff)
             .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             .unwrap_or_default();
         tracing::info!(
             n_entries = pass.n_entries,
             n_index_keys = pass.n_index_keys,
+            n_tag_lists = pass.n_tag_lists,
             cutoff = %cutoff_time,
             retention_days,
             finished = pass.finished,
@@ -730,6 +745,43 @@ mod tests {
         }
     }
 
+    /// Shared lists are kept per day: the first entry of a new day holds its list in full
+    /// though the store holds the same list for the day before, and the store keeps it again.
+    #[test]
+    fn a_new_day_journals_its_tag_list_in_full() {
+        let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("store"));
+        let journal = journal_dir();
+        let config = JournalConfig {
+            checkpoint_interval: Duration::from_millis(1),
+            ..journal_config(&journal)
+        };
+        let audit = AuditLog::start(Arc::clone(&store), &AuditConfig::default(), config.clone()).expect("start");
+        let now = chrono::Utc::now().timestamp_millis();
+        let yesterday_evening = now - now % DAY_MILLIS - 1_000;
+        let runtime = runtime();
+        runtime
+            .block_on(audit.append(full_read(yesterday_evening)))
+            .expect("append");
+        audit.catch_up().expect("caught up");
+        std::thread::sleep(Duration::from_millis(20));
+        runtime
+            .block_on(audit.append(full_read(yesterday_evening + 2_000)))
+            .expect("append");
+        runtime
+            .block_on(audit.append(full_read(yesterday_evening + 3_000)))
+            .expect("append");
+        audit.catch_up().expect("caught up");
+        let page = audit.query(&everything(), None, 10).expect("query");
+        assert_eq!(page.entries.len(), 3);
+        assert_eq!(page.entries[1], full_read(yesterday_evening + 2_000));
+        audit.close();
+        let entries = journal_entries(&config);
+        let in_full: Vec<bool> = entries.iter().map(|entry| !entry.tags_by_hash).collect();
+        assert_eq!(in_full, [true, true, false]);
+        let day = audit_day(yesterday_evening);
+        assert_eq!(store.audit_tag_list_days().expect("lists"), [day, day + 1]);
+    }
+
     /// Once a checkpoint has made a long tag list durable in the store, the journal names it
     /// by its hash instead of holding it again; the entries read back whole, and a start
     /// applies such an entry from the journal.
@@ -742,7 +794,9 @@ mod tests {
             ..journal_config(&journal)
         };
         let audit = AuditLog::start(Arc::clone(&store), &AuditConfig::default(), config.clone()).expect("start");
+        // Midday today: the entries below are of one day.
         let now = chrono::Utc::now().timestamp_millis();
+        let now = now - now % DAY_MILLIS + DAY_MILLIS / 2;
         let runtime = runtime();
         runtime.block_on(audit.append(full_read(now))).expect("append");
         audit.catch_up().expect("caught up");

@@ -5,9 +5,10 @@
 //! count and kept when entries are pruned. One entry and its index keys go in through
 //! `put_audit_entry`, whoever writes it: the engine's audit writer, in groups with serials from
 //! `m/audit_serial`, and the write path, one entry per change in the change's transaction with
-//! serials `WRITE_PATH_AUDIT_SERIALS | sequence`. Long tag lists are stored once, by hash
-//! (`ut/`). Entries older than the retention are pruned in bounded batches
-//! (`prune_audit`). Decides nothing about what is audited, nor when entries expire.
+//! serials `WRITE_PATH_AUDIT_SERIALS | sequence`. Long tag lists are stored once a day, by
+//! day and hash (`ul/<day><hash>`). Entries older than the retention are pruned in bounded
+//! batches (`prune_audit`), and with them the tag lists of the days they leave empty. Decides
+//! nothing about what is audited, nor when entries expire.
 
 use super::kv::KvStore;
 use super::{decode, layout, Store, StoreError, Txn};
@@ -210,7 +211,10 @@ const AUDIT_SCAN_PAGE: usize = 1_024;
 pub struct AuditBatchDone {
     pub n_entries: u64,
     pub n_index_keys: u64,
-    /// No entry is left to do (before the cutoff, when pruning).
+    /// Shared tag lists deleted (pruning): those of the days whose entries are all pruned.
+    pub n_tag_lists: u64,
+    /// No entry is left to do (before the cutoff, when pruning), nor a tag list of a day
+    /// before the cutoff's.
     pub finished: bool,
 }
 
@@ -224,7 +228,8 @@ pub fn put_audit_entry(txn: &mut Txn<'_>, serial: u64, record: &AuditRecord) -> 
 }
 
 /// `put_audit_entry`; with `stored_tags`, the entry's tag list is the one the store holds under
-/// that hash (`ut/<hash>`, written by an earlier entry), and `record.tags` is not read.
+/// that hash for the entry's day (`ul/<day><hash>`, written by an earlier entry), and
+/// `record.tags` is not read.
 fn put_entry(
     txn: &mut Txn<'_>,
     serial: u64,
@@ -232,7 +237,7 @@ fn put_entry(
     stored_tags: Option<[u8; 16]>,
 ) -> Result<(), StoreError> {
     let tags = if let Some(hash) = stored_tags {
-        if !txn.holds(&layout::audit_tag_list(&hash))? {
+        if !txn.holds(&layout::audit_tag_list(layout::audit_day(record.at), &hash))? {
             return Err(StoreError::Corrupt {
                 kind: "audit entry",
                 message: "an audit journal entry names a shared tag list the store lacks".into(),
@@ -240,7 +245,7 @@ fn put_entry(
         }
         StoredTags::Shared(hash)
     } else if let Some(hash) = shared_tag_list_hash(&record.tags) {
-        let key = layout::audit_tag_list(&hash);
+        let key = layout::audit_tag_list(layout::audit_day(record.at), &hash);
         if !txn.holds(&key)? {
             txn.put(key, &record.tags)?;
         }
@@ -267,9 +272,9 @@ fn put_entry(
 }
 
 /// A tag list this long or longer (a profile read returns hundreds, the same for every read of
-/// one reader's grant) is stored once, under its hash (`ut/<hash>`), and entries refer to it:
-/// an entry of a full-profile read takes about a hundred bytes instead of some thirty
-/// thousand. Shorter lists are stored in the entry.
+/// one reader's grant) is stored once a day, under its day and hash (`ul/<day><hash>`), and the
+/// day's entries refer to it: an entry of a full-profile read takes about a hundred bytes
+/// instead of some thirty thousand. Shorter lists are stored in the entry.
 const SHARED_TAG_LIST_MIN: usize = 16;
 
 /// The first byte of an entry stored by this version: the entry follows, its tag list inline
@@ -306,12 +311,13 @@ struct ReadEntry {
 #[derive(Serialize, Deserialize)]
 enum StoredTags {
     Listed(Vec<String>),
-    /// The hash of a list stored under `ut/<hash>`.
+    /// The hash of a list stored under `ul/<day><hash>`, the day being the entry's (or, for an
+    /// entry from before format 8, under `ut/<hash>`).
     Shared([u8; 16]),
 }
 
-/// The hash a tag list is stored under (`ut/<hash>`), for a list long enough to be stored
-/// once and shared; `None` for a list kept in its entry.
+/// The hash a tag list is stored under (`ul/<day><hash>`), for a list long enough to be stored
+/// once a day and shared; `None` for a list kept in its entry.
 pub fn shared_tag_list_hash(tags: &TagList) -> Option<[u8; 16]> {
     (tags.len() >= SHARED_TAG_LIST_MIN).then(|| tags.hash())
 }
@@ -331,12 +337,31 @@ fn tag_list_hash(tags: &[String]) -> [u8; 16] {
     hash
 }
 
+#[cfg(test)]
+impl Store {
+    /// The day of each shared tag list kept, in key order.
+    pub(crate) fn audit_tag_list_days(&self) -> Result<Vec<u32>, StoreError> {
+        let prefix = layout::AUDIT_TAG_LISTS;
+        Ok(self
+            .kv
+            .scan(prefix, None, usize::MAX)?
+            .into_iter()
+            .map(|(key, _)| u32::from_be_bytes(key[prefix.len()..prefix.len() + 4].try_into().expect("4 bytes")))
+            .collect())
+    }
+}
+
 /// An entry as stored (by this version, or before, as a bare `AuditRecord`), with a shared tag
 /// list read back.
 fn read_entry(txn: &Txn<'_>, value: &[u8]) -> Result<AuditRecord, StoreError> {
     let (mut record, shared) = decode_entry(value)?;
     if let Some(hash) = shared {
-        record.tags = match txn.get(&layout::audit_tag_list(&hash))? {
+        let dated = txn.get(&layout::audit_tag_list(layout::audit_day(record.at), &hash))?;
+        let stored = match dated {
+            Some(bytes) => Some(bytes),
+            None => txn.get(&layout::undated_audit_tag_list(&hash))?,
+        };
+        record.tags = match stored {
             Some(bytes) => decode("audit tag list", &bytes)?,
             None => {
                 return Err(StoreError::Corrupt {
@@ -447,13 +472,27 @@ impl Store {
         // the entries go in finds each entry's list.
         let mut lists = self.begin();
         for (record, stored_tags) in &records {
-            if stored_tags.is_some() {
-                continue;
-            }
-            if let Some(hash) = shared_tag_list_hash(&record.tags) {
-                let key = layout::audit_tag_list(&hash);
-                if !lists.holds(&key)? {
-                    lists.put(key, &record.tags)?;
+            let day = layout::audit_day(record.at);
+            match stored_tags {
+                Some(hash) => {
+                    let key = layout::audit_tag_list(day, hash);
+                    if lists.holds(&key)? {
+                        continue;
+                    }
+                    // A journal written before format 8 names lists that format 7 kept
+                    // undated: the day gets its copy.
+                    if let Some(undated) = lists.get(&layout::undated_audit_tag_list(hash))? {
+                        let tags: Vec<String> = decode("audit tag list", &undated)?;
+                        lists.put(key, &tags)?;
+                    }
+                }
+                None => {
+                    if let Some(hash) = shared_tag_list_hash(&record.tags) {
+                        let key = layout::audit_tag_list(day, &hash);
+                        if !lists.holds(&key)? {
+                            lists.put(key, &record.tags)?;
+                        }
+                    }
                 }
             }
         }
@@ -586,8 +625,68 @@ impl Store {
                 break;
             }
         }
+        if done.finished {
+            // Every entry before the cutoff is gone with this batch: so are the uses of the
+            // tag lists of the days before the cutoff's day.
+            done.finished = self.prune_tag_lists(&mut txn, before, &mut done.n_tag_lists, n_keys)?;
+        }
         txn.commit()?;
         Ok(done)
+    }
+
+    /// Deletes, into `txn`, the shared tag lists of the days before `before`'s day, whose
+    /// entries are all pruned, and the undated lists of format 7 once `before` has passed the
+    /// upgrade to format 8 (every entry that could name them is pruned then), as long as the
+    /// batch holds fewer than `AUDIT_BATCH_KEYS_MAX` keys (`n_keys` so far). Whether none is
+    /// left.
+    fn prune_tag_lists(
+        &self,
+        txn: &mut Txn<'_>,
+        before: EpochMillis,
+        n_deleted: &mut u64,
+        mut n_keys: usize,
+    ) -> Result<bool, StoreError> {
+        let end = layout::audit_tag_lists_of_day(layout::audit_day(before));
+        let undated_until: Option<EpochMillis> = txn
+            .get(layout::META_UNDATED_TAG_LISTS_UNTIL)?
+            .map(|bytes| decode("undated tag lists' time", &bytes))
+            .transpose()?;
+        let undated_prunable = undated_until.is_some_and(|until| until <= before);
+        let families = [
+            (layout::AUDIT_TAG_LISTS, Some(end)),
+            (layout::UNDATED_AUDIT_TAG_LISTS, None),
+        ];
+        for (prefix, end) in families {
+            if end.is_none() && !undated_prunable {
+                continue;
+            }
+            let mut start: Option<Vec<u8>> = None;
+            'family: loop {
+                let page = self.kv.scan(prefix, start.as_deref(), AUDIT_SCAN_PAGE)?;
+                let exhausted = page.len() < AUDIT_SCAN_PAGE;
+                for (key, _) in page {
+                    if end.as_ref().is_some_and(|end| key >= *end) {
+                        break 'family;
+                    }
+                    if n_keys >= AUDIT_BATCH_KEYS_MAX {
+                        return Ok(false);
+                    }
+                    txn.delete(key.clone())?;
+                    *n_deleted += 1;
+                    n_keys += 1;
+                    let mut next = key;
+                    next.push(0);
+                    start = Some(next);
+                }
+                if exhausted {
+                    break;
+                }
+            }
+        }
+        if undated_prunable {
+            txn.delete(layout::META_UNDATED_TAG_LISTS_UNTIL.to_vec())?;
+        }
+        Ok(true)
     }
 
     /// Writes the index keys of every audit entry, in batches of at most
@@ -718,6 +817,137 @@ mod tests {
         assert!(read.entries.is_empty());
         let by_time = store.audit_page(&everything, None, 100).expect("page").entries;
         assert_eq!(by_time.last(), Some(&before));
+    }
+
+    /// A day's shared tag lists go when its entries are pruned; the lists of the days still
+    /// holding entries stay, and those entries read whole. The same list read on two days is
+    /// kept once a day.
+    #[test]
+    fn pruning_a_days_entries_deletes_its_tag_lists() {
+        const DAY: i64 = 86_400_000;
+        let store = Store::open(Box::new(MemKv::default())).expect("store");
+        let day_start = 1_768_003_200_000; // 2026-01-10T00:00:00Z
+        let all_tags: Vec<String> = (0..40).map(|idx| format!("tag_{idx:02}")).collect();
+        let other_tags: Vec<String> = (0..30).map(|idx| format!("other_{idx:02}")).collect();
+        let read = |at: i64, tags: &[String]| {
+            let mut record = entry(at, "portal", &["P1"], 1);
+            record.tags = tags.to_vec().into();
+            record
+        };
+        let records = [
+            read(day_start, &all_tags),
+            read(day_start + 5, &other_tags),
+            read(day_start + DAY - 1, &all_tags),
+            read(day_start + DAY, &all_tags),
+            read(day_start + 2 * DAY + 7, &all_tags),
+        ];
+        store.append_audit(0, &records).expect("append");
+        // Two lists on the first day, one on each of the next two.
+        assert_eq!(n_keys(&store, layout::AUDIT_TAG_LISTS), 4);
+
+        // A cutoff inside the second day prunes the first day's entries and lists, and the
+        // second day's first entry, but not its list: a later entry of that day names it.
+        let done = store.prune_audit(day_start + DAY + 1).expect("prune");
+        assert_eq!((done.n_entries, done.n_tag_lists, done.finished), (4, 2, true));
+        assert_eq!(n_keys(&store, layout::AUDIT_TAG_LISTS), 2);
+        let everything = AuditQuery {
+            from: 0,
+            to: i64::MAX,
+            ..AuditQuery::default()
+        };
+        let left = store.audit_page(&everything, None, 10).expect("page").entries;
+        assert_eq!(left, [records[4].clone()]);
+
+        // A cutoff at the start of the third day: the second day's list goes.
+        let done = store.prune_audit(day_start + 2 * DAY).expect("prune");
+        assert_eq!((done.n_entries, done.n_tag_lists, done.finished), (0, 1, true));
+        assert_eq!(n_keys(&store, layout::AUDIT_TAG_LISTS), 1);
+        let left = store.audit_page(&everything, None, 10).expect("page").entries;
+        assert_eq!(left, [records[4].clone()]);
+        // Nothing more to do.
+        let done = store.prune_audit(day_start + 2 * DAY).expect("prune");
+        assert_eq!((done.n_entries, done.n_tag_lists, done.finished), (0, 0, true));
+    }
+
+    /// A format 7 store kept shared lists undated (`ut/<hash>`): its entries still read after
+    /// the upgrade, a journal of before that names such a list by hash still applies (the day
+    /// gets its copy), and the undated lists go once pruning passes the upgrade's time.
+    #[test]
+    fn undated_tag_lists_of_format_7_read_and_go_once_their_entries_are_pruned() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let before_upgrade = 1_768_000_000_000;
+        let tags: Vec<String> = (0..40).map(|idx| format!("tag_{idx:02}")).collect();
+        let hash = tag_list_hash(&tags);
+        let mut old = entry(before_upgrade, "portal", &["P1"], 1);
+        old.tags = tags.clone().into();
+        {
+            let store = Store::open_sled(dir.path(), 1 << 24).expect("store");
+            let mut txn = store.begin();
+            txn.put(layout::undated_audit_tag_list(&hash), &tags).expect("put");
+            let stored = StoredEntry {
+                at: old.at,
+                caller: &old.caller,
+                purpose: &old.purpose,
+                action: &old.action,
+                outcome: &old.outcome,
+                persons: &old.persons,
+                tags: StoredTags::Shared(hash),
+                shares: old.shares,
+                detail: &old.detail,
+            };
+            txn.put(layout::audit(old.at, 0), &(ENTRY_WITH_SHARED_TAGS, stored))
+                .expect("put");
+            txn.put(layout::META_FORMAT.to_vec(), &7u32).expect("put");
+            txn.commit().expect("commit");
+            store.checkpoint().expect("checkpoint");
+        }
+        let store = Store::open_sled(dir.path(), 1 << 24).expect("upgrades");
+        let until: EpochMillis = decode(
+            "until",
+            &store
+                .begin()
+                .get(layout::META_UNDATED_TAG_LISTS_UNTIL)
+                .expect("read")
+                .expect("set by the upgrade"),
+        )
+        .expect("decodes");
+        let everything = AuditQuery {
+            from: 0,
+            to: i64::MAX,
+            ..AuditQuery::default()
+        };
+        assert_eq!(
+            store.audit_page(&everything, None, 10).expect("page").entries,
+            [old.clone()]
+        );
+
+        // A journal group of before the upgrade names the undated list by hash.
+        let mut journaled = old.clone();
+        journaled.at += 10;
+        let mut named = journaled.clone();
+        named.tags = TagList::default();
+        store
+            .append_audit_journaled(1, &[(named, Some(hash))], 1)
+            .expect("applies");
+        let day = layout::audit_day(journaled.at);
+        assert!(store.begin().holds(&layout::audit_tag_list(day, &hash)).expect("read"));
+        let read = store.audit_page(&everything, None, 10).expect("page").entries;
+        assert_eq!(read, [old.clone(), journaled.clone()]);
+
+        // Pruning up to a time before the upgrade keeps the undated list.
+        let done = store.prune_audit(old.at + 1).expect("prune");
+        assert_eq!((done.n_entries, done.n_tag_lists), (1, 0));
+        assert_eq!(n_keys(&store, layout::UNDATED_AUDIT_TAG_LISTS), 1);
+        // Past the upgrade, every entry that could name it is gone: so is it, with the mark.
+        let done = store.prune_audit(until + 1).expect("prune");
+        assert_eq!((done.n_entries, done.n_tag_lists, done.finished), (1, 2, true));
+        assert_eq!(n_keys(&store, layout::UNDATED_AUDIT_TAG_LISTS), 0);
+        assert_eq!(n_keys(&store, layout::AUDIT_TAG_LISTS), 0);
+        assert!(store
+            .begin()
+            .get(layout::META_UNDATED_TAG_LISTS_UNTIL)
+            .expect("read")
+            .is_none());
     }
 
     #[test]
@@ -1065,6 +1295,7 @@ mod tests {
             AuditBatchDone {
                 n_entries: AUDIT_BATCH_ENTRIES_MAX as u64,
                 n_index_keys: 3 * AUDIT_BATCH_ENTRIES_MAX as u64,
+                n_tag_lists: 0,
                 finished: false
             }
         );
@@ -1074,6 +1305,7 @@ mod tests {
             AuditBatchDone {
                 n_entries: 5,
                 n_index_keys: 15,
+                n_tag_lists: 0,
                 finished: true
             }
         );

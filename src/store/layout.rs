@@ -34,8 +34,12 @@
 //! ui/c/<caller>\0<at ms><serial>        the audit log by caller (empty value): one per entry
 //! ui/p/<person_id>\0<at ms><serial>     the audit log by person (empty value): one per person
 //!                                        an entry names; written and deleted with the entry
-//! ut/<16 bytes of SHA-256>               a tag list audit entries share (every list of 16 tags or
-//!                                        more); written with the first entry that names it, kept
+//! ul/<day, 4 bytes BE><16 bytes of SHA-256>   a tag list the audit entries of one day (UTC, counted
+//!                                        from 1970) share (every list of 16 tags or more); written
+//!                                        with the day's first entry that names it, deleted when
+//!                                        the day's entries are pruned
+//! ut/<16 bytes of SHA-256>               a shared tag list as format 7 kept it, for any day;
+//!                                        deleted once every entry from before format 8 is pruned
 //! m/shares/<YYYY-MM>\0<caller>           profiles shared to a caller in a month, and its calls
 //! ```
 //!
@@ -96,8 +100,13 @@ pub const AUDIT: &[u8] = b"u/";
 pub const AUDIT_BY_CALLER: &[u8] = b"ui/c/";
 /// Prefix of the audit log's index by person (`ui/p/<person_id>\0<at><serial>`).
 pub const AUDIT_BY_PERSON: &[u8] = b"ui/p/";
-/// Tag lists audit entries share, by hash (`ut/<16 bytes>`).
-pub const AUDIT_TAG_LISTS: &[u8] = b"ut/";
+/// Tag lists the audit entries of one day share, by day and hash (`ul/<day><16 bytes>`).
+pub const AUDIT_TAG_LISTS: &[u8] = b"ul/";
+/// Tag lists audit entries share, by hash alone, as format 7 kept them (`ut/<16 bytes>`).
+pub const UNDATED_AUDIT_TAG_LISTS: &[u8] = b"ut/";
+/// The time (ms) before which audit entries may name undated tag lists (`ut/`): when the store
+/// was upgraded to format 8. Absent when there are none.
+pub const META_UNDATED_TAG_LISTS_UNTIL: &[u8] = b"m/undated_tag_lists_until";
 /// Quality counter of the records a source sent (admitted ones).
 pub const QUALITY_RECORDS: &str = "#records";
 /// Quality counter of the records of a source that were refused.
@@ -167,9 +176,36 @@ pub fn source_records(source: &SourceId) -> Vec<u8> {
     join(META_SOURCE_RECORDS, &[source.as_str()])
 }
 
-/// A tag list audit entries share, by the first 16 bytes of its SHA-256.
-pub fn audit_tag_list(hash: &[u8; 16]) -> Vec<u8> {
+const DAY_MILLIS: i64 = 24 * 3_600 * 1_000;
+
+/// The day (UTC, counted from 1970-01-01) of a time in ms; times before 1970 do not occur and
+/// count as day 0.
+pub fn audit_day(at_millis: i64) -> u32 {
+    u32::try_from(at_millis.max(0) / DAY_MILLIS).unwrap_or(u32::MAX)
+}
+
+/// The first time (ms) of a day.
+pub fn audit_day_start(day: u32) -> i64 {
+    i64::from(day) * DAY_MILLIS
+}
+
+/// A tag list the audit entries of day `day` share, by the first 16 bytes of its SHA-256.
+pub fn audit_tag_list(day: u32, hash: &[u8; 16]) -> Vec<u8> {
+    let mut key = audit_tag_lists_of_day(day);
+    key.extend_from_slice(hash);
+    key
+}
+
+/// The first key of day `day`'s shared tag lists; every list of an earlier day sorts before it.
+pub fn audit_tag_lists_of_day(day: u32) -> Vec<u8> {
     let mut key = AUDIT_TAG_LISTS.to_vec();
+    key.extend_from_slice(&day.to_be_bytes());
+    key
+}
+
+/// A shared tag list as format 7 kept it, by hash alone.
+pub fn undated_audit_tag_list(hash: &[u8; 16]) -> Vec<u8> {
+    let mut key = UNDATED_AUDIT_TAG_LISTS.to_vec();
     key.extend_from_slice(hash);
     key
 }

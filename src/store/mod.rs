@@ -37,11 +37,14 @@ use std::sync::Arc;
 /// 7: a blocking key's postings are one value (`b/`), read with one lookup instead of a scan,
 /// and a source's quality counters are one value (`q/<source>`); a format 6 store is upgraded
 /// in place when it is opened.
-pub const FORMAT_VERSION: u32 = 7;
+/// 8: the tag lists audit entries share are kept per day (`ul/<day><hash>`), so pruning a day's
+/// entries deletes its lists; a format 7 store is upgraded in place when it is opened, keeping
+/// its undated lists (`ut/<hash>`) until every entry from before the upgrade is pruned.
+pub const FORMAT_VERSION: u32 = 8;
 
 /// The oldest format this build upgrades in place, one format at a time: 4 -> 5 counts the
 /// records per source, 5 -> 6 indexes the audit log, 6 -> 7 packs the postings and the quality
-/// counters.
+/// counters, 7 -> 8 dates the audit log's shared tag lists.
 pub const UPGRADABLE_FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
@@ -705,6 +708,9 @@ impl Store {
                 if found <= 6 {
                     store.upgrade_from_format_6()?;
                 }
+                if found <= 7 {
+                    store.upgrade_from_format_7()?;
+                }
             }
             None => {
                 // A restore writes the format version last: data without it is a restore
@@ -857,6 +863,29 @@ impl Store {
             n_postings,
             n_counters,
             "upgraded the store format: packed the postings of each blocking key, and the quality counters of each source, into one value"
+        );
+        Ok(())
+    }
+
+    /// Format 7 -> 8: the shared tag lists of audit entries are kept per day from now on. The
+    /// lists format 7 kept undated (`ut/<hash>`) stay, for the entries that name them, until
+    /// pruning passes the time of this upgrade (`m/undated_tag_lists_until`, written with format
+    /// version 8 in one atomic batch, only if there are such lists).
+    fn upgrade_from_format_7(&self) -> Result<(), StoreError> {
+        let n_undated = self.kv.scan(layout::UNDATED_AUDIT_TAG_LISTS, None, 1)?.len();
+        let mut txn = self.begin();
+        if n_undated > 0 {
+            let now: EpochMillis = chrono::Utc::now().timestamp_millis();
+            txn.put_small(layout::META_UNDATED_TAG_LISTS_UNTIL.to_vec(), &now)?;
+        }
+        txn.put(layout::META_FORMAT.to_vec(), &8u32)?;
+        txn.commit()?;
+        self.checkpoint()?;
+        tracing::info!(
+            from = 7,
+            to = 8,
+            undated_tag_lists = n_undated > 0,
+            "upgraded the store format: the audit log's shared tag lists are kept per day"
         );
         Ok(())
     }
