@@ -654,22 +654,22 @@ async fn a_batch_over_the_message_size_is_refused() {
     config.limits.message_bytes_max = 1024;
     let server = TestServer::start_with(config).await;
     let mut ingest_client = server.ingest_client().await;
-    let records = (0..10)
-        .map(|n| {
-            let id = id_number("19900101", n);
-            record(
-                "D05",
-                &format!("r{n}"),
-                &[("name", "欧阳修远"), ("id_number", &id), ("phone", "13900139000")],
-            )
-        })
-        .collect();
-    let answer = ingest(&mut ingest_client, records).await.expect("ingest");
-    let person_ids: Vec<String> = answer
-        .outcomes
-        .iter()
-        .map(|outcome| outcome.person_id.clone())
-        .collect();
+    // In batches of 5: a message of more would pass the 1,024 bytes too.
+    let mut person_ids: Vec<String> = Vec::new();
+    for first in (0..30).step_by(5) {
+        let records = (first..first + 5)
+            .map(|n| {
+                let id = id_number("19900101", n);
+                record(
+                    "D05",
+                    &format!("r{n}"),
+                    &[("name", "欧阳修远"), ("id_number", &id), ("phone", "13900139000")],
+                )
+            })
+            .collect();
+        let answer = ingest(&mut ingest_client, records).await.expect("ingest");
+        person_ids.extend(answer.outcomes.iter().map(|outcome| outcome.person_id.clone()));
+    }
     let mut profiles = server.profile_client().await;
     let request = |person_ids: &[String]| pb::BatchGetProfilesRequest {
         person_ids: person_ids.to_vec(),
@@ -696,7 +696,9 @@ async fn a_batch_over_the_message_size_is_refused() {
     assert_eq!(two.profiles.len(), 2);
     // For a client that takes gzip the limit is on the compressed answer: five profiles that
     // do not fit as they are fit compressed.
-    let mut gzip_client = profiles.accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let mut gzip_client = profiles
+        .clone()
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let five = gzip_client
         .batch_get_profiles(request(&person_ids[..5]))
         .await
@@ -704,5 +706,32 @@ async fn a_batch_over_the_message_size_is_refused() {
         .into_inner();
     assert!(five.encode_to_vec().len() > 1024, "five do not fit as they are");
     assert_eq!(five.profiles.len(), 5);
+    // Built uncompressed, the answer may take four times the limit and no more: all the
+    // profiles pass that, and are refused before the answer is built whole.
+    assert!(
+        profiles
+            .batch_get_profiles(request(&person_ids[..1]))
+            .await
+            .expect("one")
+            .into_inner()
+            .encode_to_vec()
+            .len()
+            * person_ids.len()
+            > 4 * 1024
+    );
+    let status = gzip_client
+        .batch_get_profiles(request(&person_ids))
+        .await
+        .expect_err("over four times the limit before compression");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains(&format!(
+            "the profiles of these {} persons take more than limits.message_bytes_max (1024 bytes), \
+             compressed (and more than 4096 bytes, 4 times it, before compression); ask for fewer persons",
+            person_ids.len()
+        )),
+        "{}",
+        status.message()
+    );
     server.stop().await;
 }
