@@ -228,6 +228,25 @@ impl CandidateIndex {
         self.reader.searcher().num_docs()
     }
 
+    /// The person id of every live document as of the last commit, once for each document, in
+    /// no particular order: a sound index names each person it holds once. For checks of the
+    /// index against the store; it reads the whole index.
+    pub fn person_ids(&self) -> Result<Vec<String>, IndexError> {
+        let searcher = self.reader.searcher();
+        let mut person_ids = Vec::with_capacity(usize::try_from(searcher.num_docs()).unwrap_or(0));
+        for segment in searcher.segment_readers() {
+            let ids = segment
+                .fast_fields()
+                .str(schema::PERSON_ID)
+                .map_err(|e| IndexError::corrupt_because("the person id column is unreadable", e))?
+                .ok_or(IndexError::corrupt("a segment has no person id column"))?;
+            for doc in segment.doc_ids_alive() {
+                person_ids.push(id_from_dictionary(&ids, doc)?);
+            }
+        }
+        Ok(person_ids)
+    }
+
     /// The top `k` candidate persons for `query`, best first, ties broken by ascending
     /// `person_id` (through its number, `schema::person_key`). Empty when `k` is 0, the query has no usable value, or nothing matches.
     ///

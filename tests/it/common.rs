@@ -7,7 +7,7 @@ use popmaster::pb;
 use popmaster::pb::admin_service_client::AdminServiceClient;
 use popmaster::pb::ingest_service_client::IngestServiceClient;
 use popmaster::pb::profile_service_client::ProfileServiceClient;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -169,6 +169,37 @@ pub async fn index_caught_up(url: &str) -> pb::Stats {
         assert!(Instant::now() < deadline, "the index did not catch up: {stats:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The persons the store at `url` holds: every person a record belongs to.
+pub async fn stored_persons(url: &str) -> BTreeSet<String> {
+    let mut profiles = ProfileServiceClient::new(connect(url).await.expect("connect"));
+    export(&mut profiles)
+        .await
+        .into_iter()
+        .map(|row| row.person_id)
+        .collect()
+}
+
+/// Checks the candidate index the server left in `data_dir` (stopped since) against `stored`,
+/// the persons its store held: each stored person indexed once, and no other. What
+/// `index_caught_up` checks only counts.
+pub fn assert_index_holds_each_person_once(data_dir: &Path, stored: &BTreeSet<String>) {
+    let home = popmaster_index::IndexHome::open(&data_dir.join("index")).expect("index home");
+    let index = popmaster_index::CandidateIndex::open(&home.current_dir(), &popmaster_index::IndexConfig::default())
+        .expect("the index opens");
+    let mut indexed = index.person_ids().expect("person ids");
+    indexed.sort();
+    let n_documents = indexed.len();
+    indexed.dedup();
+    assert_eq!(n_documents, indexed.len(), "a person indexed twice");
+    let indexed: BTreeSet<String> = indexed.into_iter().collect();
+    let missing: Vec<&String> = stored.difference(&indexed).take(5).collect();
+    let extra: Vec<&String> = indexed.difference(stored).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "the index differs from the store: not indexed {missing:?}, indexed and not stored {extra:?}"
+    );
 }
 
 /// A seeded synthetic population (`popmaster::synth`) as records to send.

@@ -504,8 +504,10 @@ async fn kills_during_recovery_lose_nothing() {
     let server = streams.finish(&data_dir, &log_path, &[]).await;
     verify(&server.url, &streams.workloads, usize::MAX).await;
     index_caught_up(&server.url).await;
+    let stored = stored_persons(&server.url).await;
     assert!(!server.log().contains("panicked"), "no panic in the server log");
     server.kill_9();
+    assert_index_holds_each_person_once(&data_dir, &stored);
 }
 
 /// Aborts at each crash point, and the streams' batches per point.
@@ -570,7 +572,9 @@ async fn aborts_at_every_crash_point_lose_nothing() {
         let server = streams.finish(&data_dir, &log_path, &args).await;
         verify(&server.url, &streams.workloads, 300).await;
         index_caught_up(&server.url).await;
+        let stored = stored_persons(&server.url).await;
         assert!(!server.log().contains("panicked"), "no panic in the server log");
         server.kill_9();
+        assert_index_holds_each_person_once(&data_dir, &stored);
     }
 }
