@@ -441,17 +441,17 @@ impl ProfileApi {
             let grant = access::reader_grant(&identity, method)?;
             let n_persons = person_ids.len();
             let too_big = || {
-                let compressed = if gzip {
+                let limit = if gzip {
                     format!(
-                        ", compressed (and more than {built_max} bytes, {GZIP_BUILT_BYTES_FACTOR} times it, \
-                         before compression)"
+                        "{built_max} bytes before compression ({GZIP_BUILT_BYTES_FACTOR} times \
+                         limits.message_bytes_max, the most a compressed answer is built to)"
                     )
                 } else {
-                    String::new()
+                    format!("limits.message_bytes_max ({bytes_max} bytes)")
                 };
                 Status::out_of_range(format!(
-                    "the profiles of these {n_persons} persons take more than limits.message_bytes_max \
-                     ({bytes_max} bytes){compressed}; ask for fewer persons, a tag mask or compact profiles"
+                    "the profiles of these {n_persons} persons take more than {limit}; \
+                     ask for fewer persons, a tag mask or compact profiles"
                 ))
             };
             let mut answer = EncodedBatch::default();

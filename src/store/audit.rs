@@ -211,7 +211,8 @@ const AUDIT_SCAN_PAGE: usize = 1_024;
 pub struct AuditBatchDone {
     pub n_entries: u64,
     pub n_index_keys: u64,
-    /// Shared tag lists deleted (pruning): those of the days whose entries are all pruned.
+    /// Shared tag lists deleted (pruning): those of the days before the cutoff's day, whose
+    /// entries are all pruned.
     pub n_tag_lists: u64,
     /// No entry is left to do (before the cutoff, when pruning), nor a tag list of a day
     /// before the cutoff's.
@@ -337,6 +338,25 @@ fn tag_list_hash(tags: &[String]) -> [u8; 16] {
     hash
 }
 
+/// Days before an entry's own that `list_of_before_format_8` looks through.
+const FORMAT_7_JOURNAL_DAYS: u32 = 31;
+
+/// The stored list with `hash` that an entry of `day` from a journal written before format 8
+/// names: format 7's undated list, or the list of an earlier day, back to
+/// `FORMAT_7_JOURNAL_DAYS` days (a journal holds what the store had not applied, minutes at
+/// most in a running service). Looked for only when the day's own list is missing.
+fn list_of_before_format_8(txn: &Txn<'_>, day: u32, hash: &[u8; 16]) -> Result<Option<Vec<u8>>, StoreError> {
+    if let Some(undated) = txn.get(&layout::undated_audit_tag_list(hash))? {
+        return Ok(Some(undated));
+    }
+    for earlier in (day.saturating_sub(FORMAT_7_JOURNAL_DAYS)..day).rev() {
+        if let Some(list) = txn.get(&layout::audit_tag_list(earlier, hash))? {
+            return Ok(Some(list));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 impl Store {
     /// The day of each shared tag list kept, in key order.
@@ -351,9 +371,10 @@ impl Store {
     }
 }
 
-/// An entry as stored (by this version, or before, as a bare `AuditRecord`), with a shared tag
-/// list read back.
-fn read_entry(txn: &Txn<'_>, value: &[u8]) -> Result<AuditRecord, StoreError> {
+/// The entry stored under `entry_key` as `value` (by this version, or before, as a bare
+/// `AuditRecord`), with a shared tag list read back; `None` when its list is gone because
+/// pruning deleted the entry too since `value` was read (reads are not snapshots).
+fn read_entry(txn: &Txn<'_>, entry_key: &[u8], value: &[u8]) -> Result<Option<AuditRecord>, StoreError> {
     let (mut record, shared) = decode_entry(value)?;
     if let Some(hash) = shared {
         let dated = txn.get(&layout::audit_tag_list(layout::audit_day(record.at), &hash))?;
@@ -363,6 +384,7 @@ fn read_entry(txn: &Txn<'_>, value: &[u8]) -> Result<AuditRecord, StoreError> {
         };
         record.tags = match stored {
             Some(bytes) => decode("audit tag list", &bytes)?,
+            None if !txn.holds(entry_key)? => return Ok(None),
             None => {
                 return Err(StoreError::Corrupt {
                     kind: "audit entry",
@@ -371,7 +393,7 @@ fn read_entry(txn: &Txn<'_>, value: &[u8]) -> Result<AuditRecord, StoreError> {
             }
         };
     }
-    Ok(record)
+    Ok(Some(record))
 }
 
 /// An entry as stored, and the hash of its shared tag list if it has one (its `tags` are then
@@ -479,10 +501,11 @@ impl Store {
                     if lists.holds(&key)? {
                         continue;
                     }
-                    // A journal written before format 8 names lists that format 7 kept
-                    // undated: the day gets its copy.
-                    if let Some(undated) = lists.get(&layout::undated_audit_tag_list(hash))? {
-                        let tags: Vec<String> = decode("audit tag list", &undated)?;
+                    // A journal written before format 8 names a list by hash whatever its day:
+                    // a list format 7 kept undated, or one an earlier entry of the journal
+                    // held in full, kept now under that entry's day. The day gets its copy.
+                    if let Some(earlier) = list_of_before_format_8(&lists, day, hash)? {
+                        let tags: Vec<String> = decode("audit tag list", &earlier)?;
                         lists.put(key, &tags)?;
                     }
                 }
@@ -558,20 +581,22 @@ impl Store {
                 next.push(0);
                 start = next;
                 n_scanned += 1;
-                let value = if by_index {
+                let entry = if by_index {
                     // An entry pruned since its index key was read is gone; so is a key of
                     // another person or caller whose id extends this one's.
                     match layout::audit_entry_of_index(&key, &prefix) {
-                        Some(entry_key) => txn.get(&entry_key)?,
+                        Some(entry_key) => txn.get(&entry_key)?.map(|value| (entry_key, value)),
                         None => None,
                     }
                 } else {
-                    Some(txn.join_parts(&key, &stored)?)
+                    Some((key.clone(), txn.join_parts(&key, &stored)?))
                 };
-                if let Some(value) = value {
-                    let record = read_entry(&txn, &value)?;
-                    if query.matches(&record) {
-                        entries.push(record);
+                if let Some((entry_key, value)) = entry {
+                    // `None`: pruned, with its day's tag list, since it was read.
+                    if let Some(record) = read_entry(&txn, &entry_key, &value)? {
+                        if query.matches(&record) {
+                            entries.push(record);
+                        }
                     }
                 }
                 if entries.len() == page_size || n_scanned == AUDIT_SCAN_MAX {
@@ -671,9 +696,8 @@ impl Store {
                     if n_keys >= AUDIT_BATCH_KEYS_MAX {
                         return Ok(false);
                     }
-                    txn.delete(key.clone())?;
+                    n_keys += txn.delete(key.clone())?;
                     *n_deleted += 1;
-                    n_keys += 1;
                     let mut next = key;
                     next.push(0);
                     start = Some(next);
@@ -753,7 +777,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::kv::MemKv;
+    use crate::store::kv::{KvStore, MemKv, WriteBatch};
 
     fn entry(at: EpochMillis, caller: &str, persons: &[&str], shares: u64) -> AuditRecord {
         AuditRecord {
@@ -869,6 +893,32 @@ mod tests {
         assert_eq!((done.n_entries, done.n_tag_lists, done.finished), (0, 0, true));
     }
 
+    /// Reads are not snapshots: an entry read just before pruning deleted it and its day's
+    /// list is skipped, not taken for damage; a list missing under an entry still stored is.
+    #[test]
+    fn an_entry_pruned_while_it_is_read_is_skipped() {
+        let store = Store::open(Box::new(MemKv::default())).expect("store");
+        let mut read = entry(1_768_000_000_000, "portal", &["P1"], 1);
+        read.tags = (0..40).map(|idx| format!("tag_{idx:02}")).collect();
+        store.append_audit(0, &[read.clone(), read.clone()]).expect("append");
+        let (key, stored) = store.kv.scan(layout::AUDIT, None, 1).expect("scan").remove(0);
+        let txn = store.begin();
+        let value = txn.join_parts(&key, &stored).expect("joined");
+        assert_eq!(read_entry(&txn, &key, &value).expect("reads"), Some(read.clone()));
+
+        store.prune_audit(read.at + 86_400_000).expect("prune");
+        let txn = store.begin();
+        assert_eq!(read_entry(&txn, &key, &value).expect("skipped"), None);
+
+        // The list gone from under an entry the store still holds is damage.
+        let mut batch = WriteBatch::default();
+        batch.put(key.clone(), stored);
+        store.kv.apply(batch).expect("entry back");
+        let txn = store.begin();
+        let error = read_entry(&txn, &key, &value).expect_err("damage");
+        assert!(error.to_string().contains("its shared tag list is missing"), "{error}");
+    }
+
     /// A format 7 store kept shared lists undated (`ut/<hash>`): its entries still read after
     /// the upgrade, a journal of before that names such a list by hash still applies (the day
     /// gets its copy), and the undated lists go once pruning passes the upgrade's time.
@@ -934,13 +984,30 @@ mod tests {
         let read = store.audit_page(&everything, None, 10).expect("page").entries;
         assert_eq!(read, [old.clone(), journaled.clone()]);
 
+        // An entry of the old journal named by hash a list that an earlier entry of the
+        // journal held in full, of the day before: the later day gets its copy.
+        let other_tags: Vec<String> = (0..20).map(|idx| format!("other_{idx:02}")).collect();
+        let mut evening = entry(before_upgrade + 20, "portal", &["P2"], 1);
+        evening.tags = other_tags.clone().into();
+        let mut morning = evening.clone();
+        morning.at += 86_400_000;
+        let mut named = morning.clone();
+        named.tags = TagList::default();
+        let other_hash = tag_list_hash(&other_tags);
+        store
+            .append_audit_journaled(2, &[(evening.clone(), None), (named, Some(other_hash))], 2)
+            .expect("applies");
+        let read = store.audit_page(&everything, None, 10).expect("page").entries;
+        assert_eq!(read, [old.clone(), journaled.clone(), evening, morning]);
+        let done = store.prune_audit(journaled.at + 1_000).expect("prune");
+        assert_eq!(done.n_entries, 3);
+
         // Pruning up to a time before the upgrade keeps the undated list.
-        let done = store.prune_audit(old.at + 1).expect("prune");
-        assert_eq!((done.n_entries, done.n_tag_lists), (1, 0));
         assert_eq!(n_keys(&store, layout::UNDATED_AUDIT_TAG_LISTS), 1);
-        // Past the upgrade, every entry that could name it is gone: so is it, with the mark.
+        // Past the upgrade, every entry that could name it is gone: so is it, with the mark,
+        // and the dated lists of the days before.
         let done = store.prune_audit(until + 1).expect("prune");
-        assert_eq!((done.n_entries, done.n_tag_lists, done.finished), (1, 2, true));
+        assert_eq!((done.n_entries, done.n_tag_lists, done.finished), (1, 4, true));
         assert_eq!(n_keys(&store, layout::UNDATED_AUDIT_TAG_LISTS), 0);
         assert_eq!(n_keys(&store, layout::AUDIT_TAG_LISTS), 0);
         assert!(store

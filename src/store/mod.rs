@@ -1446,12 +1446,14 @@ impl Txn<'_> {
         self.pending.insert(key, None);
     }
 
-    fn delete(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
-        for part_no in 1..self.stored_parts(&key)? {
+    /// Deletes a value and its continuation parts; how many keys that is.
+    fn delete(&mut self, key: Vec<u8>) -> Result<usize, StoreError> {
+        let n_parts = self.stored_parts(&key)?;
+        for part_no in 1..n_parts {
             self.pending.insert(layout::continuation(&key, part_no), None);
         }
         self.pending.insert(key, None);
-        Ok(())
+        Ok(usize::from(n_parts).max(1))
     }
 
     fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
@@ -2130,7 +2132,7 @@ impl Txn<'_> {
             }
             None if existing.is_some() => {
                 self.add_to_counter(layout::META_N_REVIEW_ITEMS, -1)?;
-                self.delete(storage_key)
+                self.delete(storage_key).map(drop)
             }
             None => Ok(()),
         }

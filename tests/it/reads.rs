@@ -726,8 +726,8 @@ async fn a_batch_over_the_message_size_is_refused() {
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     assert!(
         status.message().contains(&format!(
-            "the profiles of these {} persons take more than limits.message_bytes_max (1024 bytes), \
-             compressed (and more than 4096 bytes, 4 times it, before compression); ask for fewer persons",
+            "the profiles of these {} persons take more than 4096 bytes before compression (4 times \
+             limits.message_bytes_max, the most a compressed answer is built to); ask for fewer persons",
             person_ids.len()
         )),
         "{}",
