@@ -1,7 +1,8 @@
 //! kill -9 during streaming ingest: several concurrent streams, the server SIGKILLed at
 //! random points at least ten times and restarted, clients resending what was not
-//! acknowledged; and again with its restarts killed while they recover. Every acknowledged
-//! record must be stored exactly once, at its latest version.
+//! acknowledged; and again with its restarts killed while they recover, aborted at named crash
+//! points, and killed during the index's merges. Every acknowledged record must be stored
+//! exactly once, at its latest version.
 
 use crate::common::*;
 use popmaster::pb;
@@ -577,4 +578,97 @@ async fn aborts_at_every_crash_point_lose_nothing() {
         server.kill_9();
         assert_index_holds_each_person_once(&data_dir, &stored);
     }
+}
+
+/// Kills during an index merge, and the batches each stream has for them.
+const MERGE_KILLS: usize = 5;
+const MERGE_KILL_BATCHES: usize = 120;
+
+/// Kills the server while tantivy merges index segments, which no crash point reaches: the
+/// merges run on tantivy's own threads (`merge_thread_*`). The index commits every 50 ms, so
+/// small segments pile up and are merged often; the test reads the process's threads from
+/// `/proc` while four streams send and, once a batch of the run is acknowledged, kills it as
+/// soon as a merge thread is running, five times, restarting it after each. Then the clients resend what was not acknowledged, and
+/// every acknowledged record is stored exactly once at its latest version, the index opens and
+/// catches up, and it names each stored person once.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_during_index_merges_lose_nothing() {
+    let mut rng = seeded("index merge crash test", 0x3E46E);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let log_path = dir.path().join("server.log");
+    let config_path = dir.path().join("popmaster.toml");
+    std::fs::write(&config_path, "[index]\nrefresh_interval_ms = 50\n").expect("config");
+    let config_arg = config_path.display().to_string();
+    let args = ["--config", config_arg.as_str()];
+    let streams = Streams::new(MERGE_KILL_BATCHES, &mut rng);
+    let mut kills = 0;
+    let mut round = 0;
+    while kills < MERGE_KILLS {
+        round += 1;
+        assert!(
+            !streams.all_done(),
+            "every batch was acknowledged after {kills} kills during a merge in {round} rounds"
+        );
+        let log_from = std::fs::metadata(&log_path).map_or(0, |meta| meta.len());
+        let server = ServerProcess::spawn_with(&data_dir, &log_path, "info", &args).await;
+        let acknowledged_before: usize = streams.acknowledged().iter().sum();
+        let clients = streams.send(&server.url);
+        let pid = server.child.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        // A merge while the streams send: after this run's first acknowledged batch (the
+        // merges of the start itself are the recovery test's).
+        let merging = loop {
+            let sending = streams.acknowledged().iter().sum::<usize>() > acknowledged_before;
+            if sending && merge_thread_running(pid) {
+                break true;
+            }
+            if std::time::Instant::now() > deadline || clients.iter().all(|client| client.is_finished()) {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        server.kill_9();
+        Streams::join(clients).await;
+        let log = log_since(&log_path, log_from);
+        assert!(!log.contains("panicked"), "a run panicked:\n{log}");
+        if merging {
+            kills += 1;
+        }
+        eprintln!(
+            "round {round}: killed {}, acknowledged batches per stream {:?}",
+            if merging {
+                "during a merge"
+            } else {
+                "with no merge seen"
+            },
+            streams.acknowledged()
+        );
+    }
+
+    let server = streams.finish(&data_dir, &log_path, &args).await;
+    verify(&server.url, &streams.workloads, 300).await;
+    index_caught_up(&server.url).await;
+    let stored = stored_persons(&server.url).await;
+    assert!(!server.log().contains("panicked"), "no panic in the server log");
+    server.kill_9();
+    assert_index_holds_each_person_once(&data_dir, &stored);
+}
+
+/// Whether one of tantivy's merge threads of process `pid` is running (state `R`).
+#[cfg(target_os = "linux")]
+fn merge_thread_running(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("merge_thread") {
+            return false;
+        }
+        // `pid (comm) state ...`: the state follows the last parenthesis.
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('R'))
+    })
 }
