@@ -559,5 +559,20 @@ async fn profiles_are_exported_from_a_live_service() {
         assert!(tags["name"][field].is_string(), "{field}");
     }
     assert!(survivor["version"].as_u64().expect("version") >= 2);
+    // The export asks for compact profiles and expands them: each line is what `get --json`
+    // prints for the person.
+    let output = popmaster(vec![
+        "get".into(),
+        second_last.to_string(),
+        "--tags".into(),
+        "name,id_number".into(),
+        "--json".into(),
+        "--server".into(),
+        server.url(),
+    ])
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let got: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(*survivor, got);
     server.stop().await;
 }
