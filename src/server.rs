@@ -334,7 +334,6 @@ pub async fn termination_signal() {
     }
 }
 
-/// A bound in milliseconds from the configuration; 0 is none.
 /// What the health service says, as (service name, status), from the engine's state: the
 /// ingest service stops serving once the write path has failed (batches are refused until a
 /// restart); every service, and the server as a whole (""), once the store is torn (nothing
@@ -389,6 +388,7 @@ async fn watch_health(engine: Arc<Engine>, reporter: tonic_health::server::Healt
     }
 }
 
+/// A bound in milliseconds from the configuration; 0 is none.
 fn bound(millis: u64) -> Option<Duration> {
     (millis > 0).then(|| Duration::from_millis(millis))
 }

@@ -138,11 +138,7 @@ impl KvStore for SledKv {
     /// `insert` and `remove` take sled's process-wide lock shared, where `apply_batch` takes it
     /// exclusively and so holds every read off until the whole batch is in.
     fn apply_each(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let half = batch.writes.len() / 2;
-        for (i, (key, value)) in batch.writes.into_iter().enumerate() {
-            if i == half {
-                crate::crash_point::reached("store-half-applied");
-            }
+        for (key, value) in batch.writes {
             match value {
                 Some(value) => self.tree.insert(key, value)?,
                 None => self.tree.remove(key)?,

@@ -432,7 +432,15 @@ impl GuardedKv {
         let _applying = self.applying.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.refuse_torn()?;
         let mut done = TornUnlessDone(&self.torn, false);
-        self.kv.apply_each(batch)?;
+        let mut writes = batch.writes;
+        let second_half = writes.split_off(writes.len() / 2);
+        self.kv.apply_each(WriteBatch { writes })?;
+        if crate::crash_point::reached("store-half-applied") {
+            return Err(StoreError::Io(std::io::Error::other(
+                "refused at the crash point store-half-applied",
+            )));
+        }
+        self.kv.apply_each(WriteBatch { writes: second_half })?;
         done.1 = true;
         Ok(())
     }

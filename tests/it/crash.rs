@@ -672,3 +672,131 @@ fn merge_thread_running(pid: u32) -> bool {
         stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('R'))
     })
 }
+
+/// A batch that fails part-way into sled (an I/O error there, armed at the crash point
+/// `store-half-applied` in its `fail` mode) leaves the store torn, and the running service
+/// says so everywhere: the batch is answered `UNAVAILABLE`, reads are refused rather than shown
+/// half a batch, every health status is `NOT_SERVING`, and the metrics endpoint reports
+/// `popmaster_store_torn 1`. The next start completes the batch from the redo log and serves
+/// it whole.
+#[cfg(debug_assertions)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_failing_part_way_tears_the_store_until_a_restart() {
+    use tonic::Code;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let log_path = dir.path().join("server.log");
+    let records: Vec<pb::Record> = (0..8)
+        .map(|n| {
+            record(
+                "D07",
+                &format!("torn-{n}"),
+                &[("id_number", &id_number("19800101", n)), ("name", "测试")],
+            )
+        })
+        .collect();
+
+    let server = ServerProcess::start(
+        &data_dir,
+        &log_path,
+        "info",
+        &[],
+        &[(popmaster::crash_point::VARIABLE, "store-half-applied:1:fail")],
+    );
+    wait_until_serving(&server.url).await;
+    let channel = connect(&server.url).await.expect("connect");
+    let mut ingest_client = IngestServiceClient::new(channel.clone());
+    let status = ingest(&mut ingest_client, records.clone())
+        .await
+        .expect_err("the batch fails part-way");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    let mut profiles = popmaster::pb::profile_service_client::ProfileServiceClient::new(channel.clone());
+    let status = profiles
+        .get_person_by_record(pb::GetPersonByRecordRequest {
+            source: "D07".into(),
+            record_id: "torn-0".into(),
+            tag_mask: vec![],
+            compact: false,
+        })
+        .await
+        .expect_err("a torn store serves nothing");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("stopped part-way through a batch"),
+        "{status:?}"
+    );
+
+    // The health service follows the engine once a second.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for service in ["", "popmaster.v1.IngestService", "popmaster.v1.ProfileService"] {
+        loop {
+            let answer = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .expect("health")
+                .into_inner();
+            if answer.status == not_serving {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{service:?} still serving");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let metrics = scrape_metrics(&server.log()).await;
+    assert!(
+        metrics.lines().any(|line| line == "popmaster_store_torn 1"),
+        "{metrics}"
+    );
+    server.kill_9();
+
+    // Restarted without the failure, the service completes the batch from the redo log.
+    let log_from = std::fs::metadata(&log_path).map_or(0, |meta| meta.len());
+    let server = ServerProcess::spawn_with(&data_dir, &log_path, "info", &[]).await;
+    let log = log_since(&log_path, log_from);
+    assert!(
+        log.contains("applying again the batches a stop cut short (redo log)"),
+        "{log}"
+    );
+    let mut profiles =
+        popmaster::pb::profile_service_client::ProfileServiceClient::new(connect(&server.url).await.expect("connect"));
+    let rows = export(&mut profiles).await;
+    let stored: Vec<&str> = rows.iter().map(|row| row.record_id.as_str()).collect();
+    let mut expected: Vec<String> = (0..8).map(|n| format!("torn-{n}")).collect();
+    expected.sort();
+    let mut stored: Vec<String> = stored.into_iter().map(str::to_string).collect();
+    stored.sort();
+    assert_eq!(stored, expected, "the whole batch, from the redo log");
+    let metrics = scrape_metrics(&server.log()).await;
+    assert!(
+        metrics.lines().any(|line| line == "popmaster_store_torn 0"),
+        "{metrics}"
+    );
+    server.kill_9();
+}
+
+/// The metrics endpoint's text, at the address the server's log gives.
+async fn scrape_metrics(log: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = log
+        .lines()
+        .rev()
+        .find(|line| line.contains("metrics endpoint serving /metrics"))
+        .and_then(|line| line.split("listen=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the log names the metrics address")
+        .to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect to metrics");
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
