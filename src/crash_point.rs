@@ -28,6 +28,9 @@ pub const POINTS: [&str; 9] = [
     "index-committed",
 ];
 
+/// The points whose callers fail when `reached` answers `true`; the others only abort.
+pub const FAILING: [&str; 1] = ["store-half-applied"];
+
 /// The variable that arms a point.
 pub const VARIABLE: &str = "POPMASTER_CRASH_POINT";
 
@@ -47,6 +50,10 @@ pub fn reached(point: &'static str) -> bool {
             Some(_) => return None,
             None => (rest, false),
         };
+        assert!(
+            !fail || FAILING.contains(&name),
+            "{VARIABLE}: only {FAILING:?} can fail; {name} can only abort"
+        );
         Some((name.to_string(), AtomicU64::new(n.parse().ok()?), fail))
     });
     if let Some((name, countdown, fail)) = armed {

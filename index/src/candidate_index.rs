@@ -228,23 +228,31 @@ impl CandidateIndex {
         self.reader.searcher().num_docs()
     }
 
-    /// The person id of every live document as of the last commit, once for each document, in
-    /// no particular order: a sound index names each person it holds once. For checks of the
-    /// index against the store; it reads the whole index.
-    pub fn person_ids(&self) -> Result<Vec<String>, IndexError> {
+    /// The person id and version of every live document as of the last commit, one pair for
+    /// each document, in no particular order: a sound index names each person it holds once,
+    /// at its latest version. For checks of the index against the store; it reads the whole
+    /// index.
+    pub fn documents(&self) -> Result<Vec<(String, u64)>, IndexError> {
         let searcher = self.reader.searcher();
-        let mut person_ids = Vec::with_capacity(usize::try_from(searcher.num_docs()).unwrap_or(0));
+        let mut documents = Vec::with_capacity(usize::try_from(searcher.num_docs()).unwrap_or(0));
         for segment in searcher.segment_readers() {
             let ids = segment
                 .fast_fields()
                 .str(schema::PERSON_ID)
                 .map_err(|e| IndexError::corrupt_because("the person id column is unreadable", e))?
                 .ok_or(IndexError::corrupt("a segment has no person id column"))?;
+            let versions: Column<u64> = segment
+                .fast_fields()
+                .u64(schema::VERSION)
+                .map_err(|e| IndexError::corrupt_because("the version column is unreadable", e))?;
             for doc in segment.doc_ids_alive() {
-                person_ids.push(id_from_dictionary(&ids, doc)?);
+                let version = versions
+                    .first(doc)
+                    .ok_or(IndexError::corrupt("a document has no version"))?;
+                documents.push((id_from_dictionary(&ids, doc)?, version));
             }
         }
-        Ok(person_ids)
+        Ok(documents)
     }
 
     /// The top `k` candidate persons for `query`, best first, ties broken by ascending

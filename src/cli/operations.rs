@@ -143,8 +143,8 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Writes every profile as JSONL, one a line, in the `get --json` form. The profiles come
-/// compact (each record named once: about half the bytes, and two strings a value to decode
-/// instead of five) and are expanded here.
+/// compact (each record named once: about half the bytes for whole profiles, and two strings a
+/// value to decode instead of five) and are expanded here.
 pub async fn export_profiles(server: &ServerArgs, tags: Vec<String>, out: &Path) -> anyhow::Result<()> {
     let channel = connect(server).await?;
     let mut chunks = ProfileServiceClient::new(channel)

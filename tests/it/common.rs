@@ -7,7 +7,7 @@ use popmaster::pb;
 use popmaster::pb::admin_service_client::AdminServiceClient;
 use popmaster::pb::ingest_service_client::IngestServiceClient;
 use popmaster::pb::profile_service_client::ProfileServiceClient;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -171,34 +171,55 @@ pub async fn index_caught_up(url: &str) -> pb::Stats {
     }
 }
 
-/// The persons the store at `url` holds: every person a record belongs to.
-pub async fn stored_persons(url: &str) -> BTreeSet<String> {
-    let mut profiles = ProfileServiceClient::new(connect(url).await.expect("connect"));
-    export(&mut profiles)
+/// The persons the store at `url` holds, with their versions, from an export of every
+/// profile (narrowed to one tag).
+pub async fn stored_persons(url: &str) -> BTreeMap<String, u64> {
+    let mut profiles =
+        ProfileServiceClient::new(connect(url).await.expect("connect")).max_decoding_message_size(64 * 1024 * 1024);
+    let mut chunks = profiles
+        .export_profiles(pb::ExportProfilesRequest {
+            tag_mask: vec!["name".into()],
+            compact: true,
+        })
         .await
-        .into_iter()
-        .map(|row| row.person_id)
-        .collect()
+        .expect("export starts")
+        .into_inner();
+    let mut persons = BTreeMap::new();
+    while let Some(chunk) = chunks.message().await.expect("export chunk") {
+        for profile in chunk.profiles {
+            let previous = persons.insert(profile.person_id, profile.version);
+            assert!(previous.is_none(), "an export names each person once");
+        }
+    }
+    persons
 }
 
 /// Checks the candidate index the server left in `data_dir` (stopped since) against `stored`,
-/// the persons its store held: each stored person indexed once, and no other. What
-/// `index_caught_up` checks only counts.
-pub fn assert_index_holds_each_person_once(data_dir: &Path, stored: &BTreeSet<String>) {
+/// the persons its store held and their versions: each stored person indexed once, at its
+/// version, and no other. What `index_caught_up` checks only counts.
+pub fn assert_index_holds_each_person_once(data_dir: &Path, stored: &BTreeMap<String, u64>) {
     let home = popmaster_index::IndexHome::open(&data_dir.join("index")).expect("index home");
     let index = popmaster_index::CandidateIndex::open(&home.current_dir(), &popmaster_index::IndexConfig::default())
         .expect("the index opens");
-    let mut indexed = index.person_ids().expect("person ids");
-    indexed.sort();
-    let n_documents = indexed.len();
-    indexed.dedup();
+    let documents = index.documents().expect("documents");
+    let n_documents = documents.len();
+    let indexed: BTreeMap<String, u64> = documents.into_iter().collect();
     assert_eq!(n_documents, indexed.len(), "a person indexed twice");
-    let indexed: BTreeSet<String> = indexed.into_iter().collect();
-    let missing: Vec<&String> = stored.difference(&indexed).take(5).collect();
-    let extra: Vec<&String> = indexed.difference(stored).take(5).collect();
+    let missing: Vec<&String> = stored.keys().filter(|id| !indexed.contains_key(*id)).take(5).collect();
+    let extra: Vec<&String> = indexed.keys().filter(|id| !stored.contains_key(*id)).take(5).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
         "the index differs from the store: not indexed {missing:?}, indexed and not stored {extra:?}"
+    );
+    let stale: Vec<(&String, u64, u64)> = stored
+        .iter()
+        .filter(|(id, version)| indexed[*id] != **version)
+        .map(|(id, version)| (id, indexed[id], *version))
+        .take(5)
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "indexed at another version than stored (id, indexed, stored): {stale:?}"
     );
 }
 

@@ -384,3 +384,62 @@ async fn writes_are_refused_while_the_disk_is_nearly_full() {
     );
     server.stop().await;
 }
+
+/// A gzip bomb: a message that is small compressed (under the limit) and far over it once
+/// decompressed. The server refuses it while decompressing, without taking its size in memory
+/// (its peak resident memory barely moves), applies nothing of it, and goes on serving.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_gzip_bomb_is_refused_without_being_decompressed_whole() {
+    use tonic::codec::CompressionEncoding;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_path = dir.path().join("popmaster.toml");
+    std::fs::write(&config_path, "[limits]\nmessage_bytes_max = 65536\n").expect("config");
+    let config_arg = config_path.display().to_string();
+    let server = ServerProcess::spawn_with(
+        &dir.path().join("data"),
+        &dir.path().join("server.log"),
+        "info",
+        &["--config", config_arg.as_str()],
+    )
+    .await;
+    let peak_resident_kib = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    };
+    let channel = connect(&server.url).await.expect("connect");
+    let mut client = popmaster::pb::ingest_service_client::IngestServiceClient::new(channel)
+        .send_compressed(CompressionEncoding::Gzip);
+    // Warm the server up with a batch of its own first, and let the index take it in, so
+    // the peak measures the bomb alone; then reset the peak.
+    let normal = vec![record("D07", "before", &[("name", "张三")])];
+    ingest(&mut client, normal).await.expect("a normal batch");
+    index_caught_up(&server.url).await;
+    std::fs::write(format!("/proc/{}/clear_refs", server.child.id()), "5").expect("reset the peak");
+    let peak_before = peak_resident_kib(server.child.id());
+
+    // 48 MiB of one letter: about 48 KiB compressed, under the 64 KiB limit, so it passes
+    // the check of the compressed length and is refused while being decompressed.
+    let bomb = vec![record("D07", "bomb", &[("name", &"a".repeat(48 << 20))])];
+    let status = ingest(&mut client, bomb).await.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("while decompressing"), "{status:?}");
+    let grown_kib = peak_resident_kib(server.child.id()).saturating_sub(peak_before);
+    assert!(grown_kib < 16 << 10, "the peak grew by {grown_kib} KiB");
+
+    // The service goes on: a normal batch is stored, the bomb is not.
+    let after = vec![record("D07", "after", &[("name", "李四")])];
+    ingest(&mut client, after).await.expect("a normal batch after");
+    let stats =
+        popmaster::pb::admin_service_client::AdminServiceClient::new(connect(&server.url).await.expect("connect"))
+            .get_stats(pb::GetStatsRequest {})
+            .await
+            .expect("stats")
+            .into_inner();
+    assert_eq!(stats.n_records, 2);
+    server.kill_9();
+}

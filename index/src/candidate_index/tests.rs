@@ -240,12 +240,15 @@ fn delete_removes() -> TestResult {
     }])?;
     index.commit(3)?;
     assert_eq!(index.num_persons(), 5);
-    let mut person_ids = index.person_ids()?;
-    person_ids.sort();
-    let mut expected: Vec<String> = sample().iter().map(|doc| doc.person_id.clone()).collect();
-    expected.retain(|id| id != "p-002");
+    let mut documents = index.documents()?;
+    documents.sort();
+    let mut expected: Vec<(String, u64)> = sample()
+        .iter()
+        .map(|doc| (doc.person_id.clone(), doc.version))
+        .collect();
+    expected.retain(|(id, _)| id != "p-002");
     expected.sort();
-    assert_eq!(person_ids, expected);
+    assert_eq!(documents, expected);
     Ok(())
 }
 
@@ -273,9 +276,9 @@ fn upsert_twice_keeps_one_doc_at_latest_version() -> TestResult {
     index.commit(3)?;
 
     assert_eq!(index.num_persons(), 2);
-    let mut person_ids = index.person_ids()?;
-    person_ids.sort();
-    assert_eq!(person_ids, ["p-1", "p-2"]);
+    let mut documents = index.documents()?;
+    documents.sort();
+    assert_eq!(documents, [("p-1".to_string(), 2), ("p-2".to_string(), 3)]);
     let got = index.candidates(&by_id("990000200001010011"), 10)?;
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].person_id.as_str(), got[0].version), ("p-1", 2));
