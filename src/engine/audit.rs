@@ -25,7 +25,7 @@
 use super::EngineError;
 use crate::config::AuditConfig;
 use crate::model::EpochMillis;
-use crate::store::layout::audit_day;
+use crate::store::layout::{audit_day, DAY_MILLIS};
 use crate::store::{
     shared_tag_list_hash, AuditBatchDone, AuditPage, AuditQuery, AuditRecord, ShareCount, Store, TagList,
 };
@@ -52,8 +52,6 @@ const QUEUE_ENTRIES_MAX: usize = 8_192;
 const INDEX_QUEUE_GROUPS_MAX: usize = 1_024;
 /// How long a query waits for the index thread to apply what was journaled before it.
 const QUERY_CATCH_UP_MAX: Duration = Duration::from_secs(10);
-
-const DAY_MILLIS: i64 = 24 * 3_600 * 1_000;
 
 type Pending = (AuditRecord, oneshot::Sender<Result<(), String>>);
 
@@ -718,6 +716,19 @@ mod tests {
         }
     }
 
+    /// An audit log on a new store whose index thread checkpoints every millisecond, so that
+    /// the lists it writes are soon held durably; with its journal directory and configuration.
+    fn checkpointing_every_ms() -> (Arc<Store>, tempfile::TempDir, JournalConfig, AuditLog) {
+        let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("store"));
+        let journal = journal_dir();
+        let config = JournalConfig {
+            checkpoint_interval: Duration::from_millis(1),
+            ..journal_config(&journal)
+        };
+        let audit = AuditLog::start(Arc::clone(&store), &AuditConfig::default(), config.clone()).expect("start");
+        (store, journal, config, audit)
+    }
+
     /// Every entry the journal in `config.dir` holds, in order.
     fn journal_entries(config: &JournalConfig) -> Vec<JournalEntry> {
         let groups = Wal::<JournalGroup>::open(&config.dir, 1 << 20, 0)
@@ -749,13 +760,7 @@ mod tests {
     /// though the store holds the same list for the day before, and the store keeps it again.
     #[test]
     fn a_new_day_journals_its_tag_list_in_full() {
-        let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("store"));
-        let journal = journal_dir();
-        let config = JournalConfig {
-            checkpoint_interval: Duration::from_millis(1),
-            ..journal_config(&journal)
-        };
-        let audit = AuditLog::start(Arc::clone(&store), &AuditConfig::default(), config.clone()).expect("start");
+        let (store, _journal, config, audit) = checkpointing_every_ms();
         let now = chrono::Utc::now().timestamp_millis();
         let yesterday_evening = now - now % DAY_MILLIS - 1_000;
         let runtime = runtime();
@@ -787,13 +792,7 @@ mod tests {
     /// applies such an entry from the journal.
     #[test]
     fn the_journal_names_a_tag_list_the_store_holds_by_its_hash() {
-        let store = Arc::new(Store::open(Box::new(MemKv::default())).expect("store"));
-        let journal = journal_dir();
-        let config = JournalConfig {
-            checkpoint_interval: Duration::from_millis(1),
-            ..journal_config(&journal)
-        };
-        let audit = AuditLog::start(Arc::clone(&store), &AuditConfig::default(), config.clone()).expect("start");
+        let (store, _journal, config, audit) = checkpointing_every_ms();
         // Midday today: the entries below are of one day.
         let now = chrono::Utc::now().timestamp_millis();
         let now = now - now % DAY_MILLIS + DAY_MILLIS / 2;

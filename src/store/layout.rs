@@ -176,17 +176,13 @@ pub fn source_records(source: &SourceId) -> Vec<u8> {
     join(META_SOURCE_RECORDS, &[source.as_str()])
 }
 
-const DAY_MILLIS: i64 = 24 * 3_600 * 1_000;
+/// Milliseconds in a day.
+pub const DAY_MILLIS: i64 = 24 * 3_600 * 1_000;
 
 /// The day (UTC, counted from 1970-01-01) of a time in ms; times before 1970 do not occur and
 /// count as day 0.
 pub fn audit_day(at_millis: i64) -> u32 {
     u32::try_from(at_millis.max(0) / DAY_MILLIS).unwrap_or(u32::MAX)
-}
-
-/// The first time (ms) of a day.
-pub fn audit_day_start(day: u32) -> i64 {
-    i64::from(day) * DAY_MILLIS
 }
 
 /// A tag list the audit entries of day `day` share, by the first 16 bytes of its SHA-256.
