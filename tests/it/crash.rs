@@ -151,6 +151,26 @@ impl Streams {
             .all(|(acknowledged, batches)| acknowledged == batches.len())
     }
 
+    /// `finish`, then the checks every crash test ends with: every acknowledged record stored
+    /// once at its latest version (the profiles of at most `profiles_checked_max` looked at),
+    /// the index caught up and, once the server is stopped, holding each stored person once at
+    /// its version; and no panic in the server's log.
+    async fn finish_and_check(
+        &self,
+        data_dir: &std::path::Path,
+        log_path: &std::path::Path,
+        args: &[&str],
+        profiles_checked_max: usize,
+    ) {
+        let server = self.finish(data_dir, log_path, args).await;
+        verify(&server.url, &self.workloads, profiles_checked_max).await;
+        index_caught_up(&server.url).await;
+        let stored = stored_persons(&server.url).await;
+        assert!(!server.log().contains("panicked"), "no panic in the server log");
+        server.kill_9();
+        assert_index_holds_each_person_once(data_dir, &stored);
+    }
+
     /// Starts the server undisturbed (again, if a stream fails) until every batch is
     /// acknowledged, and returns it running.
     async fn finish(&self, data_dir: &std::path::Path, log_path: &std::path::Path, args: &[&str]) -> ServerProcess {
@@ -188,10 +208,7 @@ async fn acknowledged_records_survive_kill_9() {
         }
         eprintln!("kill {n_kills}: acknowledged batches per stream {before:?}");
     }
-    let server = streams.finish(&data_dir, &log_path, &[]).await;
-    verify(&server.url, &streams.workloads, usize::MAX).await;
-    assert!(!server.log().contains("panicked"), "no panic in the server log");
-    server.kill_9();
+    streams.finish_and_check(&data_dir, &log_path, &[], usize::MAX).await;
     assert!(n_kills >= 10);
     assert!(
         n_kills_mid_ingest >= 10,
@@ -502,13 +519,7 @@ async fn kills_during_recovery_lose_nothing() {
     }
     eprintln!("kills inside a recovery phase: {kills_in:?} in {round} rounds");
 
-    let server = streams.finish(&data_dir, &log_path, &[]).await;
-    verify(&server.url, &streams.workloads, usize::MAX).await;
-    index_caught_up(&server.url).await;
-    let stored = stored_persons(&server.url).await;
-    assert!(!server.log().contains("panicked"), "no panic in the server log");
-    server.kill_9();
-    assert_index_holds_each_person_once(&data_dir, &stored);
+    streams.finish_and_check(&data_dir, &log_path, &[], usize::MAX).await;
 }
 
 /// Aborts at each crash point, and the streams' batches per point.
@@ -570,13 +581,7 @@ async fn aborts_at_every_crash_point_lose_nothing() {
                 streams.acknowledged()
             );
         }
-        let server = streams.finish(&data_dir, &log_path, &args).await;
-        verify(&server.url, &streams.workloads, 300).await;
-        index_caught_up(&server.url).await;
-        let stored = stored_persons(&server.url).await;
-        assert!(!server.log().contains("panicked"), "no panic in the server log");
-        server.kill_9();
-        assert_index_holds_each_person_once(&data_dir, &stored);
+        streams.finish_and_check(&data_dir, &log_path, &args, 300).await;
     }
 }
 
@@ -659,13 +664,7 @@ async fn kills_during_index_merges_lose_nothing() {
         "only {kills} kills landed during a merge in {round} rounds before every batch was acknowledged"
     );
 
-    let server = streams.finish(&data_dir, &log_path, &args).await;
-    verify(&server.url, &streams.workloads, 300).await;
-    index_caught_up(&server.url).await;
-    let stored = stored_persons(&server.url).await;
-    assert!(!server.log().contains("panicked"), "no panic in the server log");
-    server.kill_9();
-    assert_index_holds_each_person_once(&data_dir, &stored);
+    streams.finish_and_check(&data_dir, &log_path, &args, 300).await;
 }
 
 /// The `stat` files of tantivy's merge threads of process `pid` (none before it starts them).
