@@ -10,7 +10,7 @@ use super::{blocking, from_hex, now_millis, to_hex};
 use crate::engine::Engine;
 use crate::pb;
 use crate::store::{AuditQuery, AuditRecord, TagList};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tonic::Status;
 
@@ -97,21 +97,6 @@ impl AuditNote {
             shares: persons.len() as u64,
             persons,
             tags,
-            detail: String::new(),
-            written: false,
-        }
-    }
-
-    /// A read that shared `profiles`, with the union of their tags.
-    pub fn shared(profiles: &[pb::Profile]) -> AuditNote {
-        let tags: BTreeSet<&str> = profiles
-            .iter()
-            .flat_map(|profile| profile.tags.iter().map(|tag| tag.tag.as_str()))
-            .collect();
-        AuditNote {
-            persons: profiles.iter().map(|profile| profile.person_id.clone()).collect(),
-            tags: tags.into_iter().map(String::from).collect::<Vec<_>>().into(),
-            shares: profiles.len() as u64,
             detail: String::new(),
             written: false,
         }

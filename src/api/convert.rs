@@ -3,7 +3,9 @@
 
 use crate::catalog::Catalog;
 use crate::config::LimitsConfig;
-use crate::engine::{ChangeEvent, ChangeKind, PersonMatch, PersonQuery, ProfileView, ReviewItem};
+#[cfg(test)]
+use crate::engine::ProfileView;
+use crate::engine::{ChangeEvent, ChangeKind, PersonMatch, PersonQuery, ReviewItem};
 use crate::model::{Decision, EpochMillis, Outcome, RawRecord, RecordKey, Rejection, SourceId, TagCode};
 use crate::pb;
 use crate::resolve::compare::levels_of;
@@ -114,6 +116,9 @@ pub fn decision_to_pb(decision: Decision) -> pb::Decision {
     }
 }
 
+/// A profile as a message, built field by field: the reference the encoded answers
+/// (`api::encoded`) are held to in their tests; the service itself encodes from the store.
+#[cfg(test)]
 pub fn profile_to_pb(view: ProfileView) -> pb::Profile {
     let n_records = u32::try_from(view.records.len()).unwrap_or(u32::MAX);
     let mut times = TimeFormatter::default();
