@@ -3,7 +3,7 @@
 //! full ~2,100-tag profiles), starts the server and runs this; by hand:
 //!
 //!     cargo bench --bench read_load -- --server http://127.0.0.1:50051 --persons ids.txt \
-//!         [--clients 32] [--seconds 20] [--tags name,phone] [--forward]
+//!         [--clients 32] [--seconds 20] [--tags name,phone] [--forward] [--compact] [--canned]
 //!
 //! With `--forward` each client takes a profile as a gateway that passes it on would: it
 //! checks the person id and counts the tags, keeping each tag as its bytes (no copy), instead
@@ -13,6 +13,12 @@
 //! `ids.txt` holds one person id a line; every client cycles through them from its own offset.
 //! With `--search records.jsonl` the clients call SearchPersons instead, with the name and
 //! birth date of every 20th record that has both (as a clerk would type them).
+//!
+//! With `--canned` the clients measure the transport alone: the first person's answer is
+//! fetched from `--server` once, as bytes, and a child process of this program serves exactly
+//! those bytes to every GetProfile (a tonic server set up as popmaster's, with no store, no
+//! encoding and no audit), and the same clients call it. That is the most any server could
+//! answer on this machine with these clients.
 
 use clap::Parser;
 use popmaster::pb;
@@ -22,10 +28,10 @@ use tonic::transport::Channel;
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long)]
-    server: String,
+    #[arg(long, required_unless_present = "serve_canned")]
+    server: Option<String>,
     /// A file of person ids, one a line.
-    #[arg(long, required_unless_present = "search")]
+    #[arg(long, required_unless_present_any = ["search", "serve_canned"])]
     persons: Option<std::path::PathBuf>,
     /// Interchange records (JSONL) whose names and birth dates become SearchPersons queries.
     #[arg(long)]
@@ -44,6 +50,14 @@ struct Args {
     /// Ask for compact profiles (each record named once, the values pointing at it).
     #[arg(long)]
     compact: bool,
+    /// Serve the first person's answer, fetched once, from a process that does nothing else,
+    /// and call that instead: the transport's own bound.
+    #[arg(long, conflicts_with = "search")]
+    canned: bool,
+    /// The child's side of `--canned`: serve the GetProfile answer in this file on a loopback
+    /// port, printed on the first line of standard output, until killed.
+    #[arg(long, hide = true)]
+    serve_canned: Option<std::path::PathBuf>,
     /// Accepted for `cargo bench`, which passes it to every bench target.
     #[arg(long, hide = true)]
     bench: bool,
@@ -87,7 +101,7 @@ async fn forwarded_profile(
         .await
         .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
     let asked = request.person_id.clone();
-    let path = http::uri::PathAndQuery::from_static("/popmaster.v1.ProfileService/GetProfile");
+    let path = http::uri::PathAndQuery::from_static(GET_PROFILE);
     let codec = tonic_prost::ProstCodec::<pb::GetProfileRequest, ForwardedProfile>::default();
     let profile = grpc
         .unary(tonic::Request::new(request), path, codec)
@@ -178,6 +192,164 @@ fn search_queries(path: &std::path::Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A GetProfile request encoded by prost, the answer taken as its bytes.
+#[derive(Default)]
+struct RawAnswerCodec;
+
+struct RequestEncoder;
+
+impl tonic::codec::Encoder for RequestEncoder {
+    type Item = pb::GetProfileRequest;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Self::Error> {
+        prost::Message::encode(&item, dst).map_err(|error| tonic::Status::internal(error.to_string()))
+    }
+}
+
+struct RawDecoder;
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+impl tonic::codec::Codec for RawAnswerCodec {
+    type Encode = pb::GetProfileRequest;
+    type Decode = bytes::Bytes;
+    type Encoder = RequestEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> RequestEncoder {
+        RequestEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// The server's answer to one GetProfile, as its encoded bytes.
+async fn fetch_answer(server: &str, request: pb::GetProfileRequest) -> bytes::Bytes {
+    let channel = Channel::from_shared(server.to_string())
+        .expect("a server URL")
+        .connect()
+        .await
+        .expect("the server answers");
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20);
+    grpc.ready().await.expect("the server is ready");
+    let path = http::uri::PathAndQuery::from_static(GET_PROFILE);
+    grpc.unary(tonic::Request::new(request), path, RawAnswerCodec)
+        .await
+        .expect("the server answers GetProfile")
+        .into_inner()
+}
+
+const GET_PROFILE: &str = "/popmaster.v1.ProfileService/GetProfile";
+
+/// `ProfileService` answering every GetProfile with the same bytes, and nothing else.
+#[derive(Clone)]
+struct CannedProfiles(bytes::Bytes);
+
+struct CannedAnswer(bytes::Bytes);
+
+impl tonic::server::UnaryService<pb::GetProfileRequest> for CannedAnswer {
+    type Response = bytes::Bytes;
+    type Future = std::future::Ready<Result<tonic::Response<bytes::Bytes>, tonic::Status>>;
+
+    fn call(&mut self, _request: tonic::Request<pb::GetProfileRequest>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(self.0.clone())))
+    }
+}
+
+impl tonic::server::NamedService for CannedProfiles {
+    const NAME: &'static str = "popmaster.v1.ProfileService";
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for CannedProfiles {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let answer = CannedAnswer(self.0.clone());
+        Box::pin(async move {
+            if request.uri().path() != GET_PROFILE {
+                return Ok(tonic::Status::unimplemented("only GetProfile is served here").into_http());
+            }
+            let codec = popmaster::api::encoded::EncodedCodec::<pb::GetProfileRequest, bytes::Bytes>::default();
+            Ok(tonic::server::Grpc::new(codec).unary(answer, request).await)
+        })
+    }
+}
+
+/// The child of `--canned`: serves the answer as popmaster's server is set up (HTTP/2
+/// keep-alive, no Nagle, the runtime's default workers) until it is killed.
+fn serve_canned(answer_file: &std::path::Path) {
+    let answer = bytes::Bytes::from(std::fs::read(answer_file).expect("the answer file is readable"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        println!("{}", listener.local_addr().expect("bound").port());
+        let incoming =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |accepted| {
+                accepted.and_then(|stream| {
+                    stream.set_nodelay(true)?;
+                    Ok(stream)
+                })
+            });
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(CannedProfiles(answer))
+            .serve_with_incoming(incoming)
+            .await
+            .expect("serves");
+    });
+}
+
+/// Starts `serve_canned` in a child process with the answer to `request`; returns the child
+/// and its URL.
+fn start_canned_server(server: &str, request: pb::GetProfileRequest) -> (std::process::Child, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let answer = runtime.block_on(fetch_answer(server, request));
+    let file = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(file.path(), &answer).expect("the answer is written");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("this program"))
+        .arg("--serve-canned")
+        .arg(file.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the canned server starts");
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("piped")),
+        &mut port,
+    )
+    .expect("the canned server prints its port");
+    let port: u16 = port.trim().parse().expect("a port");
+    println!("canned answer: {} bytes, served on port {port}", answer.len());
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -188,6 +360,11 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 
 fn main() {
     let args = Args::parse();
+    if let Some(answer_file) = &args.serve_canned {
+        serve_canned(answer_file);
+        return;
+    }
+    let mut server = args.server.clone().expect("clap requires --server");
     let mask: Vec<String> = args
         .tags
         .split(',')
@@ -212,6 +389,32 @@ fn main() {
         (None, None) => unreachable!("clap requires one"),
     };
     assert!(work.len() > 0, "nothing to ask for");
+    // The transport alone: one person's answer, served by a process that does nothing else.
+    let mut canned = None;
+    let work = match work {
+        Work::Profiles {
+            persons,
+            mask,
+            forward,
+            compact,
+        } if args.canned => {
+            let request = pb::GetProfileRequest {
+                person_id: persons[0].clone(),
+                tag_mask: mask.clone(),
+                compact,
+            };
+            let (child, url) = start_canned_server(&server, request);
+            canned = Some(child);
+            server = url;
+            Work::Profiles {
+                persons: vec![persons[0].clone()],
+                mask,
+                forward,
+                compact,
+            }
+        }
+        work => work,
+    };
     let label = match &work {
         Work::Searches(_) => "SearchPersons (name and birth date)".to_string(),
         Work::Profiles { .. } if mask.is_empty() => "GetProfile (whole profiles)".to_string(),
@@ -224,6 +427,11 @@ fn main() {
     };
     let label = if args.compact && !matches!(work, Work::Searches(_)) {
         format!("{label}, compact")
+    } else {
+        label
+    };
+    let label = if canned.is_some() {
+        format!("{label}, canned answer (transport alone)")
     } else {
         label
     };
@@ -241,7 +449,7 @@ fn main() {
         let mut channels = Vec::new();
         for _ in 0..args.clients {
             channels.push(
-                Channel::from_shared(args.server.clone())
+                Channel::from_shared(server.clone())
                     .expect("a server URL")
                     .connect()
                     .await
@@ -286,4 +494,8 @@ fn main() {
             errors
         );
     });
+    if let Some(mut child) = canned {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

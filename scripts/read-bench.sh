@@ -2,8 +2,10 @@
 # Read benchmark through gRPC: generates a synthetic population plus residents known to every
 # department (profiles of every catalog tag, ~2,100), loads it into a fresh server, and runs
 # concurrent clients (benches/read_load.rs) on the same machine: GetProfile of the full
-# profiles (decoded, and forwarded as a gateway would take them; full and compact), of ordinary persons spread
-# over the whole store, with a 3-tag mask, and SearchPersons by name and birth date. Prints calls/s and latency percentiles.
+# profiles (decoded, and forwarded as a gateway would take them; full and compact), the same
+# clients against a process that serves one stored answer and does nothing else (the
+# transport's bound), GetProfile of ordinary persons spread over the whole store, with a 3-tag
+# mask, and SearchPersons by name and birth date. Prints calls/s and latency percentiles.
 #
 #   scripts/read-bench.sh [PERSONS] [FULL_PROFILES] [CLIENTS]
 #       default 334,000 persons (about 1,000,000 records), 200 full profiles, 32 clients
@@ -43,6 +45,11 @@ for n in 8 "$clients"; do
   run --persons "$work/full.txt" --clients "$n" --forward
   run --persons "$work/full.txt" --clients "$n" --compact
   run --persons "$work/full.txt" --clients "$n" --compact --forward
+  # The transport's own bound: the same clients against a process serving one stored answer.
+  run --persons "$work/full.txt" --clients "$n" --canned
+  run --persons "$work/full.txt" --clients "$n" --canned --forward
+  run --persons "$work/full.txt" --clients "$n" --canned --compact
+  run --persons "$work/full.txt" --clients "$n" --canned --compact --forward
   run --persons "$work/ordinary.txt" --clients "$n"
   run --persons "$work/full.txt" --clients "$n" --tags name,id_number,phone
   run --search "$work/records.jsonl" --clients "$n"
