@@ -323,9 +323,19 @@ fn serve_canned(answer_file: &std::path::Path) {
     });
 }
 
+/// The child process of `--canned`, killed when dropped (a panicking run leaves no server).
+struct CannedServer(std::process::Child);
+
+impl Drop for CannedServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `serve_canned` in a child process with the answer to `request`; returns the child
 /// and its URL.
-fn start_canned_server(server: &str, request: pb::GetProfileRequest) -> (std::process::Child, String) {
+fn start_canned_server(server: &str, request: pb::GetProfileRequest) -> (CannedServer, String) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -333,15 +343,17 @@ fn start_canned_server(server: &str, request: pb::GetProfileRequest) -> (std::pr
     let answer = runtime.block_on(fetch_answer(server, request));
     let file = tempfile::NamedTempFile::new().expect("a temp file");
     std::fs::write(file.path(), &answer).expect("the answer is written");
-    let mut child = std::process::Command::new(std::env::current_exe().expect("this program"))
-        .arg("--serve-canned")
-        .arg(file.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("the canned server starts");
+    let mut child = CannedServer(
+        std::process::Command::new(std::env::current_exe().expect("this program"))
+            .arg("--serve-canned")
+            .arg(file.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the canned server starts"),
+    );
     let mut port = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().expect("piped")),
+        &mut std::io::BufReader::new(child.0.stdout.take().expect("piped")),
         &mut port,
     )
     .expect("the canned server prints its port");
@@ -494,8 +506,5 @@ fn main() {
             errors
         );
     });
-    if let Some(mut child) = canned {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(canned);
 }
