@@ -16,7 +16,7 @@
 //!
 //! With `--canned` the clients measure the transport alone: the first person's answer is
 //! fetched from `--server` once, as bytes, and a child process of this program serves exactly
-//! those bytes to every GetProfile (a tonic server set up as popmaster's, with no store, no
+//! those bytes to every GetProfile (popmaster's own transport set-up, with no store, no
 //! encoding and no audit), and the same clients call it. That is the most any server could
 //! answer on this machine with these clients.
 
@@ -192,62 +192,21 @@ fn search_queries(path: &std::path::Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A GetProfile request encoded by prost, the answer taken as its bytes.
-#[derive(Default)]
-struct RawAnswerCodec;
-
-struct RequestEncoder;
-
-impl tonic::codec::Encoder for RequestEncoder {
-    type Item = pb::GetProfileRequest;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Self::Item, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Self::Error> {
-        prost::Message::encode(&item, dst).map_err(|error| tonic::Status::internal(error.to_string()))
-    }
-}
-
-struct RawDecoder;
-
-impl tonic::codec::Decoder for RawDecoder {
-    type Item = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
-        use bytes::Buf;
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
-
-impl tonic::codec::Codec for RawAnswerCodec {
-    type Encode = pb::GetProfileRequest;
-    type Decode = bytes::Bytes;
-    type Encoder = RequestEncoder;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> RequestEncoder {
-        RequestEncoder
-    }
-
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-/// The server's answer to one GetProfile, as its encoded bytes.
+/// The server's answer to one GetProfile, as bytes: decoded and encoded again by prost, which
+/// gives the bytes the server sent (a property test holds its encoding equal to prost's).
 async fn fetch_answer(server: &str, request: pb::GetProfileRequest) -> bytes::Bytes {
     let channel = Channel::from_shared(server.to_string())
         .expect("a server URL")
         .connect()
         .await
         .expect("the server answers");
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20);
-    grpc.ready().await.expect("the server is ready");
-    let path = http::uri::PathAndQuery::from_static(GET_PROFILE);
-    grpc.unary(tonic::Request::new(request), path, RawAnswerCodec)
+    let profile = ProfileServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .get_profile(request)
         .await
         .expect("the server answers GetProfile")
-        .into_inner()
+        .into_inner();
+    bytes::Bytes::from(prost::Message::encode_to_vec(&profile))
 }
 
 const GET_PROFILE: &str = "/popmaster.v1.ProfileService/GetProfile";
@@ -294,8 +253,8 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for CannedProfiles
     }
 }
 
-/// The child of `--canned`: serves the answer as popmaster's server is set up (HTTP/2
-/// keep-alive, no Nagle, the runtime's default workers) until it is killed.
+/// The child of `--canned`: serves the answer through popmaster's own transport set-up
+/// (`server::transport_builder`, `server::accepted_without_nagle`) until it is killed.
 fn serve_canned(answer_file: &std::path::Path) {
     let answer = bytes::Bytes::from(std::fs::read(answer_file).expect("the answer file is readable"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -307,17 +266,9 @@ fn serve_canned(answer_file: &std::path::Path) {
             .await
             .expect("a loopback port");
         println!("{}", listener.local_addr().expect("bound").port());
-        let incoming =
-            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |accepted| {
-                accepted.and_then(|stream| {
-                    stream.set_nodelay(true)?;
-                    Ok(stream)
-                })
-            });
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        popmaster::server::transport_builder()
             .add_service(CannedProfiles(answer))
-            .serve_with_incoming(incoming)
+            .serve_with_incoming(popmaster::server::accepted_without_nagle(listener))
             .await
             .expect("serves");
     });

@@ -122,12 +122,11 @@ pub async fn serve(
 
     let local_addr = listener.local_addr().ok();
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = transport_builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
     let router = builder
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(RpcMetricsLayer::new(Arc::clone(&metrics)))
         .layer(AuthLayer::new(
             Arc::new(Gate::new(
@@ -152,13 +151,7 @@ pub async fn serve(
         .add_service(ingest)
         .add_service(profiles)
         .add_service(admin);
-    // Small answers must not wait for the peer's delayed ACK (Nagle): about 40 ms a call.
-    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |accepted| {
-        accepted.and_then(|stream| {
-            stream.set_nodelay(true)?;
-            Ok(stream)
-        })
-    });
+    let incoming = accepted_without_nagle(listener);
     let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stopped.await;
     }));
@@ -275,6 +268,25 @@ fn listen_for_hangup(registry: &CallerRegistry) -> Hangup {
 
 #[cfg(not(unix))]
 fn listen_for_hangup(_registry: &CallerRegistry) -> Hangup {}
+
+/// The gRPC transport as the server sets it up, before TLS and the services: HTTP/2
+/// keep-alives every 30 s. (`benches/read_load.rs --canned` serves through it too.)
+pub fn transport_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)))
+}
+
+/// The connections `listener` accepts, with Nagle's algorithm off: small answers must not wait
+/// for the peer's delayed ACK (about 40 ms a call).
+pub fn accepted_without_nagle(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |accepted| {
+        accepted.and_then(|stream| {
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        })
+    })
+}
 
 /// Rereads the callers file on SIGHUP and every `interval` (when it changed); a bad file keeps
 /// the callers in force. Runs until aborted; does nothing in the open mode.
