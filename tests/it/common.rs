@@ -171,27 +171,40 @@ pub async fn index_caught_up(url: &str) -> pb::Stats {
     }
 }
 
-/// The persons the store at `url` holds, with their versions, from an export of every
-/// profile (narrowed to one tag).
-pub async fn stored_persons(url: &str) -> BTreeMap<String, u64> {
-    let mut profiles =
-        ProfileServiceClient::new(connect(url).await.expect("connect")).max_decoding_message_size(64 * 1024 * 1024);
-    let mut chunks = profiles
-        .export_profiles(pb::ExportProfilesRequest {
-            tag_mask: vec!["name".into()],
-            compact: true,
-        })
+/// The profiles `request` exports, keyed by person id (each id once).
+pub async fn exported_profiles(
+    client: &mut ProfileServiceClient<tonic::transport::Channel>,
+    request: pb::ExportProfilesRequest,
+) -> BTreeMap<String, pb::Profile> {
+    let mut chunks = client
+        .export_profiles(request)
         .await
         .expect("export starts")
         .into_inner();
-    let mut persons = BTreeMap::new();
+    let mut profiles = BTreeMap::new();
     while let Some(chunk) = chunks.message().await.expect("export chunk") {
         for profile in chunk.profiles {
-            let previous = persons.insert(profile.person_id, profile.version);
-            assert!(previous.is_none(), "an export names each person once");
+            let person_id = profile.person_id.clone();
+            assert!(profiles.insert(person_id, profile).is_none(), "a person exported twice");
         }
     }
-    persons
+    profiles
+}
+
+/// The persons the store at `url` holds, with their versions, from an export of every
+/// profile (narrowed to one tag).
+pub async fn stored_persons(url: &str) -> BTreeMap<String, u64> {
+    let mut client =
+        ProfileServiceClient::new(connect(url).await.expect("connect")).max_decoding_message_size(64 * 1024 * 1024);
+    let request = pb::ExportProfilesRequest {
+        tag_mask: vec!["name".into()],
+        compact: true,
+    };
+    exported_profiles(&mut client, request)
+        .await
+        .into_iter()
+        .map(|(person_id, profile)| (person_id, profile.version))
+        .collect()
 }
 
 /// Checks the candidate index the server left in `data_dir` (stopped since) against `stored`,

@@ -69,23 +69,6 @@ async fn ingest_all(server: &TestServer, records: Vec<pb::Record>) {
     }
 }
 
-/// Every profile, by ExportProfiles, keyed by person id (each id once).
-async fn all_profiles(client: &mut ProfileServiceClient<tonic::transport::Channel>) -> BTreeMap<String, pb::Profile> {
-    let mut chunks = client
-        .export_profiles(pb::ExportProfilesRequest::default())
-        .await
-        .expect("export starts")
-        .into_inner();
-    let mut profiles = BTreeMap::new();
-    while let Some(chunk) = chunks.message().await.expect("chunk") {
-        for profile in chunk.profiles {
-            let person_id = profile.person_id.clone();
-            assert!(profiles.insert(person_id, profile).is_none(), "a person exported twice");
-        }
-    }
-    profiles
-}
-
 fn mapping_of(rows: Vec<pb::MappingRow>) -> BTreeMap<(String, String), String> {
     rows.into_iter()
         .map(|row| ((row.source, row.record_id), row.person_id))
@@ -227,7 +210,7 @@ async fn a_backup_taken_while_ingesting_restores_the_state_at_its_sequence() {
     // the concurrent stream's persons meet no one.
     let mut original_profiles = server.profile_client().await;
     let original_mapping = mapping_of(export(&mut original_profiles).await);
-    let original = all_profiles(&mut original_profiles).await;
+    let original = exported_profiles(&mut original_profiles, Default::default()).await;
     let expected_mapping: BTreeMap<_, _> = original_mapping
         .into_iter()
         .filter(|(key, _)| !absent.contains(key))
@@ -272,7 +255,7 @@ async fn a_backup_taken_while_ingesting_restores_the_state_at_its_sequence() {
             assert!(restored_mapping.contains_key(&("D01".to_string(), record_id.clone())));
         }
     }
-    let restored_profiles = all_profiles(&mut profiles).await;
+    let restored_profiles = exported_profiles(&mut profiles, Default::default()).await;
     assert_eq!(
         restored_profiles, expected,
         "every profile the same, version and provenance included"
@@ -496,7 +479,7 @@ async fn profiles_are_exported_from_a_live_service() {
     assert_eq!(n_masked, persons.len() - 2);
 
     // Compact: the same profiles, each record named once, expanding to the full ones.
-    let full = all_profiles(&mut profiles).await;
+    let full = exported_profiles(&mut profiles, Default::default()).await;
     let mut compact = profiles
         .export_profiles(pb::ExportProfilesRequest {
             tag_mask: vec![],
