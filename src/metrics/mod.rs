@@ -7,6 +7,7 @@
 //! Nothing reads the metrics back: they must not decide anything.
 
 pub mod endpoint;
+pub mod process;
 pub mod rpc;
 
 use crate::engine::{EngineHealth, EngineStats};
@@ -116,6 +117,8 @@ pub struct Metrics {
     registry: Registry,
     /// The figures read from the store at each scrape: left out of a scrape that cannot read it.
     store_registry: Registry,
+    /// The process's own figures (`process.rs`), read from `/proc` at each scrape.
+    process_registry: Registry,
     ingest_records: Family<OutcomeLabels, Counter>,
     ingest_batches: Family<ResultLabels, Counter>,
     ingest_batch_seconds: Histogram,
@@ -265,9 +268,13 @@ impl Metrics {
             "1 when this scrape read the store's figures (records, persons, review items, index lag, size); 0 leaves them out",
             store_readable.clone(),
         );
+        // Without a prefix: the process metrics' names are the ones every client library uses.
+        let mut process_registry = Registry::default();
+        process_registry.register_collector(Box::new(process::ProcessCollector));
         Ok(Metrics {
             registry,
             store_registry,
+            process_registry,
             ingest_records,
             ingest_batches,
             ingest_batch_seconds,
@@ -331,6 +338,7 @@ impl Metrics {
         self.store_readable.set(i64::from(stats.is_some()));
         let mut text = String::new();
         prometheus_text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        prometheus_text::encode(&mut text, &self.process_registry).expect("writing to a String cannot fail");
         if let Some(stats) = stats {
             self.records.set(gauge_value(stats.store.n_records));
             self.persons.set(gauge_value(stats.store.n_persons));

@@ -75,6 +75,22 @@ async fn metrics_count_ingest_outcomes_and_calls_by_status() {
         "nothing ingested yet: {before:#?}"
     );
     check(&before, "popmaster_records", 0.0);
+    // The process's own figures, under the names every Prometheus client library uses.
+    for series in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_resident_anonymous_memory_bytes",
+        "process_resident_memory_max_bytes",
+        "process_virtual_memory_bytes",
+        "process_threads",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            before.get(series).is_some_and(|value| *value > 0.0),
+            "{series} in {before:#?}"
+        );
+    }
 
     let records = vec![
         record(
