@@ -220,17 +220,17 @@ mod tests {
     #[test]
     fn this_process_reads_its_own_figures() {
         let before = ProcessFigures::read().expect("/proc/self is readable on Linux");
-        let _held: Vec<u8> = vec![1; 32 << 20];
+        let held: Vec<u8> = std::hint::black_box(vec![1; 32 << 20]);
         let after = ProcessFigures::read().expect("readable");
+        std::hint::black_box(&held);
         assert!(after.resident_bytes >= 32 << 20, "{after:?}");
         assert!(
             after.resident_anonymous_bytes.expect("RssAnon") >= 32 << 20,
             "{after:?}"
         );
-        assert!(
-            after.resident_peak_bytes.expect("VmHWM") >= after.resident_bytes,
-            "{after:?}"
-        );
+        // Not compared with resident_bytes: /proc/self/stat and /proc/self/status read the
+        // kernel's per-thread memory counters at different moments.
+        assert!(after.resident_peak_bytes.expect("VmHWM") >= 32 << 20, "{after:?}");
         assert!(after.virtual_bytes >= after.resident_bytes);
         assert!(after.threads >= 1);
         assert!(after.open_fds.expect("fd count") >= 3, "{after:?}");
@@ -241,7 +241,7 @@ mod tests {
             .as_secs_f64();
         let started = after.start_time_seconds.expect("start time");
         assert!(
-            started <= now + 1.0 && started > now - 86_400.0 * 365.0,
+            started <= now + 2.0 && started > now - 86_400.0 * 365.0,
             "{started} against {now}"
         );
     }
