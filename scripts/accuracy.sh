@@ -22,6 +22,7 @@
 # D15 (statistics bureau), and D18 (culture and tourism) for the second file of a link.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 readonly FEBRL_SOURCE=D15
 readonly FEBRL_SECOND_SOURCE=D18
@@ -57,13 +58,7 @@ start_server() {
   export POPMASTER_SERVER="http://127.0.0.1:${port}"
   "$bin" serve --data-dir "$dir/data" --listen "127.0.0.1:${port}" --metrics-listen 127.0.0.1:0 2> "$dir/server.log" &
   server_pid=$!
-  for _ in $(seq 1 150); do
-    "$bin" stats >/dev/null 2>&1 && return
-    kill -0 "$server_pid" 2>/dev/null || { echo "the server exited; its log:" >&2; cat "$dir/server.log" >&2; exit 1; }
-    sleep 0.2
-  done
-  echo "the server did not answer in time; its log: $dir/server.log" >&2
-  exit 1
+  wait_until_serving "$bin" "$server_pid" "$dir/server.log"
 }
 
 summary="$work/summary.md"

@@ -11,6 +11,7 @@
 # POPMASTER_BIN names a release binary to use instead of building target/release/popmaster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 persons=${1:-20000}
 
 if [[ -z "${POPMASTER_BIN:-}" ]]; then
@@ -25,9 +26,7 @@ export POPMASTER_SERVER="http://127.0.0.1:${port}"
 serve() {
   "$bin" serve --data-dir "$1" --listen "127.0.0.1:${port}" --metrics-listen 127.0.0.1:0 2>> "$work/server.log" &
   server_pid=$!
-  for _ in $(seq 1 300); do "$bin" stats >/dev/null 2>&1 && return; sleep 0.2; done
-  echo "the server did not start" >&2
-  exit 1
+  wait_until_serving "$bin" "$server_pid" "$work/server.log"
 }
 stat_of() { "$bin" stats | awk -v name="$1" '$0 ~ "^" name " " { print $NF; exit }'; }
 now() { date +%s.%N; }

@@ -11,6 +11,7 @@
 # (default 127.0.0.1:50051).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 keep_running=false
 [[ "${1:-}" == "--keep-running" ]] && keep_running=true
@@ -34,11 +35,8 @@ stop_server() {
 }
 trap stop_server EXIT
 
-for _ in $(seq 1 100); do
-  "$bin" stats >/dev/null 2>&1 && break
-  kill -0 "$server_pid" 2>/dev/null || { echo "the server exited; see its log above" >&2; exit 1; }
-  sleep 0.2
-done
+# Its log is above.
+wait_until_serving "$bin" "$server_pid"
 
 echo "== loading examples/records.jsonl (synthetic residents from 63 departments)"
 "$bin" load examples/records.jsonl

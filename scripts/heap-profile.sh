@@ -18,6 +18,7 @@
 # memory, so read the owners' shares, not the absolute sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 warm=${1:-200000}
 window=${2:-50000}
 for tool in heaptrack heaptrack_print gdb; do
@@ -42,10 +43,7 @@ export POPMASTER_SERVER="http://127.0.0.1:${port}"
 "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:${port}" --metrics-listen 127.0.0.1:0 \
   2> "$work/server.log" &
 server_pid=$!
-until "$bin" stats > /dev/null 2>&1; do
-  kill -0 "$server_pid" 2>/dev/null || { echo "the server exited:"; tail -5 "$work/server.log"; exit 1; }
-  sleep 0.2
-done
+wait_until_serving "$bin" "$server_pid" "$work/server.log"
 heap() { awk '/^RssAnon:/ { printf "%d MiB", $2 / 1024 }' "/proc/${server_pid}/status"; }
 
 "$bin" load "$work/warm.jsonl" > /dev/null

@@ -10,6 +10,7 @@
 #                                              334,000 persons make about 1,000,000 records)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 persons=${1:-34000}
 
 cargo build --release --quiet
@@ -23,7 +24,7 @@ port=$(( 20000 + RANDOM % 20000 ))
 export POPMASTER_SERVER="http://127.0.0.1:${port}"
 "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:${port}" --metrics-listen 127.0.0.1:0 2> "$work/server.log" &
 server_pid=$!
-for _ in $(seq 1 100); do "$bin" stats >/dev/null 2>&1 && break; sleep 0.2; done
+wait_until_serving "$bin" "$server_pid" "$work/server.log"
 
 # Resident memory of the server, every 5 s: elapsed seconds and MiB.
 (

@@ -9,6 +9,7 @@
 #   scripts/memory-bench.sh [PERSONS] [FULL_PROFILES] [CONFIG.toml]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 persons=${1:-334000}
 full=${2:-200}
 config=${3:-}
@@ -26,10 +27,7 @@ serve() {
   "$bin" serve ${config:+--config "$config"} --data-dir "$work/data" --listen "127.0.0.1:${port}" \
     --metrics-listen 127.0.0.1:0 2>> "$work/server.log" &
   server_pid=$!
-  until "$bin" stats >/dev/null 2>&1; do
-    kill -0 "$server_pid" 2>/dev/null || { echo "the server exited:"; tail -5 "$work/server.log"; exit 1; }
-    sleep 0.2
-  done
+  wait_until_serving "$bin" "$server_pid" "$work/server.log"
 }
 memory() {
   awk -v what="$1" '/^(VmHWM|RssAnon):/ { m[$1] = $2 / 1024 }

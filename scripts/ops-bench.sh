@@ -9,6 +9,7 @@
 #   scripts/ops-bench.sh [PERSONS] [SECONDS_OF_INGEST_BEFORE_THE_KILL]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 persons=${1:-334000}
 ingest_seconds=${2:-20}
 
@@ -24,7 +25,7 @@ export POPMASTER_SERVER="http://127.0.0.1:${port}"
 serve() { "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:${port}" --metrics-listen 127.0.0.1:0 2>> "$work/server.log" & server_pid=$!; }
 now() { date +%s.%N; }
 serve
-for _ in $(seq 1 100); do "$bin" stats >/dev/null 2>&1 && break; sleep 0.2; done
+wait_until_serving "$bin" "$server_pid" "$work/server.log"
 start=$(now)
 "$bin" load "$work/records.jsonl" > /dev/null
 awk -v a="$start" -v b="$(now)" -v n="$(wc -l < "$work/records.jsonl")" \

@@ -11,6 +11,7 @@
 #       default 334,000 persons (about 1,000,000 records), 200 full profiles, 32 clients
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 persons=${1:-334000}
 full=${2:-200}
 clients=${3:-32}
@@ -26,7 +27,7 @@ port=$(( 20000 + RANDOM % 20000 ))
 export POPMASTER_SERVER="http://127.0.0.1:${port}"
 "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:${port}" --metrics-listen 127.0.0.1:0 2> "$work/server.log" &
 server_pid=$!
-for _ in $(seq 1 100); do "$bin" stats >/dev/null 2>&1 && break; sleep 0.2; done
+wait_until_serving "$bin" "$server_pid" "$work/server.log"
 start=$(date +%s.%N)
 "$bin" load "$work/records.jsonl" > /dev/null
 end=$(date +%s.%N)
